@@ -1,0 +1,1 @@
+//! Call records of the SBC (placeholder until the records issue fills it).

@@ -1,0 +1,199 @@
+//! Typed runtime configuration.
+//!
+//! The YAML file is read by [`file`] into `FileConfig` structs that mirror the file, validated with
+//! errors that name the file, line and column, then converted into the types below. The engine and
+//! the shells only ever see these types: units live in the types, references between sections are
+//! resolved into indices, and every value has already been checked.
+
+pub mod file;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use ipnetwork::IpNetwork;
+use regex::Regex;
+
+pub use file::{ConfigError, load, load_str};
+
+/// The whole, validated configuration of one SBC process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Transaction timers (RFC 3261 section 17).
+    pub timers: TimerConfig,
+    /// Number of signalling engine shards; already resolved (never 0).
+    pub shards: usize,
+    /// Largest SIP message accepted, in bytes.
+    pub max_message_size: usize,
+    /// Largest number of header fields accepted in one message.
+    pub max_headers: usize,
+    /// How long a draining SBC lets calls end naturally before sending BYE.
+    pub drain_grace: Duration,
+    /// Connection-oriented transport limits.
+    pub tcp: TcpConfig,
+    /// Listeners, indexed by [`ListenerId`].
+    pub listeners: Vec<ListenerConfig>,
+    /// Trunks, indexed by [`TrunkId`].
+    pub trunks: Vec<TrunkConfig>,
+    /// Routes, tried in order; the first that matches wins.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// RFC 3261 timer base values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimerConfig {
+    /// RTT estimate, default 500 ms (RFC 3261 17.1.1.1).
+    pub t1: Duration,
+    /// Maximum retransmit interval for non-INVITE requests and INVITE responses, default 4 s.
+    pub t2: Duration,
+    /// Maximum duration a message remains in the network, default 5 s.
+    pub t4: Duration,
+}
+
+impl Default for TimerConfig {
+    fn default() -> Self {
+        TimerConfig {
+            t1: Duration::from_millis(500),
+            t2: Duration::from_secs(4),
+            t4: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Limits for TCP (and later TLS/WS) connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpConfig {
+    /// A connection with no traffic for this long is closed.
+    pub idle_timeout: Duration,
+    /// Accepted connections per listener beyond which new ones are refused.
+    pub max_connections: usize,
+}
+
+/// Index of a listener in [`Config::listeners`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ListenerId(pub usize);
+
+/// Index of a trunk in [`Config::trunks`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TrunkId(pub usize);
+
+/// Which side of the network a listener faces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// Untrusted access: phones, browsers.
+    Access,
+    /// Carriers and PBXs: requests are accepted only from a trunk's `sources`.
+    Trunk,
+}
+
+/// A SIP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// RFC 3261 over UDP.
+    Udp,
+    /// RFC 3261 over TCP, framed by Content-Length.
+    Tcp,
+}
+
+/// One listening address, serving one or more transports on the same port.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// Name used by trunks and routes.
+    pub name: String,
+    /// Access or trunk side.
+    pub side: Side,
+    /// Local address and port bound.
+    pub addr: SocketAddr,
+    /// Address written into Via, Contact and SDP (defaults to `addr`'s IP); for NAT splits.
+    pub advertise: IpAddr,
+    /// Transports served on `addr`.
+    pub transports: Vec<Transport>,
+}
+
+/// A next hop: where leg B is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    /// Address of the peer.
+    pub addr: SocketAddr,
+    /// Transport to reach it.
+    pub transport: Transport,
+}
+
+/// A carrier, PBX or UA group the SBC talks to.
+#[derive(Debug, Clone)]
+pub struct TrunkConfig {
+    /// Name used by routes.
+    pub name: String,
+    /// Listener through which requests to this trunk leave.
+    pub listener: ListenerId,
+    /// Targets in failover order.
+    pub targets: Vec<Target>,
+    /// Source networks recognised as this trunk on a trunk-side listener.
+    pub sources: Vec<IpNetwork>,
+    /// OPTIONS keep-alive, if enabled.
+    pub options: Option<KeepAliveConfig>,
+    /// Number rewriting applied to the Request-URI and To user part sent to this trunk.
+    pub rewrite: RewriteConfig,
+    /// Which headers of the other leg may cross into requests sent to this trunk.
+    pub headers: HeaderPolicy,
+}
+
+/// OPTIONS keep-alive toward a trunk's targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepAliveConfig {
+    /// Time between probes of one target.
+    pub interval: Duration,
+    /// Consecutive failures after which the target is marked down.
+    pub down_after: u32,
+    /// Consecutive successes after which a down target is marked up.
+    pub up_after: u32,
+}
+
+/// Number rewriting on the user part, applied in this order: strip, prepend, regex.
+#[derive(Debug, Clone, Default)]
+pub struct RewriteConfig {
+    /// Leading characters removed.
+    pub strip: usize,
+    /// Prefix added after stripping.
+    pub prepend: String,
+    /// Regex replacement (`$1` style captures) applied last.
+    pub regex: Option<(Regex, String)>,
+}
+
+/// Header normalisation for requests sent toward a trunk.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderPolicy {
+    /// Header names (case-insensitive, full form) copied from the other leg.
+    pub allow: Vec<String>,
+    /// Header names removed after copying (wins over `allow`).
+    pub remove: Vec<String>,
+    /// Headers added as `(name, value)`, replacing copied ones of the same name.
+    pub add: Vec<(String, String)>,
+}
+
+/// An ordered route: which inbound calls go to which trunks.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Name for logs and records.
+    pub name: String,
+    /// Conditions, all of which must hold.
+    pub matcher: RouteMatch,
+    /// Outbound trunks, tried in order (failover).
+    pub trunks: Vec<TrunkId>,
+    /// A call not answered within this time is cancelled (408 toward the caller).
+    pub ring_timeout: Duration,
+}
+
+/// Conditions of a route; an absent condition matches anything.
+#[derive(Debug, Clone, Default)]
+pub struct RouteMatch {
+    /// Inbound listener.
+    pub listener: Option<ListenerId>,
+    /// Inbound trunk (recognised by source address on a trunk-side listener).
+    pub trunk: Option<TrunkId>,
+    /// Request-URI user part prefix.
+    pub prefix: Option<String>,
+    /// Request-URI user part regex.
+    pub user_regex: Option<Regex>,
+    /// Request-URI host, compared case-insensitively.
+    pub domain: Option<String>,
+}

@@ -1,0 +1,3 @@
+//! Signalling core of the SBC.
+pub mod config;
+pub mod sip;

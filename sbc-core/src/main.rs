@@ -1,0 +1,2 @@
+//! The `sbc` appliance binary.
+fn main() {}

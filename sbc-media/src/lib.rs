@@ -1,0 +1,1 @@
+//! Media plane of the SBC (placeholder until the media issue fills it).

@@ -1,0 +1,1 @@
+//! Edge policy of the SBC (placeholder until the policy issue fills it).

@@ -21,7 +21,11 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
     }
 }
 
@@ -30,11 +34,21 @@ pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
     let name = path.display().to_string();
     match std::fs::read_to_string(path) {
         Ok(text) => load_str(&name, &text),
-        Err(e) => Err(vec![ConfigError { file: name, line: 0, column: 0, message: e.to_string() }]),
+        Err(e) => Err(vec![ConfigError {
+            file: name,
+            line: 0,
+            column: 0,
+            message: e.to_string(),
+        }]),
     }
 }
 
 /// Validates config text; `name` is used in error locations.
 pub fn load_str(name: &str, _text: &str) -> Result<Config, Vec<ConfigError>> {
-    Err(vec![ConfigError { file: name.into(), line: 1, column: 1, message: "not implemented".into() }])
+    Err(vec![ConfigError {
+        file: name.into(),
+        line: 1,
+        column: 1,
+        message: "not implemented".into(),
+    }])
 }

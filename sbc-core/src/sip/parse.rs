@@ -1,0 +1,388 @@
+//! Message parser and its errors.
+
+use std::fmt;
+
+use bytes::Bytes;
+
+use super::headers::{Header, HeaderName, NameAddr, parse_u32};
+use super::message::{Message, RequestLine, StartLine, StatusLine};
+use super::method::Method;
+use super::uri::{Uri, trim_range};
+
+/// Size limits applied before anything is interpreted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest message in bytes (head and body).
+    pub max_size: usize,
+    /// Largest number of header fields.
+    pub max_headers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_size: 65_535,
+            max_headers: 128,
+        }
+    }
+}
+
+/// Why a message was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ParseError {
+    /// Larger than [`Limits::max_size`].
+    TooLarge,
+    /// More header fields than [`Limits::max_headers`].
+    TooManyHeaders,
+    /// No blank line ending the header section.
+    Incomplete,
+    /// Bytes that are not valid in a header section (NUL, bare CR...).
+    BadBytes,
+    /// Start line is neither a Request-Line nor a Status-Line.
+    BadStartLine,
+    /// SIP version other than 2.0 (answered 505).
+    UnsupportedVersion,
+    /// Status code outside 100-699.
+    BadStatusCode,
+    /// A header line without a colon or with an invalid name.
+    BadHeaderLine,
+    /// A URI that does not parse.
+    BadUri,
+    /// A Via that does not parse.
+    BadVia,
+    /// A From/To/Contact/Route that does not parse.
+    BadNameAddr,
+    /// A CSeq that does not parse, or whose method differs from the request's.
+    BadCSeq,
+    /// Content-Length missing where required, negative, not a number, or repeated.
+    BadContentLength,
+    /// Content-Length larger than the bytes received.
+    BodyTruncated,
+    /// Max-Forwards not a number.
+    BadMaxForwards,
+    /// One of Via, From, To, Call-ID, CSeq is missing.
+    MissingHeader(HeaderName),
+    /// A header that must appear once appears several times.
+    DuplicateHeader(HeaderName),
+}
+
+impl ParseError {
+    /// Status code of the response to a request that failed this way (RFC 3261 section 8.2 and
+    /// 21.4). Responses that fail to parse are never answered.
+    pub fn status(&self) -> u16 {
+        match self {
+            ParseError::TooLarge => 513,
+            ParseError::UnsupportedVersion => 505,
+            _ => 400,
+        }
+    }
+
+    /// Reason phrase for the response, which also tells the peer what was wrong.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ParseError::TooLarge => "Message Too Large",
+            ParseError::TooManyHeaders => "Too Many Header Fields",
+            ParseError::Incomplete => "Incomplete Message",
+            ParseError::BadBytes => "Invalid Characters",
+            ParseError::BadStartLine => "Bad Request-Line",
+            ParseError::UnsupportedVersion => "Version Not Supported",
+            ParseError::BadStatusCode => "Bad Status Code",
+            ParseError::BadHeaderLine => "Bad Header Field",
+            ParseError::BadUri => "Bad URI",
+            ParseError::BadVia => "Bad Via",
+            ParseError::BadNameAddr => "Bad Address",
+            ParseError::BadCSeq => "Bad CSeq",
+            ParseError::BadContentLength => "Bad Content-Length",
+            ParseError::BodyTruncated => "Content-Length Exceeds Body",
+            ParseError::BadMaxForwards => "Bad Max-Forwards",
+            ParseError::MissingHeader(_) => "Missing Mandatory Header",
+            ParseError::DuplicateHeader(_) => "Duplicate Header",
+        }
+    }
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParseError::MissingHeader(h) => write!(f, "missing {h} header"),
+            ParseError::DuplicateHeader(h) => write!(f, "duplicate {h} header"),
+            other => f.write_str(other.reason()),
+        }
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// token characters (RFC 3261 section 25.1).
+pub(crate) fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+        )
+}
+
+/// Parses one message from a datagram (or a frame cut by [`super::stream`]) with default limits.
+pub fn parse(data: Bytes) -> Result<Message, ParseError> {
+    parse_with(data, &Limits::default())
+}
+
+/// Parses one message with explicit limits. On a datagram a missing Content-Length means "the rest
+/// of the datagram"; extra bytes beyond Content-Length are discarded (RFC 3261 section 18.3).
+pub fn parse_with(data: Bytes, limits: &Limits) -> Result<Message, ParseError> {
+    if data.len() > limits.max_size {
+        return Err(ParseError::TooLarge);
+    }
+    // RFC 3261 section 7.5: CRLFs before the start line are ignored.
+    let mut start = 0;
+    while start < data.len() && matches!(data[start], b'\r' | b'\n') {
+        start += 1;
+    }
+    let (head_end, body_start) = find_head_end(&data, start).ok_or(ParseError::Incomplete)?;
+    let head = &data[start..head_end];
+    if head.contains(&0) {
+        return Err(ParseError::BadBytes);
+    }
+
+    let mut lines = LineIter {
+        data: &data,
+        pos: start,
+        end: head_end,
+    };
+    let (sl_a, sl_b) = lines.next().ok_or(ParseError::BadStartLine)?;
+    let start_line = parse_start_line(&data.slice(sl_a..sl_b))?;
+
+    let mut headers: Vec<Header> = Vec::with_capacity(16);
+    // A header line, possibly followed by continuation lines (folding, RFC 3261 section 7.3.1).
+    let mut current: Option<(usize, usize, usize)> = None; // (line start, colon, line end)
+    let mut folded = false;
+    let finish = |cur: (usize, usize, usize), folded: bool, headers: &mut Vec<Header>| {
+        if headers.len() >= limits.max_headers {
+            return Err(ParseError::TooManyHeaders);
+        }
+        headers.push(make_header(&data, cur, folded)?);
+        Ok(())
+    };
+    for (a, b) in lines {
+        if a < b && matches!(data[a], b' ' | b'\t') {
+            match current.as_mut() {
+                Some(cur) => {
+                    cur.2 = b;
+                    folded = true;
+                }
+                None => return Err(ParseError::BadHeaderLine),
+            }
+            continue;
+        }
+        if let Some(cur) = current.take() {
+            finish(cur, folded, &mut headers)?;
+        }
+        folded = false;
+        let colon = memchr::memchr(b':', &data[a..b]).ok_or(ParseError::BadHeaderLine)? + a;
+        current = Some((a, colon, b));
+    }
+    if let Some(cur) = current.take() {
+        finish(cur, folded, &mut headers)?;
+    }
+
+    let available = data.len() - body_start;
+    let mut content_length = None;
+    for h in headers
+        .iter()
+        .filter(|h| h.name == HeaderName::ContentLength)
+    {
+        if content_length.is_some() {
+            return Err(ParseError::BadContentLength);
+        }
+        let n = parse_u32(&h.value).ok_or(ParseError::BadContentLength)? as usize;
+        content_length = Some(n);
+    }
+    let body_len = match content_length {
+        Some(n) if n > available => return Err(ParseError::BodyTruncated),
+        Some(n) => n,
+        None => available,
+    };
+    let msg = Message {
+        start: start_line,
+        headers,
+        body: data.slice(body_start..body_start + body_len),
+    };
+    validate(&msg)?;
+    Ok(msg)
+}
+
+/// Returns (end of the last header line, start of the body).
+pub(crate) fn find_head_end(data: &[u8], from: usize) -> Option<(usize, usize)> {
+    let mut i = from;
+    while let Some(p) = memchr::memchr(b'\n', &data[i..]) {
+        let nl = i + p;
+        // The blank line: "\n\r\n" or "\n\n".
+        match data.get(nl + 1) {
+            Some(b'\n') => return Some((nl + 1, nl + 2)),
+            Some(b'\r') if data.get(nl + 2) == Some(&b'\n') => return Some((nl + 1, nl + 3)),
+            _ => {}
+        }
+        i = nl + 1;
+    }
+    None
+}
+
+struct LineIter<'a> {
+    data: &'a [u8],
+    pos: usize,
+    end: usize,
+}
+
+impl Iterator for LineIter<'_> {
+    type Item = (usize, usize);
+    fn next(&mut self) -> Option<(usize, usize)> {
+        if self.pos >= self.end {
+            return None;
+        }
+        let a = self.pos;
+        let nl = memchr::memchr(b'\n', &self.data[a..self.end]).map_or(self.end, |p| a + p);
+        self.pos = nl + 1;
+        let b = if nl > a && self.data[nl - 1] == b'\r' {
+            nl - 1
+        } else {
+            nl
+        };
+        Some((a, b))
+    }
+}
+
+fn make_header(
+    data: &Bytes,
+    (a, colon, b): (usize, usize, usize),
+    folded: bool,
+) -> Result<Header, ParseError> {
+    let (na, nb) = trim_range(data, a, colon);
+    if na == nb
+        || !data[na..nb].iter().all(|&c| is_token_char(c))
+        || nb != colon && !data[nb..colon].iter().all(|c| matches!(c, b' ' | b'\t'))
+    {
+        return Err(ParseError::BadHeaderLine);
+    }
+    let name = HeaderName::from_bytes(&data.slice(na..nb));
+    let (va, vb) = trim_range(data, colon + 1, b);
+    let raw = &data[va..vb];
+    if raw.contains(&b'\r') && !folded {
+        return Err(ParseError::BadBytes);
+    }
+    let value = if folded {
+        // Rare: replace each CRLF+WS run by one space; this is the only copying path.
+        let mut v = Vec::with_capacity(raw.len());
+        let mut i = 0;
+        while i < raw.len() {
+            if raw[i] == b'\r' || raw[i] == b'\n' {
+                while i < raw.len() && matches!(raw[i], b'\r' | b'\n' | b' ' | b'\t') {
+                    i += 1;
+                }
+                while v.last().is_some_and(|c: &u8| *c == b' ' || *c == b'\t') {
+                    v.pop();
+                }
+                v.push(b' ');
+            } else {
+                v.push(raw[i]);
+                i += 1;
+            }
+        }
+        Bytes::from(v)
+    } else {
+        data.slice(va..vb)
+    };
+    Ok(Header { name, value })
+}
+
+fn parse_start_line(line: &Bytes) -> Result<StartLine, ParseError> {
+    if line.starts_with(b"SIP/") {
+        // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
+        let sp1 = memchr::memchr(b' ', line).ok_or(ParseError::BadStartLine)?;
+        if &line[..sp1] != b"SIP/2.0" {
+            return Err(ParseError::UnsupportedVersion);
+        }
+        let rest = &line[sp1 + 1..];
+        let code_end = memchr::memchr(b' ', rest).unwrap_or(rest.len());
+        if code_end != 3 || !rest[..3].iter().all(u8::is_ascii_digit) {
+            return Err(ParseError::BadStatusCode);
+        }
+        let code = u16::from(rest[0] - b'0') * 100
+            + u16::from(rest[1] - b'0') * 10
+            + u16::from(rest[2] - b'0');
+        if !(100..=699).contains(&code) {
+            return Err(ParseError::BadStatusCode);
+        }
+        let reason = if code_end < rest.len() {
+            line.slice(sp1 + 1 + code_end + 1..)
+        } else {
+            Bytes::new()
+        };
+        return Ok(StartLine::Response(StatusLine { code, reason }));
+    }
+    // Request-Line = Method SP Request-URI SP SIP-Version, single spaces (RFC 3261 section 7.1).
+    let sp1 = memchr::memchr(b' ', line).ok_or(ParseError::BadStartLine)?;
+    let sp2 = memchr::memchr(b' ', &line[sp1 + 1..]).ok_or(ParseError::BadStartLine)? + sp1 + 1;
+    let method = Method::from_token(&line.slice(..sp1)).ok_or(ParseError::BadStartLine)?;
+    let version = &line[sp2 + 1..];
+    if version.contains(&b' ') || sp2 == sp1 + 1 {
+        return Err(ParseError::BadStartLine);
+    }
+    if !version.starts_with(b"SIP/") {
+        return Err(ParseError::BadStartLine);
+    }
+    if version != b"SIP/2.0" {
+        return Err(ParseError::UnsupportedVersion);
+    }
+    let uri = Uri::parse(line.slice(sp1 + 1..sp2))?;
+    Ok(StartLine::Request(RequestLine { method, uri }))
+}
+
+/// Mandatory headers and the syntax of what the engine relies on (RFC 3261 section 8.1.1).
+fn validate(msg: &Message) -> Result<(), ParseError> {
+    for name in [
+        HeaderName::CallId,
+        HeaderName::CSeq,
+        HeaderName::From,
+        HeaderName::To,
+        HeaderName::MaxForwards,
+    ] {
+        let mut it = msg.headers.iter().filter(|h| h.name == name);
+        match (it.next(), it.next()) {
+            (None, _) if name != HeaderName::MaxForwards => {
+                return Err(ParseError::MissingHeader(name));
+            }
+            (Some(_), Some(_)) => return Err(ParseError::DuplicateHeader(name)),
+            _ => {}
+        }
+    }
+    if msg.header(&HeaderName::Via).is_none() {
+        return Err(ParseError::MissingHeader(HeaderName::Via));
+    }
+    if msg
+        .call_id()
+        .is_none_or(|c| c.is_empty() || c.iter().any(|b| b.is_ascii_whitespace()))
+    {
+        return Err(ParseError::MissingHeader(HeaderName::CallId));
+    }
+    let cseq = msg.cseq()?;
+    if let StartLine::Request(rl) = &msg.start
+        && cseq.method != rl.method
+    {
+        return Err(ParseError::BadCSeq);
+    }
+    msg.top_via()?;
+    msg.from()?;
+    msg.to()?;
+    if let Some(v) = msg.header(&HeaderName::MaxForwards) {
+        parse_u32(v).ok_or(ParseError::BadMaxForwards)?;
+    }
+    Ok(())
+}
+
+/// Checks a header value that should be a list of NameAddr (Contact, Route, Record-Route).
+pub(crate) fn parse_name_addr_list(v: &Bytes) -> Result<Vec<NameAddr>, ParseError> {
+    super::headers::split_list(v)
+        .map(|item| NameAddr::parse(&item))
+        .collect()
+}

@@ -19,5 +19,5 @@ mod uri;
 pub use headers::{CSeq, Header, HeaderName, NameAddr, Via, split_list};
 pub use message::{Message, RequestLine, StartLine, StatusLine};
 pub use method::Method;
-pub use parse::{Limits, ParseError, parse, parse_with};
+pub use parse::{Limits, ParseError, error_response, parse, parse_with};
 pub use uri::{Host, Scheme, Uri};

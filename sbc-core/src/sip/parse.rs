@@ -386,3 +386,70 @@ pub(crate) fn parse_name_addr_list(v: &Bytes) -> Result<Vec<NameAddr>, ParseErro
         .map(|item| NameAddr::parse(&item))
         .collect()
 }
+
+/// A stateless error response to a request that failed to parse, if one can be formed: its Via,
+/// From, To, Call-ID and CSeq lines are copied as received (RFC 3261 section 8.2.6.2). `None` for
+/// responses, ACKs (never answered), and requests missing one of those lines (dropped silently).
+pub fn error_response(data: &[u8], err: &ParseError) -> Option<Bytes> {
+    let mut start = 0;
+    while start < data.len() && matches!(data[start], b'\r' | b'\n') {
+        start += 1;
+    }
+    let data = &data[start..];
+    let head_end = find_head_end(data, 0).map_or(data.len().min(8192), |(h, _)| h);
+    let mut lines = data[..head_end]
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let first = lines.next()?;
+    if first.starts_with(b"SIP/") || first.starts_with(b"ACK ") {
+        return None;
+    }
+    let mut vias: Vec<&[u8]> = Vec::new();
+    let (mut from, mut to, mut call_id, mut cseq) = (None, None, None, None);
+    for line in lines {
+        let Some(colon) = memchr::memchr(b':', line) else {
+            continue;
+        };
+        let (na, nb) = trim_range(line, 0, colon);
+        let (va, vb) = trim_range(line, colon + 1, line.len());
+        let value = &line[va..vb];
+        if value.iter().any(|&b| b < 0x20 && b != b'\t') {
+            return None;
+        }
+        match HeaderName::from_bytes(&Bytes::copy_from_slice(&line[na..nb])) {
+            HeaderName::Via => vias.push(value),
+            HeaderName::From => from = from.or(Some(value)),
+            HeaderName::To => to = to.or(Some(value)),
+            HeaderName::CallId => call_id = call_id.or(Some(value)),
+            HeaderName::CSeq => cseq = cseq.or(Some(value)),
+            _ => {}
+        }
+    }
+    let (from, to, call_id, cseq) = (from?, to?, call_id?, cseq?);
+    if vias.is_empty() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(format!("SIP/2.0 {} {}\r\n", err.status(), err.reason()).as_bytes());
+    for v in vias {
+        out.extend_from_slice(b"Via: ");
+        out.extend_from_slice(v);
+        out.extend_from_slice(b"\r\n");
+    }
+    for (name, v) in [
+        ("From", from),
+        ("To", to),
+        ("Call-ID", call_id),
+        ("CSeq", cseq),
+    ] {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v);
+        if name == "To" && !v.windows(4).any(|w| w.eq_ignore_ascii_case(b"tag=")) {
+            out.extend_from_slice(b";tag=sbc-err");
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+    Some(Bytes::from(out))
+}

@@ -1,0 +1,1731 @@
+//! The engine: calls, the mapping of transactions to calls, and every relay decision.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use sbc_cdr::{CallEventKind, CallRef, Disposition, ReleaseSide};
+use sbc_media::{LegSide, MediaPlane, MediaSessionId};
+use sbc_policy::{AdmissionRequest, Permit, Policy, Verdict};
+
+use super::dialog::Dialog;
+use super::ids::{CallKey, decode_call_id, make_call_id, make_tag};
+use super::routing::{self, Origin};
+use crate::config::{Config, ListenerId, Transport, TrunkId};
+use crate::sip::{self, HeaderName, Host, Limits, Message, Method, Uri};
+use crate::transaction::{TransactionLayer, TxnEvent, TxnId, shard_of_branch};
+use crate::transport::{Flow, Transmit};
+
+/// Option tags the SBC understands on either leg (RFC 3261 section 8.2.2.3).
+const SUPPORTED: &[&str] = &["100rel", "timer", "replaces"];
+const ALLOW: &str =
+    "INVITE, ACK, BYE, CANCEL, OPTIONS, PRACK, UPDATE, INFO, MESSAGE, NOTIFY, REFER";
+
+/// Headers that always cross legs with the message they belong to (they describe the message, not
+/// the topology).
+const CONTENT_HEADERS: &[HeaderName] = &[HeaderName::ContentType, HeaderName::ContentDisposition];
+
+/// What the engine reports to its shell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Call progress, for records (the shell stamps the wall-clock time).
+    Call {
+        /// The call.
+        call: CallRef,
+        /// What happened.
+        kind: CallEventKind,
+    },
+}
+
+/// Counters of one shard.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Datagrams or frames that did not parse.
+    pub malformed: u64,
+    /// Calls created.
+    pub calls_created: u64,
+    /// Calls ended.
+    pub calls_ended: u64,
+}
+
+#[derive(Debug, Clone)]
+enum Role {
+    /// The initial INVITE's server transaction on leg A.
+    AInvite,
+    /// The initial INVITE's client transaction on leg B (current attempt).
+    BInvite,
+    /// A request we originate whose outcome does not matter (CANCEL, BYE, our own PRACK).
+    Fire,
+    /// An in-dialog request received on one leg, relayed as `client` on the other.
+    RelayServer {
+        request: Box<Message>,
+        client: TxnId,
+    },
+    /// The relayed copy of the request received in `server`.
+    RelayClient { server: TxnId },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Leg B is being tried; leg A has no final response yet.
+    Early,
+    /// 2xx relayed to leg A.
+    Answered,
+}
+
+/// A relayed INVITE inside the dialog (re-INVITE), tracked for glare (491) and ACK relay.
+#[derive(Debug, Clone)]
+struct ReInvite {
+    from: LegSide,
+    /// CSeq number used on the other leg, for the ACK.
+    client_cseq: u32,
+}
+
+#[derive(Debug)]
+struct Call {
+    call_ref: CallRef,
+    origin: Origin,
+    phase: Phase,
+    a: Dialog,
+    a_invite_req: Option<Box<Message>>,
+    a_invite: Option<TxnId>,
+    a_supports_100rel: bool,
+    a_rseq: u32,
+    /// (RSeq sent on A, RSeq received on B) for reliable provisionals (RFC 3262).
+    rseq_map: Vec<(u32, u32)>,
+    b: Option<Dialog>,
+    b_invite: Option<TxnId>,
+    b_invite_cseq: u32,
+    b_confirmed: bool,
+    /// ACK sent for leg B's 2xx, re-sent on each 2xx retransmission.
+    b_ack: Option<Bytes>,
+    /// Leg B's 2xx ACK waits for leg A's ACK (late offer: A's ACK carries the answer).
+    b_ack_pending: bool,
+    attempts: Vec<(TrunkId, usize)>,
+    attempt: usize,
+    media: MediaSessionId,
+    _permit: Permit,
+    ring_deadline: Option<Instant>,
+    /// Last failure from leg B, relayed to A if no attempt is left: status, reason phrase, Reason header.
+    last_failure: (u16, Bytes, Option<Bytes>),
+    reinvite: Option<ReInvite>,
+    /// Server transactions waiting for a relayed answer; answered 487/481 if the call ends first.
+    pending_servers: Vec<TxnId>,
+}
+
+impl Call {
+    fn leg(&mut self, side: LegSide) -> Option<&mut Dialog> {
+        match side {
+            LegSide::A => Some(&mut self.a),
+            LegSide::B => self.b.as_mut(),
+        }
+    }
+
+    fn out_trunk(&self) -> Option<TrunkId> {
+        self.attempts.get(self.attempt).map(|a| a.0)
+    }
+}
+
+#[derive(Debug)]
+struct Slot {
+    generation: u32,
+    call: Option<Box<Call>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum CallTimer {
+    Ring,
+}
+
+/// One shard of the B2BUA.
+#[derive(Debug)]
+pub struct Engine {
+    config: Arc<Config>,
+    shard: u16,
+    limits: Limits,
+    txns: TransactionLayer,
+    media: MediaPlane,
+    policy: Policy,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    /// Leg-A Call-IDs are chosen by peers: SipHash map (STYLE section 3).
+    by_a_call_id: HashMap<Bytes, CallKey>,
+    owners: HashMap<TxnId, (CallKey, Role)>,
+    timers: BinaryHeap<Reverse<(Instant, CallKey, CallTimer)>>,
+    events: VecDeque<Event>,
+    rng: StdRng,
+    draining: bool,
+    next_call_ref: u64,
+    /// `host:port` of each listener, as written in Via and Contact.
+    sent_by: Vec<String>,
+    stats: EngineStats,
+}
+
+impl Engine {
+    /// A shard with its own RNG seed.
+    pub fn new(config: Arc<Config>, shard: u16, seed: u64) -> Engine {
+        let sent_by = config
+            .listeners
+            .iter()
+            .map(|l| SocketAddr::new(l.advertise, l.addr.port()).to_string())
+            .collect();
+        Engine {
+            txns: TransactionLayer::new(config.timers, shard, seed ^ 0x7478_6e73),
+            limits: Limits {
+                max_size: config.max_message_size,
+                max_headers: config.max_headers,
+            },
+            config,
+            shard,
+            media: MediaPlane::new(),
+            policy: Policy::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_a_call_id: HashMap::new(),
+            owners: HashMap::new(),
+            timers: BinaryHeap::new(),
+            events: VecDeque::new(),
+            rng: StdRng::seed_from_u64(seed),
+            draining: false,
+            next_call_ref: u64::from(shard) << 48,
+            sent_by,
+            stats: EngineStats::default(),
+        }
+    }
+
+    /// Raw bytes from a flow: parsed here; malformed requests get a 4xx/5xx if one can be formed.
+    pub fn handle_datagram(&mut self, now: Instant, flow: Flow, data: Bytes) {
+        match sip::parse_with(data.clone(), &self.limits) {
+            Ok(msg) => self.handle_message(now, flow, msg),
+            Err(err) => {
+                self.stats.malformed += 1;
+                tracing::debug!(remote = %flow.remote, %err, "malformed message");
+                if let Some(resp) = sip::error_response(&data, &err) {
+                    self.txns.send_stateless(flow, resp);
+                }
+            }
+        }
+    }
+
+    /// A parsed message from a flow.
+    pub fn handle_message(&mut self, now: Instant, flow: Flow, msg: Message) {
+        self.txns.handle_message(now, msg, flow);
+        self.drain_txn_events(now);
+    }
+
+    /// Fires due timers (transaction and call timers). Early calls are no-ops.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.txns.handle_timeout(now);
+        self.drain_txn_events(now);
+        while let Some(Reverse((at, key, timer))) = self.timers.peek().cloned() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            match timer {
+                CallTimer::Ring => self.ring_timeout(now, key, at),
+            }
+            self.drain_txn_events(now);
+        }
+    }
+
+    /// Stops admitting new calls (SIGTERM): new INVITEs get 503.
+    pub fn start_drain(&mut self) {
+        self.draining = true;
+    }
+
+    /// Ends every call now: BYE on answered legs, CANCEL/487 on calls still ringing.
+    pub fn terminate_all(&mut self, now: Instant) {
+        let keys: Vec<CallKey> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.call.is_some())
+            .map(|(i, s)| CallKey {
+                index: i as u32,
+                generation: s.generation,
+            })
+            .collect();
+        for key in keys {
+            let Some(call) = self.call(key) else { continue };
+            match call.phase {
+                Phase::Answered => {
+                    self.send_bye(now, key, LegSide::A);
+                    self.send_bye(now, key, LegSide::B);
+                    self.end_call(
+                        now,
+                        key,
+                        Disposition::Answered,
+                        200,
+                        ReleaseSide::Sbc,
+                        Some("shutdown"),
+                    );
+                }
+                Phase::Early => {
+                    self.cancel_b(now, key);
+                    self.answer_a_invite(now, key, 503, "Service Unavailable", None);
+                    self.end_call(
+                        now,
+                        key,
+                        Disposition::Failed,
+                        503,
+                        ReleaseSide::Sbc,
+                        Some("shutdown"),
+                    );
+                }
+            }
+        }
+        self.drain_txn_events(now);
+    }
+
+    /// Next message to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.txns.poll_transmit()
+    }
+
+    /// Next event for the shell.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Earliest deadline of this shard.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let txn = self.txns.poll_timeout().map(|(at, _)| at);
+        let call = self.timers.peek().map(|Reverse((at, _, _))| *at);
+        match (txn, call) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Calls in progress on this shard.
+    pub fn call_count(&self) -> usize {
+        self.by_a_call_id.len()
+    }
+
+    /// Live transactions on this shard.
+    pub fn transaction_count(&self) -> usize {
+        self.txns.len()
+    }
+
+    /// Media sessions on this shard (for leak checks).
+    pub fn media_session_count(&self) -> usize {
+        self.media.len()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> EngineStats {
+        self.stats
+    }
+
+    // ---- dispatch --------------------------------------------------------------------------
+
+    fn drain_txn_events(&mut self, now: Instant) {
+        while let Some(ev) = self.txns.poll_event() {
+            match ev {
+                TxnEvent::RequestReceived { txn, request, flow } => {
+                    self.on_request(now, txn, request, flow)
+                }
+                TxnEvent::AckReceived {
+                    invite,
+                    request,
+                    flow,
+                } => self.on_ack(now, invite, request, flow),
+                TxnEvent::CancelReceived { invite, .. } => self.on_cancel(now, invite),
+                TxnEvent::ResponseReceived { txn, response } => {
+                    self.on_response(now, txn, response)
+                }
+                TxnEvent::StrayResponse { response, flow } => {
+                    self.on_stray_response(now, response, flow)
+                }
+                TxnEvent::TimedOut { txn } => self.on_txn_failed(now, txn, 408, "Request Timeout"),
+                TxnEvent::TransportFailed { txn } => {
+                    self.on_txn_failed(now, txn, 503, "Service Unavailable")
+                }
+            }
+        }
+    }
+
+    fn on_request(&mut self, now: Instant, txn: TxnId, req: Message, flow: Flow) {
+        let has_to_tag = req.to().is_ok_and(|t| t.tag().is_some());
+        if has_to_tag {
+            return self.on_in_dialog_request(now, txn, req, flow);
+        }
+        match req.method() {
+            Some(Method::Invite) => self.on_new_invite(now, txn, req, flow),
+            Some(Method::Options) => {
+                let mut r = req.response_to(200, "OK", Some(&make_tag(&mut self.rng)));
+                r.push(HeaderName::Allow, Bytes::from_static(ALLOW.as_bytes()));
+                r.push(
+                    HeaderName::Supported,
+                    Bytes::from_static(b"100rel, timer, replaces"),
+                );
+                r.push(HeaderName::Accept, Bytes::from_static(b"application/sdp"));
+                self.txns.respond(now, txn, r);
+            }
+            Some(Method::Bye | Method::Prack | Method::Update | Method::Info | Method::Notify) => {
+                self.reply(now, txn, &req, 481, "Call/Transaction Does Not Exist");
+            }
+            Some(
+                Method::Register
+                | Method::Subscribe
+                | Method::Publish
+                | Method::Message
+                | Method::Refer,
+            ) => {
+                let mut r =
+                    req.response_to(405, "Method Not Allowed", Some(&make_tag(&mut self.rng)));
+                r.push(HeaderName::Allow, Bytes::from_static(ALLOW.as_bytes()));
+                self.txns.respond(now, txn, r);
+            }
+            _ => self.reply(now, txn, &req, 501, "Not Implemented"),
+        }
+    }
+
+    /// Answers a request with a bare status (our own tag on To when it had none).
+    fn reply(&mut self, now: Instant, txn: TxnId, req: &Message, code: u16, reason: &str) {
+        let tag = make_tag(&mut self.rng);
+        let r = req.response_to(code, reason, Some(&tag));
+        self.txns.respond(now, txn, r);
+    }
+
+    // ---- new calls -------------------------------------------------------------------------
+
+    fn on_new_invite(&mut self, now: Instant, txn: TxnId, req: Message, flow: Flow) {
+        if let Some((code, reason)) = self.check_new_invite(&req) {
+            let mut r = req.response_to(code, reason, Some(&make_tag(&mut self.rng)));
+            if code == 420 {
+                let unsupported: Vec<String> = req
+                    .values(&HeaderName::Require)
+                    .filter(|t| {
+                        !SUPPORTED
+                            .iter()
+                            .any(|s| t.eq_ignore_ascii_case(s.as_bytes()))
+                    })
+                    .map(|t| String::from_utf8_lossy(&t).into_owned())
+                    .collect();
+                r.push(HeaderName::Unsupported, unsupported.join(", "));
+            }
+            if code == 503 {
+                r.push(HeaderName::RetryAfter, Bytes::from_static(b"30"));
+            }
+            self.txns.respond(now, txn, r);
+            return;
+        }
+        let Some(origin) = routing::classify(&self.config, flow.listener, flow.remote.ip()) else {
+            tracing::debug!(remote = %flow.remote, "INVITE from an unknown source on a trunk listener");
+            return self.reply(now, txn, &req, 403, "Forbidden");
+        };
+        let Some(ruri) = req.request_uri().cloned() else {
+            return;
+        };
+        let user = ruri.user_str().map(str::to_owned);
+        let domain = match &ruri.host {
+            Some(Host::Name(n)) => std::str::from_utf8(n).ok().map(str::to_owned),
+            _ => None,
+        };
+        let Some((_, route)) =
+            routing::select(&self.config, origin, user.as_deref(), domain.as_deref())
+        else {
+            return self.reply(now, txn, &req, 404, "Not Found");
+        };
+        let ring_timeout = route.ring_timeout;
+        let attempts: Vec<(TrunkId, usize)> = route
+            .trunks
+            .iter()
+            .flat_map(|&t| (0..self.config.trunks[t.0].targets.len()).map(move |i| (t, i)))
+            .collect();
+        if attempts.is_empty() {
+            return self.reply(now, txn, &req, 503, "Service Unavailable");
+        }
+        let admission = AdmissionRequest {
+            source: flow.remote.ip(),
+            inbound_trunk: origin.trunk().map(|t| t.0),
+            callee: user.as_deref().unwrap_or(""),
+        };
+        let permit = match self.policy.admit(now, &admission) {
+            Verdict::Admit(p) => p,
+            Verdict::Reject {
+                status,
+                retry_after,
+            } => {
+                let reason = if status == 403 {
+                    "Forbidden"
+                } else {
+                    "Service Unavailable"
+                };
+                let mut r = req.response_to(status, reason, Some(&make_tag(&mut self.rng)));
+                if let Some(s) = retry_after {
+                    r.push_fmt(HeaderName::RetryAfter, format_args!("{s}"));
+                }
+                return self.txns.respond(now, txn, r);
+            }
+        };
+
+        // Leg A: we are the UAS. Our To tag is fixed now so every response carries the same one.
+        let Some(call_id) = req.call_id().cloned() else {
+            return;
+        };
+        if self.by_a_call_id.contains_key(&call_id) {
+            // A new INVITE (no To tag) reusing a live Call-ID with a new branch: a loop or a
+            // confused peer; RFC 3261 section 8.2.2.2 answers 482.
+            return self.reply(now, txn, &req, 482, "Loop Detected");
+        }
+        let a_tag = make_tag(&mut self.rng);
+        let to_raw = req.header(&HeaderName::To).cloned().unwrap_or_default();
+        let from_raw = req.header(&HeaderName::From).cloned().unwrap_or_default();
+        let a_cseq = req.cseq().map(|c| c.seq).unwrap_or(0);
+        let mut a = Dialog {
+            call_id: call_id.clone(),
+            local_tag: Bytes::from(a_tag.clone()),
+            remote_tag: req.from().ok().and_then(|f| f.tag()),
+            from_hdr: Bytes::from(format!("{};tag={a_tag}", String::from_utf8_lossy(&to_raw))),
+            to_hdr: from_raw,
+            local_cseq: 0,
+            remote_cseq: Some(a_cseq),
+            remote_target: ruri.clone(),
+            route_set: Vec::new(),
+            flow,
+            contact: self.contact_for(flow.listener, flow.transport),
+            sent_by: self.sent_by[flow.listener.0].clone(),
+        };
+        a.learn_from_request(&req);
+
+        let key = self.alloc_call();
+        self.next_call_ref += 1;
+        let call_ref = CallRef(self.next_call_ref);
+        let media = MediaSessionId(call_ref.0);
+        let caller = req
+            .from()
+            .ok()
+            .and_then(|f| f.uri.user_str().map(str::to_owned))
+            .unwrap_or_default();
+        self.emit(
+            call_ref,
+            CallEventKind::Started {
+                caller,
+                callee: user.clone().unwrap_or_default(),
+                source: flow.remote,
+            },
+        );
+        let call = Call {
+            call_ref,
+            origin,
+            phase: Phase::Early,
+            a,
+            a_supports_100rel: req.has_token(&HeaderName::Supported, "100rel")
+                || req.has_token(&HeaderName::Require, "100rel"),
+            a_invite_req: Some(Box::new(req)),
+            a_invite: Some(txn),
+            a_rseq: 0,
+            rseq_map: Vec::new(),
+            b: None,
+            b_invite: None,
+            b_invite_cseq: 0,
+            b_confirmed: false,
+            b_ack: None,
+            b_ack_pending: false,
+            attempts,
+            attempt: 0,
+            media,
+            _permit: permit,
+            ring_deadline: Some(now + ring_timeout),
+            last_failure: (503, Bytes::from_static(b"Service Unavailable"), None),
+            reinvite: None,
+            pending_servers: Vec::new(),
+        };
+        self.stats.calls_created += 1;
+        self.slots[key.index as usize].call = Some(Box::new(call));
+        self.by_a_call_id.insert(call_id, key);
+        self.owners.insert(txn, (key, Role::AInvite));
+        self.timers
+            .push(Reverse((now + ring_timeout, key, CallTimer::Ring)));
+        self.start_attempt(now, key);
+    }
+
+    /// Checks that answer a new INVITE before any state is created.
+    fn check_new_invite(&self, req: &Message) -> Option<(u16, &'static str)> {
+        if self.draining {
+            return Some((503, "Service Unavailable"));
+        }
+        if req.max_forwards() == Some(0) {
+            return Some((483, "Too Many Hops"));
+        }
+        if self.is_loop(req) {
+            return Some((482, "Loop Detected"));
+        }
+        let uri = req.request_uri()?;
+        if matches!(uri.scheme, sip::Scheme::Other(_)) {
+            return Some((416, "Unsupported URI Scheme"));
+        }
+        if req.values(&HeaderName::Require).any(|t| {
+            !SUPPORTED
+                .iter()
+                .any(|s| t.eq_ignore_ascii_case(s.as_bytes()))
+        }) {
+            return Some((420, "Bad Extension"));
+        }
+        if !req.body.is_empty() && !is_sdp(req) {
+            return Some((415, "Unsupported Media Type"));
+        }
+        None
+    }
+
+    /// A request that already passed through this SBC: one of its Vias carries a branch we issued
+    /// with one of our listeners as sent-by.
+    fn is_loop(&self, req: &Message) -> bool {
+        req.values(&HeaderName::Via)
+            .filter_map(|v| sip::Via::parse(&v).ok())
+            .any(|via| {
+                via.branch().is_some_and(|b| shard_of_branch(&b).is_some()) && {
+                    let sent_by = match via.port {
+                        Some(p) => format!("{}:{p}", via.host),
+                        None => via.host.to_string(),
+                    };
+                    self.sent_by.contains(&sent_by)
+                }
+            })
+    }
+
+    fn contact_for(&self, listener: ListenerId, transport: Transport) -> Bytes {
+        let sent_by = &self.sent_by[listener.0];
+        Bytes::from(match transport {
+            Transport::Udp => format!("<sip:{sent_by}>"),
+            Transport::Tcp => format!("<sip:{sent_by};transport=tcp>"),
+        })
+    }
+
+    fn alloc_call(&mut self) -> CallKey {
+        match self.free.pop() {
+            Some(index) => {
+                let slot = &mut self.slots[index as usize];
+                slot.generation = slot.generation.wrapping_add(1);
+                CallKey {
+                    index,
+                    generation: slot.generation,
+                }
+            }
+            None => {
+                self.slots.push(Slot {
+                    generation: 0,
+                    call: None,
+                });
+                CallKey {
+                    index: (self.slots.len() - 1) as u32,
+                    generation: 0,
+                }
+            }
+        }
+    }
+
+    fn call(&self, key: CallKey) -> Option<&Call> {
+        self.slots
+            .get(key.index as usize)
+            .filter(|s| s.generation == key.generation)?
+            .call
+            .as_deref()
+    }
+
+    fn call_mut(&mut self, key: CallKey) -> Option<&mut Call> {
+        self.slots
+            .get_mut(key.index as usize)
+            .filter(|s| s.generation == key.generation)?
+            .call
+            .as_deref_mut()
+    }
+
+    fn emit(&mut self, call: CallRef, kind: CallEventKind) {
+        self.events.push_back(Event::Call { call, kind });
+    }
+
+    /// Sends the INVITE of the current attempt on a brand-new leg B.
+    fn start_attempt(&mut self, now: Instant, key: CallKey) {
+        let shard = self.shard;
+        let config = Arc::clone(&self.config);
+        let Some(call) = self.call(key) else { return };
+        let Some(&(trunk_id, target_idx)) = call.attempts.get(call.attempt) else {
+            return;
+        };
+        let Some(invite) = call.a_invite_req.clone() else {
+            return;
+        };
+        let invite = &*invite;
+        let trunk = &config.trunks[trunk_id.0];
+        let target = trunk.targets[target_idx];
+        let listener = trunk.listener;
+        let flow = Flow {
+            listener,
+            transport: target.transport,
+            remote: target.addr,
+        };
+        let sent_by = self.sent_by[listener.0].clone();
+        let contact = self.contact_for(listener, target.transport);
+
+        let callee_in = invite
+            .request_uri()
+            .and_then(|u| u.user_str())
+            .unwrap_or("");
+        let callee = routing::rewrite(&trunk.rewrite, callee_in);
+        let target_hp = target.addr.to_string();
+        let transport_param = if target.transport == Transport::Tcp {
+            ";transport=tcp"
+        } else {
+            ""
+        };
+        let ruri_text = if callee.is_empty() {
+            format!("sip:{target_hp}{transport_param}")
+        } else {
+            format!("sip:{callee}@{target_hp}{transport_param}")
+        };
+        let Ok(ruri) = Uri::parse(Bytes::from(ruri_text)) else {
+            tracing::warn!(callee = %callee, "rewritten callee does not form a valid URI");
+            return self.fail_attempt(now, key, 404, "Not Found", None);
+        };
+        let from = invite.from().ok();
+        let caller = from.as_ref().and_then(|f| f.uri.user.clone());
+        let display = from.as_ref().and_then(|f| f.display.clone());
+        let tag = make_tag(&mut self.rng);
+        let own_host = &sent_by;
+        let mut from_hdr = Vec::with_capacity(96);
+        if let Some(d) = &display {
+            from_hdr.extend_from_slice(d);
+            from_hdr.push(b' ');
+        }
+        from_hdr.extend_from_slice(b"<sip:");
+        if let Some(u) = &caller {
+            from_hdr.extend_from_slice(u);
+            from_hdr.push(b'@');
+        }
+        from_hdr.extend_from_slice(own_host.split(':').next().unwrap_or(own_host).as_bytes());
+        from_hdr.extend_from_slice(b">;tag=");
+        from_hdr.extend_from_slice(tag.as_bytes());
+        let to_hdr = if callee.is_empty() {
+            format!("<sip:{target_hp}>")
+        } else {
+            format!("<sip:{callee}@{target_hp}>")
+        };
+
+        let call_id = make_call_id(&mut self.rng, shard, key);
+        let mut b = Dialog {
+            call_id: Bytes::from(call_id),
+            local_tag: Bytes::from(tag),
+            remote_tag: None,
+            from_hdr: Bytes::from(from_hdr),
+            to_hdr: Bytes::from(to_hdr),
+            local_cseq: 0,
+            remote_cseq: None,
+            remote_target: ruri,
+            route_set: Vec::new(),
+            flow,
+            contact,
+            sent_by: sent_by.clone(),
+        };
+        let mut msg = b.request(Method::Invite, None);
+        let mf = invite
+            .max_forwards()
+            .unwrap_or(70)
+            .saturating_sub(1)
+            .min(70);
+        msg.set(HeaderName::MaxForwards, Bytes::from(mf.to_string()));
+        msg.push(HeaderName::Allow, Bytes::from_static(ALLOW.as_bytes()));
+        let call = self.call(key).map(|c| (c.a_supports_100rel, c.media));
+        let Some((a_100rel, media)) = call else {
+            return;
+        };
+        msg.push(
+            HeaderName::Supported,
+            Bytes::from_static(if a_100rel { b"100rel, timer" } else { b"timer" }),
+        );
+        copy_allowed_headers(invite, &mut msg, &config.trunks[trunk_id.0].headers);
+        if !invite.body.is_empty() {
+            match self.media.offer(media, LegSide::A, &invite.body) {
+                Ok(sdp) => set_body(&mut msg, invite.content_type().cloned(), sdp),
+                Err(e) => {
+                    tracing::debug!(error = %e, "offer refused");
+                    self.answer_a_invite(now, key, 488, "Not Acceptable Here", None);
+                    let call_ref = self.call(key).map(|c| c.call_ref);
+                    if call_ref.is_some() {
+                        self.end_call(
+                            now,
+                            key,
+                            Disposition::Failed,
+                            488,
+                            ReleaseSide::Sbc,
+                            Some("bad SDP offer"),
+                        );
+                    }
+                    return;
+                }
+            }
+        }
+        let b_cseq = b.local_cseq;
+        let b_txn = self.txns.send_request(now, msg, flow, &sent_by);
+        let Some(call) = self.call_mut(key) else {
+            return;
+        };
+        call.b = Some(b);
+        call.b_invite = Some(b_txn);
+        call.b_invite_cseq = b_cseq;
+        call.b_confirmed = false;
+        call.b_ack = None;
+        call.rseq_map.clear();
+        let call_ref = call.call_ref;
+        self.owners.insert(b_txn, (key, Role::BInvite));
+        self.emit(
+            call_ref,
+            CallEventKind::Attempted {
+                trunk: config.trunks[trunk_id.0].name.clone(),
+                target: target.addr,
+                callee,
+            },
+        );
+    }
+
+    /// The current attempt failed with `code`: try the next one if the code allows, else relay.
+    fn fail_attempt(
+        &mut self,
+        now: Instant,
+        key: CallKey,
+        code: u16,
+        reason: &str,
+        reason_hdr: Option<Bytes>,
+    ) {
+        let Some(call) = self.call_mut(key) else {
+            return;
+        };
+        call.b_invite = None;
+        call.last_failure = (
+            code,
+            Bytes::copy_from_slice(reason.as_bytes()),
+            reason_hdr.clone(),
+        );
+        // RFC 3261 section 16.7 and operator practice: 408, 5xx and transport failures mean "this
+        // target could not take the call"; 4xx and 6xx are answers about the call itself.
+        let retry = code == 408 || (500..600).contains(&code);
+        if retry && call.attempt + 1 < call.attempts.len() {
+            call.attempt += 1;
+            self.start_attempt(now, key);
+            return;
+        }
+        self.answer_a_invite(now, key, code, reason, reason_hdr);
+        let disposition = match code {
+            486 | 600 => Disposition::Busy,
+            _ => Disposition::Failed,
+        };
+        self.end_call(now, key, disposition, code, ReleaseSide::Callee, None);
+    }
+
+    /// Sends a final (non-2xx) response on leg A's INVITE.
+    fn answer_a_invite(
+        &mut self,
+        now: Instant,
+        key: CallKey,
+        code: u16,
+        reason: &str,
+        reason_hdr: Option<Bytes>,
+    ) {
+        let Some(call) = self.call_mut(key) else {
+            return;
+        };
+        let (Some(txn), Some(req)) = (call.a_invite.take(), call.a_invite_req.as_deref()) else {
+            return;
+        };
+        let mut r = req.response_to(
+            code,
+            reason,
+            Some(&String::from_utf8_lossy(&call.a.local_tag)),
+        );
+        if let Some(h) = reason_hdr {
+            r.push(HeaderName::Reason, h);
+        }
+        self.owners.remove(&txn);
+        self.txns.respond(now, txn, r);
+    }
+
+    // ---- responses on leg B's INVITE --------------------------------------------------------
+
+    fn on_response(&mut self, now: Instant, txn: TxnId, resp: Message) {
+        let Some((key, role)) = self.owners.get(&txn).cloned() else {
+            return;
+        };
+        let code = resp.code().unwrap_or(500);
+        if code >= 200 {
+            // Keep the owner of an INVITE client transaction: 2xx retransmissions and forks
+            // still arrive through it (RFC 6026 Accepted).
+            let is_invite = matches!(role, Role::BInvite);
+            if !is_invite || code >= 300 {
+                self.owners.remove(&txn);
+            }
+        }
+        match role {
+            Role::BInvite => self.on_b_invite_response(now, key, txn, resp),
+            Role::RelayClient { server } => self.on_relay_response(now, key, server, resp),
+            Role::AInvite | Role::RelayServer { .. } | Role::Fire => {}
+        }
+    }
+
+    fn on_b_invite_response(&mut self, now: Instant, key: CallKey, txn: TxnId, resp: Message) {
+        let code = resp.code().unwrap_or(500);
+        let Some(call) = self.call_mut(key) else {
+            // The call is gone (cancelled, timed out) but a 2xx still came: take it and hang up.
+            if (200..300).contains(&code) {
+                self.ack_and_bye_orphan(now, &resp, txn);
+            }
+            return;
+        };
+        if call.b_invite != Some(txn) && !(call.b_confirmed && (200..300).contains(&code)) {
+            // A response from an abandoned attempt: a late 2xx is taken and hung up.
+            if (200..300).contains(&code) {
+                self.ack_and_bye_orphan(now, &resp, txn);
+            }
+            return;
+        }
+        match code {
+            100 => {}
+            101..=199 => self.on_b_provisional(now, key, resp),
+            200..=299 => self.on_b_success(now, key, txn, resp),
+            _ => {
+                let reason = match &resp.start {
+                    sip::StartLine::Response(s) => String::from_utf8_lossy(&s.reason).into_owned(),
+                    sip::StartLine::Request(_) => String::new(),
+                };
+                let reason_hdr = resp.header(&HeaderName::Reason).cloned();
+                self.fail_attempt(now, key, code, &reason, reason_hdr);
+            }
+        }
+    }
+
+    fn on_b_provisional(&mut self, now: Instant, key: CallKey, resp: Message) {
+        let code = resp.code().unwrap_or(180);
+        let reliable = resp.has_token(&HeaderName::Require, "100rel");
+        let b_rseq = resp.rseq();
+        let Some(call) = self.call_mut(key) else {
+            return;
+        };
+        let media = call.media;
+        let a_100rel = call.a_supports_100rel;
+        if let Some(b) = call.b.as_mut()
+            && b.remote_tag.is_none()
+        {
+            b.learn_from_response(&resp);
+        }
+        let call_ref = call.call_ref;
+        let Some(req) = call.a_invite_req.as_deref() else {
+            return;
+        };
+        let Some(txn) = call.a_invite else { return };
+        let mut r = req.response_to(
+            code,
+            &reason_of(&resp),
+            Some(&String::from_utf8_lossy(&call.a.local_tag)),
+        );
+        r.push(HeaderName::Contact, call.a.contact.clone());
+        let mut prack_b = None;
+        if reliable && let Some(b_rseq) = b_rseq {
+            if a_100rel {
+                call.a_rseq += 1;
+                let a_rseq = call.a_rseq;
+                call.rseq_map.push((a_rseq, b_rseq));
+                r.push(HeaderName::Require, Bytes::from_static(b"100rel"));
+                r.push_fmt(HeaderName::RSeq, format_args!("{a_rseq}"));
+            } else {
+                // Leg A cannot PRACK: the SBC acknowledges leg B's reliable provisional itself.
+                prack_b = Some(b_rseq);
+            }
+        }
+        let body = if resp.body.is_empty() || !is_sdp(&resp) {
+            None
+        } else {
+            match self.media.answer(media, LegSide::B, &resp.body) {
+                Ok(sdp) => Some(sdp),
+                Err(e) => {
+                    tracing::debug!(error = %e, "early answer refused; relaying the provisional without SDP");
+                    None
+                }
+            }
+        };
+        if let Some(sdp) = body {
+            set_body(&mut r, resp.content_type().cloned(), sdp);
+        }
+        self.txns.respond(now, txn, r);
+        if let Some(b_rseq) = prack_b {
+            self.send_own_prack(now, key, b_rseq);
+        }
+        if matches!(code, 180 | 183) {
+            self.emit(call_ref, CallEventKind::Ringing);
+        }
+    }
+
+    fn send_own_prack(&mut self, now: Instant, key: CallKey, b_rseq: u32) {
+        let Some(call) = self.call_mut(key) else {
+            return;
+        };
+        let invite_cseq = call.b_invite_cseq;
+        let Some(b) = call.b.as_mut() else { return };
+        let mut prack = b.request(Method::Prack, None);
+        prack.push_fmt(
+            HeaderName::RAck,
+            format_args!("{b_rseq} {invite_cseq} INVITE"),
+        );
+        let (flow, sent_by) = (b.flow, b.sent_by.clone());
+        let t = self.txns.send_request(now, prack, flow, &sent_by);
+        self.owners.insert(t, (key, Role::Fire));
+    }
+
+    fn on_b_success(&mut self, now: Instant, key: CallKey, txn: TxnId, resp: Message) {
+        let Some(call) = self.call_mut(key) else {
+            return;
+        };
+        if call.b_confirmed {
+            let same_dialog = resp.to().ok().and_then(|t| t.tag())
+                == call.b.as_ref().and_then(|b| b.remote_tag.clone());
+            if same_dialog {
+                // A retransmitted 2xx: our ACK was lost.
+                if let (Some(ack), Some(b)) = (call.b_ack.clone(), call.b.as_ref()) {
+                    let flow = b.flow;
+                    self.txns.send_stateless(flow, ack);
+                }
+            } else {
+                // A second fork answered: ACK it and hang it up (RFC 3261 section 13.2.2.4).
+                self.ack_and_bye_orphan(now, &resp, txn);
+            }
+            return;
+        }
+        call.b_confirmed = true;
+        call.phase = Phase::Answered;
+        call.ring_deadline = None;
+        let media = call.media;
+        let call_ref = call.call_ref;
+        let late_offer = call
+            .a_invite_req
+            .as_deref()
+            .is_some_and(|r| r.body.is_empty());
+        let Some(b) = call.b.as_mut() else { return };
+        // The 2xx may come from another fork than the early dialog we learned: it wins.
+        b.remote_tag = None;
+        b.learn_from_response(&resp);
+        let b_cseq = call.b_invite_cseq;
+
+        // Body: an answer to A's offer, or (late offer) B's offer relayed to A.
+        let sdp = if resp.body.is_empty() {
+            None
+        } else if late_offer {
+            self.media.offer(media, LegSide::B, &resp.body).ok()
+        } else {
+            self.media.answer(media, LegSide::B, &resp.body).ok()
+        };
+        let Some(call) = slot_call_mut(&mut self.slots, key) else {
+            return;
+        };
+        if !late_offer {
+            Self::send_b_ack(&mut self.txns, call, b_cseq, None);
+        } else {
+            call.b_ack_pending = true;
+        }
+        let Some(req) = call.a_invite_req.as_deref() else {
+            return;
+        };
+        let Some(a_txn) = call.a_invite.take() else {
+            return;
+        };
+        let mut r = req.response_to(
+            200,
+            &reason_of(&resp),
+            Some(&String::from_utf8_lossy(&call.a.local_tag)),
+        );
+        r.push(HeaderName::Contact, call.a.contact.clone());
+        r.push(HeaderName::Allow, Bytes::from_static(ALLOW.as_bytes()));
+        if let Some(se) = resp.header(&HeaderName::SessionExpires) {
+            // Session timers are negotiated end to end until the SBC refreshes per leg itself.
+            r.push(HeaderName::SessionExpires, se.clone());
+            r.push(HeaderName::Require, Bytes::from_static(b"timer"));
+        }
+        if let Some(sdp) = sdp {
+            set_body(&mut r, resp.content_type().cloned(), sdp);
+        }
+        self.owners.insert(a_txn, (key, Role::AInvite));
+        self.txns.respond(now, a_txn, r);
+        self.emit(call_ref, CallEventKind::Answered);
+    }
+
+    fn send_b_ack(
+        txns: &mut TransactionLayer,
+        call: &mut Call,
+        cseq: u32,
+        body: Option<(Option<Bytes>, Bytes)>,
+    ) {
+        let Some(b) = call.b.as_mut() else { return };
+        let mut ack = b.request(Method::Ack, Some(cseq));
+        // The ACK of a 2xx is its own transaction with a new branch (RFC 3261 section 13.2.2.4).
+        ack.headers.insert(
+            0,
+            sip::Header::new(
+                HeaderName::Via,
+                format!(
+                    "SIP/2.0/{} {};branch=z9hG4bK{:016x}{:08x}",
+                    transport_token(b.flow.transport),
+                    b.sent_by,
+                    rand::random::<u64>(),
+                    cseq
+                ),
+            ),
+        );
+        if let Some((ct, sdp)) = body {
+            set_body(&mut ack, ct, sdp);
+        }
+        let data = ack.to_bytes();
+        txns.send_stateless(b.flow, data.clone());
+        call.b_ack = Some(data);
+        call.b_ack_pending = false;
+    }
+
+    /// ACK and BYE a 2xx that belongs to no live dialog of ours (late fork, answer after CANCEL).
+    fn ack_and_bye_orphan(&mut self, now: Instant, resp: &Message, _txn: TxnId) {
+        let Some(call) = self
+            .owners
+            .get(&_txn)
+            .map(|(k, _)| *k)
+            .and_then(|k| self.call(k))
+        else {
+            return self.ack_and_bye_unknown(now, resp);
+        };
+        let Some(b) = call.b.clone() else { return };
+        let mut d = b;
+        d.remote_tag = None;
+        d.learn_from_response(resp);
+        let cseq = resp.cseq().map(|c| c.seq).unwrap_or(1);
+        self.ack_and_bye_dialog(now, d, cseq);
+    }
+
+    fn ack_and_bye_unknown(&mut self, now: Instant, resp: &Message) {
+        // Without the call we cannot rebuild our side of the dialog reliably; the far end's 2xx
+        // retransmissions stop at its own Timer H and it will BYE the dialog itself.
+        let _ = (now, resp);
+        tracing::debug!("2xx for a call that no longer exists; ignored");
+    }
+
+    fn ack_and_bye_dialog(&mut self, now: Instant, mut d: Dialog, invite_cseq: u32) {
+        let mut ack = d.request(Method::Ack, Some(invite_cseq));
+        ack.headers.insert(
+            0,
+            sip::Header::new(
+                HeaderName::Via,
+                format!(
+                    "SIP/2.0/{} {};branch=z9hG4bK{:016x}",
+                    transport_token(d.flow.transport),
+                    d.sent_by,
+                    rand::random::<u64>()
+                ),
+            ),
+        );
+        self.txns.send_stateless(d.flow, ack.to_bytes());
+        d.local_cseq = d.local_cseq.max(invite_cseq);
+        let bye = d.request(Method::Bye, None);
+        let t = self.txns.send_request(now, bye, d.flow, &d.sent_by);
+        // Owned by no call: its response is irrelevant.
+        let _ = t;
+    }
+
+    // ---- ACK, CANCEL, timeouts ------------------------------------------------------------
+
+    fn on_ack(&mut self, now: Instant, _invite: Option<TxnId>, ack: Message, _flow: Flow) {
+        let Some((key, side)) = self.find_call(&ack) else {
+            return;
+        };
+        let Some(call) = self.call_mut(key) else {
+            return;
+        };
+        if side == LegSide::A && call.b_ack_pending {
+            // Late offer: A's ACK carries the answer to B's offer.
+            let b_cseq = call.b_invite_cseq;
+            let media = call.media;
+            let body = if ack.body.is_empty() {
+                None
+            } else {
+                let ct = ack.content_type().cloned();
+                self.media
+                    .answer(media, LegSide::A, &ack.body)
+                    .ok()
+                    .map(|sdp| (ct, sdp))
+            };
+            if let Some(call) = slot_call_mut(&mut self.slots, key) {
+                Self::send_b_ack(&mut self.txns, call, b_cseq, body);
+            }
+            return;
+        }
+        // The ACK of a relayed re-INVITE's 2xx goes end to end, with the other leg's CSeq.
+        let Some(re) = call.reinvite.clone() else {
+            return;
+        };
+        if re.from != side {
+            return;
+        }
+        let ack_cseq = ack.cseq().map(|c| c.seq).ok();
+        if call.leg(side).and_then(|d| d.remote_cseq) != ack_cseq {
+            return;
+        }
+        call.reinvite = None;
+        let other = other_side(side);
+        let media = call.media;
+        let Some(d) = call.leg(other) else { return };
+        let mut out = d.request(Method::Ack, Some(re.client_cseq));
+        out.headers.insert(
+            0,
+            sip::Header::new(
+                HeaderName::Via,
+                format!(
+                    "SIP/2.0/{} {};branch=z9hG4bK{:016x}",
+                    transport_token(d.flow.transport),
+                    d.sent_by,
+                    rand::random::<u64>()
+                ),
+            ),
+        );
+        let flow = d.flow;
+        if !ack.body.is_empty()
+            && is_sdp(&ack)
+            && let Ok(sdp) = self.media.answer(media, side, &ack.body)
+        {
+            set_body(&mut out, ack.content_type().cloned(), sdp);
+        }
+        self.txns.send_stateless(flow, out.to_bytes());
+        let _ = now;
+    }
+
+    fn on_cancel(&mut self, now: Instant, invite: TxnId) {
+        let Some((key, role)) = self.owners.get(&invite).cloned() else {
+            return;
+        };
+        match role {
+            Role::AInvite => {
+                self.cancel_b(now, key);
+                self.answer_a_invite(now, key, 487, "Request Terminated", None);
+                self.end_call(
+                    now,
+                    key,
+                    Disposition::Cancelled,
+                    487,
+                    ReleaseSide::Caller,
+                    None,
+                );
+            }
+            Role::RelayServer { client, .. } => {
+                // A re-INVITE was cancelled: cancel the relayed copy; its 487 is relayed back.
+                if let Some(t) = self.txns.cancel(now, client) {
+                    self.owners.insert(t, (key, Role::Fire));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn cancel_b(&mut self, now: Instant, key: CallKey) {
+        let Some(call) = self.call_mut(key) else {
+            return;
+        };
+        if let Some(b_txn) = call.b_invite.take()
+            && let Some(t) = self.txns.cancel(now, b_txn)
+        {
+            self.owners.insert(t, (key, Role::Fire));
+            // Keep the INVITE's owner: a 2xx racing the CANCEL must still be ACKed and BYEd.
+        }
+    }
+
+    fn ring_timeout(&mut self, now: Instant, key: CallKey, at: Instant) {
+        let Some(call) = self.call(key) else { return };
+        if call.phase != Phase::Early || call.ring_deadline != Some(at) {
+            return;
+        }
+        self.cancel_b(now, key);
+        self.answer_a_invite(now, key, 408, "Request Timeout", None);
+        self.end_call(
+            now,
+            key,
+            Disposition::NoAnswer,
+            408,
+            ReleaseSide::Sbc,
+            Some("ring timeout"),
+        );
+    }
+
+    fn on_txn_failed(&mut self, now: Instant, txn: TxnId, code: u16, reason: &str) {
+        let Some((key, role)) = self.owners.remove(&txn) else {
+            return;
+        };
+        match role {
+            Role::BInvite => {
+                let current = self.call(key).is_some_and(|c| c.b_invite == Some(txn));
+                if current {
+                    self.fail_attempt(now, key, code, reason, None);
+                }
+            }
+            Role::AInvite => {
+                // Our 2xx was never ACKed (RFC 3261 section 13.3.1.4): the call is dead.
+                if self.call(key).is_some_and(|c| c.phase == Phase::Answered) {
+                    self.send_bye(now, key, LegSide::B);
+                    self.send_bye(now, key, LegSide::A);
+                    self.end_call(
+                        now,
+                        key,
+                        Disposition::Answered,
+                        200,
+                        ReleaseSide::Sbc,
+                        Some("no ACK"),
+                    );
+                }
+            }
+            Role::RelayClient { server } => {
+                if let Some((_, Role::RelayServer { request, .. })) = self.owners.get(&server) {
+                    let resp = request.response_to(code, reason, None);
+                    self.finish_server(now, key, server, resp);
+                }
+            }
+            Role::RelayServer { .. } | Role::Fire => {}
+        }
+    }
+
+    fn on_stray_response(&mut self, now: Instant, resp: Message, _flow: Flow) {
+        // A 2xx to our INVITE arriving after the client transaction is gone: re-ACK if it is
+        // the confirmed dialog, else it is a fork we never took.
+        let is_invite_2xx = resp.code().is_some_and(|c| (200..300).contains(&c))
+            && resp.cseq().is_ok_and(|c| c.method == Method::Invite);
+        if !is_invite_2xx {
+            return;
+        }
+        let Some(call_id) = resp.call_id() else {
+            return;
+        };
+        let Some((_, key)) = decode_call_id(call_id) else {
+            return;
+        };
+        let Some(call) = self.call(key) else { return };
+        let same = call.b.as_ref().is_some_and(|b| {
+            b.call_id == call_id && b.remote_tag == resp.to().ok().and_then(|t| t.tag())
+        });
+        if same {
+            if let (Some(ack), Some(b)) = (call.b_ack.clone(), call.b.as_ref()) {
+                let flow = b.flow;
+                self.txns.send_stateless(flow, ack);
+            }
+        } else if let Some(b) = call.b.clone() {
+            let mut d = b;
+            d.remote_tag = None;
+            d.learn_from_response(&resp);
+            let cseq = resp.cseq().map(|c| c.seq).unwrap_or(1);
+            self.ack_and_bye_dialog(now, d, cseq);
+        }
+    }
+
+    // ---- in-dialog requests ----------------------------------------------------------------
+
+    /// Finds the call and leg of an in-dialog message by its Call-ID (and checks the tags).
+    fn find_call(&self, msg: &Message) -> Option<(CallKey, LegSide)> {
+        let call_id = msg.call_id()?;
+        if let Some(&key) = self.by_a_call_id.get(call_id) {
+            return Some((key, LegSide::A));
+        }
+        let (_, key) = decode_call_id(call_id)?;
+        let call = self.call(key)?;
+        (call.b.as_ref()?.call_id == *call_id).then_some((key, LegSide::B))
+    }
+
+    fn on_in_dialog_request(&mut self, now: Instant, txn: TxnId, req: Message, _flow: Flow) {
+        let Some(method) = req.method().cloned() else {
+            return;
+        };
+        let Some((key, side)) = self.find_call(&req) else {
+            return self.reply(now, txn, &req, 481, "Call/Transaction Does Not Exist");
+        };
+        let to_tag = req.to().ok().and_then(|t| t.tag());
+        let cseq = req.cseq().map(|c| c.seq).unwrap_or(0);
+        let Some(call) = self.call_mut(key) else {
+            return;
+        };
+        let Some(dialog) = call.leg(side) else {
+            return self.reply(now, txn, &req, 481, "Call/Transaction Does Not Exist");
+        };
+        if to_tag.as_ref() != Some(&dialog.local_tag) {
+            return self.reply(now, txn, &req, 481, "Call/Transaction Does Not Exist");
+        }
+        // RFC 3261 section 12.2.2: a lower CSeq than seen before is out of order (500).
+        if dialog.remote_cseq.is_some_and(|r| cseq < r) && method != Method::Ack {
+            return self.reply(now, txn, &req, 500, "Server Internal Error");
+        }
+        dialog.remote_cseq = Some(cseq);
+        match method {
+            Method::Bye => self.on_bye(now, key, side, txn, &req),
+            Method::Invite => {
+                if call.reinvite.is_some() || call.phase != Phase::Answered {
+                    // RFC 3261 section 14.2: an INVITE while one is pending on the dialog is glare.
+                    let mut r = req.response_to(491, "Request Pending", None);
+                    r.push(HeaderName::RetryAfter, Bytes::from_static(b"1"));
+                    return self.txns.respond(now, txn, r);
+                }
+                self.relay_request(now, key, side, txn, req);
+            }
+            _ => self.relay_request(now, key, side, txn, req),
+        }
+    }
+
+    fn on_bye(&mut self, now: Instant, key: CallKey, side: LegSide, txn: TxnId, req: &Message) {
+        // The BYE is answered at once: the call is over whatever the other leg says.
+        let r = req.response_to(200, "OK", None);
+        self.txns.respond(now, txn, r);
+        let other = other_side(side);
+        let early = self.call(key).is_some_and(|c| c.phase == Phase::Early);
+        if early {
+            // BYE on an early dialog: treat as a cancel of the whole call.
+            self.cancel_b(now, key);
+            self.answer_a_invite(now, key, 487, "Request Terminated", None);
+            self.end_call(
+                now,
+                key,
+                Disposition::Cancelled,
+                487,
+                ReleaseSide::Caller,
+                None,
+            );
+            return;
+        }
+        self.send_bye(now, key, other);
+        let released_by = if side == LegSide::A {
+            ReleaseSide::Caller
+        } else {
+            ReleaseSide::Callee
+        };
+        self.end_call(now, key, Disposition::Answered, 200, released_by, None);
+    }
+
+    fn send_bye(&mut self, now: Instant, key: CallKey, side: LegSide) {
+        let Some(call) = self.call_mut(key) else {
+            return;
+        };
+        if side == LegSide::B && !call.b_confirmed {
+            return;
+        }
+        let Some(d) = call.leg(side) else { return };
+        let bye = d.request(Method::Bye, None);
+        let (flow, sent_by) = (d.flow, d.sent_by.clone());
+        let t = self.txns.send_request(now, bye, flow, &sent_by);
+        self.owners.insert(t, (key, Role::Fire));
+    }
+
+    /// Relays an in-dialog request to the other leg as a new request of that leg's dialog.
+    fn relay_request(
+        &mut self,
+        now: Instant,
+        key: CallKey,
+        side: LegSide,
+        txn: TxnId,
+        req: Message,
+    ) {
+        let Some(method) = req.method().cloned() else {
+            return;
+        };
+        let other = other_side(side);
+        let config = Arc::clone(&self.config);
+        let Some(call) = self.call_mut(key) else {
+            return;
+        };
+        let media = call.media;
+        let header_trunk = match other {
+            LegSide::B => call.out_trunk(),
+            LegSide::A => call.origin.trunk(),
+        };
+        // PRACK: map leg A's RAck to leg B's RSeq (RFC 3262 section 7.2).
+        let rack = if method == Method::Prack {
+            let Some((a_rseq, _, _)) = req.rack() else {
+                return self.reply(now, txn, &req, 400, "Missing RAck");
+            };
+            match call.rseq_map.iter().find(|(a, _)| *a == a_rseq) {
+                Some(&(_, b_rseq)) => Some((b_rseq, call.b_invite_cseq)),
+                None => return self.reply(now, txn, &req, 481, "Call/Transaction Does Not Exist"),
+            }
+        } else {
+            None
+        };
+        if matches!(method, Method::Invite | Method::Update)
+            && let Some(d) = call.leg(side)
+        {
+            d.refresh_target(&req);
+        }
+        let Some(d) = call.leg(other) else {
+            return self.reply(now, txn, &req, 481, "Call/Transaction Does Not Exist");
+        };
+        if other == LegSide::B && d.remote_tag.is_none() {
+            return self.reply(now, txn, &req, 481, "Call/Transaction Does Not Exist");
+        }
+        let mut out = d.request(method.clone(), None);
+        let out_cseq = d.local_cseq;
+        let (flow, sent_by) = (d.flow, d.sent_by.clone());
+        if let Some((b_rseq, invite_cseq)) = rack {
+            out.push_fmt(
+                HeaderName::RAck,
+                format_args!("{b_rseq} {invite_cseq} INVITE"),
+            );
+        }
+        for name in [
+            HeaderName::Event,
+            HeaderName::SubscriptionState,
+            HeaderName::ReferTo,
+            HeaderName::SessionExpires,
+        ] {
+            if let Some(v) = req.header(&name) {
+                out.push(name, v.clone());
+            }
+        }
+        if let Some(t) = header_trunk {
+            copy_allowed_headers(&req, &mut out, &config.trunks[t.0].headers);
+        }
+        if !req.body.is_empty() {
+            let ct = req.content_type().cloned();
+            let body = if is_sdp(&req) {
+                let sdp = if method == Method::Prack || method == Method::Ack {
+                    self.media.answer(media, side, &req.body)
+                } else {
+                    self.media.offer(media, side, &req.body)
+                };
+                match sdp {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "in-dialog SDP refused");
+                        return self.reply(now, txn, &req, 488, "Not Acceptable Here");
+                    }
+                }
+            } else {
+                req.body.clone()
+            };
+            set_body(&mut out, ct, body);
+        }
+        let client = self.txns.send_request(now, out, flow, &sent_by);
+        self.owners.insert(
+            txn,
+            (
+                key,
+                Role::RelayServer {
+                    request: Box::new(req),
+                    client,
+                },
+            ),
+        );
+        self.owners
+            .insert(client, (key, Role::RelayClient { server: txn }));
+        if let Some(call) = self.call_mut(key) {
+            call.pending_servers.push(txn);
+            if method == Method::Invite {
+                call.reinvite = Some(ReInvite {
+                    from: side,
+                    client_cseq: out_cseq,
+                });
+            }
+        }
+    }
+
+    /// A response to a relayed in-dialog request: relay it back on the original leg.
+    fn on_relay_response(&mut self, now: Instant, key: CallKey, server: TxnId, resp: Message) {
+        let code = resp.code().unwrap_or(500);
+        if code == 100 {
+            return;
+        }
+        let Some((_, Role::RelayServer { request, .. })) = self.owners.get(&server) else {
+            return;
+        };
+        let request = request.clone();
+        let Some(call) = self.call_mut(key) else {
+            return;
+        };
+        let media = call.media;
+        let is_invite = request.method() == Some(&Method::Invite);
+        let side = call.by_side_of(&request);
+        if is_invite && (200..300).contains(&code) {
+            // Target refresh from the other leg's 2xx.
+            if let Some(d) = call.leg(other_side(side)) {
+                d.refresh_target(&resp);
+            }
+        }
+        if is_invite && code >= 300 {
+            call.reinvite = None;
+        }
+        let Some(d) = call.leg(side) else { return };
+        let contact = d.contact.clone();
+        let mut r = request.response_to(code, &reason_of(&resp), None);
+        if (101..300).contains(&code)
+            && matches!(
+                request.method(),
+                Some(Method::Invite | Method::Update | Method::Subscribe | Method::Refer)
+            )
+        {
+            r.push(HeaderName::Contact, contact);
+        }
+        for name in [
+            HeaderName::Reason,
+            HeaderName::RetryAfter,
+            HeaderName::SessionExpires,
+        ] {
+            if let Some(v) = resp.header(&name) {
+                r.push(name, v.clone());
+            }
+        }
+        if !resp.body.is_empty() {
+            let ct = resp.content_type().cloned();
+            let body = if is_sdp(&resp) {
+                self.media
+                    .answer(media, other_side(side), &resp.body)
+                    .unwrap_or_else(|_| resp.body.clone())
+            } else {
+                resp.body.clone()
+            };
+            set_body(&mut r, ct, body);
+        }
+        if code >= 200 {
+            self.finish_server(now, key, server, r);
+        } else {
+            self.txns.respond(now, server, r);
+        }
+    }
+
+    fn finish_server(&mut self, now: Instant, key: CallKey, server: TxnId, resp: Message) {
+        self.owners.remove(&server);
+        if let Some(call) = self.call_mut(key) {
+            call.pending_servers.retain(|t| *t != server);
+        }
+        self.txns.respond(now, server, resp);
+    }
+
+    // ---- end of call -----------------------------------------------------------------------
+
+    fn end_call(
+        &mut self,
+        now: Instant,
+        key: CallKey,
+        disposition: Disposition,
+        status: u16,
+        released_by: ReleaseSide,
+        reason: Option<&str>,
+    ) {
+        let Some(slot) = self
+            .slots
+            .get_mut(key.index as usize)
+            .filter(|s| s.generation == key.generation)
+        else {
+            return;
+        };
+        let Some(call) = slot.call.take() else { return };
+        self.free.push(key.index);
+        self.by_a_call_id.remove(&call.a.call_id);
+        self.media.release(call.media);
+        self.stats.calls_ended += 1;
+        // Relayed requests still waiting for the other leg will never get an answer from it.
+        for server in &call.pending_servers {
+            if let Some((_, Role::RelayServer { request, client })) = self.owners.remove(server) {
+                self.owners.remove(&client);
+                let resp = request.response_to(487, "Request Terminated", None);
+                self.txns.respond(now, *server, resp);
+            }
+        }
+        if let Some(t) = call.a_invite {
+            self.owners.remove(&t);
+        }
+        self.emit(
+            call.call_ref,
+            CallEventKind::Ended {
+                disposition,
+                status,
+                released_by,
+                reason: reason.map(str::to_owned),
+            },
+        );
+        // The permit drops with the call: admission slots come back whatever the path.
+    }
+}
+
+impl Call {
+    /// For a request we relayed, which leg it came from: leg A requests carry leg A's Call-ID.
+    fn by_side_of(&self, request: &Message) -> LegSide {
+        if request.call_id() == Some(&self.a.call_id) {
+            LegSide::A
+        } else {
+            LegSide::B
+        }
+    }
+}
+
+fn slot_call_mut(slots: &mut [Slot], key: CallKey) -> Option<&mut Call> {
+    slots
+        .get_mut(key.index as usize)
+        .filter(|s| s.generation == key.generation)?
+        .call
+        .as_deref_mut()
+}
+
+fn other_side(side: LegSide) -> LegSide {
+    match side {
+        LegSide::A => LegSide::B,
+        LegSide::B => LegSide::A,
+    }
+}
+
+fn transport_token(t: Transport) -> &'static str {
+    match t {
+        Transport::Udp => "UDP",
+        Transport::Tcp => "TCP",
+    }
+}
+
+fn is_sdp(msg: &Message) -> bool {
+    msg.content_type().is_some_and(|ct| {
+        let base = ct.split(|&b| b == b';').next().unwrap_or(&ct[..]);
+        sip_trim(base).eq_ignore_ascii_case(b"application/sdp")
+    })
+}
+
+fn sip_trim(s: &[u8]) -> &[u8] {
+    let a = s
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(s.len());
+    let b = s
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(a, |p| p + 1);
+    &s[a..b]
+}
+
+fn reason_of(resp: &Message) -> String {
+    match &resp.start {
+        sip::StartLine::Response(s) => String::from_utf8_lossy(&s.reason).into_owned(),
+        sip::StartLine::Request(_) => String::new(),
+    }
+}
+
+fn set_body(msg: &mut Message, content_type: Option<Bytes>, body: Bytes) {
+    msg.set(
+        HeaderName::ContentType,
+        content_type.unwrap_or_else(|| Bytes::from_static(b"application/sdp")),
+    );
+    msg.body = body;
+}
+
+/// Copies the headers a trunk allows from the other leg's request, then applies remove and add.
+fn copy_allowed_headers(from: &Message, to: &mut Message, policy: &crate::config::HeaderPolicy) {
+    for h in &from.headers {
+        if CONTENT_HEADERS.contains(&h.name) {
+            continue;
+        }
+        let allowed = policy.allow.iter().any(|n| h.name.matches(n));
+        let removed = policy.remove.iter().any(|n| h.name.matches(n));
+        if allowed && !removed {
+            to.headers.push(h.clone());
+        }
+    }
+    for (name, value) in &policy.add {
+        let hn = HeaderName::from_bytes(&Bytes::copy_from_slice(name.as_bytes()));
+        to.remove(&hn);
+        to.push(hn, Bytes::copy_from_slice(value.as_bytes()));
+    }
+}

@@ -1,0 +1,27 @@
+//! The back-to-back user agent, sans-IO.
+//!
+//! Every call is two independent dialogs: leg A, where the SBC is the UAS, and leg B, where it is the
+//! UAC. Nothing of one leg's Call-ID, tags, branches, Via, Contact or route set is written on the
+//! other; headers cross only through a trunk's allow-list. Bodies cross only through the media
+//! plane ([`sbc_media::MediaPlane`]), admission is asked of [`sbc_policy::Policy`], and call progress
+//! is reported as [`Event::Call`] for the records crate.
+//!
+//! # Driving the engine
+//!
+//! An [`Engine`] is one shard: it owns its calls and its [`crate::transaction::TransactionLayer`].
+//! Like every core in this crate it never reads a clock and never touches a socket:
+//!
+//! 1. feed one input: [`Engine::handle_message`] (a parsed message with its flow),
+//!    [`Engine::handle_datagram`] (raw bytes, parsed here), [`Engine::handle_timeout`], or a control
+//!    call ([`Engine::start_drain`], [`Engine::terminate_all`]);
+//! 2. drain [`Engine::poll_transmit`] and [`Engine::poll_event`] until both return `None`;
+//! 3. sleep until [`Engine::poll_timeout`] or the next input, whichever comes first.
+//!
+//! Calling `handle_timeout` early is harmless.
+
+pub mod dialog;
+mod engine;
+pub mod ids;
+pub mod routing;
+
+pub use engine::{Engine, EngineStats, Event};

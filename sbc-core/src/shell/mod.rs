@@ -1,0 +1,539 @@
+//! The tokio shells: sockets, timers and the wiring of the sans-IO engine shards.
+//!
+//! Receive tasks (one per UDP socket, one per TCP connection) parse each message once and hand it
+//! to the shard that owns its call: responses by the shard encoded in our Via branch, requests by
+//! the shard encoded in our leg-B Call-ID or by a hash of a foreign Call-ID. Each shard task owns
+//! one [`Engine`] and is the only thing that touches it, so no lock guards call state. Shard inputs
+//! are bounded channels: when a shard is saturated, datagrams are dropped and counted (UDP peers
+//! retransmit), never queued without limit.
+
+use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use sbc_cdr::{CallEvent, Recorder};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+
+use crate::b2bua::{Engine, Event, ids};
+use crate::config::{Config, ListenerId, Transport};
+use crate::sip::{self, HeaderName, Limits, Message, stream};
+use crate::transaction::shard_of_branch;
+use crate::transport::{Flow, Transmit};
+
+/// Depth of each shard's input queue; beyond it datagrams are dropped (and counted).
+const SHARD_QUEUE: usize = 65_536;
+/// Depth of each TCP connection's output queue; a peer that does not read is disconnected.
+const CONN_QUEUE: usize = 4_096;
+/// UDP socket buffers: large enough for bursts of thousands of calls per second.
+const UDP_BUFFER: usize = 8 << 20;
+
+/// Why the shell could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A listener address could not be bound.
+    #[error("cannot listen on {transport} {addr}: {source}")]
+    Bind {
+        /// Transport.
+        transport: &'static str,
+        /// Address.
+        addr: SocketAddr,
+        /// OS error.
+        source: io::Error,
+    },
+}
+
+// Messages dominate the queue; boxing them would add an allocation per message.
+#[allow(clippy::large_enum_variant)]
+enum ShardInput {
+    Message(Flow, Message),
+    Drain,
+    Terminate,
+}
+
+/// Shared counters of the shell.
+#[derive(Debug, Default)]
+pub struct ShellStats {
+    /// Messages that failed to parse.
+    pub malformed: AtomicU64,
+    /// Messages dropped because a shard queue was full.
+    pub dropped_overload: AtomicU64,
+    /// TCP connections refused over the limit.
+    pub refused_connections: AtomicU64,
+}
+
+/// Where outgoing bytes go: UDP sockets per listener and the TCP connection table.
+struct Output {
+    udp: Vec<Option<Arc<UdpSocket>>>,
+    conns: Mutex<HashMap<(ListenerId, SocketAddr), mpsc::Sender<Bytes>>>,
+}
+
+/// The running SBC.
+pub struct Sbc {
+    config: Arc<Config>,
+    shards: Vec<mpsc::Sender<ShardInput>>,
+    calls: Arc<Vec<AtomicUsize>>,
+    stats: Arc<ShellStats>,
+    done: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Context shared by the receive tasks.
+#[derive(Clone)]
+struct Router {
+    shards: Arc<Vec<mpsc::Sender<ShardInput>>>,
+    hasher: Arc<RandomState>,
+    limits: Limits,
+    stats: Arc<ShellStats>,
+    output: Arc<Output>,
+    config: Arc<Config>,
+}
+
+impl Sbc {
+    /// Binds every listener and starts the shards. Must run inside a tokio runtime.
+    pub async fn start(config: Arc<Config>) -> Result<Sbc, StartError> {
+        let mut udp = vec![None; config.listeners.len()];
+        let mut tcp = Vec::new();
+        for (i, l) in config.listeners.iter().enumerate() {
+            for t in &l.transports {
+                match t {
+                    Transport::Udp => {
+                        let sock = bind_udp(l.addr).map_err(|source| StartError::Bind {
+                            transport: "udp",
+                            addr: l.addr,
+                            source,
+                        })?;
+                        udp[i] = Some(Arc::new(sock));
+                    }
+                    Transport::Tcp => {
+                        let sock =
+                            TcpListener::bind(l.addr)
+                                .await
+                                .map_err(|source| StartError::Bind {
+                                    transport: "tcp",
+                                    addr: l.addr,
+                                    source,
+                                })?;
+                        tcp.push((ListenerId(i), sock));
+                    }
+                }
+            }
+        }
+        let output = Arc::new(Output {
+            udp,
+            conns: Mutex::new(HashMap::new()),
+        });
+        let stats = Arc::new(ShellStats::default());
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..config.shards)
+            .map(|_| mpsc::channel(SHARD_QUEUE))
+            .unzip();
+        let router = Router {
+            shards: Arc::new(senders.clone()),
+            hasher: Arc::new(RandomState::new()),
+            limits: Limits {
+                max_size: config.max_message_size,
+                max_headers: config.max_headers,
+            },
+            stats: Arc::clone(&stats),
+            output: Arc::clone(&output),
+            config: Arc::clone(&config),
+        };
+        let calls = Arc::new(
+            (0..config.shards)
+                .map(|_| AtomicUsize::new(0))
+                .collect::<Vec<_>>(),
+        );
+        let seed_base: u64 = rand::random();
+        let mut done = Vec::new();
+        for (shard, rx) in receivers.into_iter().enumerate() {
+            let engine = Engine::new(
+                Arc::clone(&config),
+                shard as u16,
+                seed_base.wrapping_add(shard as u64),
+            );
+            done.push(tokio::spawn(run_shard(
+                engine,
+                rx,
+                router.clone(),
+                Arc::clone(&calls),
+                shard,
+            )));
+        }
+        for (i, sock) in output.udp.iter().enumerate() {
+            if let Some(sock) = sock {
+                tokio::spawn(udp_receive(ListenerId(i), Arc::clone(sock), router.clone()));
+            }
+        }
+        for (id, listener) in tcp {
+            tokio::spawn(tcp_accept(id, listener, router.clone()));
+        }
+        for l in &config.listeners {
+            tracing::info!(name = %l.name, addr = %l.addr, transports = ?l.transports, "listening");
+        }
+        Ok(Sbc {
+            config,
+            shards: senders,
+            calls,
+            stats,
+            done,
+        })
+    }
+
+    /// Calls in progress across all shards.
+    pub fn active_calls(&self) -> usize {
+        self.calls.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Shell counters.
+    pub fn stats(&self) -> &ShellStats {
+        &self.stats
+    }
+
+    /// Graceful stop: refuse new calls, let calls end for `drain_grace`, then BYE the rest.
+    pub async fn drain(self) {
+        for s in &self.shards {
+            let _ = s.send(ShardInput::Drain).await;
+        }
+        let deadline = tokio::time::Instant::now() + self.config.drain_grace;
+        while self.active_calls() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let left = self.active_calls();
+        if left > 0 {
+            tracing::info!(calls = left, "drain grace over; ending remaining calls");
+        }
+        for s in &self.shards {
+            let _ = s.send(ShardInput::Terminate).await;
+        }
+        // Give the BYEs a moment to leave and be answered.
+        let until = tokio::time::Instant::now() + Duration::from_secs(2);
+        while self.active_calls() > 0 && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        drop(self.shards);
+        for d in self.done {
+            d.abort();
+        }
+    }
+}
+
+fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let domain = if addr.is_ipv4() {
+        socket2::Domain::IPV4
+    } else {
+        socket2::Domain::IPV6
+    };
+    let sock = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    // Best effort: the kernel caps these at net.core.*mem_max.
+    let _ = sock.set_recv_buffer_size(UDP_BUFFER);
+    let _ = sock.set_send_buffer_size(UDP_BUFFER);
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    UdpSocket::from_std(sock.into())
+}
+
+async fn run_shard(
+    mut engine: Engine,
+    mut rx: mpsc::Receiver<ShardInput>,
+    router: Router,
+    calls: Arc<Vec<AtomicUsize>>,
+    shard: usize,
+) {
+    let mut recorder = Recorder::new();
+    loop {
+        let deadline = engine.poll_timeout();
+        let input = match deadline {
+            Some(at) => {
+                let at = tokio::time::Instant::from_std(at);
+                tokio::select! {
+                    biased;
+                    m = rx.recv() => Some(m),
+                    _ = tokio::time::sleep_until(at) => None,
+                }
+            }
+            None => Some(rx.recv().await),
+        };
+        let now = Instant::now();
+        match input {
+            Some(Some(ShardInput::Message(flow, msg))) => {
+                engine.handle_message(now, flow, msg);
+                // Take whatever else is queued before flushing: amortises the wake-up.
+                for _ in 0..64 {
+                    match rx.try_recv() {
+                        Ok(ShardInput::Message(flow, msg)) => engine.handle_message(now, flow, msg),
+                        Ok(ShardInput::Drain) => engine.start_drain(),
+                        Ok(ShardInput::Terminate) => engine.terminate_all(now),
+                        Err(_) => break,
+                    }
+                }
+            }
+            Some(Some(ShardInput::Drain)) => engine.start_drain(),
+            Some(Some(ShardInput::Terminate)) => engine.terminate_all(now),
+            Some(None) => return,
+            None => engine.handle_timeout(now),
+        }
+        while let Some(t) = engine.poll_transmit() {
+            send(&router, t).await;
+        }
+        while let Some(ev) = engine.poll_event() {
+            let Event::Call { call, kind } = ev;
+            if let Some(record) = recorder.handle(CallEvent {
+                call,
+                at: SystemTime::now(),
+                kind,
+            }) {
+                tracing::info!(
+                    call = record.call.0,
+                    disposition = ?record.disposition,
+                    status = record.status,
+                    billable_ms = record.billable().as_millis() as u64,
+                    released_by = ?record.released_by,
+                    reason = record.reason.as_deref().unwrap_or(""),
+                    "call ended"
+                );
+            }
+        }
+        calls[shard].store(engine.call_count(), Ordering::Relaxed);
+    }
+}
+
+async fn send(router: &Router, t: Transmit) {
+    let output = &router.output;
+    match t.flow.transport {
+        Transport::Udp => {
+            let Some(Some(sock)) = output.udp.get(t.flow.listener.0) else {
+                return;
+            };
+            match sock.try_send_to(&t.data, t.flow.remote) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let _ = sock.send_to(&t.data, t.flow.remote).await;
+                }
+                Err(e) => tracing::debug!(remote = %t.flow.remote, error = %e, "udp send failed"),
+            }
+        }
+        Transport::Tcp => {
+            let key = (t.flow.listener, t.flow.remote);
+            let existing = output.conns.lock().ok().and_then(|c| c.get(&key).cloned());
+            match existing {
+                Some(tx) => {
+                    if tx.try_send(t.data).is_err() {
+                        tracing::debug!(remote = %t.flow.remote, "tcp connection queue full or closed");
+                    }
+                }
+                None => {
+                    // No connection to this peer yet: open one (RFC 3261 section 18.1.1).
+                    let (tx, rx) = mpsc::channel(CONN_QUEUE);
+                    let _ = tx.try_send(t.data);
+                    if let Ok(mut c) = output.conns.lock() {
+                        c.insert(key, tx);
+                    }
+                    tokio::spawn(tcp_connect(t.flow, rx, router.clone()));
+                }
+            }
+        }
+    }
+}
+
+async fn udp_receive(listener: ListenerId, sock: Arc<UdpSocket>, router: Router) {
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let (n, remote) = match sock.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                // ICMP errors surface here on Linux; they are not fatal for a listener.
+                tracing::trace!(error = %e, "udp receive error");
+                continue;
+            }
+        };
+        if n == 0 || buf[..n].iter().all(|b| matches!(b, b'\r' | b'\n' | 0)) {
+            continue; // keep-alive
+        }
+        let data = Bytes::copy_from_slice(&buf[..n]);
+        let flow = Flow {
+            listener,
+            transport: Transport::Udp,
+            remote,
+        };
+        router.dispatch(flow, data, |resp| {
+            let _ = sock.try_send_to(&resp, remote);
+        });
+    }
+}
+
+impl Router {
+    /// Parses and routes one message; `reply` sends a stateless error response.
+    fn dispatch(&self, flow: Flow, data: Bytes, reply: impl FnOnce(Bytes)) {
+        let msg = match sip::parse_with(data.clone(), &self.limits) {
+            Ok(m) => m,
+            Err(err) => {
+                self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(remote = %flow.remote, %err, "malformed message");
+                if let Some(resp) = sip::error_response(&data, &err) {
+                    reply(resp);
+                }
+                return;
+            }
+        };
+        let shard = self.shard_for(&msg);
+        if let Some(tx) = self.shards.get(shard)
+            && tx.try_send(ShardInput::Message(flow, msg)).is_err()
+        {
+            self.stats.dropped_overload.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn shard_for(&self, msg: &Message) -> usize {
+        let n = self.shards.len() as u16;
+        if n <= 1 {
+            return 0;
+        }
+        if !msg.is_request()
+            && let Some(shard) = msg
+                .top_via()
+                .ok()
+                .and_then(|v| v.branch())
+                .and_then(|b| shard_of_branch(&b))
+            && shard < n
+        {
+            return shard as usize;
+        }
+        let call_id = msg
+            .header(&HeaderName::CallId)
+            .map(|c| &c[..])
+            .unwrap_or(b"");
+        ids::shard_for_call_id(call_id, n, &*self.hasher) as usize
+    }
+}
+
+async fn tcp_accept(listener: ListenerId, sock: TcpListener, router: Router) {
+    let open = Arc::new(AtomicUsize::new(0));
+    loop {
+        let (stream, remote) = match sock.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "tcp accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if open.load(Ordering::Relaxed) >= router.config.tcp.max_connections {
+            router
+                .stats
+                .refused_connections
+                .fetch_add(1, Ordering::Relaxed);
+            drop(stream);
+            continue;
+        }
+        open.fetch_add(1, Ordering::Relaxed);
+        let flow = Flow {
+            listener,
+            transport: Transport::Tcp,
+            remote,
+        };
+        let (tx, rx) = mpsc::channel(CONN_QUEUE);
+        if let Ok(mut c) = router.output.conns.lock() {
+            c.insert((listener, remote), tx);
+        }
+        let router = router.clone();
+        let open = Arc::clone(&open);
+        tokio::spawn(async move {
+            serve_connection(stream, flow, rx, &router).await;
+            if let Ok(mut c) = router.output.conns.lock() {
+                c.remove(&(listener, remote));
+            }
+            open.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+/// An outbound connection opened because the engine sent to a flow with none.
+async fn tcp_connect(flow: Flow, rx: mpsc::Receiver<Bytes>, router: Router) {
+    let key = (flow.listener, flow.remote);
+    let connect = tokio::time::timeout(
+        router.config.timers.t1 * 64,
+        TcpStream::connect(flow.remote),
+    )
+    .await;
+    match connect {
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            serve_connection(stream, flow, rx, &router).await;
+        }
+        // The transaction layer times out (Timer B/F) and failover moves on.
+        Ok(Err(e)) => tracing::debug!(remote = %flow.remote, error = %e, "tcp connect failed"),
+        Err(_) => tracing::debug!(remote = %flow.remote, "tcp connect timed out"),
+    }
+    if let Ok(mut c) = router.output.conns.lock() {
+        c.remove(&key);
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    flow: Flow,
+    mut out: mpsc::Receiver<Bytes>,
+    router: &Router,
+) {
+    let (mut rd, mut wr) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        while let Some(data) = out.recv().await {
+            if wr.write_all(&data).await.is_err() {
+                break;
+            }
+        }
+    });
+    let idle = router.config.tcp.idle_timeout;
+    let mut buf = BytesMut::with_capacity(8192);
+    'conn: loop {
+        match tokio::time::timeout(idle, rd.read_buf(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(_)) => {}
+        }
+        loop {
+            match stream::next_frame(&mut buf, &router.limits) {
+                Ok(Some(stream::Frame::Message(data))) => {
+                    let reply_tx = router
+                        .output
+                        .conns
+                        .lock()
+                        .ok()
+                        .and_then(|c| c.get(&(flow.listener, flow.remote)).cloned());
+                    router.dispatch(flow, data, |resp| {
+                        if let Some(tx) = reply_tx {
+                            let _ = tx.try_send(resp);
+                        }
+                    });
+                }
+                Ok(Some(stream::Frame::Ping)) => {
+                    let tx = router
+                        .output
+                        .conns
+                        .lock()
+                        .ok()
+                        .and_then(|c| c.get(&(flow.listener, flow.remote)).cloned());
+                    if let Some(tx) = tx {
+                        let _ = tx.try_send(Bytes::from_static(b"\r\n"));
+                    }
+                }
+                Ok(None) => break,
+                Err(err) => {
+                    // The stream cannot be re-synchronised: close it (RFC 3261 section 18.3).
+                    tracing::debug!(remote = %flow.remote, %err, "closing unframeable tcp stream");
+                    router.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                    break 'conn;
+                }
+            }
+        }
+    }
+    writer.abort();
+}

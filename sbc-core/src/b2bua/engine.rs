@@ -14,6 +14,7 @@ use sbc_media::{LegSide, MediaPlane, MediaSessionId};
 use sbc_policy::{AdmissionRequest, Permit, Policy, Verdict};
 
 use super::dialog::Dialog;
+use super::health::{ProbeCounter, TrunkHealth};
 use super::ids::{CallKey, decode_call_id, make_call_id, make_tag};
 use super::routing::{self, Origin};
 use crate::config::{Config, ListenerId, Transport, TrunkId};
@@ -61,6 +62,8 @@ enum Role {
     BInvite,
     /// A request we originate whose outcome does not matter (CANCEL, BYE, our own PRACK).
     Fire,
+    /// An OPTIONS keep-alive to a trunk target.
+    Probe { trunk: TrunkId, target: usize },
     /// An in-dialog request received on one leg, relayed as `client` on the other.
     RelayServer {
         request: Box<Message>,
@@ -140,6 +143,15 @@ struct Slot {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum CallTimer {
     Ring,
+    /// Keep-alive of (trunk, target); the key is unused.
+    Probe(TrunkId, usize),
+}
+
+/// OPTIONS keep-alive state of this shard (only the probing shard has one).
+#[derive(Debug)]
+struct Prober {
+    health: Arc<TrunkHealth>,
+    counters: HashMap<(TrunkId, usize), ProbeCounter>,
 }
 
 /// One shard of the B2BUA.
@@ -164,11 +176,14 @@ pub struct Engine {
     /// `host:port` of each listener, as written in Via and Contact.
     sent_by: Vec<String>,
     stats: EngineStats,
+    health: Arc<TrunkHealth>,
+    prober: Option<Prober>,
 }
 
 impl Engine {
     /// A shard with its own RNG seed.
     pub fn new(config: Arc<Config>, shard: u16, seed: u64) -> Engine {
+        let health = Arc::new(TrunkHealth::new(&config));
         let sent_by = config
             .listeners
             .iter()
@@ -195,7 +210,35 @@ impl Engine {
             next_call_ref: u64::from(shard) << 48,
             sent_by,
             stats: EngineStats::default(),
+            health,
+            prober: None,
         }
+    }
+
+    /// Shares trunk liveness with other shards; `probe` makes this shard the one that sends the
+    /// OPTIONS keep-alives (first probes at `now`).
+    pub fn set_health(&mut self, now: Instant, health: Arc<TrunkHealth>, probe: bool) {
+        self.health = Arc::clone(&health);
+        self.prober = None;
+        if !probe {
+            return;
+        }
+        for (t, trunk) in self.config.trunks.iter().enumerate() {
+            if trunk.options.is_some() {
+                for i in 0..trunk.targets.len() {
+                    let idle = CallKey {
+                        index: u32::MAX,
+                        generation: 0,
+                    };
+                    self.timers
+                        .push(Reverse((now, idle, CallTimer::Probe(TrunkId(t), i))));
+                }
+            }
+        }
+        self.prober = Some(Prober {
+            health,
+            counters: HashMap::new(),
+        });
     }
 
     /// Raw bytes from a flow: parsed here; malformed requests get a 4xx/5xx if one can be formed.
@@ -229,6 +272,7 @@ impl Engine {
             self.timers.pop();
             match timer {
                 CallTimer::Ring => self.ring_timeout(now, key, at),
+                CallTimer::Probe(trunk, target) => self.send_probe(now, trunk, target),
             }
             self.drain_txn_events(now);
         }
@@ -439,6 +483,7 @@ impl Engine {
             .trunks
             .iter()
             .flat_map(|&t| (0..self.config.trunks[t.0].targets.len()).map(move |i| (t, i)))
+            .filter(|&(t, i)| self.health.is_up(t, i))
             .collect();
         if attempts.is_empty() {
             return self.reply(now, txn, &req, 503, "Service Unavailable");
@@ -865,7 +910,88 @@ impl Engine {
         match role {
             Role::BInvite => self.on_b_invite_response(now, key, txn, resp),
             Role::RelayClient { server } => self.on_relay_response(now, key, server, resp),
+            Role::Probe { trunk, target } => {
+                // Any final answer proves the target alive, except 503 (overloaded).
+                if code >= 200 {
+                    self.probe_result(trunk, target, code != 503);
+                }
+            }
             Role::AInvite | Role::RelayServer { .. } | Role::Fire => {}
+        }
+    }
+
+    fn send_probe(&mut self, now: Instant, trunk_id: TrunkId, target_idx: usize) {
+        if self.prober.is_none() {
+            return;
+        }
+        let config = Arc::clone(&self.config);
+        let trunk = &config.trunks[trunk_id.0];
+        let (Some(target), Some(ka)) = (trunk.targets.get(target_idx), trunk.options) else {
+            return;
+        };
+        let sent_by = self.sent_by[trunk.listener.0].clone();
+        let host = sent_by
+            .rsplit_once(':')
+            .map_or(sent_by.as_str(), |(h, _)| h);
+        let Ok(uri) = Uri::parse(Bytes::from(format!("sip:{}", target.addr))) else {
+            return;
+        };
+        let mut m = Message::request(Method::Options, uri);
+        m.push(HeaderName::MaxForwards, Bytes::from_static(b"70"));
+        m.push_fmt(
+            HeaderName::From,
+            format_args!("<sip:keepalive@{host}>;tag={}", make_tag(&mut self.rng)),
+        );
+        m.push_fmt(HeaderName::To, format_args!("<sip:{}>", target.addr));
+        m.push_fmt(
+            HeaderName::CallId,
+            format_args!("{:016x}", rand::random::<u64>()),
+        );
+        m.push(HeaderName::CSeq, Bytes::from_static(b"1 OPTIONS"));
+        let flow = Flow {
+            listener: trunk.listener,
+            transport: target.transport,
+            remote: target.addr,
+        };
+        let txn = self.txns.send_request(now, m, flow, &sent_by);
+        let idle = CallKey {
+            index: u32::MAX,
+            generation: 0,
+        };
+        self.owners.insert(
+            txn,
+            (
+                idle,
+                Role::Probe {
+                    trunk: trunk_id,
+                    target: target_idx,
+                },
+            ),
+        );
+        self.timers.push(Reverse((
+            now + ka.interval,
+            idle,
+            CallTimer::Probe(trunk_id, target_idx),
+        )));
+    }
+
+    fn probe_result(&mut self, trunk: TrunkId, target: usize, ok: bool) {
+        let Some(ka) = self.config.trunks.get(trunk.0).and_then(|t| t.options) else {
+            return;
+        };
+        let Some(prober) = self.prober.as_mut() else {
+            return;
+        };
+        let up = prober.health.is_up(trunk, target);
+        let counter = prober.counters.entry((trunk, target)).or_default();
+        if let Some(new) = counter.record(ok, up, ka.down_after, ka.up_after) {
+            prober.health.set(trunk, target, new);
+            let name = &self.config.trunks[trunk.0].name;
+            if new {
+                tracing::info!(trunk = %name, target, "trunk target up");
+            } else {
+                tracing::warn!(trunk = %name, target, "trunk target down (OPTIONS)");
+            }
         }
     }
 
@@ -1285,6 +1411,7 @@ impl Engine {
                     self.finish_server(now, key, server, resp);
                 }
             }
+            Role::Probe { trunk, target } => self.probe_result(trunk, target, false),
             Role::RelayServer { .. } | Role::Fire => {}
         }
     }

@@ -21,6 +21,7 @@
 
 pub mod dialog;
 mod engine;
+pub mod health;
 pub mod ids;
 pub mod routing;
 

@@ -21,6 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
+use crate::b2bua::health::TrunkHealth;
 use crate::b2bua::{Engine, Event, ids};
 use crate::config::{Config, ListenerId, Transport};
 use crate::sip::{self, HeaderName, Limits, Message, stream};
@@ -151,12 +152,15 @@ impl Sbc {
         );
         let seed_base: u64 = rand::random();
         let mut done = Vec::new();
+        let health = Arc::new(TrunkHealth::new(&config));
         for (shard, rx) in receivers.into_iter().enumerate() {
-            let engine = Engine::new(
+            let mut engine = Engine::new(
                 Arc::clone(&config),
                 shard as u16,
                 seed_base.wrapping_add(shard as u64),
             );
+            // One shard probes trunks with OPTIONS; all read the result.
+            engine.set_health(Instant::now(), Arc::clone(&health), shard == 0);
             done.push(tokio::spawn(run_shard(
                 engine,
                 rx,

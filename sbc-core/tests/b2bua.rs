@@ -1,0 +1,777 @@
+//! B2BUA scenarios, sans-IO: a scripted UAC and UAS talk to one engine shard on a fake clock.
+//! Each test plays SIP text on leg A (127.0.0.10 <-> SBC 127.0.0.1:5060) and leg B (SBC
+//! 127.0.0.2:5070 <-> 127.0.0.20:5080) and asserts what the engine sends, when.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sbc_cdr::{CallEventKind, Disposition};
+use sbc_core::b2bua::{Engine, Event};
+use sbc_core::config::Transport;
+use sbc_core::config::{
+    Config, HeaderPolicy, ListenerConfig, ListenerId, RewriteConfig, RouteConfig, RouteMatch, Side,
+    Target, TcpConfig, TimerConfig, TrunkConfig, TrunkId,
+};
+use sbc_core::sip::{self, HeaderName, Message};
+use sbc_core::transport::Flow;
+
+const UAC: &str = "127.0.0.10:5061";
+const UAS: &str = "127.0.0.20:5080";
+const UAS2: &str = "127.0.0.21:5080";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn config(targets: &[&str], ring: Duration) -> Config {
+    Config {
+        timers: TimerConfig::default(),
+        shards: 1,
+        max_message_size: 65_535,
+        max_headers: 128,
+        drain_grace: Duration::from_secs(1),
+        tcp: TcpConfig {
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 16,
+        },
+        listeners: vec![
+            ListenerConfig {
+                name: "access".into(),
+                side: Side::Access,
+                addr: addr("127.0.0.1:5060"),
+                advertise: "127.0.0.1".parse().unwrap(),
+                transports: vec![Transport::Udp, Transport::Tcp],
+            },
+            ListenerConfig {
+                name: "trunk".into(),
+                side: Side::Trunk,
+                addr: addr("127.0.0.2:5070"),
+                advertise: "127.0.0.2".parse().unwrap(),
+                transports: vec![Transport::Udp],
+            },
+        ],
+        trunks: targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| TrunkConfig {
+                name: format!("trunk{i}"),
+                listener: ListenerId(1),
+                targets: vec![Target {
+                    addr: addr(t),
+                    transport: Transport::Udp,
+                }],
+                sources: vec!["127.0.0.20/30".parse().unwrap()],
+                options: None,
+                rewrite: RewriteConfig::default(),
+                headers: HeaderPolicy {
+                    allow: vec!["P-Asserted-Identity".into()],
+                    ..Default::default()
+                },
+            })
+            .collect(),
+        routes: vec![RouteConfig {
+            name: "out".into(),
+            matcher: RouteMatch {
+                listener: Some(ListenerId(0)),
+                ..Default::default()
+            },
+            trunks: (0..targets.len()).map(TrunkId).collect(),
+            ring_timeout: ring,
+        }],
+    }
+}
+
+/// The engine plus a fake network: everything sent is kept in order with its destination.
+struct Net {
+    engine: Engine,
+    now: Instant,
+    sent: Vec<(SocketAddr, Message)>,
+    events: Vec<Event>,
+}
+
+impl Net {
+    fn new(config: Config) -> Net {
+        Net {
+            engine: Engine::new(Arc::new(config), 0, 42),
+            now: Instant::now(),
+            sent: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    fn from_uac(&mut self, text: &str) {
+        let flow = Flow {
+            listener: ListenerId(0),
+            transport: Transport::Udp,
+            remote: addr(UAC),
+        };
+        self.input(flow, text);
+    }
+
+    fn from_uas(&mut self, text: &str) {
+        self.from_peer(UAS, text);
+    }
+
+    fn from_peer(&mut self, peer: &str, text: &str) {
+        let flow = Flow {
+            listener: ListenerId(1),
+            transport: Transport::Udp,
+            remote: addr(peer),
+        };
+        self.input(flow, text);
+    }
+
+    fn input(&mut self, flow: Flow, text: &str) {
+        let data = Bytes::from(text.replace('\n', "\r\n"));
+        self.engine.handle_datagram(self.now, flow, data);
+        self.drain();
+    }
+
+    fn advance(&mut self, d: Duration) {
+        let end = self.now + d;
+        while let Some(at) = self.engine.poll_timeout() {
+            if at > end {
+                break;
+            }
+            self.now = at.max(self.now);
+            self.engine.handle_timeout(self.now);
+            self.drain();
+        }
+        self.now = end;
+        self.engine.handle_timeout(self.now);
+        self.drain();
+    }
+
+    fn drain(&mut self) {
+        while let Some(t) = self.engine.poll_transmit() {
+            let msg = sip::parse(t.data).expect("the SBC sends only valid SIP");
+            self.sent.push((t.flow.remote, msg));
+        }
+        while let Some(e) = self.engine.poll_event() {
+            self.events.push(e);
+        }
+    }
+
+    /// Everything sent to `peer` since the last call, in order.
+    fn take(&mut self, peer: &str) -> Vec<Message> {
+        let peer = addr(peer);
+        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.sent)
+            .into_iter()
+            .partition(|(a, _)| *a == peer);
+        self.sent = rest;
+        mine.into_iter().map(|(_, m)| m).collect()
+    }
+
+    fn take_one(&mut self, peer: &str) -> Message {
+        let mut v = self.take(peer);
+        assert_eq!(
+            v.len(),
+            1,
+            "expected one message to {peer}, got {}: {:?}",
+            v.len(),
+            v.iter().map(summary).collect::<Vec<_>>()
+        );
+        v.remove(0)
+    }
+
+    fn ended(&self) -> Vec<Disposition> {
+        self.events
+            .iter()
+            .filter_map(|Event::Call { kind, .. }| match kind {
+                CallEventKind::Ended { disposition, .. } => Some(*disposition),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn assert_idle(&mut self) {
+        assert_eq!(self.engine.call_count(), 0, "calls left");
+        assert_eq!(self.engine.media_session_count(), 0, "media sessions left");
+        self.advance(Duration::from_secs(64));
+        assert_eq!(self.engine.transaction_count(), 0, "transactions left");
+    }
+}
+
+fn summary(m: &Message) -> String {
+    match m.method() {
+        Some(meth) => meth.to_string(),
+        None => format!(
+            "{} {}",
+            m.code().unwrap_or(0),
+            m.cseq().map(|c| c.method.to_string()).unwrap_or_default()
+        ),
+    }
+}
+
+fn hdr(m: &Message, name: HeaderName) -> String {
+    String::from_utf8_lossy(m.header(&name).map(|b| &b[..]).unwrap_or(b"")).into_owned()
+}
+
+fn branch(m: &Message) -> String {
+    String::from_utf8_lossy(&m.top_via().unwrap().branch().unwrap()).into_owned()
+}
+
+const SDP: &str =
+    "v=0\no=alice 1 1 IN IP4 127.0.0.10\ns=-\nc=IN IP4 127.0.0.10\nt=0 0\nm=audio 6000 RTP/AVP 0\n";
+
+fn invite(call_id: &str, extra: &str, with_sdp: bool) -> String {
+    let body = if with_sdp {
+        SDP.replace('\n', "\r\n")
+    } else {
+        String::new()
+    };
+    let ct = if with_sdp {
+        "Content-Type: application/sdp\n"
+    } else {
+        ""
+    };
+    format!(
+        "INVITE sip:100@127.0.0.1:5060 SIP/2.0\n\
+Via: SIP/2.0/UDP 127.0.0.10:5061;branch=z9hG4bK-a-{call_id}\n\
+Max-Forwards: 70\n\
+From: \"Alice\" <sip:alice@client.example>;tag=atag\n\
+To: <sip:100@127.0.0.1>\n\
+Call-ID: {call_id}\n\
+CSeq: 1 INVITE\n\
+Contact: <sip:alice@127.0.0.10:5061>\n\
+P-Asserted-Identity: <sip:alice@client.example>\n\
+X-Secret-Topology: leak-me-not\n\
+{extra}{ct}Content-Length: {}\n\n{body}",
+        body.len()
+    )
+    .replace("\n\n\r\n", "\n\n")
+}
+
+/// A response from the UAS to a request the SBC sent on leg B.
+fn uas_response(
+    req: &Message,
+    code: u16,
+    reason: &str,
+    to_tag: &str,
+    extra: &str,
+    body: &str,
+) -> String {
+    let vias: Vec<String> = req
+        .values(&HeaderName::Via)
+        .map(|v| format!("Via: {}\n", String::from_utf8_lossy(&v)))
+        .collect();
+    let to = hdr(req, HeaderName::To);
+    let to = if to.contains("tag=") || to_tag.is_empty() {
+        to
+    } else {
+        format!("{to};tag={to_tag}")
+    };
+    let (ct, body) = if body.is_empty() {
+        (String::new(), String::new())
+    } else {
+        (
+            "Content-Type: application/sdp\n".into(),
+            body.replace('\n', "\r\n"),
+        )
+    };
+    format!(
+        "SIP/2.0 {code} {reason}\n{}From: {}\nTo: {to}\nCall-ID: {}\nCSeq: {}\nContact: <sip:bob@127.0.0.20:5080>\n{extra}{ct}Content-Length: {}\n\n{body}",
+        vias.concat(),
+        hdr(req, HeaderName::From),
+        hdr(req, HeaderName::CallId),
+        hdr(req, HeaderName::CSeq),
+        body.len()
+    )
+}
+
+/// A response from the UAC to a request the SBC sent on leg A.
+fn uac_response(req: &Message, code: u16, reason: &str) -> String {
+    let vias: Vec<String> = req
+        .values(&HeaderName::Via)
+        .map(|v| format!("Via: {}\n", String::from_utf8_lossy(&v)))
+        .collect();
+    format!(
+        "SIP/2.0 {code} {reason}\n{}From: {}\nTo: {}\nCall-ID: {}\nCSeq: {}\nContent-Length: 0\n\n",
+        vias.concat(),
+        hdr(req, HeaderName::From),
+        hdr(req, HeaderName::To),
+        hdr(req, HeaderName::CallId),
+        hdr(req, HeaderName::CSeq)
+    )
+}
+
+/// An in-dialog request from the UAC, using what leg A's 2xx told it.
+fn uac_request(method: &str, ok: &Message, cseq: u32, extra: &str, body: &str) -> String {
+    let (ct, body) = if body.is_empty() {
+        (String::new(), String::new())
+    } else {
+        (
+            "Content-Type: application/sdp\n".into(),
+            body.replace('\n', "\r\n"),
+        )
+    };
+    format!(
+        "{method} sip:100@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.10:5061;branch=z9hG4bK-a{method}{cseq}\nMax-Forwards: 70\n\
+From: {}\nTo: {}\nCall-ID: {}\nCSeq: {cseq} {method}\n{extra}{ct}Content-Length: {}\n\n{body}",
+        hdr(ok, HeaderName::From),
+        hdr(ok, HeaderName::To),
+        hdr(ok, HeaderName::CallId),
+        body.len()
+    )
+}
+
+/// An in-dialog request from the UAS on leg B.
+fn uas_request(method: &str, b_invite: &Message, b_to_tag: &str, cseq: u32, body: &str) -> String {
+    let (ct, body) = if body.is_empty() {
+        (String::new(), String::new())
+    } else {
+        (
+            "Content-Type: application/sdp\n".into(),
+            body.replace('\n', "\r\n"),
+        )
+    };
+    let contact = b_invite.contact().unwrap().unwrap().uri.raw;
+    format!(
+        "{method} {} SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.20:5080;branch=z9hG4bK-b{method}{cseq}\nMax-Forwards: 70\n\
+From: {};tag={b_to_tag}\nTo: {}\nCall-ID: {}\nCSeq: {cseq} {method}\nContact: <sip:bob@127.0.0.20:5080>\n{ct}Content-Length: {}\n\n{body}",
+        String::from_utf8_lossy(&contact),
+        hdr(b_invite, HeaderName::To),
+        hdr(b_invite, HeaderName::From),
+        hdr(b_invite, HeaderName::CallId),
+        body.len()
+    )
+}
+
+/// Plays INVITE / 100 / 180 / 200 / ACK and returns (leg B INVITE, leg A 200).
+fn establish(net: &mut Net, call_id: &str) -> (Message, Message) {
+    net.from_uac(&invite(call_id, "", true));
+    let trying = net.take_one(UAC);
+    assert_eq!(trying.code(), Some(100));
+    let b_invite = net.take_one(UAS);
+    net.from_uas(&uas_response(&b_invite, 180, "Ringing", "btag", "", ""));
+    assert_eq!(net.take_one(UAC).code(), Some(180));
+    net.from_uas(&uas_response(&b_invite, 200, "OK", "btag", "", SDP));
+    let ack_b = net.take_one(UAS);
+    assert_eq!(ack_b.method(), Some(&sip::Method::Ack));
+    let ok = net.take_one(UAC);
+    assert_eq!(ok.code(), Some(200));
+    net.from_uac(&uac_request("ACK", &ok, 1, "", ""));
+    assert!(
+        net.take(UAS).is_empty(),
+        "leg A's ACK is not relayed for the initial INVITE"
+    );
+    (b_invite, ok)
+}
+
+#[test]
+fn basic_call_hides_topology_and_leaves_nothing_behind() {
+    let mut net = Net::new(config(&[UAS], Duration::from_secs(60)));
+    let (b_invite, ok) = establish(&mut net, "a-call-1@client.example");
+
+    let b_text = String::from_utf8_lossy(&b_invite.to_bytes()).into_owned();
+    for leak in [
+        "a-call-1",
+        "atag",
+        "z9hG4bK-a-",
+        "127.0.0.10",
+        "client.example",
+        "X-Secret-Topology",
+    ] {
+        assert!(
+            !b_text.contains(leak),
+            "leg B INVITE leaks {leak}:\n{b_text}"
+        );
+    }
+    assert!(
+        b_text.contains("P-Asserted-Identity"),
+        "allow-listed header must cross"
+    );
+    assert_eq!(
+        b_invite.request_uri().unwrap().to_string(),
+        format!("sip:100@{UAS}")
+    );
+    assert_eq!(hdr(&b_invite, HeaderName::MaxForwards), "69");
+    assert!(b_invite.body.starts_with(b"v=0"));
+    let a_text = String::from_utf8_lossy(&ok.to_bytes()).into_owned();
+    for leak in ["btag", "127.0.0.20", &hdr(&b_invite, HeaderName::CallId)] {
+        assert!(!a_text.contains(leak), "leg A 200 leaks {leak}:\n{a_text}");
+    }
+    assert_eq!(
+        ok.contact().unwrap().unwrap().uri.to_string(),
+        "sip:127.0.0.1:5060"
+    );
+
+    net.from_uac(&uac_request("BYE", &ok, 2, "", ""));
+    assert_eq!(net.take_one(UAC).code(), Some(200));
+    let bye = net.take_one(UAS);
+    assert_eq!(bye.method(), Some(&sip::Method::Bye));
+    assert!(hdr(&bye, HeaderName::To).contains("tag=btag"));
+    net.from_uas(&uas_response(&bye, 200, "OK", "", "", ""));
+    assert_eq!(net.ended(), vec![Disposition::Answered]);
+    net.assert_idle();
+}
+
+#[test]
+fn callee_hangs_up() {
+    let mut net = Net::new(config(&[UAS], Duration::from_secs(60)));
+    let (b_invite, _ok) = establish(&mut net, "c2");
+    net.from_uas(&uas_request("BYE", &b_invite, "btag", 1, ""));
+    assert_eq!(net.take_one(UAS).code(), Some(200));
+    let bye = net.take_one(UAC);
+    assert_eq!(bye.method(), Some(&sip::Method::Bye));
+    assert_eq!(
+        bye.request_uri().unwrap().to_string(),
+        "sip:alice@127.0.0.10:5061"
+    );
+    assert!(hdr(&bye, HeaderName::From).contains("<sip:100@127.0.0.1>;tag="));
+    assert!(hdr(&bye, HeaderName::To).contains("tag=atag"));
+    assert_eq!(hdr(&bye, HeaderName::CallId), "c2");
+    net.from_uac(&uac_response(&bye, 200, "OK"));
+    net.assert_idle();
+}
+
+#[test]
+fn cancel_before_answer_reaches_both_sides() {
+    let mut net = Net::new(config(&[UAS], Duration::from_secs(60)));
+    net.from_uac(&invite("c3", "", true));
+    net.take(UAC);
+    let b_invite = net.take_one(UAS);
+    net.from_uas(&uas_response(&b_invite, 180, "Ringing", "btag", "", ""));
+    net.take(UAC);
+    net.from_uac(
+        &invite("c3", "", false)
+            .replacen("INVITE sip", "CANCEL sip", 1)
+            .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL")
+            .replace("Content-Length: 0", "Content-Length: 0"),
+    );
+    let to_uac = net.take(UAC);
+    let codes: Vec<(u16, String)> = to_uac
+        .iter()
+        .map(|m| (m.code().unwrap(), m.cseq().unwrap().method.to_string()))
+        .collect();
+    assert!(codes.contains(&(200, "CANCEL".into())), "{codes:?}");
+    assert!(codes.contains(&(487, "INVITE".into())), "{codes:?}");
+    let cancel = net.take_one(UAS);
+    assert_eq!(cancel.method(), Some(&sip::Method::Cancel));
+    assert_eq!(branch(&cancel), branch(&b_invite));
+    net.from_uas(&uas_response(&cancel, 200, "OK", "", "", ""));
+    net.from_uas(&uas_response(
+        &b_invite,
+        487,
+        "Request Terminated",
+        "btag",
+        "",
+        "",
+    ));
+    let ack = net.take_one(UAS);
+    assert_eq!(ack.method(), Some(&sip::Method::Ack));
+    assert_eq!(net.ended(), vec![Disposition::Cancelled]);
+    net.assert_idle();
+}
+
+#[test]
+fn busy_is_relayed_with_reason() {
+    let mut net = Net::new(config(&[UAS, UAS2], Duration::from_secs(60)));
+    net.from_uac(&invite("c4", "", true));
+    net.take(UAC);
+    let b_invite = net.take_one(UAS);
+    net.from_uas(&uas_response(
+        &b_invite,
+        486,
+        "Busy Here",
+        "btag",
+        "Reason: Q.850;cause=17\n",
+        "",
+    ));
+    assert_eq!(net.take_one(UAS).method(), Some(&sip::Method::Ack));
+    let busy = net.take_one(UAC);
+    assert_eq!(busy.code(), Some(486), "4xx is not failed over");
+    assert_eq!(hdr(&busy, HeaderName::Reason), "Q.850;cause=17");
+    assert!(net.take(UAS2).is_empty());
+    assert_eq!(net.ended(), vec![Disposition::Busy]);
+    net.assert_idle();
+}
+
+#[test]
+fn failover_on_503_then_on_silence() {
+    let mut net = Net::new(config(
+        &["127.0.0.22:5080", UAS, UAS2],
+        Duration::from_secs(300),
+    ));
+    net.from_uac(&invite("c5", "", true));
+    net.take(UAC);
+    // First target never answers: Timer A retransmits, Timer B (64*T1 = 32 s) fails over.
+    let silent = net.take_one("127.0.0.22:5080");
+    net.advance(Duration::from_millis(600));
+    assert_eq!(
+        net.take("127.0.0.22:5080").len(),
+        1,
+        "Timer A retransmission at T1"
+    );
+    net.advance(Duration::from_secs(32));
+    let b1 = net.take_one(UAS);
+    assert_ne!(
+        hdr(&b1, HeaderName::CallId),
+        hdr(&silent, HeaderName::CallId),
+        "each attempt is a new leg"
+    );
+    net.from_uas(&uas_response(&b1, 503, "Service Unavailable", "x", "", ""));
+    net.take(UAS);
+    let b2 = net.take_one(UAS2);
+    net.from_peer(UAS2, &uas_response(&b2, 200, "OK", "b2tag", "", SDP));
+    assert_eq!(net.take_one(UAS2).method(), Some(&sip::Method::Ack));
+    let ok = net.take_one(UAC);
+    assert_eq!(ok.code(), Some(200));
+    net.from_uac(&uac_request("ACK", &ok, 1, "", ""));
+    net.from_uac(&uac_request("BYE", &ok, 2, "", ""));
+    let bye = net.take_one(UAS2);
+    net.from_peer(UAS2, &uas_response(&bye, 200, "OK", "", "", ""));
+    net.assert_idle();
+}
+
+#[test]
+fn ring_timeout_cancels_leg_b_and_answers_408() {
+    let mut net = Net::new(config(&[UAS], Duration::from_secs(2)));
+    net.from_uac(&invite("c6", "", true));
+    net.take(UAC);
+    let b_invite = net.take_one(UAS);
+    net.from_uas(&uas_response(&b_invite, 180, "Ringing", "btag", "", ""));
+    net.take(UAC);
+    net.advance(Duration::from_millis(1900));
+    assert!(net.take(UAC).is_empty());
+    net.advance(Duration::from_millis(200));
+    assert_eq!(net.take_one(UAC).code(), Some(408));
+    let cancel = net.take_one(UAS);
+    assert_eq!(cancel.method(), Some(&sip::Method::Cancel));
+    net.from_uas(&uas_response(&cancel, 200, "OK", "", "", ""));
+    net.from_uas(&uas_response(
+        &b_invite,
+        487,
+        "Request Terminated",
+        "btag",
+        "",
+        "",
+    ));
+    assert_eq!(net.ended(), vec![Disposition::NoAnswer]);
+    net.assert_idle();
+}
+
+#[test]
+fn reinvite_from_each_side_and_glare() {
+    let mut net = Net::new(config(&[UAS], Duration::from_secs(60)));
+    let (b_invite, ok) = establish(&mut net, "c7");
+    let hold = SDP.replace("t=0 0\n", "t=0 0\na=sendonly\n");
+    net.from_uac(&uac_request(
+        "INVITE",
+        &ok,
+        2,
+        "Contact: <sip:alice@127.0.0.10:5061>\n",
+        &hold,
+    ));
+    assert_eq!(net.take_one(UAC).code(), Some(100));
+    let re_b = net.take_one(UAS);
+    assert!(re_b.body.windows(10).any(|w| w == b"a=sendonly"));
+    // Glare: the callee sends its own re-INVITE while ours is pending.
+    net.from_uas(&uas_request("INVITE", &b_invite, "btag", 1, SDP));
+    let glare: Vec<u16> = net.take(UAS).iter().filter_map(|m| m.code()).collect();
+    assert!(glare.contains(&491), "{glare:?}");
+    net.from_uas(&uas_response(&re_b, 200, "OK", "", "", SDP));
+    let ok2 = net.take_one(UAC);
+    assert_eq!(ok2.code(), Some(200));
+    net.from_uac(&uac_request("ACK", &ok, 2, "", ""));
+    let ack_b = net.take_one(UAS);
+    assert_eq!(ack_b.method(), Some(&sip::Method::Ack));
+    assert_eq!(ack_b.cseq().unwrap().seq, re_b.cseq().unwrap().seq);
+    // Now from the callee.
+    net.from_uas(&uas_request("INVITE", &b_invite, "btag", 2, SDP));
+    let re_a = net.take(UAC);
+    let re_a = re_a
+        .into_iter()
+        .find(|m| m.method() == Some(&sip::Method::Invite))
+        .unwrap();
+    assert_eq!(hdr(&re_a, HeaderName::CallId), "c7");
+    net.from_uac(&uac_response(&re_a, 200, "OK").replace(
+        "Content-Length: 0",
+        "Contact: <sip:alice@127.0.0.10:5061>\nContent-Length: 0",
+    ));
+    let ok_b: Vec<Message> = net.take(UAS);
+    assert!(ok_b.iter().any(|m| m.code() == Some(200)));
+    net.from_uas(
+        &uas_request("ACK", &b_invite, "btag", 2, "")
+            .replace("branch=z9hG4bK-bACK2", "branch=z9hG4bK-bACK2x"),
+    );
+    let ack_a = net.take_one(UAC);
+    assert_eq!(ack_a.method(), Some(&sip::Method::Ack));
+    net.from_uac(&uac_request("BYE", &ok, 3, "", ""));
+    let bye = net
+        .take(UAS)
+        .into_iter()
+        .find(|m| m.method() == Some(&sip::Method::Bye))
+        .unwrap();
+    net.from_uas(&uas_response(&bye, 200, "OK", "", "", ""));
+    net.assert_idle();
+}
+
+#[test]
+fn info_and_update_are_relayed_in_dialog() {
+    let mut net = Net::new(config(&[UAS], Duration::from_secs(60)));
+    let (_b_invite, ok) = establish(&mut net, "c8");
+    net.from_uac(
+        &uac_request("INFO", &ok, 2, "", "")
+            .replace(
+                "Content-Length: 0",
+                "Content-Type: application/dtmf-relay\nContent-Length: 10\n\nSignal=5\r\n",
+            )
+            .replace("\n\n\n", "\n"),
+    );
+    let info = net.take_one(UAS);
+    assert_eq!(info.method(), Some(&sip::Method::Info));
+    assert_eq!(&info.body[..], b"Signal=5\r\n");
+    assert!(
+        net.take(UAC).is_empty(),
+        "INFO is answered when leg B answers"
+    );
+    net.from_uas(&uas_response(&info, 200, "OK", "", "", ""));
+    assert_eq!(net.take_one(UAC).code(), Some(200));
+    net.from_uac(&uac_request(
+        "UPDATE",
+        &ok,
+        3,
+        "Contact: <sip:alice@127.0.0.10:5061>\n",
+        SDP,
+    ));
+    let update = net.take_one(UAS);
+    assert_eq!(update.method(), Some(&sip::Method::Update));
+    net.from_uas(&uas_response(&update, 200, "OK", "", "", SDP));
+    let ok_up = net.take_one(UAC);
+    assert_eq!(ok_up.code(), Some(200));
+    assert!(ok_up.body.starts_with(b"v=0"));
+    net.from_uac(&uac_request("BYE", &ok, 4, "", ""));
+    let bye = net
+        .take(UAS)
+        .into_iter()
+        .find(|m| m.method() == Some(&sip::Method::Bye))
+        .unwrap();
+    net.from_uas(&uas_response(&bye, 200, "OK", "", "", ""));
+    net.assert_idle();
+}
+
+#[test]
+fn prack_is_mapped_per_leg() {
+    let mut net = Net::new(config(&[UAS], Duration::from_secs(60)));
+    net.from_uac(&invite("c9", "Supported: 100rel\n", true));
+    net.take(UAC);
+    let b_invite = net.take_one(UAS);
+    assert!(b_invite.has_token(&HeaderName::Supported, "100rel"));
+    net.from_uas(&uas_response(
+        &b_invite,
+        183,
+        "Session Progress",
+        "btag",
+        "Require: 100rel\nRSeq: 7001\n",
+        SDP,
+    ));
+    let p183 = net.take_one(UAC);
+    assert_eq!(p183.code(), Some(183));
+    assert_eq!(p183.rseq(), Some(1), "leg A gets its own RSeq space");
+    let prack = uac_request("PRACK", &p183, 2, "RAck: 1 1 INVITE\n", "");
+    net.from_uac(&prack);
+    let prack_b = net.take_one(UAS);
+    assert_eq!(prack_b.method(), Some(&sip::Method::Prack));
+    let (rseq, cseq, _) = prack_b.rack().unwrap();
+    assert_eq!((rseq, cseq), (7001, b_invite.cseq().unwrap().seq));
+    net.from_uas(&uas_response(&prack_b, 200, "OK", "", "", ""));
+    assert_eq!(net.take_one(UAC).code(), Some(200));
+    net.from_uas(&uas_response(&b_invite, 200, "OK", "btag", "", ""));
+    net.take(UAS);
+    let ok = net.take_one(UAC);
+    net.from_uac(&uac_request("ACK", &ok, 1, "", ""));
+    net.from_uac(&uac_request("BYE", &ok, 3, "", ""));
+    let bye = net
+        .take(UAS)
+        .into_iter()
+        .find(|m| m.method() == Some(&sip::Method::Bye))
+        .unwrap();
+    net.from_uas(&uas_response(&bye, 200, "OK", "", "", ""));
+    net.assert_idle();
+}
+
+#[test]
+fn forked_second_2xx_is_acked_and_hung_up() {
+    let mut net = Net::new(config(&[UAS], Duration::from_secs(60)));
+    let (b_invite, ok) = establish(&mut net, "c10");
+    net.from_uas(&uas_response(&b_invite, 200, "OK", "fork2", "", SDP));
+    let msgs = net.take(UAS);
+    let methods: Vec<String> = msgs.iter().map(summary).collect();
+    assert_eq!(
+        methods,
+        vec!["ACK", "BYE"],
+        "second fork is taken and released"
+    );
+    assert!(hdr(&msgs[1], HeaderName::To).contains("fork2"));
+    assert!(net.take(UAC).is_empty(), "leg A sees nothing of the fork");
+    net.from_uac(&uac_request("BYE", &ok, 2, "", ""));
+    let bye = net
+        .take(UAS)
+        .into_iter()
+        .find(|m| m.method() == Some(&sip::Method::Bye))
+        .unwrap();
+    assert!(hdr(&bye, HeaderName::To).contains("btag"));
+    net.from_uas(&uas_response(&bye, 200, "OK", "", "", ""));
+}
+
+#[test]
+fn late_offer_waits_for_leg_a_ack() {
+    let mut net = Net::new(config(&[UAS], Duration::from_secs(60)));
+    net.from_uac(&invite("c11", "", false));
+    net.take(UAC);
+    let b_invite = net.take_one(UAS);
+    assert!(b_invite.body.is_empty());
+    net.from_uas(&uas_response(&b_invite, 200, "OK", "btag", "", SDP));
+    assert!(
+        net.take(UAS).is_empty(),
+        "leg B's ACK carries leg A's answer"
+    );
+    let ok = net.take_one(UAC);
+    assert!(ok.body.starts_with(b"v=0"));
+    net.from_uac(&uac_request("ACK", &ok, 1, "", SDP));
+    let ack = net.take_one(UAS);
+    assert_eq!(ack.method(), Some(&sip::Method::Ack));
+    assert!(ack.body.starts_with(b"v=0"));
+}
+
+#[test]
+fn bad_requests_get_the_rfc_answer() {
+    let mut net = Net::new(config(&[UAS], Duration::from_secs(60)));
+    net.from_uac(&invite("m0", "", true).replace("Max-Forwards: 70", "Max-Forwards: 0"));
+    assert_eq!(net.take(UAC).last().unwrap().code(), Some(483));
+    net.from_uac(&invite("r1", "Require: foo, 100rel\n", true));
+    let r = net.take(UAC).pop().unwrap();
+    assert_eq!(r.code(), Some(420));
+    assert_eq!(hdr(&r, HeaderName::Unsupported), "foo");
+    net.from_uac(
+        &invite("s1", "", true)
+            .replacen("INVITE sip:100@", "INVITE urn:service:sos?x=", 1)
+            .replace("urn:service:sos?x=127.0.0.1:5060", "urn:service:sos"),
+    );
+    assert_eq!(net.take(UAC).last().unwrap().code(), Some(416));
+    net.from_uac(
+        &invite("u1", "", false)
+            .replace("INVITE sip", "BYE sip")
+            .replace("1 INVITE", "1 BYE")
+            .replace(
+                "To: <sip:100@127.0.0.1>",
+                "To: <sip:100@127.0.0.1>;tag=nope",
+            ),
+    );
+    assert_eq!(net.take(UAC).last().unwrap().code(), Some(481));
+    net.from_uac("OPTIONS sip:127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.10:5061;branch=z9hG4bKo1\nFrom: <sip:p@x>;tag=1\nTo: <sip:127.0.0.1>\nCall-ID: o1\nCSeq: 1 OPTIONS\nContent-Length: 0\n\n");
+    assert_eq!(net.take(UAC).last().unwrap().code(), Some(200));
+    // Unparseable: a 400 built from the raw headers.
+    net.from_uac("INVITE sip:100@127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.10:5061;branch=z9hG4bKbad\nFrom: <sip:p@x>;tag=1\nTo: <sip:q@x>\nCall-ID: bad1\nCSeq: 1 INVITE\nContent-Length: 99\n\nshort");
+    assert_eq!(net.take(UAC).last().unwrap().code(), Some(400));
+    // From a trunk listener, an unknown source is refused.
+    net.from_peer("127.0.0.99:5080", &invite("t1", "", true));
+    assert_eq!(
+        net.take("127.0.0.99:5080").last().unwrap().code(),
+        Some(403)
+    );
+    assert_eq!(net.engine.call_count(), 0);
+}

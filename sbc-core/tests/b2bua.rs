@@ -101,7 +101,7 @@ impl Net {
         }
     }
 
-    fn from_uac(&mut self, text: &str) {
+    fn uac_sends(&mut self, text: &str) {
         let flow = Flow {
             listener: ListenerId(0),
             transport: Transport::Udp,
@@ -110,11 +110,11 @@ impl Net {
         self.input(flow, text);
     }
 
-    fn from_uas(&mut self, text: &str) {
-        self.from_peer(UAS, text);
+    fn uas_sends(&mut self, text: &str) {
+        self.peer_sends(UAS, text);
     }
 
-    fn from_peer(&mut self, peer: &str, text: &str) {
+    fn peer_sends(&mut self, peer: &str, text: &str) {
         let flow = Flow {
             listener: ListenerId(1),
             transport: Transport::Udp,
@@ -341,18 +341,18 @@ From: {};tag={b_to_tag}\nTo: {}\nCall-ID: {}\nCSeq: {cseq} {method}\nContact: <s
 
 /// Plays INVITE / 100 / 180 / 200 / ACK and returns (leg B INVITE, leg A 200).
 fn establish(net: &mut Net, call_id: &str) -> (Message, Message) {
-    net.from_uac(&invite(call_id, "", true));
+    net.uac_sends(&invite(call_id, "", true));
     let trying = net.take_one(UAC);
     assert_eq!(trying.code(), Some(100));
     let b_invite = net.take_one(UAS);
-    net.from_uas(&uas_response(&b_invite, 180, "Ringing", "btag", "", ""));
+    net.uas_sends(&uas_response(&b_invite, 180, "Ringing", "btag", "", ""));
     assert_eq!(net.take_one(UAC).code(), Some(180));
-    net.from_uas(&uas_response(&b_invite, 200, "OK", "btag", "", SDP));
+    net.uas_sends(&uas_response(&b_invite, 200, "OK", "btag", "", SDP));
     let ack_b = net.take_one(UAS);
     assert_eq!(ack_b.method(), Some(&sip::Method::Ack));
     let ok = net.take_one(UAC);
     assert_eq!(ok.code(), Some(200));
-    net.from_uac(&uac_request("ACK", &ok, 1, "", ""));
+    net.uac_sends(&uac_request("ACK", &ok, 1, "", ""));
     assert!(
         net.take(UAS).is_empty(),
         "leg A's ACK is not relayed for the initial INVITE"
@@ -398,12 +398,12 @@ fn basic_call_hides_topology_and_leaves_nothing_behind() {
         "sip:127.0.0.1:5060"
     );
 
-    net.from_uac(&uac_request("BYE", &ok, 2, "", ""));
+    net.uac_sends(&uac_request("BYE", &ok, 2, "", ""));
     assert_eq!(net.take_one(UAC).code(), Some(200));
     let bye = net.take_one(UAS);
     assert_eq!(bye.method(), Some(&sip::Method::Bye));
     assert!(hdr(&bye, HeaderName::To).contains("tag=btag"));
-    net.from_uas(&uas_response(&bye, 200, "OK", "", "", ""));
+    net.uas_sends(&uas_response(&bye, 200, "OK", "", "", ""));
     assert_eq!(net.ended(), vec![Disposition::Answered]);
     net.assert_idle();
 }
@@ -412,7 +412,7 @@ fn basic_call_hides_topology_and_leaves_nothing_behind() {
 fn callee_hangs_up() {
     let mut net = Net::new(config(&[UAS], Duration::from_secs(60)));
     let (b_invite, _ok) = establish(&mut net, "c2");
-    net.from_uas(&uas_request("BYE", &b_invite, "btag", 1, ""));
+    net.uas_sends(&uas_request("BYE", &b_invite, "btag", 1, ""));
     assert_eq!(net.take_one(UAS).code(), Some(200));
     let bye = net.take_one(UAC);
     assert_eq!(bye.method(), Some(&sip::Method::Bye));
@@ -423,23 +423,22 @@ fn callee_hangs_up() {
     assert!(hdr(&bye, HeaderName::From).contains("<sip:100@127.0.0.1>;tag="));
     assert!(hdr(&bye, HeaderName::To).contains("tag=atag"));
     assert_eq!(hdr(&bye, HeaderName::CallId), "c2");
-    net.from_uac(&uac_response(&bye, 200, "OK"));
+    net.uac_sends(&uac_response(&bye, 200, "OK"));
     net.assert_idle();
 }
 
 #[test]
 fn cancel_before_answer_reaches_both_sides() {
     let mut net = Net::new(config(&[UAS], Duration::from_secs(60)));
-    net.from_uac(&invite("c3", "", true));
+    net.uac_sends(&invite("c3", "", true));
     net.take(UAC);
     let b_invite = net.take_one(UAS);
-    net.from_uas(&uas_response(&b_invite, 180, "Ringing", "btag", "", ""));
+    net.uas_sends(&uas_response(&b_invite, 180, "Ringing", "btag", "", ""));
     net.take(UAC);
-    net.from_uac(
+    net.uac_sends(
         &invite("c3", "", false)
             .replacen("INVITE sip", "CANCEL sip", 1)
-            .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL")
-            .replace("Content-Length: 0", "Content-Length: 0"),
+            .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL"),
     );
     let to_uac = net.take(UAC);
     let codes: Vec<(u16, String)> = to_uac
@@ -451,8 +450,8 @@ fn cancel_before_answer_reaches_both_sides() {
     let cancel = net.take_one(UAS);
     assert_eq!(cancel.method(), Some(&sip::Method::Cancel));
     assert_eq!(branch(&cancel), branch(&b_invite));
-    net.from_uas(&uas_response(&cancel, 200, "OK", "", "", ""));
-    net.from_uas(&uas_response(
+    net.uas_sends(&uas_response(&cancel, 200, "OK", "", "", ""));
+    net.uas_sends(&uas_response(
         &b_invite,
         487,
         "Request Terminated",
@@ -469,10 +468,10 @@ fn cancel_before_answer_reaches_both_sides() {
 #[test]
 fn busy_is_relayed_with_reason() {
     let mut net = Net::new(config(&[UAS, UAS2], Duration::from_secs(60)));
-    net.from_uac(&invite("c4", "", true));
+    net.uac_sends(&invite("c4", "", true));
     net.take(UAC);
     let b_invite = net.take_one(UAS);
-    net.from_uas(&uas_response(
+    net.uas_sends(&uas_response(
         &b_invite,
         486,
         "Busy Here",
@@ -495,7 +494,7 @@ fn failover_on_503_then_on_silence() {
         &["127.0.0.22:5080", UAS, UAS2],
         Duration::from_secs(300),
     ));
-    net.from_uac(&invite("c5", "", true));
+    net.uac_sends(&invite("c5", "", true));
     net.take(UAC);
     // First target never answers: Timer A retransmits, Timer B (64*T1 = 32 s) fails over.
     let silent = net.take_one("127.0.0.22:5080");
@@ -512,27 +511,27 @@ fn failover_on_503_then_on_silence() {
         hdr(&silent, HeaderName::CallId),
         "each attempt is a new leg"
     );
-    net.from_uas(&uas_response(&b1, 503, "Service Unavailable", "x", "", ""));
+    net.uas_sends(&uas_response(&b1, 503, "Service Unavailable", "x", "", ""));
     net.take(UAS);
     let b2 = net.take_one(UAS2);
-    net.from_peer(UAS2, &uas_response(&b2, 200, "OK", "b2tag", "", SDP));
+    net.peer_sends(UAS2, &uas_response(&b2, 200, "OK", "b2tag", "", SDP));
     assert_eq!(net.take_one(UAS2).method(), Some(&sip::Method::Ack));
     let ok = net.take_one(UAC);
     assert_eq!(ok.code(), Some(200));
-    net.from_uac(&uac_request("ACK", &ok, 1, "", ""));
-    net.from_uac(&uac_request("BYE", &ok, 2, "", ""));
+    net.uac_sends(&uac_request("ACK", &ok, 1, "", ""));
+    net.uac_sends(&uac_request("BYE", &ok, 2, "", ""));
     let bye = net.take_one(UAS2);
-    net.from_peer(UAS2, &uas_response(&bye, 200, "OK", "", "", ""));
+    net.peer_sends(UAS2, &uas_response(&bye, 200, "OK", "", "", ""));
     net.assert_idle();
 }
 
 #[test]
 fn ring_timeout_cancels_leg_b_and_answers_408() {
     let mut net = Net::new(config(&[UAS], Duration::from_secs(2)));
-    net.from_uac(&invite("c6", "", true));
+    net.uac_sends(&invite("c6", "", true));
     net.take(UAC);
     let b_invite = net.take_one(UAS);
-    net.from_uas(&uas_response(&b_invite, 180, "Ringing", "btag", "", ""));
+    net.uas_sends(&uas_response(&b_invite, 180, "Ringing", "btag", "", ""));
     net.take(UAC);
     net.advance(Duration::from_millis(1900));
     assert!(net.take(UAC).is_empty());
@@ -540,8 +539,8 @@ fn ring_timeout_cancels_leg_b_and_answers_408() {
     assert_eq!(net.take_one(UAC).code(), Some(408));
     let cancel = net.take_one(UAS);
     assert_eq!(cancel.method(), Some(&sip::Method::Cancel));
-    net.from_uas(&uas_response(&cancel, 200, "OK", "", "", ""));
-    net.from_uas(&uas_response(
+    net.uas_sends(&uas_response(&cancel, 200, "OK", "", "", ""));
+    net.uas_sends(&uas_response(
         &b_invite,
         487,
         "Request Terminated",
@@ -558,7 +557,7 @@ fn reinvite_from_each_side_and_glare() {
     let mut net = Net::new(config(&[UAS], Duration::from_secs(60)));
     let (b_invite, ok) = establish(&mut net, "c7");
     let hold = SDP.replace("t=0 0\n", "t=0 0\na=sendonly\n");
-    net.from_uac(&uac_request(
+    net.uac_sends(&uac_request(
         "INVITE",
         &ok,
         2,
@@ -569,43 +568,43 @@ fn reinvite_from_each_side_and_glare() {
     let re_b = net.take_one(UAS);
     assert!(re_b.body.windows(10).any(|w| w == b"a=sendonly"));
     // Glare: the callee sends its own re-INVITE while ours is pending.
-    net.from_uas(&uas_request("INVITE", &b_invite, "btag", 1, SDP));
+    net.uas_sends(&uas_request("INVITE", &b_invite, "btag", 1, SDP));
     let glare: Vec<u16> = net.take(UAS).iter().filter_map(|m| m.code()).collect();
     assert!(glare.contains(&491), "{glare:?}");
-    net.from_uas(&uas_response(&re_b, 200, "OK", "", "", SDP));
+    net.uas_sends(&uas_response(&re_b, 200, "OK", "", "", SDP));
     let ok2 = net.take_one(UAC);
     assert_eq!(ok2.code(), Some(200));
-    net.from_uac(&uac_request("ACK", &ok, 2, "", ""));
+    net.uac_sends(&uac_request("ACK", &ok, 2, "", ""));
     let ack_b = net.take_one(UAS);
     assert_eq!(ack_b.method(), Some(&sip::Method::Ack));
     assert_eq!(ack_b.cseq().unwrap().seq, re_b.cseq().unwrap().seq);
     // Now from the callee.
-    net.from_uas(&uas_request("INVITE", &b_invite, "btag", 2, SDP));
+    net.uas_sends(&uas_request("INVITE", &b_invite, "btag", 2, SDP));
     let re_a = net.take(UAC);
     let re_a = re_a
         .into_iter()
         .find(|m| m.method() == Some(&sip::Method::Invite))
         .unwrap();
     assert_eq!(hdr(&re_a, HeaderName::CallId), "c7");
-    net.from_uac(&uac_response(&re_a, 200, "OK").replace(
+    net.uac_sends(&uac_response(&re_a, 200, "OK").replace(
         "Content-Length: 0",
         "Contact: <sip:alice@127.0.0.10:5061>\nContent-Length: 0",
     ));
     let ok_b: Vec<Message> = net.take(UAS);
     assert!(ok_b.iter().any(|m| m.code() == Some(200)));
-    net.from_uas(
+    net.uas_sends(
         &uas_request("ACK", &b_invite, "btag", 2, "")
             .replace("branch=z9hG4bK-bACK2", "branch=z9hG4bK-bACK2x"),
     );
     let ack_a = net.take_one(UAC);
     assert_eq!(ack_a.method(), Some(&sip::Method::Ack));
-    net.from_uac(&uac_request("BYE", &ok, 3, "", ""));
+    net.uac_sends(&uac_request("BYE", &ok, 3, "", ""));
     let bye = net
         .take(UAS)
         .into_iter()
         .find(|m| m.method() == Some(&sip::Method::Bye))
         .unwrap();
-    net.from_uas(&uas_response(&bye, 200, "OK", "", "", ""));
+    net.uas_sends(&uas_response(&bye, 200, "OK", "", "", ""));
     net.assert_idle();
 }
 
@@ -613,7 +612,7 @@ fn reinvite_from_each_side_and_glare() {
 fn info_and_update_are_relayed_in_dialog() {
     let mut net = Net::new(config(&[UAS], Duration::from_secs(60)));
     let (_b_invite, ok) = establish(&mut net, "c8");
-    net.from_uac(
+    net.uac_sends(
         &uac_request("INFO", &ok, 2, "", "")
             .replace(
                 "Content-Length: 0",
@@ -628,9 +627,9 @@ fn info_and_update_are_relayed_in_dialog() {
         net.take(UAC).is_empty(),
         "INFO is answered when leg B answers"
     );
-    net.from_uas(&uas_response(&info, 200, "OK", "", "", ""));
+    net.uas_sends(&uas_response(&info, 200, "OK", "", "", ""));
     assert_eq!(net.take_one(UAC).code(), Some(200));
-    net.from_uac(&uac_request(
+    net.uac_sends(&uac_request(
         "UPDATE",
         &ok,
         3,
@@ -639,28 +638,28 @@ fn info_and_update_are_relayed_in_dialog() {
     ));
     let update = net.take_one(UAS);
     assert_eq!(update.method(), Some(&sip::Method::Update));
-    net.from_uas(&uas_response(&update, 200, "OK", "", "", SDP));
+    net.uas_sends(&uas_response(&update, 200, "OK", "", "", SDP));
     let ok_up = net.take_one(UAC);
     assert_eq!(ok_up.code(), Some(200));
     assert!(ok_up.body.starts_with(b"v=0"));
-    net.from_uac(&uac_request("BYE", &ok, 4, "", ""));
+    net.uac_sends(&uac_request("BYE", &ok, 4, "", ""));
     let bye = net
         .take(UAS)
         .into_iter()
         .find(|m| m.method() == Some(&sip::Method::Bye))
         .unwrap();
-    net.from_uas(&uas_response(&bye, 200, "OK", "", "", ""));
+    net.uas_sends(&uas_response(&bye, 200, "OK", "", "", ""));
     net.assert_idle();
 }
 
 #[test]
 fn prack_is_mapped_per_leg() {
     let mut net = Net::new(config(&[UAS], Duration::from_secs(60)));
-    net.from_uac(&invite("c9", "Supported: 100rel\n", true));
+    net.uac_sends(&invite("c9", "Supported: 100rel\n", true));
     net.take(UAC);
     let b_invite = net.take_one(UAS);
     assert!(b_invite.has_token(&HeaderName::Supported, "100rel"));
-    net.from_uas(&uas_response(
+    net.uas_sends(&uas_response(
         &b_invite,
         183,
         "Session Progress",
@@ -672,24 +671,24 @@ fn prack_is_mapped_per_leg() {
     assert_eq!(p183.code(), Some(183));
     assert_eq!(p183.rseq(), Some(1), "leg A gets its own RSeq space");
     let prack = uac_request("PRACK", &p183, 2, "RAck: 1 1 INVITE\n", "");
-    net.from_uac(&prack);
+    net.uac_sends(&prack);
     let prack_b = net.take_one(UAS);
     assert_eq!(prack_b.method(), Some(&sip::Method::Prack));
     let (rseq, cseq, _) = prack_b.rack().unwrap();
     assert_eq!((rseq, cseq), (7001, b_invite.cseq().unwrap().seq));
-    net.from_uas(&uas_response(&prack_b, 200, "OK", "", "", ""));
+    net.uas_sends(&uas_response(&prack_b, 200, "OK", "", "", ""));
     assert_eq!(net.take_one(UAC).code(), Some(200));
-    net.from_uas(&uas_response(&b_invite, 200, "OK", "btag", "", ""));
+    net.uas_sends(&uas_response(&b_invite, 200, "OK", "btag", "", ""));
     net.take(UAS);
     let ok = net.take_one(UAC);
-    net.from_uac(&uac_request("ACK", &ok, 1, "", ""));
-    net.from_uac(&uac_request("BYE", &ok, 3, "", ""));
+    net.uac_sends(&uac_request("ACK", &ok, 1, "", ""));
+    net.uac_sends(&uac_request("BYE", &ok, 3, "", ""));
     let bye = net
         .take(UAS)
         .into_iter()
         .find(|m| m.method() == Some(&sip::Method::Bye))
         .unwrap();
-    net.from_uas(&uas_response(&bye, 200, "OK", "", "", ""));
+    net.uas_sends(&uas_response(&bye, 200, "OK", "", "", ""));
     net.assert_idle();
 }
 
@@ -697,7 +696,7 @@ fn prack_is_mapped_per_leg() {
 fn forked_second_2xx_is_acked_and_hung_up() {
     let mut net = Net::new(config(&[UAS], Duration::from_secs(60)));
     let (b_invite, ok) = establish(&mut net, "c10");
-    net.from_uas(&uas_response(&b_invite, 200, "OK", "fork2", "", SDP));
+    net.uas_sends(&uas_response(&b_invite, 200, "OK", "fork2", "", SDP));
     let msgs = net.take(UAS);
     let methods: Vec<String> = msgs.iter().map(summary).collect();
     assert_eq!(
@@ -707,31 +706,31 @@ fn forked_second_2xx_is_acked_and_hung_up() {
     );
     assert!(hdr(&msgs[1], HeaderName::To).contains("fork2"));
     assert!(net.take(UAC).is_empty(), "leg A sees nothing of the fork");
-    net.from_uac(&uac_request("BYE", &ok, 2, "", ""));
+    net.uac_sends(&uac_request("BYE", &ok, 2, "", ""));
     let bye = net
         .take(UAS)
         .into_iter()
         .find(|m| m.method() == Some(&sip::Method::Bye))
         .unwrap();
     assert!(hdr(&bye, HeaderName::To).contains("btag"));
-    net.from_uas(&uas_response(&bye, 200, "OK", "", "", ""));
+    net.uas_sends(&uas_response(&bye, 200, "OK", "", "", ""));
 }
 
 #[test]
 fn late_offer_waits_for_leg_a_ack() {
     let mut net = Net::new(config(&[UAS], Duration::from_secs(60)));
-    net.from_uac(&invite("c11", "", false));
+    net.uac_sends(&invite("c11", "", false));
     net.take(UAC);
     let b_invite = net.take_one(UAS);
     assert!(b_invite.body.is_empty());
-    net.from_uas(&uas_response(&b_invite, 200, "OK", "btag", "", SDP));
+    net.uas_sends(&uas_response(&b_invite, 200, "OK", "btag", "", SDP));
     assert!(
         net.take(UAS).is_empty(),
         "leg B's ACK carries leg A's answer"
     );
     let ok = net.take_one(UAC);
     assert!(ok.body.starts_with(b"v=0"));
-    net.from_uac(&uac_request("ACK", &ok, 1, "", SDP));
+    net.uac_sends(&uac_request("ACK", &ok, 1, "", SDP));
     let ack = net.take_one(UAS);
     assert_eq!(ack.method(), Some(&sip::Method::Ack));
     assert!(ack.body.starts_with(b"v=0"));
@@ -740,19 +739,19 @@ fn late_offer_waits_for_leg_a_ack() {
 #[test]
 fn bad_requests_get_the_rfc_answer() {
     let mut net = Net::new(config(&[UAS], Duration::from_secs(60)));
-    net.from_uac(&invite("m0", "", true).replace("Max-Forwards: 70", "Max-Forwards: 0"));
+    net.uac_sends(&invite("m0", "", true).replace("Max-Forwards: 70", "Max-Forwards: 0"));
     assert_eq!(net.take(UAC).last().unwrap().code(), Some(483));
-    net.from_uac(&invite("r1", "Require: foo, 100rel\n", true));
+    net.uac_sends(&invite("r1", "Require: foo, 100rel\n", true));
     let r = net.take(UAC).pop().unwrap();
     assert_eq!(r.code(), Some(420));
     assert_eq!(hdr(&r, HeaderName::Unsupported), "foo");
-    net.from_uac(
+    net.uac_sends(
         &invite("s1", "", true)
             .replacen("INVITE sip:100@", "INVITE urn:service:sos?x=", 1)
             .replace("urn:service:sos?x=127.0.0.1:5060", "urn:service:sos"),
     );
     assert_eq!(net.take(UAC).last().unwrap().code(), Some(416));
-    net.from_uac(
+    net.uac_sends(
         &invite("u1", "", false)
             .replace("INVITE sip", "BYE sip")
             .replace("1 INVITE", "1 BYE")
@@ -762,13 +761,13 @@ fn bad_requests_get_the_rfc_answer() {
             ),
     );
     assert_eq!(net.take(UAC).last().unwrap().code(), Some(481));
-    net.from_uac("OPTIONS sip:127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.10:5061;branch=z9hG4bKo1\nFrom: <sip:p@x>;tag=1\nTo: <sip:127.0.0.1>\nCall-ID: o1\nCSeq: 1 OPTIONS\nContent-Length: 0\n\n");
+    net.uac_sends("OPTIONS sip:127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.10:5061;branch=z9hG4bKo1\nFrom: <sip:p@x>;tag=1\nTo: <sip:127.0.0.1>\nCall-ID: o1\nCSeq: 1 OPTIONS\nContent-Length: 0\n\n");
     assert_eq!(net.take(UAC).last().unwrap().code(), Some(200));
     // Unparseable: a 400 built from the raw headers.
-    net.from_uac("INVITE sip:100@127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.10:5061;branch=z9hG4bKbad\nFrom: <sip:p@x>;tag=1\nTo: <sip:q@x>\nCall-ID: bad1\nCSeq: 1 INVITE\nContent-Length: 99\n\nshort");
+    net.uac_sends("INVITE sip:100@127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.10:5061;branch=z9hG4bKbad\nFrom: <sip:p@x>;tag=1\nTo: <sip:q@x>\nCall-ID: bad1\nCSeq: 1 INVITE\nContent-Length: 99\n\nshort");
     assert_eq!(net.take(UAC).last().unwrap().code(), Some(400));
     // From a trunk listener, an unknown source is refused.
-    net.from_peer("127.0.0.99:5080", &invite("t1", "", true));
+    net.peer_sends("127.0.0.99:5080", &invite("t1", "", true));
     assert_eq!(
         net.take("127.0.0.99:5080").last().unwrap().code(),
         Some(403)

@@ -1,6 +1,6 @@
 //! Typed runtime configuration.
 //!
-//! The YAML file is read by [`file`] into `FileConfig` structs that mirror the file, validated with
+//! The YAML file is read by [`file`](mod@file) into `FileConfig` structs that mirror the file, validated with
 //! errors that name the file, line and column, then converted into the types below. The engine and
 //! the shells only ever see these types: units live in the types, references between sections are
 //! resolved into indices, and every value has already been checked.

@@ -126,9 +126,7 @@ pub struct CallRecord {
 impl CallRecord {
     /// Billable duration: answer to end, zero if never answered.
     pub fn billable(&self) -> std::time::Duration {
-        self.answer
-            .and_then(|a| self.end.duration_since(a).ok())
-            .unwrap_or_default()
+        self.answer.and_then(|a| self.end.duration_since(a).ok()).unwrap_or_default()
     }
 }
 
@@ -147,11 +145,7 @@ impl Recorder {
     /// Takes one event; returns the finished record when the call ended.
     pub fn handle(&mut self, event: CallEvent) -> Option<CallRecord> {
         match event.kind {
-            CallEventKind::Started {
-                caller,
-                callee,
-                source,
-            } => {
+            CallEventKind::Started { caller, callee, source } => {
                 self.open.insert(
                     event.call,
                     CallRecord {
@@ -172,11 +166,7 @@ impl Recorder {
                 );
                 None
             }
-            CallEventKind::Attempted {
-                trunk,
-                target,
-                callee,
-            } => {
+            CallEventKind::Attempted { trunk, target, callee } => {
                 if let Some(r) = self.open.get_mut(&event.call) {
                     r.attempts.push((trunk, target, callee));
                 }
@@ -194,12 +184,7 @@ impl Recorder {
                 }
                 None
             }
-            CallEventKind::Ended {
-                disposition,
-                status,
-                released_by,
-                reason,
-            } => {
+            CallEventKind::Ended { disposition, status, released_by, reason } => {
                 let mut r = self.open.remove(&event.call)?;
                 r.end = event.at;
                 r.disposition = disposition;
@@ -227,21 +212,13 @@ mod tests {
     fn folds_a_call_into_one_record() {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let call = CallRef(1);
-        let ev = |s: u64, kind| CallEvent {
-            call,
-            at: t0 + Duration::from_secs(s),
-            kind,
-        };
+        let ev = |s: u64, kind| CallEvent { call, at: t0 + Duration::from_secs(s), kind };
         let mut rec = Recorder::new();
         let source = "127.0.0.1:5061".parse().unwrap();
         assert!(
             rec.handle(ev(
                 0,
-                CallEventKind::Started {
-                    caller: "a".into(),
-                    callee: "b".into(),
-                    source
-                }
+                CallEventKind::Started { caller: "a".into(), callee: "b".into(), source }
             ))
             .is_none()
         );

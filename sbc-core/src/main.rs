@@ -16,12 +16,7 @@ const EXIT_BIND: u8 = 71;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
+    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         ["check-config", file] => check_config(PathBuf::from(file)),
         ["--config", file] | ["-c", file] => run(PathBuf::from(file)),
         ["--version"] => {
@@ -107,10 +102,9 @@ fn run(file: PathBuf) -> ExitCode {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(mut term), Ok(mut int)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
         // Without signal handlers the process can only be killed; run until then.
         return std::future::pending().await;
     };

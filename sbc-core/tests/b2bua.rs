@@ -32,10 +32,7 @@ fn config(targets: &[&str], ring: Duration) -> Config {
         max_message_size: 65_535,
         max_headers: 128,
         drain_grace: Duration::from_secs(1),
-        tcp: TcpConfig {
-            idle_timeout: Duration::from_secs(60),
-            max_connections: 16,
-        },
+        tcp: TcpConfig { idle_timeout: Duration::from_secs(60), max_connections: 16 },
         listeners: vec![
             ListenerConfig {
                 name: "access".into(),
@@ -58,10 +55,7 @@ fn config(targets: &[&str], ring: Duration) -> Config {
             .map(|(i, t)| TrunkConfig {
                 name: format!("trunk{i}"),
                 listener: ListenerId(1),
-                targets: vec![Target {
-                    addr: addr(t),
-                    transport: Transport::Udp,
-                }],
+                targets: vec![Target { addr: addr(t), transport: Transport::Udp }],
                 sources: vec!["127.0.0.20/30".parse().unwrap()],
                 options: None,
                 rewrite: RewriteConfig::default(),
@@ -73,10 +67,7 @@ fn config(targets: &[&str], ring: Duration) -> Config {
             .collect(),
         routes: vec![RouteConfig {
             name: "out".into(),
-            matcher: RouteMatch {
-                listener: Some(ListenerId(0)),
-                ..Default::default()
-            },
+            matcher: RouteMatch { listener: Some(ListenerId(0)), ..Default::default() },
             trunks: (0..targets.len()).map(TrunkId).collect(),
             ring_timeout: ring,
         }],
@@ -102,11 +93,7 @@ impl Net {
     }
 
     fn uac_sends(&mut self, text: &str) {
-        let flow = Flow {
-            listener: ListenerId(0),
-            transport: Transport::Udp,
-            remote: addr(UAC),
-        };
+        let flow = Flow { listener: ListenerId(0), transport: Transport::Udp, remote: addr(UAC) };
         self.input(flow, text);
     }
 
@@ -115,11 +102,7 @@ impl Net {
     }
 
     fn peer_sends(&mut self, peer: &str, text: &str) {
-        let flow = Flow {
-            listener: ListenerId(1),
-            transport: Transport::Udp,
-            remote: addr(peer),
-        };
+        let flow = Flow { listener: ListenerId(1), transport: Transport::Udp, remote: addr(peer) };
         self.input(flow, text);
     }
 
@@ -157,9 +140,8 @@ impl Net {
     /// Everything sent to `peer` since the last call, in order.
     fn take(&mut self, peer: &str) -> Vec<Message> {
         let peer = addr(peer);
-        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.sent)
-            .into_iter()
-            .partition(|(a, _)| *a == peer);
+        let (mine, rest): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.sent).into_iter().partition(|(a, _)| *a == peer);
         self.sent = rest;
         mine.into_iter().map(|(_, m)| m).collect()
     }
@@ -217,16 +199,8 @@ const SDP: &str =
     "v=0\no=alice 1 1 IN IP4 127.0.0.10\ns=-\nc=IN IP4 127.0.0.10\nt=0 0\nm=audio 6000 RTP/AVP 0\n";
 
 fn invite(call_id: &str, extra: &str, with_sdp: bool) -> String {
-    let body = if with_sdp {
-        SDP.replace('\n', "\r\n")
-    } else {
-        String::new()
-    };
-    let ct = if with_sdp {
-        "Content-Type: application/sdp\n"
-    } else {
-        ""
-    };
+    let body = if with_sdp { SDP.replace('\n', "\r\n") } else { String::new() };
+    let ct = if with_sdp { "Content-Type: application/sdp\n" } else { "" };
     format!(
         "INVITE sip:100@127.0.0.1:5060 SIP/2.0\n\
 Via: SIP/2.0/UDP 127.0.0.10:5061;branch=z9hG4bK-a-{call_id}\n\
@@ -258,18 +232,12 @@ fn uas_response(
         .map(|v| format!("Via: {}\n", String::from_utf8_lossy(&v)))
         .collect();
     let to = hdr(req, HeaderName::To);
-    let to = if to.contains("tag=") || to_tag.is_empty() {
-        to
-    } else {
-        format!("{to};tag={to_tag}")
-    };
+    let to =
+        if to.contains("tag=") || to_tag.is_empty() { to } else { format!("{to};tag={to_tag}") };
     let (ct, body) = if body.is_empty() {
         (String::new(), String::new())
     } else {
-        (
-            "Content-Type: application/sdp\n".into(),
-            body.replace('\n', "\r\n"),
-        )
+        ("Content-Type: application/sdp\n".into(), body.replace('\n', "\r\n"))
     };
     format!(
         "SIP/2.0 {code} {reason}\n{}From: {}\nTo: {to}\nCall-ID: {}\nCSeq: {}\nContact: <sip:bob@127.0.0.20:5080>\n{extra}{ct}Content-Length: {}\n\n{body}",
@@ -302,10 +270,7 @@ fn uac_request(method: &str, ok: &Message, cseq: u32, extra: &str, body: &str) -
     let (ct, body) = if body.is_empty() {
         (String::new(), String::new())
     } else {
-        (
-            "Content-Type: application/sdp\n".into(),
-            body.replace('\n', "\r\n"),
-        )
+        ("Content-Type: application/sdp\n".into(), body.replace('\n', "\r\n"))
     };
     format!(
         "{method} sip:100@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.10:5061;branch=z9hG4bK-a{method}{cseq}\nMax-Forwards: 70\n\
@@ -322,10 +287,7 @@ fn uas_request(method: &str, b_invite: &Message, b_to_tag: &str, cseq: u32, body
     let (ct, body) = if body.is_empty() {
         (String::new(), String::new())
     } else {
-        (
-            "Content-Type: application/sdp\n".into(),
-            body.replace('\n', "\r\n"),
-        )
+        ("Content-Type: application/sdp\n".into(), body.replace('\n', "\r\n"))
     };
     let contact = b_invite.contact().unwrap().unwrap().uri.raw;
     format!(
@@ -353,10 +315,7 @@ fn establish(net: &mut Net, call_id: &str) -> (Message, Message) {
     let ok = net.take_one(UAC);
     assert_eq!(ok.code(), Some(200));
     net.uac_sends(&uac_request("ACK", &ok, 1, "", ""));
-    assert!(
-        net.take(UAS).is_empty(),
-        "leg A's ACK is not relayed for the initial INVITE"
-    );
+    assert!(net.take(UAS).is_empty(), "leg A's ACK is not relayed for the initial INVITE");
     (b_invite, ok)
 }
 
@@ -366,37 +325,20 @@ fn basic_call_hides_topology_and_leaves_nothing_behind() {
     let (b_invite, ok) = establish(&mut net, "a-call-1@client.example");
 
     let b_text = String::from_utf8_lossy(&b_invite.to_bytes()).into_owned();
-    for leak in [
-        "a-call-1",
-        "atag",
-        "z9hG4bK-a-",
-        "127.0.0.10",
-        "client.example",
-        "X-Secret-Topology",
-    ] {
-        assert!(
-            !b_text.contains(leak),
-            "leg B INVITE leaks {leak}:\n{b_text}"
-        );
+    for leak in
+        ["a-call-1", "atag", "z9hG4bK-a-", "127.0.0.10", "client.example", "X-Secret-Topology"]
+    {
+        assert!(!b_text.contains(leak), "leg B INVITE leaks {leak}:\n{b_text}");
     }
-    assert!(
-        b_text.contains("P-Asserted-Identity"),
-        "allow-listed header must cross"
-    );
-    assert_eq!(
-        b_invite.request_uri().unwrap().to_string(),
-        format!("sip:100@{UAS}")
-    );
+    assert!(b_text.contains("P-Asserted-Identity"), "allow-listed header must cross");
+    assert_eq!(b_invite.request_uri().unwrap().to_string(), format!("sip:100@{UAS}"));
     assert_eq!(hdr(&b_invite, HeaderName::MaxForwards), "69");
     assert!(b_invite.body.starts_with(b"v=0"));
     let a_text = String::from_utf8_lossy(&ok.to_bytes()).into_owned();
     for leak in ["btag", "127.0.0.20", &hdr(&b_invite, HeaderName::CallId)] {
         assert!(!a_text.contains(leak), "leg A 200 leaks {leak}:\n{a_text}");
     }
-    assert_eq!(
-        ok.contact().unwrap().unwrap().uri.to_string(),
-        "sip:127.0.0.1:5060"
-    );
+    assert_eq!(ok.contact().unwrap().unwrap().uri.to_string(), "sip:127.0.0.1:5060");
 
     net.uac_sends(&uac_request("BYE", &ok, 2, "", ""));
     assert_eq!(net.take_one(UAC).code(), Some(200));
@@ -416,10 +358,7 @@ fn callee_hangs_up() {
     assert_eq!(net.take_one(UAS).code(), Some(200));
     let bye = net.take_one(UAC);
     assert_eq!(bye.method(), Some(&sip::Method::Bye));
-    assert_eq!(
-        bye.request_uri().unwrap().to_string(),
-        "sip:alice@127.0.0.10:5061"
-    );
+    assert_eq!(bye.request_uri().unwrap().to_string(), "sip:alice@127.0.0.10:5061");
     assert!(hdr(&bye, HeaderName::From).contains("<sip:100@127.0.0.1>;tag="));
     assert!(hdr(&bye, HeaderName::To).contains("tag=atag"));
     assert_eq!(hdr(&bye, HeaderName::CallId), "c2");
@@ -441,24 +380,15 @@ fn cancel_before_answer_reaches_both_sides() {
             .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL"),
     );
     let to_uac = net.take(UAC);
-    let codes: Vec<(u16, String)> = to_uac
-        .iter()
-        .map(|m| (m.code().unwrap(), m.cseq().unwrap().method.to_string()))
-        .collect();
+    let codes: Vec<(u16, String)> =
+        to_uac.iter().map(|m| (m.code().unwrap(), m.cseq().unwrap().method.to_string())).collect();
     assert!(codes.contains(&(200, "CANCEL".into())), "{codes:?}");
     assert!(codes.contains(&(487, "INVITE".into())), "{codes:?}");
     let cancel = net.take_one(UAS);
     assert_eq!(cancel.method(), Some(&sip::Method::Cancel));
     assert_eq!(branch(&cancel), branch(&b_invite));
     net.uas_sends(&uas_response(&cancel, 200, "OK", "", "", ""));
-    net.uas_sends(&uas_response(
-        &b_invite,
-        487,
-        "Request Terminated",
-        "btag",
-        "",
-        "",
-    ));
+    net.uas_sends(&uas_response(&b_invite, 487, "Request Terminated", "btag", "", ""));
     let ack = net.take_one(UAS);
     assert_eq!(ack.method(), Some(&sip::Method::Ack));
     assert_eq!(net.ended(), vec![Disposition::Cancelled]);
@@ -490,20 +420,13 @@ fn busy_is_relayed_with_reason() {
 
 #[test]
 fn failover_on_503_then_on_silence() {
-    let mut net = Net::new(config(
-        &["127.0.0.22:5080", UAS, UAS2],
-        Duration::from_secs(300),
-    ));
+    let mut net = Net::new(config(&["127.0.0.22:5080", UAS, UAS2], Duration::from_secs(300)));
     net.uac_sends(&invite("c5", "", true));
     net.take(UAC);
     // First target never answers: Timer A retransmits, Timer B (64*T1 = 32 s) fails over.
     let silent = net.take_one("127.0.0.22:5080");
     net.advance(Duration::from_millis(600));
-    assert_eq!(
-        net.take("127.0.0.22:5080").len(),
-        1,
-        "Timer A retransmission at T1"
-    );
+    assert_eq!(net.take("127.0.0.22:5080").len(), 1, "Timer A retransmission at T1");
     net.advance(Duration::from_secs(32));
     let b1 = net.take_one(UAS);
     assert_ne!(
@@ -540,14 +463,7 @@ fn ring_timeout_cancels_leg_b_and_answers_408() {
     let cancel = net.take_one(UAS);
     assert_eq!(cancel.method(), Some(&sip::Method::Cancel));
     net.uas_sends(&uas_response(&cancel, 200, "OK", "", "", ""));
-    net.uas_sends(&uas_response(
-        &b_invite,
-        487,
-        "Request Terminated",
-        "btag",
-        "",
-        "",
-    ));
+    net.uas_sends(&uas_response(&b_invite, 487, "Request Terminated", "btag", "", ""));
     assert_eq!(net.ended(), vec![Disposition::NoAnswer]);
     net.assert_idle();
 }
@@ -557,13 +473,7 @@ fn reinvite_from_each_side_and_glare() {
     let mut net = Net::new(config(&[UAS], Duration::from_secs(60)));
     let (b_invite, ok) = establish(&mut net, "c7");
     let hold = SDP.replace("t=0 0\n", "t=0 0\na=sendonly\n");
-    net.uac_sends(&uac_request(
-        "INVITE",
-        &ok,
-        2,
-        "Contact: <sip:alice@127.0.0.10:5061>\n",
-        &hold,
-    ));
+    net.uac_sends(&uac_request("INVITE", &ok, 2, "Contact: <sip:alice@127.0.0.10:5061>\n", &hold));
     assert_eq!(net.take_one(UAC).code(), Some(100));
     let re_b = net.take_one(UAS);
     assert!(re_b.body.windows(10).any(|w| w == b"a=sendonly"));
@@ -581,15 +491,14 @@ fn reinvite_from_each_side_and_glare() {
     // Now from the callee.
     net.uas_sends(&uas_request("INVITE", &b_invite, "btag", 2, SDP));
     let re_a = net.take(UAC);
-    let re_a = re_a
-        .into_iter()
-        .find(|m| m.method() == Some(&sip::Method::Invite))
-        .unwrap();
+    let re_a = re_a.into_iter().find(|m| m.method() == Some(&sip::Method::Invite)).unwrap();
     assert_eq!(hdr(&re_a, HeaderName::CallId), "c7");
-    net.uac_sends(&uac_response(&re_a, 200, "OK").replace(
-        "Content-Length: 0",
-        "Contact: <sip:alice@127.0.0.10:5061>\nContent-Length: 0",
-    ));
+    net.uac_sends(
+        &uac_response(&re_a, 200, "OK").replace(
+            "Content-Length: 0",
+            "Contact: <sip:alice@127.0.0.10:5061>\nContent-Length: 0",
+        ),
+    );
     let ok_b: Vec<Message> = net.take(UAS);
     assert!(ok_b.iter().any(|m| m.code() == Some(200)));
     net.uas_sends(
@@ -599,11 +508,7 @@ fn reinvite_from_each_side_and_glare() {
     let ack_a = net.take_one(UAC);
     assert_eq!(ack_a.method(), Some(&sip::Method::Ack));
     net.uac_sends(&uac_request("BYE", &ok, 3, "", ""));
-    let bye = net
-        .take(UAS)
-        .into_iter()
-        .find(|m| m.method() == Some(&sip::Method::Bye))
-        .unwrap();
+    let bye = net.take(UAS).into_iter().find(|m| m.method() == Some(&sip::Method::Bye)).unwrap();
     net.uas_sends(&uas_response(&bye, 200, "OK", "", "", ""));
     net.assert_idle();
 }
@@ -623,19 +528,10 @@ fn info_and_update_are_relayed_in_dialog() {
     let info = net.take_one(UAS);
     assert_eq!(info.method(), Some(&sip::Method::Info));
     assert_eq!(&info.body[..], b"Signal=5\r\n");
-    assert!(
-        net.take(UAC).is_empty(),
-        "INFO is answered when leg B answers"
-    );
+    assert!(net.take(UAC).is_empty(), "INFO is answered when leg B answers");
     net.uas_sends(&uas_response(&info, 200, "OK", "", "", ""));
     assert_eq!(net.take_one(UAC).code(), Some(200));
-    net.uac_sends(&uac_request(
-        "UPDATE",
-        &ok,
-        3,
-        "Contact: <sip:alice@127.0.0.10:5061>\n",
-        SDP,
-    ));
+    net.uac_sends(&uac_request("UPDATE", &ok, 3, "Contact: <sip:alice@127.0.0.10:5061>\n", SDP));
     let update = net.take_one(UAS);
     assert_eq!(update.method(), Some(&sip::Method::Update));
     net.uas_sends(&uas_response(&update, 200, "OK", "", "", SDP));
@@ -643,11 +539,7 @@ fn info_and_update_are_relayed_in_dialog() {
     assert_eq!(ok_up.code(), Some(200));
     assert!(ok_up.body.starts_with(b"v=0"));
     net.uac_sends(&uac_request("BYE", &ok, 4, "", ""));
-    let bye = net
-        .take(UAS)
-        .into_iter()
-        .find(|m| m.method() == Some(&sip::Method::Bye))
-        .unwrap();
+    let bye = net.take(UAS).into_iter().find(|m| m.method() == Some(&sip::Method::Bye)).unwrap();
     net.uas_sends(&uas_response(&bye, 200, "OK", "", "", ""));
     net.assert_idle();
 }
@@ -683,11 +575,7 @@ fn prack_is_mapped_per_leg() {
     let ok = net.take_one(UAC);
     net.uac_sends(&uac_request("ACK", &ok, 1, "", ""));
     net.uac_sends(&uac_request("BYE", &ok, 3, "", ""));
-    let bye = net
-        .take(UAS)
-        .into_iter()
-        .find(|m| m.method() == Some(&sip::Method::Bye))
-        .unwrap();
+    let bye = net.take(UAS).into_iter().find(|m| m.method() == Some(&sip::Method::Bye)).unwrap();
     net.uas_sends(&uas_response(&bye, 200, "OK", "", "", ""));
     net.assert_idle();
 }
@@ -699,19 +587,11 @@ fn forked_second_2xx_is_acked_and_hung_up() {
     net.uas_sends(&uas_response(&b_invite, 200, "OK", "fork2", "", SDP));
     let msgs = net.take(UAS);
     let methods: Vec<String> = msgs.iter().map(summary).collect();
-    assert_eq!(
-        methods,
-        vec!["ACK", "BYE"],
-        "second fork is taken and released"
-    );
+    assert_eq!(methods, vec!["ACK", "BYE"], "second fork is taken and released");
     assert!(hdr(&msgs[1], HeaderName::To).contains("fork2"));
     assert!(net.take(UAC).is_empty(), "leg A sees nothing of the fork");
     net.uac_sends(&uac_request("BYE", &ok, 2, "", ""));
-    let bye = net
-        .take(UAS)
-        .into_iter()
-        .find(|m| m.method() == Some(&sip::Method::Bye))
-        .unwrap();
+    let bye = net.take(UAS).into_iter().find(|m| m.method() == Some(&sip::Method::Bye)).unwrap();
     assert!(hdr(&bye, HeaderName::To).contains("btag"));
     net.uas_sends(&uas_response(&bye, 200, "OK", "", "", ""));
 }
@@ -724,10 +604,7 @@ fn late_offer_waits_for_leg_a_ack() {
     let b_invite = net.take_one(UAS);
     assert!(b_invite.body.is_empty());
     net.uas_sends(&uas_response(&b_invite, 200, "OK", "btag", "", SDP));
-    assert!(
-        net.take(UAS).is_empty(),
-        "leg B's ACK carries leg A's answer"
-    );
+    assert!(net.take(UAS).is_empty(), "leg B's ACK carries leg A's answer");
     let ok = net.take_one(UAC);
     assert!(ok.body.starts_with(b"v=0"));
     net.uac_sends(&uac_request("ACK", &ok, 1, "", SDP));
@@ -755,10 +632,7 @@ fn bad_requests_get_the_rfc_answer() {
         &invite("u1", "", false)
             .replace("INVITE sip", "BYE sip")
             .replace("1 INVITE", "1 BYE")
-            .replace(
-                "To: <sip:100@127.0.0.1>",
-                "To: <sip:100@127.0.0.1>;tag=nope",
-            ),
+            .replace("To: <sip:100@127.0.0.1>", "To: <sip:100@127.0.0.1>;tag=nope"),
     );
     assert_eq!(net.take(UAC).last().unwrap().code(), Some(481));
     net.uac_sends("OPTIONS sip:127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.10:5061;branch=z9hG4bKo1\nFrom: <sip:p@x>;tag=1\nTo: <sip:127.0.0.1>\nCall-ID: o1\nCSeq: 1 OPTIONS\nContent-Length: 0\n\n");
@@ -768,9 +642,59 @@ fn bad_requests_get_the_rfc_answer() {
     assert_eq!(net.take(UAC).last().unwrap().code(), Some(400));
     // From a trunk listener, an unknown source is refused.
     net.peer_sends("127.0.0.99:5080", &invite("t1", "", true));
-    assert_eq!(
-        net.take("127.0.0.99:5080").last().unwrap().code(),
-        Some(403)
-    );
+    assert_eq!(net.take("127.0.0.99:5080").last().unwrap().code(), Some(403));
     assert_eq!(net.engine.call_count(), 0);
+}
+
+#[test]
+fn session_timers_refresh_leg_b_and_expire_a_silent_leg_a() {
+    let mut net = Net::new(config(&[UAS], Duration::from_secs(60)));
+    net.uac_sends(&invite("st1", "Supported: timer\nSession-Expires: 90;refresher=uac\n", true));
+    net.take(UAC);
+    let b_invite = net.take_one(UAS);
+    assert_eq!(hdr(&b_invite, HeaderName::SessionExpires), "1800", "leg B gets its own interval");
+    net.uas_sends(&uas_response(
+        &b_invite,
+        200,
+        "OK",
+        "btag",
+        "Session-Expires: 120;refresher=uac\nRequire: timer\n",
+        SDP,
+    ));
+    net.take(UAS);
+    let ok = net.take_one(UAC);
+    assert_eq!(hdr(&ok, HeaderName::SessionExpires), "90;refresher=uac");
+    net.uac_sends(&uac_request("ACK", &ok, 1, "", ""));
+    // Leg A refreshes with a bare UPDATE at 40 s: answered locally, not relayed.
+    net.advance(Duration::from_secs(40));
+    net.uac_sends(&uac_request("UPDATE", &ok, 2, "Session-Expires: 90;refresher=uac\n", ""));
+    let r = net.take(UAC);
+    assert_eq!(r.last().unwrap().code(), Some(200));
+    // The SBC refreshes leg B itself at half its interval (60 s after answer).
+    net.advance(Duration::from_secs(21));
+    let upd = net.take_one(UAS);
+    assert_eq!(upd.method(), Some(&sip::Method::Update));
+    assert_eq!(hdr(&upd, HeaderName::SessionExpires), "120;refresher=uac");
+    net.uas_sends(&uas_response(&upd, 200, "OK", "", "Session-Expires: 120;refresher=uac\n", ""));
+    // Leg A goes quiet: 90 - 30 = 60 s after its last refresh (at 40 s) the call ends, BYE on both legs.
+    net.advance(Duration::from_secs(38));
+    assert!(net.take(UAC).iter().all(|m| m.method() != Some(&sip::Method::Bye)));
+    net.advance(Duration::from_secs(2));
+    let bye_a = net.take_one(UAC);
+    assert_eq!(bye_a.method(), Some(&sip::Method::Bye));
+    let bye_b = net.take_one(UAS);
+    assert_eq!(bye_b.method(), Some(&sip::Method::Bye));
+    net.uac_sends(&uac_response(&bye_a, 200, "OK"));
+    net.uas_sends(&uas_response(&bye_b, 200, "OK", "", "", ""));
+    net.assert_idle();
+}
+
+#[test]
+fn session_interval_below_min_se_is_refused() {
+    let mut net = Net::new(config(&[UAS], Duration::from_secs(60)));
+    net.uac_sends(&invite("st2", "Session-Expires: 30\n", true));
+    let r = net.take(UAC).pop().unwrap();
+    assert_eq!(r.code(), Some(422));
+    assert_eq!(hdr(&r, HeaderName::MinSe), "90");
+    assert!(net.take(UAS).is_empty());
 }

@@ -31,25 +31,15 @@ fn every_shipped_config_is_valid() {
 #[test]
 fn invalid_configs_report_every_error_in_place() {
     for path in yaml_files("tests/invalid") {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let text = fs::read_to_string(&path).expect("readable");
-        let errors = sbc_core::config::load_str(&name, &text)
-            .err()
-            .unwrap_or_default();
+        let errors = sbc_core::config::load_str(&name, &text).err().unwrap_or_default();
         let actual: String = errors.iter().map(|e| format!("{e}\n")).collect();
         let expected = path.with_extension("errors");
         if std::env::var_os("BLESS").is_some() {
             fs::write(&expected, &actual).expect("writable");
         }
         let wanted = fs::read_to_string(&expected).unwrap_or_default();
-        assert_eq!(
-            actual,
-            wanted,
-            "{name} (expected in {})",
-            expected.display()
-        );
+        assert_eq!(actual, wanted, "{name} (expected in {})", expected.display());
     }
 }

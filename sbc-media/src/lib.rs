@@ -16,7 +16,7 @@ use bytes::Bytes;
 pub struct MediaSessionId(pub u64);
 
 /// Which leg of the call an SDP came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum LegSide {
     /// The leg the call came in on.
     A,
@@ -154,9 +154,6 @@ mod tests {
             Err(MediaError::NotSdp)
         );
         let bad = Bytes::from_static(b"v=0\r\nnonsense\r\n");
-        assert!(matches!(
-            plane.offer(id, LegSide::A, &bad),
-            Err(MediaError::BadSdp(_))
-        ));
+        assert!(matches!(plane.offer(id, LegSide::A, &bad), Err(MediaError::BadSdp(_))));
     }
 }

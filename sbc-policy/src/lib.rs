@@ -68,9 +68,7 @@ impl Policy {
         let _ = (now, request);
         self.admitted += 1;
         self.active.fetch_add(1, Ordering::Relaxed);
-        Verdict::Admit(Permit {
-            active: Arc::clone(&self.active),
-        })
+        Verdict::Admit(Permit { active: Arc::clone(&self.active) })
     }
 
     /// Calls currently holding a permit.

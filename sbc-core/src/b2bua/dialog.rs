@@ -68,10 +68,7 @@ impl Dialog {
             && let Some(tag) = to.tag()
         {
             if self.remote_tag.as_ref() != Some(&tag) {
-                self.to_hdr = response
-                    .header(&HeaderName::To)
-                    .cloned()
-                    .unwrap_or_default();
+                self.to_hdr = response.header(&HeaderName::To).cloned().unwrap_or_default();
             }
             self.remote_tag = Some(tag);
         }

@@ -17,6 +17,7 @@ use super::dialog::Dialog;
 use super::health::{ProbeCounter, TrunkHealth};
 use super::ids::{CallKey, decode_call_id, make_call_id, make_tag};
 use super::routing::{self, Origin};
+use super::session_timer::{DEFAULT_SE, MIN_SE, SessionTimer};
 use crate::config::{Config, ListenerId, Transport, TrunkId};
 use crate::sip::{self, HeaderName, Host, Limits, Message, Method, Uri};
 use crate::transaction::{TransactionLayer, TxnEvent, TxnId, shard_of_branch};
@@ -62,13 +63,12 @@ enum Role {
     BInvite,
     /// A request we originate whose outcome does not matter (CANCEL, BYE, our own PRACK).
     Fire,
+    /// A session refresh we send on a leg: failure means the leg is dead.
+    Refresh,
     /// An OPTIONS keep-alive to a trunk target.
     Probe { trunk: TrunkId, target: usize },
     /// An in-dialog request received on one leg, relayed as `client` on the other.
-    RelayServer {
-        request: Box<Message>,
-        client: TxnId,
-    },
+    RelayServer { request: Box<Message>, client: TxnId },
     /// The relayed copy of the request received in `server`.
     RelayClient { server: TxnId },
 }
@@ -119,9 +119,19 @@ struct Call {
     reinvite: Option<ReInvite>,
     /// Server transactions waiting for a relayed answer; answered 487/481 if the call ends first.
     pending_servers: Vec<TxnId>,
+    /// Session timer per leg (RFC 4028): leg A offered in its INVITE, leg B from its 2xx.
+    session: [Option<SessionTimer>; 2],
+    /// Current deadline of each leg's session timer (stale heap entries are skipped).
+    session_due: [Option<Instant>; 2],
 }
 
 impl Call {
+    fn arm_session(&mut self, side: LegSide, now: Instant) -> Option<Instant> {
+        let at = self.session[idx(side)]?.deadline(now);
+        self.session_due[idx(side)] = Some(at);
+        Some(at)
+    }
+
     fn leg(&mut self, side: LegSide) -> Option<&mut Dialog> {
         match side {
             LegSide::A => Some(&mut self.a),
@@ -143,6 +153,8 @@ struct Slot {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum CallTimer {
     Ring,
+    /// Session timer of a leg: refresh it or declare it dead.
+    Session(LegSide),
     /// Keep-alive of (trunk, target); the key is unused.
     Probe(TrunkId, usize),
 }
@@ -191,10 +203,7 @@ impl Engine {
             .collect();
         Engine {
             txns: TransactionLayer::new(config.timers, shard, seed ^ 0x7478_6e73),
-            limits: Limits {
-                max_size: config.max_message_size,
-                max_headers: config.max_headers,
-            },
+            limits: Limits { max_size: config.max_message_size, max_headers: config.max_headers },
             config,
             shard,
             media: MediaPlane::new(),
@@ -226,19 +235,12 @@ impl Engine {
         for (t, trunk) in self.config.trunks.iter().enumerate() {
             if trunk.options.is_some() {
                 for i in 0..trunk.targets.len() {
-                    let idle = CallKey {
-                        index: u32::MAX,
-                        generation: 0,
-                    };
-                    self.timers
-                        .push(Reverse((now, idle, CallTimer::Probe(TrunkId(t), i))));
+                    let idle = CallKey { index: u32::MAX, generation: 0 };
+                    self.timers.push(Reverse((now, idle, CallTimer::Probe(TrunkId(t), i))));
                 }
             }
         }
-        self.prober = Some(Prober {
-            health,
-            counters: HashMap::new(),
-        });
+        self.prober = Some(Prober { health, counters: HashMap::new() });
     }
 
     /// Raw bytes from a flow: parsed here; malformed requests get a 4xx/5xx if one can be formed.
@@ -272,6 +274,7 @@ impl Engine {
             self.timers.pop();
             match timer {
                 CallTimer::Ring => self.ring_timeout(now, key, at),
+                CallTimer::Session(side) => self.session_timeout(now, key, side, at),
                 CallTimer::Probe(trunk, target) => self.send_probe(now, trunk, target),
             }
             self.drain_txn_events(now);
@@ -290,10 +293,7 @@ impl Engine {
             .iter()
             .enumerate()
             .filter(|(_, s)| s.call.is_some())
-            .map(|(i, s)| CallKey {
-                index: i as u32,
-                generation: s.generation,
-            })
+            .map(|(i, s)| CallKey { index: i as u32, generation: s.generation })
             .collect();
         for key in keys {
             let Some(call) = self.call(key) else { continue };
@@ -375,11 +375,9 @@ impl Engine {
                 TxnEvent::RequestReceived { txn, request, flow } => {
                     self.on_request(now, txn, request, flow)
                 }
-                TxnEvent::AckReceived {
-                    invite,
-                    request,
-                    flow,
-                } => self.on_ack(now, invite, request, flow),
+                TxnEvent::AckReceived { invite, request, flow } => {
+                    self.on_ack(now, invite, request, flow)
+                }
                 TxnEvent::CancelReceived { invite, .. } => self.on_cancel(now, invite),
                 TxnEvent::ResponseReceived { txn, response } => {
                     self.on_response(now, txn, response)
@@ -405,10 +403,7 @@ impl Engine {
             Some(Method::Options) => {
                 let mut r = req.response_to(200, "OK", Some(&make_tag(&mut self.rng)));
                 r.push(HeaderName::Allow, Bytes::from_static(ALLOW.as_bytes()));
-                r.push(
-                    HeaderName::Supported,
-                    Bytes::from_static(b"100rel, timer, replaces"),
-                );
+                r.push(HeaderName::Supported, Bytes::from_static(b"100rel, timer, replaces"));
                 r.push(HeaderName::Accept, Bytes::from_static(b"application/sdp"));
                 self.txns.respond(now, txn, r);
             }
@@ -446,11 +441,7 @@ impl Engine {
             if code == 420 {
                 let unsupported: Vec<String> = req
                     .values(&HeaderName::Require)
-                    .filter(|t| {
-                        !SUPPORTED
-                            .iter()
-                            .any(|s| t.eq_ignore_ascii_case(s.as_bytes()))
-                    })
+                    .filter(|t| !SUPPORTED.iter().any(|s| t.eq_ignore_ascii_case(s.as_bytes())))
                     .map(|t| String::from_utf8_lossy(&t).into_owned())
                     .collect();
                 r.push(HeaderName::Unsupported, unsupported.join(", "));
@@ -461,6 +452,19 @@ impl Engine {
             self.txns.respond(now, txn, r);
             return;
         }
+        let a_supports_timer = req.has_token(&HeaderName::Supported, "timer");
+        let a_session = match SessionTimer::negotiate_uas(&req, a_supports_timer) {
+            Ok(t) => t,
+            Err(min_se) => {
+                let mut r = req.response_to(
+                    422,
+                    "Session Interval Too Small",
+                    Some(&make_tag(&mut self.rng)),
+                );
+                r.push_fmt(HeaderName::MinSe, format_args!("{min_se}"));
+                return self.txns.respond(now, txn, r);
+            }
+        };
         let Some(origin) = routing::classify(&self.config, flow.listener, flow.remote.ip()) else {
             tracing::debug!(remote = %flow.remote, "INVITE from an unknown source on a trunk listener");
             return self.reply(now, txn, &req, 403, "Forbidden");
@@ -495,15 +499,8 @@ impl Engine {
         };
         let permit = match self.policy.admit(now, &admission) {
             Verdict::Admit(p) => p,
-            Verdict::Reject {
-                status,
-                retry_after,
-            } => {
-                let reason = if status == 403 {
-                    "Forbidden"
-                } else {
-                    "Service Unavailable"
-                };
+            Verdict::Reject { status, retry_after } => {
+                let reason = if status == 403 { "Forbidden" } else { "Service Unavailable" };
                 let mut r = req.response_to(status, reason, Some(&make_tag(&mut self.rng)));
                 if let Some(s) = retry_after {
                     r.push_fmt(HeaderName::RetryAfter, format_args!("{s}"));
@@ -545,11 +542,8 @@ impl Engine {
         self.next_call_ref += 1;
         let call_ref = CallRef(self.next_call_ref);
         let media = MediaSessionId(call_ref.0);
-        let caller = req
-            .from()
-            .ok()
-            .and_then(|f| f.uri.user_str().map(str::to_owned))
-            .unwrap_or_default();
+        let caller =
+            req.from().ok().and_then(|f| f.uri.user_str().map(str::to_owned)).unwrap_or_default();
         self.emit(
             call_ref,
             CallEventKind::Started {
@@ -583,13 +577,14 @@ impl Engine {
             last_failure: (503, Bytes::from_static(b"Service Unavailable"), None),
             reinvite: None,
             pending_servers: Vec::new(),
+            session: [a_session, None],
+            session_due: [None, None],
         };
         self.stats.calls_created += 1;
         self.slots[key.index as usize].call = Some(Box::new(call));
         self.by_a_call_id.insert(call_id, key);
         self.owners.insert(txn, (key, Role::AInvite));
-        self.timers
-            .push(Reverse((now + ring_timeout, key, CallTimer::Ring)));
+        self.timers.push(Reverse((now + ring_timeout, key, CallTimer::Ring)));
         self.start_attempt(now, key);
     }
 
@@ -608,11 +603,10 @@ impl Engine {
         if matches!(uri.scheme, sip::Scheme::Other(_)) {
             return Some((416, "Unsupported URI Scheme"));
         }
-        if req.values(&HeaderName::Require).any(|t| {
-            !SUPPORTED
-                .iter()
-                .any(|s| t.eq_ignore_ascii_case(s.as_bytes()))
-        }) {
+        if req
+            .values(&HeaderName::Require)
+            .any(|t| !SUPPORTED.iter().any(|s| t.eq_ignore_ascii_case(s.as_bytes())))
+        {
             return Some((420, "Bad Extension"));
         }
         if !req.body.is_empty() && !is_sdp(req) {
@@ -624,17 +618,15 @@ impl Engine {
     /// A request that already passed through this SBC: one of its Vias carries a branch we issued
     /// with one of our listeners as sent-by.
     fn is_loop(&self, req: &Message) -> bool {
-        req.values(&HeaderName::Via)
-            .filter_map(|v| sip::Via::parse(&v).ok())
-            .any(|via| {
-                via.branch().is_some_and(|b| shard_of_branch(&b).is_some()) && {
-                    let sent_by = match via.port {
-                        Some(p) => format!("{}:{p}", via.host),
-                        None => via.host.to_string(),
-                    };
-                    self.sent_by.contains(&sent_by)
-                }
-            })
+        req.values(&HeaderName::Via).filter_map(|v| sip::Via::parse(&v).ok()).any(|via| {
+            via.branch().is_some_and(|b| shard_of_branch(&b).is_some()) && {
+                let sent_by = match via.port {
+                    Some(p) => format!("{}:{p}", via.host),
+                    None => via.host.to_string(),
+                };
+                self.sent_by.contains(&sent_by)
+            }
+        })
     }
 
     fn contact_for(&self, listener: ListenerId, transport: Transport) -> Bytes {
@@ -650,20 +642,11 @@ impl Engine {
             Some(index) => {
                 let slot = &mut self.slots[index as usize];
                 slot.generation = slot.generation.wrapping_add(1);
-                CallKey {
-                    index,
-                    generation: slot.generation,
-                }
+                CallKey { index, generation: slot.generation }
             }
             None => {
-                self.slots.push(Slot {
-                    generation: 0,
-                    call: None,
-                });
-                CallKey {
-                    index: (self.slots.len() - 1) as u32,
-                    generation: 0,
-                }
+                self.slots.push(Slot { generation: 0, call: None });
+                CallKey { index: (self.slots.len() - 1) as u32, generation: 0 }
             }
         }
     }
@@ -703,25 +686,15 @@ impl Engine {
         let trunk = &config.trunks[trunk_id.0];
         let target = trunk.targets[target_idx];
         let listener = trunk.listener;
-        let flow = Flow {
-            listener,
-            transport: target.transport,
-            remote: target.addr,
-        };
+        let flow = Flow { listener, transport: target.transport, remote: target.addr };
         let sent_by = self.sent_by[listener.0].clone();
         let contact = self.contact_for(listener, target.transport);
 
-        let callee_in = invite
-            .request_uri()
-            .and_then(|u| u.user_str())
-            .unwrap_or("");
+        let callee_in = invite.request_uri().and_then(|u| u.user_str()).unwrap_or("");
         let callee = routing::rewrite(&trunk.rewrite, callee_in);
         let target_hp = target.addr.to_string();
-        let transport_param = if target.transport == Transport::Tcp {
-            ";transport=tcp"
-        } else {
-            ""
-        };
+        let transport_param =
+            if target.transport == Transport::Tcp { ";transport=tcp" } else { "" };
         let ruri_text = if callee.is_empty() {
             format!("sip:{target_hp}{transport_param}")
         } else {
@@ -771,11 +744,7 @@ impl Engine {
             sent_by: sent_by.clone(),
         };
         let mut msg = b.request(Method::Invite, None);
-        let mf = invite
-            .max_forwards()
-            .unwrap_or(70)
-            .saturating_sub(1)
-            .min(70);
+        let mf = invite.max_forwards().unwrap_or(70).saturating_sub(1).min(70);
         msg.set(HeaderName::MaxForwards, Bytes::from(mf.to_string()));
         msg.push(HeaderName::Allow, Bytes::from_static(ALLOW.as_bytes()));
         let call = self.call(key).map(|c| (c.a_supports_100rel, c.media));
@@ -786,6 +755,8 @@ impl Engine {
             HeaderName::Supported,
             Bytes::from_static(if a_100rel { b"100rel, timer" } else { b"timer" }),
         );
+        msg.push_fmt(HeaderName::SessionExpires, format_args!("{DEFAULT_SE}"));
+        msg.push_fmt(HeaderName::MinSe, format_args!("{MIN_SE}"));
         copy_allowed_headers(invite, &mut msg, &config.trunks[trunk_id.0].headers);
         if !invite.body.is_empty() {
             match self.media.offer(media, LegSide::A, &invite.body) {
@@ -844,11 +815,7 @@ impl Engine {
             return;
         };
         call.b_invite = None;
-        call.last_failure = (
-            code,
-            Bytes::copy_from_slice(reason.as_bytes()),
-            reason_hdr.clone(),
-        );
+        call.last_failure = (code, Bytes::copy_from_slice(reason.as_bytes()), reason_hdr.clone());
         // RFC 3261 section 16.7 and operator practice: 408, 5xx and transport failures mean "this
         // target could not take the call"; 4xx and 6xx are answers about the call itself.
         let retry = code == 408 || (500..600).contains(&code);
@@ -880,11 +847,8 @@ impl Engine {
         let (Some(txn), Some(req)) = (call.a_invite.take(), call.a_invite_req.as_deref()) else {
             return;
         };
-        let mut r = req.response_to(
-            code,
-            reason,
-            Some(&String::from_utf8_lossy(&call.a.local_tag)),
-        );
+        let mut r =
+            req.response_to(code, reason, Some(&String::from_utf8_lossy(&call.a.local_tag)));
         if let Some(h) = reason_hdr {
             r.push(HeaderName::Reason, h);
         }
@@ -910,6 +874,13 @@ impl Engine {
         match role {
             Role::BInvite => self.on_b_invite_response(now, key, txn, resp),
             Role::RelayClient { server } => self.on_relay_response(now, key, server, resp),
+            Role::Refresh if (200..300).contains(&code) || code < 200 => {}
+            Role::Refresh => {
+                // RFC 4028 section 10 and RFC 3261 12.2.1.2: 481 or 408 means the leg is gone.
+                if matches!(code, 408 | 481) {
+                    self.session_dead(now, key);
+                }
+            }
             Role::Probe { trunk, target } => {
                 // Any final answer proves the target alive, except 503 (overloaded).
                 if code >= 200 {
@@ -930,9 +901,7 @@ impl Engine {
             return;
         };
         let sent_by = self.sent_by[trunk.listener.0].clone();
-        let host = sent_by
-            .rsplit_once(':')
-            .map_or(sent_by.as_str(), |(h, _)| h);
+        let host = sent_by.rsplit_once(':').map_or(sent_by.as_str(), |(h, _)| h);
         let Ok(uri) = Uri::parse(Bytes::from(format!("sip:{}", target.addr))) else {
             return;
         };
@@ -943,31 +912,13 @@ impl Engine {
             format_args!("<sip:keepalive@{host}>;tag={}", make_tag(&mut self.rng)),
         );
         m.push_fmt(HeaderName::To, format_args!("<sip:{}>", target.addr));
-        m.push_fmt(
-            HeaderName::CallId,
-            format_args!("{:016x}", rand::random::<u64>()),
-        );
+        m.push_fmt(HeaderName::CallId, format_args!("{:016x}", rand::random::<u64>()));
         m.push(HeaderName::CSeq, Bytes::from_static(b"1 OPTIONS"));
-        let flow = Flow {
-            listener: trunk.listener,
-            transport: target.transport,
-            remote: target.addr,
-        };
+        let flow =
+            Flow { listener: trunk.listener, transport: target.transport, remote: target.addr };
         let txn = self.txns.send_request(now, m, flow, &sent_by);
-        let idle = CallKey {
-            index: u32::MAX,
-            generation: 0,
-        };
-        self.owners.insert(
-            txn,
-            (
-                idle,
-                Role::Probe {
-                    trunk: trunk_id,
-                    target: target_idx,
-                },
-            ),
-        );
+        let idle = CallKey { index: u32::MAX, generation: 0 };
+        self.owners.insert(txn, (idle, Role::Probe { trunk: trunk_id, target: target_idx }));
         self.timers.push(Reverse((
             now + ka.interval,
             idle,
@@ -1094,10 +1045,7 @@ impl Engine {
         let invite_cseq = call.b_invite_cseq;
         let Some(b) = call.b.as_mut() else { return };
         let mut prack = b.request(Method::Prack, None);
-        prack.push_fmt(
-            HeaderName::RAck,
-            format_args!("{b_rseq} {invite_cseq} INVITE"),
-        );
+        prack.push_fmt(HeaderName::RAck, format_args!("{b_rseq} {invite_cseq} INVITE"));
         let (flow, sent_by) = (b.flow, b.sent_by.clone());
         let t = self.txns.send_request(now, prack, flow, &sent_by);
         self.owners.insert(t, (key, Role::Fire));
@@ -1127,15 +1075,18 @@ impl Engine {
         call.ring_deadline = None;
         let media = call.media;
         let call_ref = call.call_ref;
-        let late_offer = call
-            .a_invite_req
-            .as_deref()
-            .is_some_and(|r| r.body.is_empty());
+        let late_offer = call.a_invite_req.as_deref().is_some_and(|r| r.body.is_empty());
         let Some(b) = call.b.as_mut() else { return };
         // The 2xx may come from another fork than the early dialog we learned: it wins.
         b.remote_tag = None;
         b.learn_from_response(&resp);
         let b_cseq = call.b_invite_cseq;
+        call.session[idx(LegSide::B)] = SessionTimer::negotiate_uac(&resp);
+        let due =
+            [LegSide::A, LegSide::B].map(|side| call.arm_session(side, now).map(|at| (at, side)));
+        for (at, side) in due.into_iter().flatten() {
+            self.timers.push(Reverse((at, key, CallTimer::Session(side))));
+        }
 
         // Body: an answer to A's offer, or (late offer) B's offer relayed to A.
         let sdp = if resp.body.is_empty() {
@@ -1166,10 +1117,11 @@ impl Engine {
         );
         r.push(HeaderName::Contact, call.a.contact.clone());
         r.push(HeaderName::Allow, Bytes::from_static(ALLOW.as_bytes()));
-        if let Some(se) = resp.header(&HeaderName::SessionExpires) {
-            // Session timers are negotiated end to end until the SBC refreshes per leg itself.
-            r.push(HeaderName::SessionExpires, se.clone());
-            r.push(HeaderName::Require, Bytes::from_static(b"timer"));
+        if let Some(st) = call.session[idx(LegSide::A)] {
+            r.push(HeaderName::SessionExpires, st.header(false));
+            if req.has_token(&HeaderName::Supported, "timer") {
+                r.push(HeaderName::Require, Bytes::from_static(b"timer"));
+            }
         }
         if let Some(sdp) = sdp {
             set_body(&mut r, resp.content_type().cloned(), sdp);
@@ -1212,12 +1164,7 @@ impl Engine {
 
     /// ACK and BYE a 2xx that belongs to no live dialog of ours (late fork, answer after CANCEL).
     fn ack_and_bye_orphan(&mut self, now: Instant, resp: &Message, _txn: TxnId) {
-        let Some(call) = self
-            .owners
-            .get(&_txn)
-            .map(|(k, _)| *k)
-            .and_then(|k| self.call(k))
-        else {
+        let Some(call) = self.owners.get(&_txn).map(|(k, _)| *k).and_then(|k| self.call(k)) else {
             return self.ack_and_bye_unknown(now, resp);
         };
         let Some(b) = call.b.clone() else { return };
@@ -1274,10 +1221,7 @@ impl Engine {
                 None
             } else {
                 let ct = ack.content_type().cloned();
-                self.media
-                    .answer(media, LegSide::A, &ack.body)
-                    .ok()
-                    .map(|sdp| (ct, sdp))
+                self.media.answer(media, LegSide::A, &ack.body).ok().map(|sdp| (ct, sdp))
             };
             if let Some(call) = slot_call_mut(&mut self.slots, key) {
                 Self::send_b_ack(&mut self.txns, call, b_cseq, body);
@@ -1331,14 +1275,7 @@ impl Engine {
             Role::AInvite => {
                 self.cancel_b(now, key);
                 self.answer_a_invite(now, key, 487, "Request Terminated", None);
-                self.end_call(
-                    now,
-                    key,
-                    Disposition::Cancelled,
-                    487,
-                    ReleaseSide::Caller,
-                    None,
-                );
+                self.end_call(now, key, Disposition::Cancelled, 487, ReleaseSide::Caller, None);
             }
             Role::RelayServer { client, .. } => {
                 // A re-INVITE was cancelled: cancel the relayed copy; its 487 is relayed back.
@@ -1369,13 +1306,44 @@ impl Engine {
         }
         self.cancel_b(now, key);
         self.answer_a_invite(now, key, 408, "Request Timeout", None);
+        self.end_call(now, key, Disposition::NoAnswer, 408, ReleaseSide::Sbc, Some("ring timeout"));
+    }
+
+    fn session_timeout(&mut self, now: Instant, key: CallKey, side: LegSide, at: Instant) {
+        let Some(call) = self.call_mut(key) else { return };
+        if call.session_due[idx(side)] != Some(at) {
+            return;
+        }
+        let Some(st) = call.session[idx(side)] else { return };
+        if !st.we_refresh {
+            return self.session_dead(now, key);
+        }
+        let Some(d) = call.leg(side) else { return };
+        let mut update = d.request(Method::Update, None);
+        update.push(HeaderName::SessionExpires, st.header(true));
+        update.push(HeaderName::Supported, Bytes::from_static(b"timer"));
+        let (flow, sent_by) = (d.flow, d.sent_by.clone());
+        if let Some(at) = call.arm_session(side, now) {
+            self.timers.push(Reverse((at, key, CallTimer::Session(side))));
+        }
+        let t = self.txns.send_request(now, update, flow, &sent_by);
+        self.owners.insert(t, (key, Role::Refresh));
+    }
+
+    /// A leg stopped refreshing or refused our refresh: the call is over on both legs.
+    fn session_dead(&mut self, now: Instant, key: CallKey) {
+        if self.call(key).is_none_or(|c| c.phase != Phase::Answered) {
+            return;
+        }
+        self.send_bye(now, key, LegSide::A);
+        self.send_bye(now, key, LegSide::B);
         self.end_call(
             now,
             key,
-            Disposition::NoAnswer,
-            408,
+            Disposition::Answered,
+            200,
             ReleaseSide::Sbc,
-            Some("ring timeout"),
+            Some("session timer expired"),
         );
     }
 
@@ -1412,6 +1380,7 @@ impl Engine {
                 }
             }
             Role::Probe { trunk, target } => self.probe_result(trunk, target, false),
+            Role::Refresh => self.session_dead(now, key),
             Role::RelayServer { .. } | Role::Fire => {}
         }
     }
@@ -1484,6 +1453,21 @@ impl Engine {
             return self.reply(now, txn, &req, 500, "Server Internal Error");
         }
         dialog.remote_cseq = Some(cseq);
+        if matches!(method, Method::Invite | Method::Update)
+            && let Some(at) = call.arm_session(side, now)
+        {
+            // A re-INVITE or UPDATE from the peer is its session refresh (RFC 4028 section 10).
+            self.timers.push(Reverse((at, key, CallTimer::Session(side))));
+            if method == Method::Update && req.body.is_empty() {
+                // A pure refresh concerns this leg only: answered here, not relayed.
+                let Some(st) = self.call(key).and_then(|c| c.session[idx(side)]) else { return };
+                let mut r = req.response_to(200, "OK", None);
+                r.push(HeaderName::SessionExpires, st.header(false));
+                r.push(HeaderName::Require, Bytes::from_static(b"timer"));
+                return self.txns.respond(now, txn, r);
+            }
+        }
+        let Some(call) = self.call_mut(key) else { return };
         match method {
             Method::Bye => self.on_bye(now, key, side, txn, &req),
             Method::Invite => {
@@ -1509,22 +1493,12 @@ impl Engine {
             // BYE on an early dialog: treat as a cancel of the whole call.
             self.cancel_b(now, key);
             self.answer_a_invite(now, key, 487, "Request Terminated", None);
-            self.end_call(
-                now,
-                key,
-                Disposition::Cancelled,
-                487,
-                ReleaseSide::Caller,
-                None,
-            );
+            self.end_call(now, key, Disposition::Cancelled, 487, ReleaseSide::Caller, None);
             return;
         }
         self.send_bye(now, key, other);
-        let released_by = if side == LegSide::A {
-            ReleaseSide::Caller
-        } else {
-            ReleaseSide::Callee
-        };
+        let released_by =
+            if side == LegSide::A { ReleaseSide::Caller } else { ReleaseSide::Callee };
         self.end_call(now, key, Disposition::Answered, 200, released_by, None);
     }
 
@@ -1560,6 +1534,7 @@ impl Engine {
             return;
         };
         let media = call.media;
+        let session_other = call.session[idx(other)];
         let header_trunk = match other {
             LegSide::B => call.out_trunk(),
             LegSide::A => call.origin.trunk(),
@@ -1591,17 +1566,15 @@ impl Engine {
         let out_cseq = d.local_cseq;
         let (flow, sent_by) = (d.flow, d.sent_by.clone());
         if let Some((b_rseq, invite_cseq)) = rack {
-            out.push_fmt(
-                HeaderName::RAck,
-                format_args!("{b_rseq} {invite_cseq} INVITE"),
-            );
+            out.push_fmt(HeaderName::RAck, format_args!("{b_rseq} {invite_cseq} INVITE"));
         }
-        for name in [
-            HeaderName::Event,
-            HeaderName::SubscriptionState,
-            HeaderName::ReferTo,
-            HeaderName::SessionExpires,
-        ] {
+        if matches!(method, Method::Invite | Method::Update)
+            && let Some(st) = session_other
+        {
+            out.push(HeaderName::SessionExpires, st.header(true));
+            out.push(HeaderName::Supported, Bytes::from_static(b"timer"));
+        }
+        for name in [HeaderName::Event, HeaderName::SubscriptionState, HeaderName::ReferTo] {
             if let Some(v) = req.header(&name) {
                 out.push(name, v.clone());
             }
@@ -1630,25 +1603,12 @@ impl Engine {
             set_body(&mut out, ct, body);
         }
         let client = self.txns.send_request(now, out, flow, &sent_by);
-        self.owners.insert(
-            txn,
-            (
-                key,
-                Role::RelayServer {
-                    request: Box::new(req),
-                    client,
-                },
-            ),
-        );
-        self.owners
-            .insert(client, (key, Role::RelayClient { server: txn }));
+        self.owners.insert(txn, (key, Role::RelayServer { request: Box::new(req), client }));
+        self.owners.insert(client, (key, Role::RelayClient { server: txn }));
         if let Some(call) = self.call_mut(key) {
             call.pending_servers.push(txn);
             if method == Method::Invite {
-                call.reinvite = Some(ReInvite {
-                    from: side,
-                    client_cseq: out_cseq,
-                });
+                call.reinvite = Some(ReInvite { from: side, client_cseq: out_cseq });
             }
         }
     }
@@ -1678,6 +1638,7 @@ impl Engine {
         if is_invite && code >= 300 {
             call.reinvite = None;
         }
+        let session_side = call.session[idx(side)];
         let Some(d) = call.leg(side) else { return };
         let contact = d.contact.clone();
         let mut r = request.response_to(code, &reason_of(&resp), None);
@@ -1689,11 +1650,13 @@ impl Engine {
         {
             r.push(HeaderName::Contact, contact);
         }
-        for name in [
-            HeaderName::Reason,
-            HeaderName::RetryAfter,
-            HeaderName::SessionExpires,
-        ] {
+        if (200..300).contains(&code)
+            && matches!(request.method(), Some(Method::Invite | Method::Update))
+            && let Some(st) = session_side
+        {
+            r.push(HeaderName::SessionExpires, st.header(false));
+        }
+        for name in [HeaderName::Reason, HeaderName::RetryAfter] {
             if let Some(v) = resp.header(&name) {
                 r.push(name, v.clone());
             }
@@ -1735,10 +1698,8 @@ impl Engine {
         released_by: ReleaseSide,
         reason: Option<&str>,
     ) {
-        let Some(slot) = self
-            .slots
-            .get_mut(key.index as usize)
-            .filter(|s| s.generation == key.generation)
+        let Some(slot) =
+            self.slots.get_mut(key.index as usize).filter(|s| s.generation == key.generation)
         else {
             return;
         };
@@ -1774,11 +1735,7 @@ impl Engine {
 impl Call {
     /// For a request we relayed, which leg it came from: leg A requests carry leg A's Call-ID.
     fn by_side_of(&self, request: &Message) -> LegSide {
-        if request.call_id() == Some(&self.a.call_id) {
-            LegSide::A
-        } else {
-            LegSide::B
-        }
+        if request.call_id() == Some(&self.a.call_id) { LegSide::A } else { LegSide::B }
     }
 }
 
@@ -1788,6 +1745,13 @@ fn slot_call_mut(slots: &mut [Slot], key: CallKey) -> Option<&mut Call> {
         .filter(|s| s.generation == key.generation)?
         .call
         .as_deref_mut()
+}
+
+fn idx(side: LegSide) -> usize {
+    match side {
+        LegSide::A => 0,
+        LegSide::B => 1,
+    }
 }
 
 fn other_side(side: LegSide) -> LegSide {
@@ -1812,14 +1776,8 @@ fn is_sdp(msg: &Message) -> bool {
 }
 
 fn sip_trim(s: &[u8]) -> &[u8] {
-    let a = s
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(s.len());
-    let b = s
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(a, |p| p + 1);
+    let a = s.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(s.len());
+    let b = s.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(a, |p| p + 1);
     &s[a..b]
 }
 

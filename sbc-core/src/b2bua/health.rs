@@ -24,16 +24,12 @@ impl TrunkHealth {
             offsets.push(n);
             n += t.targets.len();
         }
-        TrunkHealth {
-            offsets,
-            up: (0..n).map(|_| AtomicBool::new(true)).collect(),
-        }
+        TrunkHealth { offsets, up: (0..n).map(|_| AtomicBool::new(true)).collect() }
     }
 
     /// Whether a target is considered up.
     pub fn is_up(&self, trunk: TrunkId, target: usize) -> bool {
-        self.slot(trunk, target)
-            .is_none_or(|i| self.up[i].load(Ordering::Relaxed))
+        self.slot(trunk, target).is_none_or(|i| self.up[i].load(Ordering::Relaxed))
     }
 
     /// Marks a target up or down.

@@ -24,5 +24,6 @@ mod engine;
 pub mod health;
 pub mod ids;
 pub mod routing;
+pub mod session_timer;
 
 pub use engine::{Engine, EngineStats, Event};

@@ -55,15 +55,9 @@ pub fn select<'c>(
         let m = &r.matcher;
         m.listener.is_none_or(|l| l == origin.listener())
             && m.trunk.is_none_or(|t| Some(t) == origin.trunk())
-            && m.prefix
-                .as_deref()
-                .is_none_or(|p| user.is_some_and(|u| u.starts_with(p)))
-            && m.user_regex
-                .as_ref()
-                .is_none_or(|re| user.is_some_and(|u| re.is_match(u)))
-            && m.domain
-                .as_deref()
-                .is_none_or(|d| domain.is_some_and(|h| h.eq_ignore_ascii_case(d)))
+            && m.prefix.as_deref().is_none_or(|p| user.is_some_and(|u| u.starts_with(p)))
+            && m.user_regex.as_ref().is_none_or(|re| user.is_some_and(|u| re.is_match(u)))
+            && m.domain.as_deref().is_none_or(|d| domain.is_some_and(|h| h.eq_ignore_ascii_case(d)))
     })
 }
 

@@ -39,12 +39,7 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ConfigError {
-            file,
-            line,
-            column,
-            message,
-        } = self;
+        let ConfigError { file, line, column, message } = self;
         write!(f, "{file}:{line}:{column}: {message}")
     }
 }
@@ -143,12 +138,7 @@ impl<'a> Ctx<'a> {
 
     fn at(&mut self, at: Location, message: String) {
         let (file, line, column) = (self.file.into(), at.line() as usize, at.column() as usize);
-        self.errors.push(ConfigError {
-            file,
-            line,
-            column,
-            message,
-        });
+        self.errors.push(ConfigError { file, line, column, message });
     }
 
     /// A required field of the mapping that starts at `at`.
@@ -288,10 +278,7 @@ fn convert(cx: &mut Ctx, f: &S<FileConfig>) -> Option<Config> {
         max_message_size: size? as usize,
         max_headers: headers? as usize,
         drain_grace: drain_grace?,
-        tcp: TcpConfig {
-            idle_timeout: idle?,
-            max_connections: conns? as usize,
-        },
+        tcp: TcpConfig { idle_timeout: idle?, max_connections: conns? as usize },
         listeners: ls.items.into_iter().collect::<Option<_>>()?,
         trunks: ts.items.into_iter().collect::<Option<_>>()?,
         routes: rs.items.into_iter().collect::<Option<_>>()?,
@@ -332,13 +319,7 @@ fn listener(cx: &mut Ctx, fl: &S<FileListener>) -> Option<ListenerConfig> {
     };
     let (name, addr) = (l.name.as_ref()?.value.clone(), SocketAddr::new(ip?, port?));
     let (side, advertise) = (side?, advertise?);
-    Some(ListenerConfig {
-        name,
-        side,
-        addr,
-        advertise,
-        transports,
-    })
+    Some(ListenerConfig { name, side, addr, advertise, transports })
 }
 
 fn trunk(cx: &mut Ctx, ft: &S<FileTrunk>, ls: &Table<ListenerConfig>) -> Option<TrunkConfig> {
@@ -357,17 +338,11 @@ fn trunk(cx: &mut Ctx, ft: &S<FileTrunk>, ls: &Table<ListenerConfig>) -> Option<
         let interval = cx.or(&o.interval, Duration::from_secs(30), positive);
         let (down, up) = (cx.or(&o.down_after, 3, down), cx.or(&o.up_after, 2, up));
         let (down_after, up_after) = (down.unwrap_or(1) as u32, up.unwrap_or(1) as u32);
-        KeepAliveConfig {
-            interval: interval.unwrap_or_default(),
-            down_after,
-            up_after,
-        }
+        KeepAliveConfig { interval: interval.unwrap_or_default(), down_after, up_after }
     });
     let rewrite = t.rewrite.as_ref().map(|r| RewriteConfig {
         strip: cx.or(&r.strip, 0, within("strip", 0, 32)).unwrap_or(0) as usize,
-        prepend: cx
-            .or(&r.prepend, String::new(), user_part)
-            .unwrap_or_default(),
+        prepend: cx.or(&r.prepend, String::new(), user_part).unwrap_or_default(),
         regex: r.regex.as_ref().and_then(|x| {
             let pattern = cx.need(x.referenced, "match", &x.value.pattern);
             let pattern = pattern.and_then(|p| cx.check(p, regex));
@@ -378,24 +353,11 @@ fn trunk(cx: &mut Ctx, ft: &S<FileTrunk>, ls: &Table<ListenerConfig>) -> Option<
     let headers = t.headers.as_ref().map(|h| HeaderPolicy {
         allow: cx.each("header", h.allow.as_ref(), false, header_name),
         remove: cx.each("header", h.remove.as_ref(), false, header_name),
-        add: h
-            .add
-            .iter()
-            .flatten()
-            .filter_map(|a| header_add(cx, a))
-            .collect(),
+        add: h.add.iter().flatten().filter_map(|a| header_add(cx, a)).collect(),
     });
     let (name, listener) = (t.name.as_ref()?.value.clone(), ListenerId(listener?));
     let (rewrite, headers) = (rewrite.unwrap_or_default(), headers.unwrap_or_default());
-    Some(TrunkConfig {
-        name,
-        listener,
-        targets,
-        sources,
-        options,
-        rewrite,
-        headers,
-    })
+    Some(TrunkConfig { name, listener, targets, sources, options, rewrite, headers })
 }
 
 fn header_add(cx: &mut Ctx, a: &S<FileHeader>) -> Option<(String, String)> {
@@ -428,12 +390,7 @@ fn route(
     let out = cx.each("trunk", names, true, |s| ts.resolve(s).map(TrunkId));
     let ring_timeout = cx.or(&r.ring_timeout, Duration::from_secs(120), positive);
     let (name, ring_timeout) = (r.name.as_ref()?.value.clone(), ring_timeout?);
-    Some(RouteConfig {
-        name,
-        matcher,
-        trunks: out,
-        ring_timeout,
-    })
+    Some(RouteConfig { name, matcher, trunks: out, ring_timeout })
 }
 
 /// Resolves a route's `match.trunk`: only a trunk recognised by source address can match.
@@ -448,16 +405,12 @@ fn recognisable(name: &str, ls: &Table<ListenerConfig>, ts: &Table<TrunkConfig>)
         (false, false) => "not on a trunk-side listener",
         (true, false) => "no sources, not on a trunk-side listener",
     };
-    Err(format!(
-        "trunk {name} can never be recognised as a call source ({why})"
-    ))
+    Err(format!("trunk {name} can never be recognised as a call source ({why})"))
 }
 
 /// Whether `s` is not empty and made of ASCII letters, digits and `extra`.
 fn only(s: &str, extra: &str) -> bool {
-    !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
 }
 
 /// The name of a listener, trunk or route: used in references, logs and records.
@@ -549,9 +502,7 @@ fn target(s: &str) -> Parsed<Target> {
     };
     match hostport.parse::<SocketAddr>() {
         Ok(a) if a.port() != 0 && !a.ip().is_unspecified() => Ok(Target { addr: a, transport }),
-        _ => Err(format!(
-            "invalid target {s:?} (expected IPv4:PORT or [IPv6]:PORT)"
-        )),
+        _ => Err(format!("invalid target {s:?} (expected IPv4:PORT or [IPv6]:PORT)")),
     }
 }
 
@@ -559,11 +510,7 @@ fn target(s: &str) -> Parsed<Target> {
 fn reachable(l: &ListenerConfig, t: &Target) -> Parsed<()> {
     let dual_stack = l.addr.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED);
     if !l.transports.contains(&t.transport) {
-        Err(format!(
-            "listener {} does not serve {}",
-            l.name,
-            tname(t.transport)
-        ))
+        Err(format!("listener {} does not serve {}", l.name, tname(t.transport)))
     } else if !dual_stack && l.addr.is_ipv4() != t.addr.is_ipv4() {
         Err(format!("listener {} cannot reach {}", l.name, t.addr))
     } else {
@@ -574,11 +521,7 @@ fn reachable(l: &ListenerConfig, t: &Target) -> Parsed<()> {
 fn cidr(s: &str) -> Parsed<IpNetwork> {
     match s.parse::<IpNetwork>() {
         Ok(net) if net.ip() == net.network() => Ok(net),
-        Ok(net) => Err(format!(
-            "{s:?} has host bits set: use {}/{}",
-            net.network(),
-            net.prefix()
-        )),
+        Ok(net) => Err(format!("{s:?} has host bits set: use {}/{}", net.network(), net.prefix())),
         Err(_) => Err(format!("invalid network {s:?} (e.g. 10.0.0.0/8)")),
     }
 }
@@ -633,19 +576,13 @@ mod tests {
         let sip = (c.shards, c.max_message_size, c.max_headers, c.drain_grace);
         out += &format!("{sip:?}\n");
         for l in &c.listeners {
-            out += &format!(
-                "{:?}\n",
-                (&l.name, l.side, l.addr, l.advertise, &l.transports)
-            );
+            out += &format!("{:?}\n", (&l.name, l.side, l.addr, l.advertise, &l.transports));
         }
         for t in &c.trunks {
             let targets: Vec<_> = t.targets.iter().map(|t| (t.addr, t.transport)).collect();
             let sources: Vec<_> = t.sources.iter().map(ToString::to_string).collect();
             let o = t.options.map(|o| (o.interval, o.down_after, o.up_after));
-            out += &format!(
-                "{} {} {targets:?} {sources:?} {o:?}\n",
-                t.name, t.listener.0
-            );
+            out += &format!("{} {} {targets:?} {sources:?} {o:?}\n", t.name, t.listener.0);
             out += &format!("  {:?}\n  {:?}\n", t.rewrite, t.headers);
         }
         for r in &c.routes {
@@ -721,10 +658,7 @@ r (None, None, Some("00"), Some(Regex("^0")), Some("a.example")) [TrunkId(0), Tr
         let cases = [
             ("listeners: [\n", "1:12: unclosed bracket '['"),
             ("sip: {}\n", "1:1: missing field `listeners`"),
-            (
-                "listeners:\n- name: a\n  bogus: 1\n",
-                &format!("3:3: {unknown}, transports"),
-            ),
+            ("listeners:\n- name: a\n  bogus: 1\n", &format!("3:3: {unknown}, transports")),
             ("listeners:\n  - {name: a, port: -1}\n", "2:21: invalid u64"),
             ("listeners: {a: 1}\n", "1:12: expected sequence start"),
         ];
@@ -763,10 +697,7 @@ t.yaml:8:77: duration "30" needs a unit: ms, s, m or h"#;
     fn durations() {
         let ms = |n| Ok(Duration::from_millis(n));
         let good = ["500ms", "0s", "4s", "2m", "1h"].map(duration);
-        assert_eq!(
-            good,
-            [ms(500), ms(0), ms(4_000), ms(120_000), ms(3_600_000)]
-        );
+        assert_eq!(good, [ms(500), ms(0), ms(4_000), ms(120_000), ms(3_600_000)]);
         for bad in ",s,1.5s,-1s,1 s,1d,4S,1ms5,99999999999999999999h".split(',') {
             assert!(duration(bad).is_err(), "{bad:?}");
         }

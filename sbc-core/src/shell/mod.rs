@@ -113,43 +113,27 @@ impl Sbc {
                         udp[i] = Some(Arc::new(sock));
                     }
                     Transport::Tcp => {
-                        let sock =
-                            TcpListener::bind(l.addr)
-                                .await
-                                .map_err(|source| StartError::Bind {
-                                    transport: "tcp",
-                                    addr: l.addr,
-                                    source,
-                                })?;
+                        let sock = TcpListener::bind(l.addr).await.map_err(|source| {
+                            StartError::Bind { transport: "tcp", addr: l.addr, source }
+                        })?;
                         tcp.push((ListenerId(i), sock));
                     }
                 }
             }
         }
-        let output = Arc::new(Output {
-            udp,
-            conns: Mutex::new(HashMap::new()),
-        });
+        let output = Arc::new(Output { udp, conns: Mutex::new(HashMap::new()) });
         let stats = Arc::new(ShellStats::default());
-        let (senders, receivers): (Vec<_>, Vec<_>) = (0..config.shards)
-            .map(|_| mpsc::channel(SHARD_QUEUE))
-            .unzip();
+        let (senders, receivers): (Vec<_>, Vec<_>) =
+            (0..config.shards).map(|_| mpsc::channel(SHARD_QUEUE)).unzip();
         let router = Router {
             shards: Arc::new(senders.clone()),
             hasher: Arc::new(RandomState::new()),
-            limits: Limits {
-                max_size: config.max_message_size,
-                max_headers: config.max_headers,
-            },
+            limits: Limits { max_size: config.max_message_size, max_headers: config.max_headers },
             stats: Arc::clone(&stats),
             output: Arc::clone(&output),
             config: Arc::clone(&config),
         };
-        let calls = Arc::new(
-            (0..config.shards)
-                .map(|_| AtomicUsize::new(0))
-                .collect::<Vec<_>>(),
-        );
+        let calls = Arc::new((0..config.shards).map(|_| AtomicUsize::new(0)).collect::<Vec<_>>());
         let seed_base: u64 = rand::random();
         let mut done = Vec::new();
         let health = Arc::new(TrunkHealth::new(&config));
@@ -180,13 +164,7 @@ impl Sbc {
         for l in &config.listeners {
             tracing::info!(name = %l.name, addr = %l.addr, transports = ?l.transports, "listening");
         }
-        Ok(Sbc {
-            config,
-            shards: senders,
-            calls,
-            stats,
-            done,
-        })
+        Ok(Sbc { config, shards: senders, calls, stats, done })
     }
 
     /// Calls in progress across all shards.
@@ -228,11 +206,7 @@ impl Sbc {
 }
 
 fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
-    let domain = if addr.is_ipv4() {
-        socket2::Domain::IPV4
-    } else {
-        socket2::Domain::IPV6
-    };
+    let domain = if addr.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
     let sock = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
     if addr.is_ipv6() {
         sock.set_only_v6(true)?;
@@ -290,11 +264,7 @@ async fn run_shard(
         }
         while let Some(ev) = engine.poll_event() {
             let Event::Call { call, kind } = ev;
-            if let Some(record) = recorder.handle(CallEvent {
-                call,
-                at: SystemTime::now(),
-                kind,
-            }) {
+            if let Some(record) = recorder.handle(CallEvent { call, at: SystemTime::now(), kind }) {
                 tracing::info!(
                     call = record.call.0,
                     disposition = ?record.disposition,
@@ -363,11 +333,7 @@ async fn udp_receive(listener: ListenerId, sock: Arc<UdpSocket>, router: Router)
             continue; // keep-alive
         }
         let data = Bytes::copy_from_slice(&buf[..n]);
-        let flow = Flow {
-            listener,
-            transport: Transport::Udp,
-            remote,
-        };
+        let flow = Flow { listener, transport: Transport::Udp, remote };
         router.dispatch(flow, data, |resp| {
             let _ = sock.try_send_to(&resp, remote);
         });
@@ -402,19 +368,13 @@ impl Router {
             return 0;
         }
         if !msg.is_request()
-            && let Some(shard) = msg
-                .top_via()
-                .ok()
-                .and_then(|v| v.branch())
-                .and_then(|b| shard_of_branch(&b))
+            && let Some(shard) =
+                msg.top_via().ok().and_then(|v| v.branch()).and_then(|b| shard_of_branch(&b))
             && shard < n
         {
             return shard as usize;
         }
-        let call_id = msg
-            .header(&HeaderName::CallId)
-            .map(|c| &c[..])
-            .unwrap_or(b"");
+        let call_id = msg.header(&HeaderName::CallId).map(|c| &c[..]).unwrap_or(b"");
         ids::shard_for_call_id(call_id, n, &*self.hasher) as usize
     }
 }
@@ -431,19 +391,12 @@ async fn tcp_accept(listener: ListenerId, sock: TcpListener, router: Router) {
             }
         };
         if open.load(Ordering::Relaxed) >= router.config.tcp.max_connections {
-            router
-                .stats
-                .refused_connections
-                .fetch_add(1, Ordering::Relaxed);
+            router.stats.refused_connections.fetch_add(1, Ordering::Relaxed);
             drop(stream);
             continue;
         }
         open.fetch_add(1, Ordering::Relaxed);
-        let flow = Flow {
-            listener,
-            transport: Transport::Tcp,
-            remote,
-        };
+        let flow = Flow { listener, transport: Transport::Tcp, remote };
         let (tx, rx) = mpsc::channel(CONN_QUEUE);
         if let Ok(mut c) = router.output.conns.lock() {
             c.insert((listener, remote), tx);
@@ -463,11 +416,8 @@ async fn tcp_accept(listener: ListenerId, sock: TcpListener, router: Router) {
 /// An outbound connection opened because the engine sent to a flow with none.
 async fn tcp_connect(flow: Flow, rx: mpsc::Receiver<Bytes>, router: Router) {
     let key = (flow.listener, flow.remote);
-    let connect = tokio::time::timeout(
-        router.config.timers.t1 * 64,
-        TcpStream::connect(flow.remote),
-    )
-    .await;
+    let connect =
+        tokio::time::timeout(router.config.timers.t1 * 64, TcpStream::connect(flow.remote)).await;
     match connect {
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);

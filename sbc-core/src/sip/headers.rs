@@ -135,10 +135,7 @@ pub struct Header {
 impl Header {
     /// Builds a header from text.
     pub fn new(name: HeaderName, value: impl Into<Bytes>) -> Header {
-        Header {
-            name,
-            value: value.into(),
-        }
+        Header { name, value: value.into() }
     }
 }
 
@@ -204,9 +201,7 @@ impl Via {
         let mut pos = 0;
         for (i, part) in parts.iter_mut().enumerate() {
             let end = if i < 2 {
-                memchr::memchr(b'/', &v[pos..])
-                    .map(|e| pos + e)
-                    .ok_or(ParseError::BadVia)?
+                memchr::memchr(b'/', &v[pos..]).map(|e| pos + e).ok_or(ParseError::BadVia)?
             } else {
                 let mut e = pos;
                 while e < v.len() && v[e].is_ascii_whitespace() {
@@ -232,17 +227,8 @@ impl Via {
         let semi = memchr::memchr(b';', &v[pos..]).map_or(v.len(), |e| pos + e);
         let (a, b) = trim_range(v, pos, semi);
         let (host, port) = parse_hostport(&v.slice(a..b)).map_err(|_| ParseError::BadVia)?;
-        let params = if semi < v.len() {
-            v.slice(semi + 1..)
-        } else {
-            Bytes::new()
-        };
-        Ok(Via {
-            transport,
-            host,
-            port,
-            params,
-        })
+        let params = if semi < v.len() { v.slice(semi + 1..) } else { Bytes::new() };
+        Ok(Via { transport, host, port, params })
     }
 
     /// The `branch` parameter.
@@ -257,8 +243,7 @@ impl Via {
 
     /// Whether the branch carries the RFC 3261 magic cookie (section 8.1.1.7).
     pub fn is_rfc3261(&self) -> bool {
-        self.branch()
-            .is_some_and(|b| b.len() > 7 && b[..7].eq_ignore_ascii_case(b"z9hG4bK"))
+        self.branch().is_some_and(|b| b.len() > 7 && b[..7].eq_ignore_ascii_case(b"z9hG4bK"))
     }
 }
 
@@ -307,18 +292,14 @@ impl NameAddr {
                 let (da, db) = trim_range(v, a, lt);
                 if da < db {
                     // An unquoted display name is a sequence of tokens separated by LWS.
-                    if !v[da..db]
-                        .iter()
-                        .all(|&c| is_token_char(c) || c == b' ' || c == b'\t')
-                    {
+                    if !v[da..db].iter().all(|&c| is_token_char(c) || c == b' ' || c == b'\t') {
                         return Err(ParseError::BadNameAddr);
                     }
                     display = Some(v.slice(da..db));
                 }
             }
-            let gt = memchr::memchr(b'>', &v[lt..b])
-                .map(|p| lt + p)
-                .ok_or(ParseError::BadNameAddr)?;
+            let gt =
+                memchr::memchr(b'>', &v[lt..b]).map(|p| lt + p).ok_or(ParseError::BadNameAddr)?;
             let uri = Uri::parse(v.slice(lt + 1..gt))?;
             let rest = trim_range(v, gt + 1, b);
             let params = match &v[rest.0..rest.1] {
@@ -326,25 +307,13 @@ impl NameAddr {
                 [b';', ..] => v.slice(rest.0 + 1..rest.1),
                 _ => return Err(ParseError::BadNameAddr),
             };
-            Ok(NameAddr {
-                display,
-                uri,
-                params,
-            })
+            Ok(NameAddr { display, uri, params })
         } else {
             // addr-spec: any ';' params belong to the header, not the URI (RFC 3261 section 20.10).
             let semi = memchr::memchr(b';', &v[a..b]).map_or(b, |p| a + p);
             let uri = Uri::parse(v.slice(a..semi))?;
-            let params = if semi < b {
-                v.slice(semi + 1..b)
-            } else {
-                Bytes::new()
-            };
-            Ok(NameAddr {
-                display: None,
-                uri,
-                params,
-            })
+            let params = if semi < b { v.slice(semi + 1..b) } else { Bytes::new() };
+            Ok(NameAddr { display: None, uri, params })
         }
     }
 
@@ -371,10 +340,7 @@ pub struct CSeq {
 impl CSeq {
     /// Parses `number LWS method`.
     pub fn parse(v: &Bytes) -> Result<CSeq, ParseError> {
-        let sp = v
-            .iter()
-            .position(|b| b.is_ascii_whitespace())
-            .ok_or(ParseError::BadCSeq)?;
+        let sp = v.iter().position(|b| b.is_ascii_whitespace()).ok_or(ParseError::BadCSeq)?;
         let seq = parse_u32(&v[..sp]).ok_or(ParseError::BadCSeq)?;
         let (a, b) = trim_range(v, sp, v.len());
         let method = Method::from_token(&v.slice(a..b)).ok_or(ParseError::BadCSeq)?;
@@ -404,10 +370,7 @@ mod tests {
         assert_eq!(HeaderName::from_bytes(&b("v")), HeaderName::Via);
         assert_eq!(HeaderName::from_bytes(&b("CALL-id")), HeaderName::CallId);
         assert_eq!(HeaderName::from_bytes(&b("i")), HeaderName::CallId);
-        assert_eq!(
-            HeaderName::from_bytes(&b("X-Foo")),
-            HeaderName::Other(b("X-Foo"))
-        );
+        assert_eq!(HeaderName::from_bytes(&b("X-Foo")), HeaderName::Other(b("X-Foo")));
         assert_eq!(HeaderName::SessionExpires.as_str(), "Session-Expires");
     }
 
@@ -415,18 +378,13 @@ mod tests {
     fn list_split_respects_quotes_and_brackets() {
         let v = b(r#""A, b" <sip:a@x;p=1,2>;q=1 , <sip:b@y>,"#);
         let items: Vec<Bytes> = split_list(&v).collect();
-        assert_eq!(
-            items,
-            vec![b(r#""A, b" <sip:a@x;p=1,2>;q=1"#), b("<sip:b@y>")]
-        );
+        assert_eq!(items, vec![b(r#""A, b" <sip:a@x;p=1,2>;q=1"#), b("<sip:b@y>")]);
     }
 
     #[test]
     fn via_with_lws_ipv6_and_params() {
-        let v = Via::parse(&b(
-            "SIP / 2.0 / UDP [2001:db8::9]:5061 ;branch=z9hG4bKabc;rport",
-        ))
-        .unwrap();
+        let v =
+            Via::parse(&b("SIP / 2.0 / UDP [2001:db8::9]:5061 ;branch=z9hG4bKabc;rport")).unwrap();
         assert_eq!(&v.transport[..], b"UDP");
         assert_eq!(v.host, Host::Ip("2001:db8::9".parse().unwrap()));
         assert_eq!(v.port, Some(5061));
@@ -437,10 +395,8 @@ mod tests {
 
     #[test]
     fn name_addr_forms() {
-        let n = NameAddr::parse(&b(
-            r#""Bob \"B\"" <sip:bob@b.example;transport=tcp>;tag=42"#,
-        ))
-        .unwrap();
+        let n =
+            NameAddr::parse(&b(r#""Bob \"B\"" <sip:bob@b.example;transport=tcp>;tag=42"#)).unwrap();
         assert_eq!(n.tag().as_deref(), Some(&b"42"[..]));
         assert_eq!(n.uri.param("transport").as_deref(), Some(&b"tcp"[..]));
         let n = NameAddr::parse(&b("sip:carol@c.example;tag=7")).unwrap();

@@ -62,10 +62,7 @@ impl Message {
     /// A new response with no headers.
     pub fn response(code: u16, reason: impl Into<Bytes>) -> Message {
         Message {
-            start: StartLine::Response(StatusLine {
-                code,
-                reason: reason.into(),
-            }),
+            start: StartLine::Response(StatusLine { code, reason: reason.into() }),
             headers: Vec::new(),
             body: Bytes::new(),
         }
@@ -102,42 +99,29 @@ impl Message {
 
     /// First value of a header.
     pub fn header(&self, name: &HeaderName) -> Option<&Bytes> {
-        self.headers
-            .iter()
-            .find(|h| &h.name == name)
-            .map(|h| &h.value)
+        self.headers.iter().find(|h| &h.name == name).map(|h| &h.value)
     }
 
     /// Every value of a (list) header, across repeated lines and comma-separated items.
     pub fn values<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = Bytes> + 'a {
-        self.headers
-            .iter()
-            .filter(move |h| &h.name == name)
-            .flat_map(|h| split_list(&h.value))
+        self.headers.iter().filter(move |h| &h.name == name).flat_map(|h| split_list(&h.value))
     }
 
     /// Whether a token list header (Require, Supported...) contains `token` (case-insensitive).
     pub fn has_token(&self, name: &HeaderName, token: &str) -> bool {
-        self.values(name)
-            .any(|v| v.eq_ignore_ascii_case(token.as_bytes()))
+        self.values(name).any(|v| v.eq_ignore_ascii_case(token.as_bytes()))
     }
 
     /// Appends a header.
     pub fn push(&mut self, name: HeaderName, value: impl Into<Bytes>) {
-        self.headers.push(Header {
-            name,
-            value: value.into(),
-        });
+        self.headers.push(Header { name, value: value.into() });
     }
 
     /// Appends a header built from format arguments.
     pub fn push_fmt(&mut self, name: HeaderName, args: std::fmt::Arguments<'_>) {
         let mut v = Vec::with_capacity(64);
         let _ = v.write_fmt(args);
-        self.headers.push(Header {
-            name,
-            value: Bytes::from(v),
-        });
+        self.headers.push(Header { name, value: Bytes::from(v) });
     }
 
     /// Removes every occurrence of a header.
@@ -173,42 +157,33 @@ impl Message {
     /// CSeq.
     pub fn cseq(&self) -> Result<CSeq, ParseError> {
         CSeq::parse(
-            self.header(&HeaderName::CSeq)
-                .ok_or(ParseError::MissingHeader(HeaderName::CSeq))?,
+            self.header(&HeaderName::CSeq).ok_or(ParseError::MissingHeader(HeaderName::CSeq))?,
         )
     }
 
     /// From.
     pub fn from(&self) -> Result<NameAddr, ParseError> {
         NameAddr::parse(
-            self.header(&HeaderName::From)
-                .ok_or(ParseError::MissingHeader(HeaderName::From))?,
+            self.header(&HeaderName::From).ok_or(ParseError::MissingHeader(HeaderName::From))?,
         )
     }
 
     /// To.
     pub fn to(&self) -> Result<NameAddr, ParseError> {
         NameAddr::parse(
-            self.header(&HeaderName::To)
-                .ok_or(ParseError::MissingHeader(HeaderName::To))?,
+            self.header(&HeaderName::To).ok_or(ParseError::MissingHeader(HeaderName::To))?,
         )
     }
 
     /// First Contact, if any (`*` is not a NameAddr and yields an error).
     pub fn contact(&self) -> Option<Result<NameAddr, ParseError>> {
-        self.values(&HeaderName::Contact)
-            .next()
-            .map(|v| NameAddr::parse(&v))
+        self.values(&HeaderName::Contact).next().map(|v| NameAddr::parse(&v))
     }
 
     /// Record-Route values in order.
     pub fn record_route(&self) -> Result<Vec<NameAddr>, ParseError> {
         let mut out = Vec::new();
-        for h in self
-            .headers
-            .iter()
-            .filter(|h| h.name == HeaderName::RecordRoute)
-        {
+        for h in self.headers.iter().filter(|h| h.name == HeaderName::RecordRoute) {
             out.extend(parse_name_addr_list(&h.value)?);
         }
         Ok(out)
@@ -216,8 +191,7 @@ impl Message {
 
     /// Max-Forwards, if present and valid.
     pub fn max_forwards(&self) -> Option<u32> {
-        self.header(&HeaderName::MaxForwards)
-            .and_then(|v| parse_u32(v))
+        self.header(&HeaderName::MaxForwards).and_then(|v| parse_u32(v))
     }
 
     /// Expires in seconds.
@@ -232,16 +206,13 @@ impl Message {
 
     /// RSeq (RFC 3262).
     pub fn rseq(&self) -> Option<u32> {
-        self.header(&HeaderName::RSeq)
-            .and_then(|v| parse_u32(trim(v)))
+        self.header(&HeaderName::RSeq).and_then(|v| parse_u32(trim(v)))
     }
 
     /// RAck (RFC 3262): response number, CSeq number, method.
     pub fn rack(&self) -> Option<(u32, u32, Method)> {
         let v = self.header(&HeaderName::RAck)?;
-        let mut parts = v
-            .split(|b| b.is_ascii_whitespace())
-            .filter(|p| !p.is_empty());
+        let mut parts = v.split(|b| b.is_ascii_whitespace()).filter(|p| !p.is_empty());
         let rseq = parse_u32(parts.next()?)?;
         let cseq = parse_u32(parts.next()?)?;
         let m = parts.next()?;
@@ -254,11 +225,7 @@ impl Message {
         let v = self.header(&HeaderName::SessionExpires)?;
         let semi = memchr::memchr(b';', v).unwrap_or(v.len());
         let secs = parse_u32(trim(&v[..semi]))?;
-        let params = if semi < v.len() {
-            v.slice(semi + 1..)
-        } else {
-            Bytes::new()
-        };
+        let params = if semi < v.len() { v.slice(semi + 1..) } else { Bytes::new() };
         Some((secs, super::uri::param_lookup(&params, "refresher")))
     }
 
@@ -345,10 +312,7 @@ v=0\r\nEXTRA";
     fn parses_compact_folded_ipv6_and_truncates_body() {
         let m = parse(Bytes::from_static(INVITE)).unwrap();
         assert_eq!(m.method(), Some(&Method::Invite));
-        assert_eq!(
-            m.top_via().unwrap().branch().as_deref(),
-            Some(&b"z9hG4bKas3-111"[..])
-        );
+        assert_eq!(m.top_via().unwrap().branch().as_deref(), Some(&b"z9hG4bKas3-111"[..]));
         assert_eq!(m.from().unwrap().tag().as_deref(), Some(&b"9fxced76sl"[..]));
         assert_eq!(m.cseq().unwrap().seq, 314159);
         assert_eq!(
@@ -356,9 +320,7 @@ v=0\r\nEXTRA";
             Some(&b"folded across lines"[..])
         );
         assert_eq!(&m.body[..], b"v=0\r");
-        let x = m
-            .header(&HeaderName::Other(Bytes::from_static(b"X-Custom")))
-            .unwrap();
+        let x = m.header(&HeaderName::Other(Bytes::from_static(b"X-Custom"))).unwrap();
         assert_eq!(&x[..], b"kept   as is");
     }
 
@@ -376,22 +338,13 @@ v=0\r\nEXTRA";
         let no_cl_body =
             b"INVITE sip:b@x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nTo: <sip:b@x>\r\n\
 From: <sip:a@x>;tag=1\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 50\r\n\r\nshort";
-        assert_eq!(
-            parse(Bytes::from_static(no_cl_body)),
-            Err(ParseError::BodyTruncated)
-        );
+        assert_eq!(parse(Bytes::from_static(no_cl_body)), Err(ParseError::BodyTruncated));
         let mismatch =
             b"OPTIONS sip:b@x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nTo: <sip:b@x>\r\n\
 From: <sip:a@x>;tag=1\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n";
-        assert_eq!(
-            parse(Bytes::from_static(mismatch)),
-            Err(ParseError::BadCSeq)
-        );
+        assert_eq!(parse(Bytes::from_static(mismatch)), Err(ParseError::BadCSeq));
         let version = b"OPTIONS sip:b@x SIP/7.0\r\nVia: SIP/2.0/UDP h\r\n\r\n";
-        assert_eq!(
-            parse(Bytes::from_static(version)),
-            Err(ParseError::UnsupportedVersion)
-        );
+        assert_eq!(parse(Bytes::from_static(version)), Err(ParseError::UnsupportedVersion));
         let two_to =
             b"OPTIONS sip:b@x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nTo: <sip:b@x>\r\n\
 To: <sip:c@x>\r\nFrom: <sip:a@x>;tag=1\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n";
@@ -406,10 +359,7 @@ To: <sip:c@x>\r\nFrom: <sip:a@x>;tag=1\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n"
         let m = b"NEWMETHOD tel:+15551234 SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nTo: <tel:+15551234>\r\n\
 From: <sip:a@x>;tag=1\r\nCall-ID: c\r\nCSeq: 8 NEWMETHOD\r\nContent-Length: 0\r\n\r\n";
         let m = parse(Bytes::from_static(m)).unwrap();
-        assert_eq!(
-            m.method(),
-            Some(&Method::Extension(Bytes::from_static(b"NEWMETHOD")))
-        );
+        assert_eq!(m.method(), Some(&Method::Extension(Bytes::from_static(b"NEWMETHOD"))));
         assert_eq!(m.request_uri().unwrap().user_str(), Some("+15551234"));
     }
 }

@@ -20,10 +20,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_size: 65_535,
-            max_headers: 128,
-        }
+        Limits { max_size: 65_535, max_headers: 128 }
     }
 }
 
@@ -117,10 +114,7 @@ impl std::error::Error for ParseError {}
 /// token characters (RFC 3261 section 25.1).
 pub(crate) fn is_token_char(b: u8) -> bool {
     b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
-        )
+        || matches!(b, b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~')
 }
 
 /// Parses one message from a datagram (or a frame cut by [`super::stream`]) with default limits.
@@ -145,11 +139,7 @@ pub fn parse_with(data: Bytes, limits: &Limits) -> Result<Message, ParseError> {
         return Err(ParseError::BadBytes);
     }
 
-    let mut lines = LineIter {
-        data: &data,
-        pos: start,
-        end: head_end,
-    };
+    let mut lines = LineIter { data: &data, pos: start, end: head_end };
     let (sl_a, sl_b) = lines.next().ok_or(ParseError::BadStartLine)?;
     let start_line = parse_start_line(&data.slice(sl_a..sl_b))?;
 
@@ -188,10 +178,7 @@ pub fn parse_with(data: Bytes, limits: &Limits) -> Result<Message, ParseError> {
 
     let available = data.len() - body_start;
     let mut content_length = None;
-    for h in headers
-        .iter()
-        .filter(|h| h.name == HeaderName::ContentLength)
-    {
+    for h in headers.iter().filter(|h| h.name == HeaderName::ContentLength) {
         if content_length.is_some() {
             return Err(ParseError::BadContentLength);
         }
@@ -203,11 +190,8 @@ pub fn parse_with(data: Bytes, limits: &Limits) -> Result<Message, ParseError> {
         Some(n) => n,
         None => available,
     };
-    let msg = Message {
-        start: start_line,
-        headers,
-        body: data.slice(body_start..body_start + body_len),
-    };
+    let msg =
+        Message { start: start_line, headers, body: data.slice(body_start..body_start + body_len) };
     validate(&msg)?;
     Ok(msg)
 }
@@ -243,11 +227,7 @@ impl Iterator for LineIter<'_> {
         let a = self.pos;
         let nl = memchr::memchr(b'\n', &self.data[a..self.end]).map_or(self.end, |p| a + p);
         self.pos = nl + 1;
-        let b = if nl > a && self.data[nl - 1] == b'\r' {
-            nl - 1
-        } else {
-            nl
-        };
+        let b = if nl > a && self.data[nl - 1] == b'\r' { nl - 1 } else { nl };
         Some((a, b))
     }
 }
@@ -313,11 +293,8 @@ fn parse_start_line(line: &Bytes) -> Result<StartLine, ParseError> {
         if !(100..=699).contains(&code) {
             return Err(ParseError::BadStatusCode);
         }
-        let reason = if code_end < rest.len() {
-            line.slice(sp1 + 1 + code_end + 1..)
-        } else {
-            Bytes::new()
-        };
+        let reason =
+            if code_end < rest.len() { line.slice(sp1 + 1 + code_end + 1..) } else { Bytes::new() };
         return Ok(StartLine::Response(StatusLine { code, reason }));
     }
     // Request-Line = Method SP Request-URI SP SIP-Version, single spaces (RFC 3261 section 7.1).
@@ -359,10 +336,7 @@ fn validate(msg: &Message) -> Result<(), ParseError> {
     if msg.header(&HeaderName::Via).is_none() {
         return Err(ParseError::MissingHeader(HeaderName::Via));
     }
-    if msg
-        .call_id()
-        .is_none_or(|c| c.is_empty() || c.iter().any(|b| b.is_ascii_whitespace()))
-    {
+    if msg.call_id().is_none_or(|c| c.is_empty() || c.iter().any(|b| b.is_ascii_whitespace())) {
         return Err(ParseError::MissingHeader(HeaderName::CallId));
     }
     let cseq = msg.cseq()?;
@@ -382,9 +356,7 @@ fn validate(msg: &Message) -> Result<(), ParseError> {
 
 /// Checks a header value that should be a list of NameAddr (Contact, Route, Record-Route).
 pub(crate) fn parse_name_addr_list(v: &Bytes) -> Result<Vec<NameAddr>, ParseError> {
-    super::headers::split_list(v)
-        .map(|item| NameAddr::parse(&item))
-        .collect()
+    super::headers::split_list(v).map(|item| NameAddr::parse(&item)).collect()
 }
 
 /// A stateless error response to a request that failed to parse, if one can be formed: its Via,
@@ -397,9 +369,8 @@ pub fn error_response(data: &[u8], err: &ParseError) -> Option<Bytes> {
     }
     let data = &data[start..];
     let head_end = find_head_end(data, 0).map_or(data.len().min(8192), |(h, _)| h);
-    let mut lines = data[..head_end]
-        .split(|&b| b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let mut lines =
+        data[..head_end].split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
     let first = lines.next()?;
     if first.starts_with(b"SIP/") || first.starts_with(b"ACK ") {
         return None;
@@ -436,12 +407,7 @@ pub fn error_response(data: &[u8], err: &ParseError) -> Option<Bytes> {
         out.extend_from_slice(v);
         out.extend_from_slice(b"\r\n");
     }
-    for (name, v) in [
-        ("From", from),
-        ("To", to),
-        ("Call-ID", call_id),
-        ("CSeq", cseq),
-    ] {
+    for (name, v) in [("From", from), ("To", to), ("Call-ID", call_id), ("CSeq", cseq)] {
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(v);

@@ -103,18 +103,12 @@ mod tests {
     #[test]
     fn missing_content_length_is_fatal() {
         let mut buf = BytesMut::from(&b"OPTIONS sip:x SIP/2.0\r\nVia: x\r\n\r\n"[..]);
-        assert_eq!(
-            next_frame(&mut buf, &Limits::default()),
-            Err(ParseError::BadContentLength)
-        );
+        assert_eq!(next_frame(&mut buf, &Limits::default()), Err(ParseError::BadContentLength));
     }
 
     #[test]
     fn oversize_head_is_fatal() {
-        let limits = Limits {
-            max_size: 64,
-            max_headers: 10,
-        };
+        let limits = Limits { max_size: 64, max_headers: 10 };
         let mut buf = BytesMut::from(&[b'a'; 100][..]);
         assert_eq!(next_frame(&mut buf, &limits), Err(ParseError::TooLarge));
     }

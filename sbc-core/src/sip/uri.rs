@@ -94,11 +94,7 @@ impl Uri {
         let rest_start = colon + 1;
         let rest = &raw[rest_start..];
         let q = memchr::memchr(b'?', rest).unwrap_or(rest.len());
-        let headers = if q < rest.len() {
-            raw.slice(rest_start + q + 1..)
-        } else {
-            Bytes::new()
-        };
+        let headers = if q < rest.len() { raw.slice(rest_start + q + 1..) } else { Bytes::new() };
 
         if scheme == Scheme::Tel {
             let semi = memchr::memchr(b';', &rest[..q]).unwrap_or(q);
@@ -143,15 +139,7 @@ impl Uri {
         } else {
             Bytes::new()
         };
-        Ok(Uri {
-            scheme,
-            user,
-            host: Some(host),
-            port,
-            params,
-            headers,
-            raw,
-        })
+        Ok(Uri { scheme, user, host: Some(host), port, params, headers, raw })
     }
 
     /// Value of a URI parameter (`;name=value`), case-insensitive name; `Some(empty)` for a flag.
@@ -194,9 +182,7 @@ pub(crate) fn parse_hostport(hp: &Bytes) -> Result<(Host, Option<u16>), ParseErr
         }
     };
     if host_bytes.is_empty()
-        || !host_bytes
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+        || !host_bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
     {
         return Err(ParseError::BadUri);
     }
@@ -243,14 +229,8 @@ pub(crate) fn param_lookup(params: &Bytes, name: &str) -> Option<Bytes> {
 }
 
 pub(crate) fn trim(s: &[u8]) -> &[u8] {
-    let a = s
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(s.len());
-    let b = s
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(a, |p| p + 1);
+    let a = s.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(s.len());
+    let b = s.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(a, |p| p + 1);
     &s[a..b]
 }
 

@@ -586,3 +586,6 @@ fn remove_if<K: std::hash::Hash + Eq>(map: &mut HashMap<K, TxnId>, key: &K, id: 
         map.remove(key);
     }
 }
+
+#[cfg(test)]
+mod tests;

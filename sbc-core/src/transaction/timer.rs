@@ -168,4 +168,10 @@ impl Timers {
             self.heap.pop();
         }
     }
+
+    /// Number of heap entries, live or stale (for leak tests).
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.heap.len()
+    }
 }

@@ -19,10 +19,7 @@ const LEN: usize = DOT + 1 + 16;
 
 /// The branch of client transaction `txn` of shard `shard`.
 pub(super) fn encode(shard: u16, txn: TxnId, suffix: u64) -> String {
-    format!(
-        "z9hG4bK{shard:04x}{:08x}{:08x}.{suffix:016x}",
-        txn.index, txn.generation
-    )
+    format!("z9hG4bK{shard:04x}{:08x}{:08x}.{suffix:016x}", txn.index, txn.generation)
 }
 
 /// Shard and transaction encoded in a branch of ours; `None` for any other branch.

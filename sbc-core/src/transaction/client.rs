@@ -100,10 +100,7 @@ impl TransactionLayer {
             id,
             flow,
             timers: TimerTable::default(),
-            role: Role::Client {
-                branch: Bytes::from(branch),
-                method: method.clone(),
-            },
+            role: Role::Client { branch: Bytes::from(branch), method: method.clone() },
         };
         let t1 = self.timers_config.t1;
         let state = if method == Method::Invite {
@@ -127,10 +124,7 @@ impl TransactionLayer {
         self.transmit(txn.flow, request.clone());
         self.arm_retransmit(txn, TimerName::E, now, t1);
         self.arm(txn, TimerName::F, now, self.t1x64());
-        NonInviteClient::Trying {
-            request,
-            interval: t1,
-        }
+        NonInviteClient::Trying { request, interval: t1 }
     }
 
     /// A response: to its client transaction, or up as stray.
@@ -141,14 +135,13 @@ impl TransactionLayer {
             return;
         }
         let (Some(id), Some(code)) = (self.match_client(&response), response.code()) else {
-            self.events
-                .push_back(TxnEvent::StrayResponse { response, flow });
+            self.events.push_back(TxnEvent::StrayResponse { response, flow });
             return;
         };
         self.transition(id, |layer, txn, state| match state {
-            State::InviteClient(s) => layer
-                .invite_client_response(now, txn, s, code, response)
-                .map(State::InviteClient),
+            State::InviteClient(s) => {
+                layer.invite_client_response(now, txn, s, code, response).map(State::InviteClient)
+            }
             State::NonInviteClient(s) => layer
                 .non_invite_client_response(now, txn, s, code, response)
                 .map(State::NonInviteClient),
@@ -192,14 +185,12 @@ impl TransactionLayer {
             (InviteClient::Calling { invite, .. }, 100..=199) => {
                 // RFC 3261 section 17.1.1.2: no more retransmissions, and no Timer B.
                 txn.timers.clear_all();
-                self.events
-                    .push_back(TxnEvent::ResponseReceived { txn: id, response });
+                self.events.push_back(TxnEvent::ResponseReceived { txn: id, response });
                 self.send_deferred_cancel(now, txn);
                 Some(InviteClient::Proceeding { invite })
             }
             (s @ InviteClient::Proceeding { .. }, 100..=199) => {
-                self.events
-                    .push_back(TxnEvent::ResponseReceived { txn: id, response });
+                self.events.push_back(TxnEvent::ResponseReceived { txn: id, response });
                 Some(s)
             }
             (InviteClient::Calling { .. } | InviteClient::Proceeding { .. }, 200..=299) => {
@@ -207,16 +198,14 @@ impl TransactionLayer {
                 txn.timers.clear_all();
                 self.arm(txn, TimerName::M, now, self.t1x64());
                 self.drop_deferred_cancel(id);
-                self.events
-                    .push_back(TxnEvent::ResponseReceived { txn: id, response });
+                self.events.push_back(TxnEvent::ResponseReceived { txn: id, response });
                 Some(InviteClient::Accepted)
             }
             (InviteClient::Calling { invite, .. } | InviteClient::Proceeding { invite }, _) => {
                 txn.timers.clear_all();
                 self.drop_deferred_cancel(id);
                 let ack = build_ack(&invite, &response).map(|m| m.to_bytes());
-                self.events
-                    .push_back(TxnEvent::ResponseReceived { txn: id, response });
+                self.events.push_back(TxnEvent::ResponseReceived { txn: id, response });
                 let Some(ack) = ack else {
                     tracing::debug!("ApiMisuse: INVITE {id:?} lacks what its ACK needs");
                     return None;
@@ -235,8 +224,7 @@ impl TransactionLayer {
             }
             (s @ (InviteClient::Completed { .. } | InviteClient::Accepted), 200..=299) => {
                 // A retransmitted or forked 2xx: only the user can ACK (or BYE) it.
-                self.events
-                    .push_back(TxnEvent::ResponseReceived { txn: id, response });
+                self.events.push_back(TxnEvent::ResponseReceived { txn: id, response });
                 Some(s)
             }
             (s, _) => Some(s), // late provisional or a non-2xx after a 2xx: absorbed
@@ -257,18 +245,12 @@ impl TransactionLayer {
                 100..=199,
             ) => {
                 // Timer E keeps its deadline; when it fires it comes back at T2 (17.1.2.2).
-                self.events.push_back(TxnEvent::ResponseReceived {
-                    txn: txn.id,
-                    response,
-                });
+                self.events.push_back(TxnEvent::ResponseReceived { txn: txn.id, response });
                 Some(NonInviteClient::Proceeding { request })
             }
             (NonInviteClient::Trying { .. } | NonInviteClient::Proceeding { .. }, _) => {
                 txn.timers.clear_all();
-                self.events.push_back(TxnEvent::ResponseReceived {
-                    txn: txn.id,
-                    response,
-                });
+                self.events.push_back(TxnEvent::ResponseReceived { txn: txn.id, response });
                 if txn.flow.is_reliable() {
                     return None; // Timer K is 0 on reliable transports.
                 }
@@ -287,23 +269,12 @@ impl TransactionLayer {
         name: TimerName,
     ) -> Option<InviteClient> {
         match (state, name) {
-            (
-                InviteClient::Calling {
-                    invite,
-                    request,
-                    interval,
-                },
-                TimerName::A,
-            ) => {
+            (InviteClient::Calling { invite, request, interval }, TimerName::A) => {
                 // Timer A doubles without a cap; Timer B bounds it (RFC 3261 section 17.1.1.2).
                 self.transmit(txn.flow, request.clone());
                 let interval = interval * 2;
                 self.arm(txn, TimerName::A, now, interval);
-                Some(InviteClient::Calling {
-                    invite,
-                    request,
-                    interval,
-                })
+                Some(InviteClient::Calling { invite, request, interval })
             }
             (InviteClient::Calling { .. } | InviteClient::Proceeding { .. }, TimerName::B) => {
                 self.events.push_back(TxnEvent::TimedOut { txn: txn.id });
@@ -367,10 +338,7 @@ impl TransactionLayer {
             id,
             flow,
             timers: TimerTable::default(),
-            role: Role::Client {
-                branch,
-                method: Method::Cancel,
-            },
+            role: Role::Client { branch, method: Method::Cancel },
         };
         self.cancels.insert(invite, id);
         let state = if proceeding {
@@ -437,12 +405,7 @@ fn build_ack(invite: &Message, response: &Message) -> Option<Message> {
 /// The CANCEL for an INVITE (RFC 3261 section 9.1).
 fn build_cancel(invite: &Message) -> Option<Message> {
     let mut cancel = Message::request(Method::Cancel, invite.request_uri()?.clone());
-    copy_request_headers(
-        invite,
-        &mut cancel,
-        "CANCEL",
-        invite.header(&HeaderName::To)?,
-    )?;
+    copy_request_headers(invite, &mut cancel, "CANCEL", invite.header(&HeaderName::To)?)?;
     Some(cancel)
 }
 
@@ -459,13 +422,7 @@ fn copy_request_headers(
     let seq = invite.cseq().ok()?.seq;
     out.headers.push(via.clone());
     out.push(HeaderName::MaxForwards, "70");
-    out.headers.extend(
-        invite
-            .headers
-            .iter()
-            .filter(|h| h.name == HeaderName::Route)
-            .cloned(),
-    );
+    out.headers.extend(invite.headers.iter().filter(|h| h.name == HeaderName::Route).cloned());
     out.push(HeaderName::From, invite.header(&HeaderName::From)?.clone());
     out.push(HeaderName::To, to.clone());
     out.push(HeaderName::CallId, invite.call_id()?.clone());

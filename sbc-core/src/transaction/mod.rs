@@ -55,10 +55,7 @@ pub const MAX_QUEUED_TRANSMITS: usize = 1 << 16;
 const TIMER_D: Duration = Duration::from_secs(32);
 
 /// A handle that never names a live transaction (returned for an ACK passed to `send_request`).
-const NO_TXN: TxnId = TxnId {
-    index: u32::MAX,
-    generation: u32::MAX,
-};
+const NO_TXN: TxnId = TxnId { index: u32::MAX, generation: u32::MAX };
 
 /// Handle of a transaction: slab index and generation, so a stale handle never reaches a reused
 /// slot. Client transaction branches encode it (with the shard) so a response finds its transaction
@@ -293,10 +290,7 @@ impl TransactionLayer {
     pub fn handle_timeout(&mut self, now: Instant) {
         let before = self.timers.next_seq();
         while let Some(entry) = self.timers.pop_due(now, before) {
-            let live = self
-                .slab
-                .get_mut(entry.txn)
-                .is_some_and(|(txn, _)| txn.timers.fire(&entry));
+            let live = self.slab.get_mut(entry.txn).is_some_and(|(txn, _)| txn.timers.fire(&entry));
             if live {
                 self.fire(now, entry.txn, entry.name);
             }
@@ -406,26 +400,16 @@ impl Slab {
         }
         // The live-transaction cap keeps the slab far below u32::MAX slots.
         let index = u32::try_from(self.slots.len()).unwrap_or(u32::MAX - 1);
-        self.slots.push(Slot {
-            generation: 0,
-            entry: None,
-        });
-        TxnId {
-            index,
-            generation: 0,
-        }
+        self.slots.push(Slot { generation: 0, entry: None });
+        TxnId { index, generation: 0 }
     }
 
     fn slot(&self, id: TxnId) -> Option<&Slot> {
-        self.slots
-            .get(id.index as usize)
-            .filter(|s| s.generation == id.generation)
+        self.slots.get(id.index as usize).filter(|s| s.generation == id.generation)
     }
 
     fn get(&self, id: TxnId) -> Option<(&Txn, &State)> {
-        self.slot(id)
-            .and_then(|s| s.entry.as_ref())
-            .map(|(t, s)| (t, s))
+        self.slot(id).and_then(|s| s.entry.as_ref()).map(|(t, s)| (t, s))
     }
 
     fn get_mut(&mut self, id: TxnId) -> Option<(&mut Txn, &mut State)> {
@@ -446,10 +430,8 @@ impl Slab {
 
     /// Fills a reserved slot.
     fn put(&mut self, id: TxnId, txn: Txn, state: State) {
-        if let Some(slot) = self
-            .slots
-            .get_mut(id.index as usize)
-            .filter(|s| s.generation == id.generation)
+        if let Some(slot) =
+            self.slots.get_mut(id.index as usize).filter(|s| s.generation == id.generation)
         {
             slot.entry = Some((txn, state));
         }
@@ -457,10 +439,8 @@ impl Slab {
 
     /// Frees a reserved slot; the new generation makes every outstanding handle stale.
     fn release(&mut self, id: TxnId) {
-        if let Some(slot) = self
-            .slots
-            .get_mut(id.index as usize)
-            .filter(|s| s.generation == id.generation)
+        if let Some(slot) =
+            self.slots.get_mut(id.index as usize).filter(|s| s.generation == id.generation)
         {
             slot.entry = None;
             slot.generation = slot.generation.wrapping_add(1);
@@ -471,8 +451,7 @@ impl Slab {
 
     /// Whether a timer entry is still the armed one of its transaction.
     fn is_armed(&self, entry: &timer::Entry) -> bool {
-        self.get(entry.txn)
-            .is_some_and(|(txn, _)| txn.timers.is_armed(entry))
+        self.get(entry.txn).is_some_and(|(txn, _)| txn.timers.is_armed(entry))
     }
 }
 
@@ -522,15 +501,15 @@ impl TransactionLayer {
     /// Runs the timer `name` of `id`, which was due and live.
     fn fire(&mut self, now: Instant, id: TxnId, name: TimerName) {
         self.transition(id, |layer, txn, state| match state {
-            State::InviteClient(s) => layer
-                .invite_client_timer(now, txn, s, name)
-                .map(State::InviteClient),
-            State::NonInviteClient(s) => layer
-                .non_invite_client_timer(now, txn, s, name)
-                .map(State::NonInviteClient),
-            State::InviteServer(s) => layer
-                .invite_server_timer(now, txn, s, name)
-                .map(State::InviteServer),
+            State::InviteClient(s) => {
+                layer.invite_client_timer(now, txn, s, name).map(State::InviteClient)
+            }
+            State::NonInviteClient(s) => {
+                layer.non_invite_client_timer(now, txn, s, name).map(State::NonInviteClient)
+            }
+            State::InviteServer(s) => {
+                layer.invite_server_timer(now, txn, s, name).map(State::InviteServer)
+            }
             State::NonInviteServer(s) => {
                 server::non_invite_server_timer(s, name).map(State::NonInviteServer)
             }

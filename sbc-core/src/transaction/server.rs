@@ -174,12 +174,7 @@ impl Incoming {
             },
         };
         Some(Incoming {
-            merge: MergeKey {
-                from_tag,
-                call_id: call_id.clone(),
-                cseq,
-                method: method.clone(),
-            },
+            merge: MergeKey { from_tag, call_id: call_id.clone(), cseq, method: method.clone() },
             ack: AckKey { call_id, cseq },
             to_tagged: to_tag.is_some(),
             method,
@@ -263,12 +258,7 @@ impl TransactionLayer {
         if let Some(merge) = &keys.merge {
             self.merged.insert(merge.clone(), id);
         }
-        Txn {
-            id,
-            flow,
-            timers: TimerTable::default(),
-            role: Role::Server { keys, to_tag: None },
-        }
+        Txn { id, flow, timers: TimerTable::default(), role: Role::Server { keys, to_tag: None } }
     }
 
     fn new_server(&mut self, request: Message, flow: Flow, incoming: Incoming) {
@@ -285,19 +275,13 @@ impl TransactionLayer {
             State::NonInviteServer(NonInviteServer::Trying)
         };
         self.slab.put(id, txn, state);
-        self.events.push_back(TxnEvent::RequestReceived {
-            txn: id,
-            request,
-            flow,
-        });
+        self.events.push_back(TxnEvent::RequestReceived { txn: id, request, flow });
     }
 
     /// RFC 3261 section 9.2: a CANCEL is answered by the layer, in a transaction of its own.
     fn new_cancel(&mut self, now: Instant, request: Message, flow: Flow, incoming: Incoming) {
-        let target = self
-            .server
-            .get(&incoming.key.with_method(Method::Invite))
-            .and_then(|&id| match self.slab.get(id)? {
+        let target = self.server.get(&incoming.key.with_method(Method::Invite)).and_then(|&id| {
+            match self.slab.get(id)? {
                 (txn, State::InviteServer(s)) => {
                     let tag = match &txn.role {
                         Role::Server { to_tag, .. } => to_tag.clone(),
@@ -306,7 +290,8 @@ impl TransactionLayer {
                     Some((id, matches!(s, InviteServer::Proceeding { .. }), tag))
                 }
                 _ => None,
-            });
+            }
+        });
         // The 200 carries the To tag of the INVITE's responses if there was one (section 9.2).
         let tag = match target.as_ref().and_then(|(_, _, tag)| tag.clone()) {
             Some(tag) => String::from_utf8_lossy(&tag).into_owned(),
@@ -325,8 +310,7 @@ impl TransactionLayer {
             None => self.terminate(id, txn),
         }
         if let Some((invite, true, _)) = target {
-            self.events
-                .push_back(TxnEvent::CancelReceived { invite, request });
+            self.events.push_back(TxnEvent::CancelReceived { invite, request });
         }
     }
 
@@ -341,17 +325,13 @@ impl TransactionLayer {
             .or_else(|| self.accepted.get(&incoming.ack))
             .copied();
         let Some(id) = id else {
-            self.events.push_back(TxnEvent::AckReceived {
-                invite: None,
-                request,
-                flow,
-            });
+            self.events.push_back(TxnEvent::AckReceived { invite: None, request, flow });
             return;
         };
         self.transition(id, |layer, txn, state| match state {
-            State::InviteServer(s) => layer
-                .invite_server_ack(now, txn, s, request, flow)
-                .map(State::InviteServer),
+            State::InviteServer(s) => {
+                layer.invite_server_ack(now, txn, s, request, flow).map(State::InviteServer)
+            }
             other => Some(other),
         });
     }
@@ -409,9 +389,9 @@ impl TransactionLayer {
             return;
         };
         let live = self.transition(id, |layer, txn, state| match state {
-            State::InviteServer(s) => layer
-                .invite_server_respond(now, txn, s, code, &response)
-                .map(State::InviteServer),
+            State::InviteServer(s) => {
+                layer.invite_server_respond(now, txn, s, code, &response).map(State::InviteServer)
+            }
             State::NonInviteServer(s) => layer
                 .non_invite_server_respond(now, txn, s, code, &response)
                 .map(State::NonInviteServer),
@@ -452,18 +432,12 @@ impl TransactionLayer {
                 // RFC 3261 section 13.3.1.4: T1 doubling up to T2, until 64*T1 (Timer L).
                 self.arm_retransmit(txn, TimerName::Retransmit2xx, now, t1);
                 self.arm(txn, TimerName::L, now, self.t1x64());
-                InviteServer::Accepted {
-                    response: data,
-                    interval: t1,
-                }
+                InviteServer::Accepted { response: data, interval: t1 }
             }
             _ => {
                 self.arm_retransmit(txn, TimerName::G, now, t1);
                 self.arm(txn, TimerName::H, now, self.t1x64());
-                InviteServer::Completed {
-                    response: data,
-                    interval: t1,
-                }
+                InviteServer::Completed { response: data, interval: t1 }
             }
         })
     }

@@ -12,11 +12,7 @@ use crate::sip::{self, HeaderName};
 const SENT_BY: &str = "203.0.113.1:5060";
 
 fn flow(transport: Transport) -> Flow {
-    Flow {
-        listener: ListenerId(0),
-        transport,
-        remote: "192.0.2.10:5060".parse().unwrap(),
-    }
+    Flow { listener: ListenerId(0), transport, remote: "192.0.2.10:5060".parse().unwrap() }
 }
 
 fn udp() -> Flow {
@@ -140,19 +136,12 @@ fn run(l: &mut TransactionLayer, t0: Instant, until: u64) -> Vec<Step> {
 
 /// Instants (ms after t0) at which something was sent.
 fn tx_times(steps: &[Step]) -> Vec<u64> {
-    steps
-        .iter()
-        .filter(|s| !s.tx.is_empty())
-        .map(|s| s.ms)
-        .collect()
+    steps.iter().filter(|s| !s.tx.is_empty()).map(|s| s.ms).collect()
 }
 
 /// Instant at which `txn` timed out.
 fn timed_out_at(steps: &[Step], txn: TxnId) -> Option<u64> {
-    steps
-        .iter()
-        .find(|s| s.ev.contains(&TxnEvent::TimedOut { txn }))
-        .map(|s| s.ms)
+    steps.iter().find(|s| s.ev.contains(&TxnEvent::TimedOut { txn })).map(|s| s.ms)
 }
 
 fn no_events(steps: &[Step]) -> bool {
@@ -211,14 +200,7 @@ fn send_request_inserts_our_top_via() {
 
 #[test]
 fn shard_of_branch_rejects_foreign_branches() {
-    let ours = branch::encode(
-        513,
-        TxnId {
-            index: 9,
-            generation: 2,
-        },
-        42,
-    );
+    let ours = branch::encode(513, TxnId { index: 9, generation: 2 }, 42);
     assert_eq!(shard_of_branch(ours.as_bytes()), Some(513));
     assert_eq!(shard_of_branch(b"z9hG4bK776asdhds"), None);
     assert_eq!(shard_of_branch(ours.to_uppercase().as_bytes()), None);
@@ -269,14 +251,8 @@ fn provisional_stops_timers_a_and_b() {
     assert_eq!(
         ev,
         [
-            TxnEvent::ResponseReceived {
-                txn: id,
-                response: trying
-            },
-            TxnEvent::ResponseReceived {
-                txn: id,
-                response: ringing
-            }
+            TxnEvent::ResponseReceived { txn: id, response: trying },
+            TxnEvent::ResponseReceived { txn: id, response: ringing }
         ]
     );
     assert_eq!(l.poll_timeout(), None);
@@ -293,13 +269,7 @@ fn non_2xx_final_is_acked_and_timer_d_absorbs_retransmissions() {
     let busy = reply(&invite_tx, 486, Some("b1"));
     l.handle_message(ms(t0, 200), busy.clone(), udp());
     let (tx, ev) = drain(&mut l);
-    assert_eq!(
-        ev,
-        [TxnEvent::ResponseReceived {
-            txn: id,
-            response: busy.clone()
-        }]
-    );
+    assert_eq!(ev, [TxnEvent::ResponseReceived { txn: id, response: busy.clone() }]);
     assert_eq!(tx.len(), 1);
     assert_eq!(tx[0].flow, udp());
 
@@ -309,10 +279,7 @@ fn non_2xx_final_is_acked_and_timer_d_absorbs_retransmissions() {
     assert_eq!(ack.method(), Some(&Method::Ack));
     assert_eq!(ack.request_uri(), invite.request_uri());
     assert_eq!(ack.via_count(), 1);
-    assert_eq!(
-        ack.header(&HeaderName::Via),
-        invite.header(&HeaderName::Via)
-    );
+    assert_eq!(ack.header(&HeaderName::Via), invite.header(&HeaderName::Via));
     let routes = |m: &Message| m.values(&HeaderName::Route).collect::<Vec<_>>();
     assert_eq!(routes(&ack), routes(&invite));
     assert_eq!(routes(&ack).len(), 2);
@@ -378,13 +345,7 @@ fn accepted_client_passes_up_every_2xx_until_timer_m() {
     assert!(no_events(&steps) && l.is_empty());
     // After Timer M, a 2xx is stray: the user may still ACK it from its dialog.
     l.handle_message(ms(t0, 40_000), ok_a.clone(), udp());
-    assert_eq!(
-        drain(&mut l).1,
-        [TxnEvent::StrayResponse {
-            response: ok_a,
-            flow: udp()
-        }]
-    );
+    assert_eq!(drain(&mut l).1, [TxnEvent::StrayResponse { response: ok_a, flow: udp() }]);
 }
 
 // ---- client non-INVITE ----
@@ -397,12 +358,7 @@ fn timer_e_doubles_to_t2_until_timer_f() {
     drain(&mut l);
     assert_eq!(l.poll_timeout(), Some((ms(t0, 500), TimerName::E)));
     let steps = run(&mut l, t0, 40_000);
-    assert_eq!(
-        tx_times(&steps),
-        [
-            500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500
-        ]
-    );
+    assert_eq!(tx_times(&steps), [500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500]);
     assert_eq!(timed_out_at(&steps, id), Some(32_000));
     assert!(l.is_empty());
 }
@@ -416,19 +372,10 @@ fn timer_e_runs_at_t2_in_proceeding() {
     assert_eq!(tx_times(&run(&mut l, t0, 600)), [500]);
     let trying = reply(&tx[0], 100, None);
     l.handle_message(ms(t0, 600), trying.clone(), udp());
-    assert_eq!(
-        drain(&mut l).1,
-        [TxnEvent::ResponseReceived {
-            txn: id,
-            response: trying
-        }]
-    );
+    assert_eq!(drain(&mut l).1, [TxnEvent::ResponseReceived { txn: id, response: trying }]);
     // The deadline set in Trying (1500) stands; from then on every T2.
     let steps = run(&mut l, t0, 40_000);
-    assert_eq!(
-        tx_times(&steps),
-        [1500, 5500, 9500, 13500, 17500, 21500, 25500, 29500]
-    );
+    assert_eq!(tx_times(&steps), [1500, 5500, 9500, 13500, 17500, 21500, 25500, 29500]);
     assert_eq!(timed_out_at(&steps, id), Some(32_000));
 }
 
@@ -452,13 +399,7 @@ fn timer_k_absorbs_final_retransmissions() {
     let (tx, _) = drain(&mut l);
     let ok = reply(&tx[0], 200, Some("b1"));
     l.handle_message(ms(t0, 100), ok.clone(), udp());
-    assert_eq!(
-        drain(&mut l).1,
-        [TxnEvent::ResponseReceived {
-            txn: id,
-            response: ok.clone()
-        }]
-    );
+    assert_eq!(drain(&mut l).1, [TxnEvent::ResponseReceived { txn: id, response: ok.clone() }]);
     assert_eq!(l.poll_timeout(), Some((ms(t0, 5100), TimerName::K)));
     l.handle_message(ms(t0, 600), ok, udp());
     assert_eq!(drain(&mut l), (vec![], vec![]));
@@ -508,33 +449,17 @@ fn responses_that_match_nothing_are_stray() {
     for case in cases {
         let response = sip::parse(Bytes::from(case)).unwrap();
         l.handle_message(ms(t0, 10), response.clone(), udp());
-        assert_eq!(
-            drain(&mut l).1,
-            [TxnEvent::StrayResponse {
-                response,
-                flow: udp()
-            }]
-        );
+        assert_eq!(drain(&mut l).1, [TxnEvent::StrayResponse { response, flow: udp() }]);
     }
     // A response with a Via above ours is not for us at all (RFC 3261 section 8.1.3.3).
-    let two_vias = text.replace(
-        "Via: ",
-        "Via: SIP/2.0/UDP 192.0.2.99;branch=z9hG4bKup\r\nVia: ",
-    );
-    l.handle_message(
-        ms(t0, 10),
-        sip::parse(Bytes::from(two_vias)).unwrap(),
-        udp(),
-    );
+    let two_vias = text.replace("Via: ", "Via: SIP/2.0/UDP 192.0.2.99;branch=z9hG4bKup\r\nVia: ");
+    l.handle_message(ms(t0, 10), sip::parse(Bytes::from(two_vias)).unwrap(), udp());
     assert_eq!(drain(&mut l), (vec![], vec![]));
     // Another shard's layer does not know our branch either.
     let mut other = TransactionLayer::new(TimerConfig::default(), 4, 7);
     let response = sip::parse(Bytes::from(text)).unwrap();
     other.handle_message(t0, response, udp());
-    assert!(matches!(
-        &drain(&mut other).1[..],
-        [TxnEvent::StrayResponse { .. }]
-    ));
+    assert!(matches!(&drain(&mut other).1[..], [TxnEvent::StrayResponse { .. }]));
     assert_eq!(l.len(), 1);
 }
 
@@ -551,19 +476,9 @@ fn new_invite_gets_100_trying_and_is_passed_up() {
     let trying = parse(&tx[0]);
     assert_eq!(trying.code(), Some(100));
     assert_eq!(trying.to().unwrap().tag(), None);
-    assert_eq!(
-        trying.header(&HeaderName::Via),
-        invite.header(&HeaderName::Via)
-    );
+    assert_eq!(trying.header(&HeaderName::Via), invite.header(&HeaderName::Via));
     let id = received(&ev);
-    assert_eq!(
-        ev,
-        [TxnEvent::RequestReceived {
-            txn: id,
-            request: invite.clone(),
-            flow: udp()
-        }]
-    );
+    assert_eq!(ev, [TxnEvent::RequestReceived { txn: id, request: invite.clone(), flow: udp() }]);
     assert_eq!(l.poll_timeout(), None, "no timer in Proceeding");
 
     // A retransmission gets the last provisional and is not passed up.
@@ -588,12 +503,7 @@ fn timer_g_retransmits_final_until_timer_h() {
     assert_eq!(tx[0].data, busy.to_bytes());
     assert_eq!(l.poll_timeout(), Some((ms(t0, 500), TimerName::G)));
     let steps = run(&mut l, t0, 40_000);
-    assert_eq!(
-        tx_times(&steps),
-        [
-            500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500
-        ]
-    );
+    assert_eq!(tx_times(&steps), [500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500]);
     assert!(steps.iter().flat_map(|s| &s.tx).all(|t| *t == tx[0]));
     assert_eq!(timed_out_at(&steps, id), Some(32_000));
     assert!(l.is_empty());
@@ -604,11 +514,7 @@ fn ack_confirms_and_timer_i_absorbs_the_rest() {
     let t0 = Instant::now();
     let mut l = layer();
     let id = accept_invite(&mut l, t0, "z9hG4bKaaa", udp());
-    l.respond(
-        t0,
-        id,
-        invite_in("z9hG4bKaaa").response_to(486, "Busy", Some("s1")),
-    );
+    l.respond(t0, id, invite_in("z9hG4bKaaa").response_to(486, "Busy", Some("s1")));
     drain(&mut l);
     assert_eq!(tx_times(&run(&mut l, t0, 600)), [500]);
     l.handle_message(ms(t0, 700), ack_in("z9hG4bKaaa", "s1"), udp());
@@ -628,11 +534,7 @@ fn final_over_tcp_is_sent_once_and_the_ack_ends_it() {
     let t0 = Instant::now();
     let mut l = layer();
     let id = accept_invite(&mut l, t0, "z9hG4bKaaa", tcp());
-    l.respond(
-        t0,
-        id,
-        invite_in("z9hG4bKaaa").response_to(486, "Busy", Some("s1")),
-    );
+    l.respond(t0, id, invite_in("z9hG4bKaaa").response_to(486, "Busy", Some("s1")));
     assert_eq!(drain(&mut l).0.len(), 1);
     assert_eq!(l.poll_timeout(), Some((ms(t0, 32_000), TimerName::H)));
     l.handle_message(ms(t0, 100), ack_in("z9hG4bKaaa", "s1"), tcp());
@@ -648,23 +550,10 @@ fn accepted_server_retransmits_2xx_until_timer_l() {
     let ok = invite_in("z9hG4bKaaa").response_to(200, "OK", Some("s1"));
     l.respond(t0, id, ok.clone());
     assert_eq!(drain(&mut l).0[0].data, ok.to_bytes());
-    assert_eq!(
-        l.poll_timeout(),
-        Some((ms(t0, 500), TimerName::Retransmit2xx))
-    );
+    assert_eq!(l.poll_timeout(), Some((ms(t0, 500), TimerName::Retransmit2xx)));
     let steps = run(&mut l, t0, 40_000);
-    assert_eq!(
-        tx_times(&steps),
-        [
-            500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500
-        ]
-    );
-    assert!(
-        steps
-            .iter()
-            .flat_map(|s| &s.tx)
-            .all(|t| t.data == ok.to_bytes())
-    );
+    assert_eq!(tx_times(&steps), [500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500]);
+    assert!(steps.iter().flat_map(|s| &s.tx).all(|t| t.data == ok.to_bytes()));
     assert_eq!(timed_out_at(&steps, id), Some(32_000));
     assert!(l.is_empty());
 }
@@ -684,14 +573,7 @@ fn ack_for_2xx_stops_retransmission_and_timer_l_lingers() {
     l.handle_message(ms(t0, 1000), ack.clone(), udp());
     let (tx, ev) = drain(&mut l);
     assert!(tx.is_empty());
-    assert_eq!(
-        ev,
-        [TxnEvent::AckReceived {
-            invite: Some(id),
-            request: ack.clone(),
-            flow: udp()
-        }]
-    );
+    assert_eq!(ev, [TxnEvent::AckReceived { invite: Some(id), request: ack.clone(), flow: udp() }]);
     assert_eq!(l.poll_timeout(), Some((ms(t0, 33_000), TimerName::L)));
 
     // INVITE retransmissions still get the 2xx; further ACKs go up but do not extend Timer L.
@@ -713,11 +595,7 @@ fn ack_for_2xx_stops_retransmission_and_timer_l_lingers() {
     l.handle_message(ms(t0, 40_000), ack.clone(), udp());
     assert_eq!(
         drain(&mut l).1,
-        [TxnEvent::AckReceived {
-            invite: None,
-            request: ack,
-            flow: udp()
-        }]
+        [TxnEvent::AckReceived { invite: None, request: ack, flow: udp() }]
     );
 }
 
@@ -726,11 +604,7 @@ fn two_hundred_over_tcp_is_sent_once() {
     let t0 = Instant::now();
     let mut l = layer();
     let id = accept_invite(&mut l, t0, "z9hG4bKaaa", tcp());
-    l.respond(
-        t0,
-        id,
-        invite_in("z9hG4bKaaa").response_to(200, "OK", Some("s1")),
-    );
+    l.respond(t0, id, invite_in("z9hG4bKaaa").response_to(200, "OK", Some("s1")));
     assert_eq!(drain(&mut l).0.len(), 1);
     assert_eq!(l.poll_timeout(), Some((ms(t0, 32_000), TimerName::L)));
     let steps = run(&mut l, t0, 40_000);
@@ -746,14 +620,7 @@ fn stray_ack_is_passed_up() {
     l.handle_message(t0, ack.clone(), udp());
     assert_eq!(
         drain(&mut l),
-        (
-            vec![],
-            vec![TxnEvent::AckReceived {
-                invite: None,
-                request: ack,
-                flow: udp()
-            }]
-        )
+        (vec![], vec![TxnEvent::AckReceived { invite: None, request: ack, flow: udp() }])
     );
     assert!(l.is_empty());
 }
@@ -772,11 +639,7 @@ fn timer_j_answers_retransmissions_then_ends() {
     // Trying: retransmissions are absorbed.
     l.handle_message(ms(t0, 500), options.clone(), udp());
     assert_eq!(drain(&mut l), (vec![], vec![]));
-    l.respond(
-        ms(t0, 100),
-        id,
-        options.response_to(183, "Progress", Some("s1")),
-    );
+    l.respond(ms(t0, 100), id, options.response_to(183, "Progress", Some("s1")));
     let (tx, _) = drain(&mut l);
     l.handle_message(ms(t0, 150), options.clone(), udp());
     assert_eq!(drain(&mut l), (tx, vec![]));
@@ -805,22 +668,12 @@ fn cancel_of_proceeding_invite_is_answered_and_passed_up() {
     let t0 = Instant::now();
     let mut l = layer();
     let invite = accept_invite(&mut l, t0, "z9hG4bKaaa", udp());
-    l.respond(
-        t0,
-        invite,
-        invite_in("z9hG4bKaaa").response_to(180, "Ringing", Some("s1")),
-    );
+    l.respond(t0, invite, invite_in("z9hG4bKaaa").response_to(180, "Ringing", Some("s1")));
     drain(&mut l);
     let cancel = cancel_in("z9hG4bKaaa");
     l.handle_message(ms(t0, 100), cancel.clone(), udp());
     let (tx, ev) = drain(&mut l);
-    assert_eq!(
-        ev,
-        [TxnEvent::CancelReceived {
-            invite,
-            request: cancel.clone()
-        }]
-    );
+    assert_eq!(ev, [TxnEvent::CancelReceived { invite, request: cancel.clone() }]);
     assert_eq!(tx.len(), 1);
     let ok = parse(&tx[0]);
     assert_eq!(ok.code(), Some(200));
@@ -875,11 +728,7 @@ fn cancel_after_final_gets_200_without_event() {
     let t0 = Instant::now();
     let mut l = layer();
     let invite = accept_invite(&mut l, t0, "z9hG4bKaaa", udp());
-    l.respond(
-        t0,
-        invite,
-        invite_in("z9hG4bKaaa").response_to(200, "OK", Some("s1")),
-    );
+    l.respond(t0, invite, invite_in("z9hG4bKaaa").response_to(200, "OK", Some("s1")));
     drain(&mut l);
     l.handle_message(ms(t0, 100), cancel_in("z9hG4bKaaa"), udp());
     let (tx, ev) = drain(&mut l);
@@ -932,14 +781,8 @@ fn cancel_after_provisional_is_sent_at_once() {
     assert_eq!(
         ev,
         [
-            TxnEvent::ResponseReceived {
-                txn: cancel,
-                response: ok
-            },
-            TxnEvent::ResponseReceived {
-                txn: invite,
-                response: terminated
-            }
+            TxnEvent::ResponseReceived { txn: cancel, response: ok },
+            TxnEvent::ResponseReceived { txn: invite, response: terminated }
         ]
     );
     assert_eq!(method(&tx[0]), Method::Ack);
@@ -988,11 +831,7 @@ fn deferred_cancel_is_dropped_when_a_final_comes_first() {
     assert_eq!(tx.len(), 1);
     assert_eq!(method(&tx[0]), Method::Ack);
     assert!(matches!(&ev[..], [TxnEvent::ResponseReceived { txn, .. }] if *txn == invite));
-    assert_eq!(
-        l.len(),
-        1,
-        "the CANCEL is gone; the INVITE waits in Completed"
-    );
+    assert_eq!(l.len(), 1, "the CANCEL is gone; the INVITE waits in Completed");
     assert_eq!(l.cancel(ms(t0, 300), invite), None);
     l.handle_transport_error(ms(t0, 300), cancel);
     assert!(drain(&mut l).1.is_empty(), "the CANCEL handle is stale");
@@ -1049,18 +888,9 @@ fn merged_request_gets_482() {
     assert!(r.to().unwrap().tag().is_some());
     assert_eq!(l.len(), 1);
     // A request with a To tag (in a dialog) is not checked for merging.
-    let reinvite = request_in(
-        "INVITE",
-        &via("z9hG4bKpath3"),
-        "in-1",
-        Some("s1"),
-        "1 INVITE",
-    );
+    let reinvite = request_in("INVITE", &via("z9hG4bKpath3"), "in-1", Some("s1"), "1 INVITE");
     l.handle_message(ms(t0, 20), reinvite, udp());
-    assert!(matches!(
-        &drain(&mut l).1[..],
-        [TxnEvent::RequestReceived { .. }]
-    ));
+    assert!(matches!(&drain(&mut l).1[..], [TxnEvent::RequestReceived { .. }]));
 }
 
 #[test]
@@ -1080,19 +910,9 @@ fn rfc2543_requests_match_without_a_branch() {
     l.handle_message(ms(t0, 600), cancel.clone(), udp());
     let (tx, ev) = drain(&mut l);
     assert_eq!(code(&tx[0]), 200);
-    assert_eq!(
-        ev,
-        [TxnEvent::CancelReceived {
-            invite: id,
-            request: cancel
-        }]
-    );
+    assert_eq!(ev, [TxnEvent::CancelReceived { invite: id, request: cancel }]);
     // And the ACK for the 487, whose To carries our tag.
-    l.respond(
-        ms(t0, 700),
-        id,
-        invite.response_to(487, "Request Terminated", Some("s1")),
-    );
+    l.respond(ms(t0, 700), id, invite.response_to(487, "Request Terminated", Some("s1")));
     drain(&mut l);
     let ack = request_in("ACK", via, "old-1", Some("s1"), "5 ACK");
     l.handle_message(ms(t0, 800), ack, udp());
@@ -1105,10 +925,7 @@ fn rfc2543_requests_match_without_a_branch() {
     // Another CSeq is another transaction.
     let next = request_in("INVITE", via, "old-1", Some("s1"), "6 INVITE");
     l.handle_message(ms(t0, 40_000), next, udp());
-    assert!(matches!(
-        &drain(&mut l).1[..],
-        [TxnEvent::RequestReceived { .. }]
-    ));
+    assert!(matches!(&drain(&mut l).1[..], [TxnEvent::RequestReceived { .. }]));
 }
 
 #[test]
@@ -1155,10 +972,7 @@ fn transport_error_fails_clients_and_silently_ends_servers() {
     let mut l = layer();
     let (client, _) = start_invite(&mut l, t0, udp());
     l.handle_transport_error(ms(t0, 10), client);
-    assert_eq!(
-        drain(&mut l),
-        (vec![], vec![TxnEvent::TransportFailed { txn: client }])
-    );
+    assert_eq!(drain(&mut l), (vec![], vec![TxnEvent::TransportFailed { txn: client }]));
     assert!(l.is_empty());
     assert_eq!(l.poll_timeout(), None);
 
@@ -1233,11 +1047,7 @@ fn many_transactions_end_and_leave_nothing_behind() {
             }
             l.respond(t, id, invite.response_to(code, "X", Some("s")));
             if code != 603 {
-                let ack_branch = if code == 200 {
-                    format!("{branch}a")
-                } else {
-                    branch
-                };
+                let ack_branch = if code == 200 { format!("{branch}a") } else { branch };
                 let ack = request_in("ACK", &via(&ack_branch), &call, Some("s"), "1 ACK");
                 l.handle_message(t, ack, f);
             }
@@ -1245,13 +1055,8 @@ fn many_transactions_end_and_leave_nothing_behind() {
         }
         // Server non-INVITE.
         let call = format!("leak-{i}-opt");
-        let options = request_in(
-            "OPTIONS",
-            &via(&format!("z9hG4bKo{i}")),
-            &call,
-            None,
-            "1 OPTIONS",
-        );
+        let options =
+            request_in("OPTIONS", &via(&format!("z9hG4bKo{i}")), &call, None, "1 OPTIONS");
         l.handle_message(t, options.clone(), f);
         let id = received(&drain(&mut l).1);
         l.respond(t, id, options.response_to(200, "OK", Some("s")));

@@ -120,10 +120,7 @@ pub(super) struct Timers {
 
 impl Timers {
     pub(super) fn new() -> Timers {
-        Timers {
-            heap: BinaryHeap::new(),
-            next_seq: 1,
-        }
+        Timers { heap: BinaryHeap::new(), next_seq: 1 }
     }
 
     /// Arms `name` of transaction `txn` at `at`, replacing whatever its lane held.

@@ -601,7 +601,7 @@ mod tests {
 (CORES, 65535, 128, 30s)
 ("access", Access, 127.0.0.1:5060, 127.0.0.1, [Udp, Tcp])
 ("trunk", Trunk, 127.0.0.1:5070, 127.0.0.1, [Udp])
-carrier 1 [(127.0.0.1:5080, Udp)] ["127.0.0.1/32"] Some((30s, 3, 2))
+carrier 1 [(127.0.0.1:5080, Udp)] ["127.0.0.1/32"] None
   RewriteConfig { strip: 0, prepend: "", regex: None }
   HeaderPolicy { allow: ["P-Asserted-Identity", "Privacy", "Diversion"], remove: [], add: [] }
 pbx 0 [(127.0.0.1:5090, Udp)] [] None

@@ -90,8 +90,8 @@ impl TransactionLayer {
             ),
         );
         let data = request.to_bytes();
-        self.transmit(flow, data.clone());
         if ack {
+            self.transmit(flow, data);
             // An ACK has no transaction (RFC 3261 section 17.1.1.3 / 13.2.2.4); send it as asked.
             tracing::debug!("ApiMisuse: ACK passed to send_request; sent without a transaction");
             return NO_TXN;
@@ -104,6 +104,7 @@ impl TransactionLayer {
         };
         let t1 = self.timers_config.t1;
         let state = if method == Method::Invite {
+            self.transmit(flow, data.clone());
             self.arm_retransmit(&mut txn, TimerName::A, now, t1);
             self.arm(&mut txn, TimerName::B, now, self.t1x64());
             State::InviteClient(InviteClient::Calling {

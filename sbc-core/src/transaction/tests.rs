@@ -1101,3 +1101,16 @@ fn transmits_beyond_the_queue_cap_are_dropped_and_counted() {
     assert_eq!(l.dropped_transmits(), 1);
     assert_eq!(drain(&mut l).0.len(), MAX_QUEUED_TRANSMITS);
 }
+
+#[test]
+fn every_new_request_is_sent_exactly_once() {
+    for method in ["INVITE", "BYE", "OPTIONS", "INFO", "ACK"] {
+        for f in [udp(), tcp()] {
+            let mut l = layer();
+            let t0 = Instant::now();
+            l.send_request(t0, outgoing(method), f, "sbc.example:5060");
+            let (tx, _) = drain(&mut l);
+            assert_eq!(tx.len(), 1, "{method} over {:?} sent {} times", f.transport, tx.len());
+        }
+    }
+}

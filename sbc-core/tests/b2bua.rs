@@ -698,3 +698,25 @@ fn session_interval_below_min_se_is_refused() {
     assert_eq!(hdr(&r, HeaderName::MinSe), "90");
     assert!(net.take(UAS).is_empty());
 }
+
+#[test]
+fn unreachable_tcp_target_fails_over_at_once() {
+    let mut cfg = config(&["127.0.0.23:5080", UAS], Duration::from_secs(60));
+    cfg.listeners[1].transports.push(Transport::Tcp);
+    cfg.trunks[0].targets[0].transport = Transport::Tcp;
+    let mut net = Net::new(cfg);
+    net.uac_sends(&invite("tcp1", "", true));
+    net.take(UAC);
+    let first = net.take_one("127.0.0.23:5080");
+    assert_eq!(&first.top_via().unwrap().transport[..], b"TCP");
+    // The shell reports that the connection could not be opened.
+    let flow = Flow {
+        listener: ListenerId(1),
+        transport: Transport::Tcp,
+        remote: addr("127.0.0.23:5080"),
+    };
+    net.engine.handle_flow_error(net.now, flow);
+    net.drain();
+    let second = net.take_one(UAS);
+    assert_eq!(second.method(), Some(&sip::Method::Invite), "failover without waiting for Timer B");
+}

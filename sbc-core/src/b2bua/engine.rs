@@ -263,6 +263,13 @@ impl Engine {
         self.drain_txn_events(now);
     }
 
+    /// The shell could not reach `flow` (TCP connect refused, connection lost): requests pending
+    /// on it fail now, like a 503, and failover moves on.
+    pub fn handle_flow_error(&mut self, now: Instant, flow: Flow) {
+        self.txns.handle_flow_error(now, flow);
+        self.drain_txn_events(now);
+    }
+
     /// Fires due timers (transaction and call timers). Early calls are no-ops.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.txns.handle_timeout(now);

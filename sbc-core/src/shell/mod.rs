@@ -55,6 +55,7 @@ pub enum StartError {
 #[allow(clippy::large_enum_variant)]
 enum ShardInput {
     Message(Flow, Message),
+    FlowFailed(Flow),
     Drain,
     Terminate,
 }
@@ -248,12 +249,14 @@ async fn run_shard(
                 for _ in 0..64 {
                     match rx.try_recv() {
                         Ok(ShardInput::Message(flow, msg)) => engine.handle_message(now, flow, msg),
+                        Ok(ShardInput::FlowFailed(flow)) => engine.handle_flow_error(now, flow),
                         Ok(ShardInput::Drain) => engine.start_drain(),
                         Ok(ShardInput::Terminate) => engine.terminate_all(now),
                         Err(_) => break,
                     }
                 }
             }
+            Some(Some(ShardInput::FlowFailed(flow))) => engine.handle_flow_error(now, flow),
             Some(Some(ShardInput::Drain)) => engine.start_drain(),
             Some(Some(ShardInput::Terminate)) => engine.terminate_all(now),
             Some(None) => return,
@@ -408,6 +411,9 @@ async fn tcp_accept(listener: ListenerId, sock: TcpListener, router: Router) {
             if let Ok(mut c) = router.output.conns.lock() {
                 c.remove(&(listener, remote));
             }
+            for shard in router.shards.iter() {
+                let _ = shard.try_send(ShardInput::FlowFailed(flow));
+            }
             open.fetch_sub(1, Ordering::Relaxed);
         });
     }
@@ -423,12 +429,16 @@ async fn tcp_connect(flow: Flow, rx: mpsc::Receiver<Bytes>, router: Router) {
             let _ = stream.set_nodelay(true);
             serve_connection(stream, flow, rx, &router).await;
         }
-        // The transaction layer times out (Timer B/F) and failover moves on.
         Ok(Err(e)) => tracing::debug!(remote = %flow.remote, error = %e, "tcp connect failed"),
         Err(_) => tracing::debug!(remote = %flow.remote, "tcp connect timed out"),
     }
     if let Ok(mut c) = router.output.conns.lock() {
         c.remove(&key);
+    }
+    // Whatever was pending on this connection will not be answered on it; the flow's
+    // transactions may live on any shard.
+    for shard in router.shards.iter() {
+        let _ = shard.try_send(ShardInput::FlowFailed(flow));
     }
 }
 

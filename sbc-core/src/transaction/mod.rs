@@ -286,6 +286,27 @@ impl TransactionLayer {
         self.settle();
     }
 
+    /// The shell could not reach `flow` at all (a TCP connect failed, the connection broke):
+    /// every client transaction on it fails at once (RFC 3261 section 8.1.3.1), so failover does
+    /// not wait for Timer B. Scans the slab: connection failures are rare next to messages.
+    pub fn handle_flow_error(&mut self, now: Instant, flow: Flow) {
+        let ids: Vec<TxnId> = self
+            .slab
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let (t, _) = s.entry.as_ref()?;
+                let client = matches!(t.role, Role::Client { .. });
+                (client && t.flow == flow)
+                    .then_some(TxnId { index: i as u32, generation: s.generation })
+            })
+            .collect();
+        for id in ids {
+            self.handle_transport_error(now, id);
+        }
+    }
+
     /// Fires due timers. Calling early is a no-op.
     pub fn handle_timeout(&mut self, now: Instant) {
         let before = self.timers.next_seq();

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use crate::sip::{HeaderName, Message, Method, NameAddr, Uri};
+use crate::sip::{Header, HeaderName, Message, Method, NameAddr, Uri};
 use crate::transport::Flow;
 
 /// The dialog of one leg, seen from the SBC. Header values are stored exactly as the SBC must write
@@ -59,6 +59,22 @@ impl Dialog {
             m.push(HeaderName::Contact, self.contact.clone());
         }
         m
+    }
+
+    /// Top Via for an ACK to a 2xx: its own branch (RFC 3261 section 13.2.2.4), unpredictable
+    /// thanks to `salt` from the engine's RNG.
+    pub fn ack_via(&self, salt: u64) -> Header {
+        let transport = match self.flow.transport {
+            crate::config::Transport::Udp => "UDP",
+            crate::config::Transport::Tcp => "TCP",
+        };
+        Header::new(
+            HeaderName::Via,
+            format!(
+                "SIP/2.0/{transport} {};branch=z9hG4bK{salt:016x}{:08x}",
+                self.sent_by, self.local_cseq
+            ),
+        )
     }
 
     /// Learns the peer's tag, target and route set from a response to our dialog-forming request

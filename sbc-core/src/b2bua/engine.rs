@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use rand::SeedableRng;
 use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use sbc_cdr::{CallEventKind, CallRef, Disposition, ReleaseSide};
 use sbc_media::{LegSide, MediaPlane, MediaSessionId};
 use sbc_policy::{AdmissionRequest, Permit, Policy, Verdict};
@@ -919,7 +919,7 @@ impl Engine {
             format_args!("<sip:keepalive@{host}>;tag={}", make_tag(&mut self.rng)),
         );
         m.push_fmt(HeaderName::To, format_args!("<sip:{}>", target.addr));
-        m.push_fmt(HeaderName::CallId, format_args!("{:016x}", rand::random::<u64>()));
+        m.push_fmt(HeaderName::CallId, format_args!("{:016x}", self.rng.random::<u64>()));
         m.push(HeaderName::CSeq, Bytes::from_static(b"1 OPTIONS"));
         let flow =
             Flow { listener: trunk.listener, transport: target.transport, remote: target.addr };
@@ -1103,11 +1103,13 @@ impl Engine {
         } else {
             self.media.answer(media, LegSide::B, &resp.body).ok()
         };
+        let call_salt: u64 = self.rng.random();
         let Some(call) = slot_call_mut(&mut self.slots, key) else {
             return;
         };
         if !late_offer {
-            Self::send_b_ack(&mut self.txns, call, b_cseq, None);
+            let salt = call_salt;
+            Self::send_b_ack(&mut self.txns, call, b_cseq, None, salt);
         } else {
             call.b_ack_pending = true;
         }
@@ -1143,23 +1145,12 @@ impl Engine {
         call: &mut Call,
         cseq: u32,
         body: Option<(Option<Bytes>, Bytes)>,
+        salt: u64,
     ) {
         let Some(b) = call.b.as_mut() else { return };
         let mut ack = b.request(Method::Ack, Some(cseq));
         // The ACK of a 2xx is its own transaction with a new branch (RFC 3261 section 13.2.2.4).
-        ack.headers.insert(
-            0,
-            sip::Header::new(
-                HeaderName::Via,
-                format!(
-                    "SIP/2.0/{} {};branch=z9hG4bK{:016x}{:08x}",
-                    transport_token(b.flow.transport),
-                    b.sent_by,
-                    rand::random::<u64>(),
-                    cseq
-                ),
-            ),
-        );
+        ack.headers.insert(0, b.ack_via(salt));
         if let Some((ct, sdp)) = body {
             set_body(&mut ack, ct, sdp);
         }
@@ -1190,19 +1181,9 @@ impl Engine {
     }
 
     fn ack_and_bye_dialog(&mut self, now: Instant, mut d: Dialog, invite_cseq: u32) {
+        let salt = self.rng.random();
         let mut ack = d.request(Method::Ack, Some(invite_cseq));
-        ack.headers.insert(
-            0,
-            sip::Header::new(
-                HeaderName::Via,
-                format!(
-                    "SIP/2.0/{} {};branch=z9hG4bK{:016x}",
-                    transport_token(d.flow.transport),
-                    d.sent_by,
-                    rand::random::<u64>()
-                ),
-            ),
-        );
+        ack.headers.insert(0, d.ack_via(salt));
         self.txns.send_stateless(d.flow, ack.to_bytes());
         d.local_cseq = d.local_cseq.max(invite_cseq);
         let bye = d.request(Method::Bye, None);
@@ -1214,6 +1195,8 @@ impl Engine {
     // ---- ACK, CANCEL, timeouts ------------------------------------------------------------
 
     fn on_ack(&mut self, now: Instant, _invite: Option<TxnId>, ack: Message, _flow: Flow) {
+        let call_salt: u64 = self.rng.random();
+        let ack_salt = call_salt;
         let Some((key, side)) = self.find_call(&ack) else {
             return;
         };
@@ -1231,7 +1214,8 @@ impl Engine {
                 self.media.answer(media, LegSide::A, &ack.body).ok().map(|sdp| (ct, sdp))
             };
             if let Some(call) = slot_call_mut(&mut self.slots, key) {
-                Self::send_b_ack(&mut self.txns, call, b_cseq, body);
+                let salt = call_salt;
+                Self::send_b_ack(&mut self.txns, call, b_cseq, body, salt);
             }
             return;
         }
@@ -1251,18 +1235,8 @@ impl Engine {
         let media = call.media;
         let Some(d) = call.leg(other) else { return };
         let mut out = d.request(Method::Ack, Some(re.client_cseq));
-        out.headers.insert(
-            0,
-            sip::Header::new(
-                HeaderName::Via,
-                format!(
-                    "SIP/2.0/{} {};branch=z9hG4bK{:016x}",
-                    transport_token(d.flow.transport),
-                    d.sent_by,
-                    rand::random::<u64>()
-                ),
-            ),
-        );
+        let salt = ack_salt;
+        out.headers.insert(0, d.ack_via(salt));
         let flow = d.flow;
         if !ack.body.is_empty()
             && is_sdp(&ack)
@@ -1765,13 +1739,6 @@ fn other_side(side: LegSide) -> LegSide {
     match side {
         LegSide::A => LegSide::B,
         LegSide::B => LegSide::A,
-    }
-}
-
-fn transport_token(t: Transport) -> &'static str {
-    match t {
-        Transport::Udp => "UDP",
-        Transport::Tcp => "TCP",
     }
 }
 

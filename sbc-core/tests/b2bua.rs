@@ -720,3 +720,32 @@ fn unreachable_tcp_target_fails_over_at_once() {
     let second = net.take_one(UAS);
     assert_eq!(second.method(), Some(&sip::Method::Invite), "failover without waiting for Timer B");
 }
+
+#[test]
+fn header_policy_allows_removes_rewrites_and_adds() {
+    let mut cfg = config(&[UAS], Duration::from_secs(60));
+    cfg.trunks[0].headers = HeaderPolicy {
+        allow: vec!["P-Asserted-Identity".into(), "Privacy".into(), "X-Account".into()],
+        remove: vec!["X-Account".into()],
+        add: vec![("X-Carrier-Id".into(), "42".into())],
+        rewrite: vec![sbc_core::config::HeaderRewrite {
+            name: "P-Asserted-Identity".into(),
+            pattern: regex::Regex::new("@pai\\.example").unwrap(),
+            replace: "@public.example".into(),
+        }],
+    };
+    let mut net = Net::new(cfg);
+    net.uac_sends(&invite("hp1", "Privacy: id\nX-Account: 1234\n", true));
+    let b = net.take_one(UAS);
+    assert_eq!(hdr(&b, HeaderName::Other(Bytes::from_static(b"Privacy"))), "id");
+    assert_eq!(
+        hdr(&b, HeaderName::Other(Bytes::from_static(b"P-Asserted-Identity"))),
+        "<sip:alice@public.example>"
+    );
+    assert_eq!(hdr(&b, HeaderName::Other(Bytes::from_static(b"X-Carrier-Id"))), "42");
+    assert!(
+        b.header(&HeaderName::Other(Bytes::from_static(b"X-Account"))).is_none(),
+        "remove wins over allow"
+    );
+    assert!(b.header(&HeaderName::Other(Bytes::from_static(b"X-Secret-Topology"))).is_none());
+}

@@ -1782,6 +1782,15 @@ fn copy_allowed_headers(from: &Message, to: &mut Message, policy: &crate::config
             to.headers.push(h.clone());
         }
     }
+    for rule in &policy.rewrite {
+        for h in to.headers.iter_mut().filter(|h| h.name.matches(&rule.name)) {
+            if let Ok(v) = std::str::from_utf8(&h.value)
+                && let std::borrow::Cow::Owned(new) = rule.pattern.replace(v, rule.replace.as_str())
+            {
+                h.value = Bytes::from(new);
+            }
+        }
+    }
     for (name, value) in &policy.add {
         let hn = HeaderName::from_bytes(&Bytes::copy_from_slice(name.as_bytes()));
         to.remove(&hn);

@@ -20,8 +20,9 @@ use serde::Deserialize;
 use serde_saphyr::{Location, MessageFormatter, Spanned, UserMessageFormatter};
 
 use super::{
-    Config, HeaderPolicy, KeepAliveConfig, ListenerConfig, ListenerId, RewriteConfig, RouteConfig,
-    RouteMatch, Side, Target, TcpConfig, TimerConfig, Transport, TrunkConfig, TrunkId,
+    Config, HeaderPolicy, HeaderRewrite, KeepAliveConfig, ListenerConfig, ListenerId,
+    RewriteConfig, RouteConfig, RouteMatch, Side, Target, TcpConfig, TimerConfig, Transport,
+    TrunkConfig, TrunkId,
 };
 
 /// One problem in a config file, located.
@@ -113,8 +114,10 @@ file_structs! {
     FileKeepAlive { interval: Str, down_after: Num, up_after: Num }
     FileRewrite { strip: Num, prepend: Str, regex: Option<S<FileRegex>> }
     FileRegex { #[serde(rename = "match")] pattern: Str, replace: Str }
-    FileHeaders { allow: Option<List>, remove: Option<List>, add: Option<Vec<S<FileHeader>>> }
+    FileHeaders { allow: Option<List>, remove: Option<List>, add: Option<Vec<S<FileHeader>>>,
+        rewrite: Option<Vec<S<FileHeaderRewrite>>> }
     FileHeader { name: Str, value: Str }
+    FileHeaderRewrite { name: Str, #[serde(rename = "match")] pattern: Str, replace: Str }
     FileRoute { name: Str, #[serde(rename = "match")] matcher: Option<FileMatch>,
         trunks: Option<List>, ring_timeout: Str }
     FileMatch { listener: Str, trunk: Str, prefix: Str, user_regex: Str, domain: Str }
@@ -354,6 +357,7 @@ fn trunk(cx: &mut Ctx, ft: &S<FileTrunk>, ls: &Table<ListenerConfig>) -> Option<
         allow: cx.each("header", h.allow.as_ref(), false, header_name),
         remove: cx.each("header", h.remove.as_ref(), false, header_name),
         add: h.add.iter().flatten().filter_map(|a| header_add(cx, a)).collect(),
+        rewrite: h.rewrite.iter().flatten().filter_map(|r| header_rewrite(cx, r)).collect(),
     });
     let (name, listener) = (t.name.as_ref()?.value.clone(), ListenerId(listener?));
     let (rewrite, headers) = (rewrite.unwrap_or_default(), headers.unwrap_or_default());
@@ -365,6 +369,16 @@ fn header_add(cx: &mut Ctx, a: &S<FileHeader>) -> Option<(String, String)> {
     let name = name.and_then(|n| cx.check(n, header_name));
     let value = cx.need(a.referenced, "value", &a.value.value);
     Some((name?, value.and_then(|v| cx.check(v, header_value))?))
+}
+
+fn header_rewrite(cx: &mut Ctx, r: &S<FileHeaderRewrite>) -> Option<HeaderRewrite> {
+    let name = cx.need(r.referenced, "name", &r.value.name);
+    let name = name.and_then(|n| cx.check(n, header_name));
+    let pattern = cx.need(r.referenced, "match", &r.value.pattern);
+    let pattern = pattern.and_then(|p| cx.check(p, regex));
+    let replace = cx.need(r.referenced, "replace", &r.value.replace);
+    let replace = replace.and_then(|v| cx.check(v, header_value));
+    Some(HeaderRewrite { name: name?, pattern: pattern?, replace: replace? })
 }
 
 fn route(
@@ -603,10 +617,10 @@ mod tests {
 ("trunk", Trunk, 127.0.0.1:5070, 127.0.0.1, [Udp])
 carrier 1 [(127.0.0.1:5080, Udp)] ["127.0.0.1/32"] None
   RewriteConfig { strip: 0, prepend: "", regex: None }
-  HeaderPolicy { allow: ["P-Asserted-Identity", "Privacy", "Diversion"], remove: [], add: [] }
+  HeaderPolicy { allow: ["P-Asserted-Identity", "Privacy", "Diversion"], remove: [], add: [], rewrite: [] }
 pbx 0 [(127.0.0.1:5090, Udp)] [] None
   RewriteConfig { strip: 0, prepend: "", regex: None }
-  HeaderPolicy { allow: [], remove: [], add: [] }
+  HeaderPolicy { allow: [], remove: [], add: [], rewrite: [] }
 access-to-carrier (Some(ListenerId(0)), None, None, None, None) [TrunkId(0)] 120s
 carrier-to-pbx (None, Some(TrunkId(0)), None, None, None) [TrunkId(1)] 120s
 "#;
@@ -626,7 +640,7 @@ trunks:
     targets: ["127.0.0.1:5080;transport=tcp"]
     options: {}
     rewrite: {strip: 1, prepend: "+49", regex: {match: '^(\d+)$', replace: '${1}9'}}
-    headers: {remove: [X-Foo], add: [{name: X-Via, value: sbc}]}
+    headers: {remove: [X-Foo], add: [{name: X-Via, value: sbc}], rewrite: [{name: P-Asserted-Identity, match: '@internal', replace: '@public.example'}]}
   - {name: v6, listener: a, targets: ["[2001:db8::1]:5060"], sources: ["2001:db8::/32"]}
 routes:
   - name: r
@@ -640,10 +654,10 @@ routes:
 ("t", Trunk, 127.0.0.1:5070, 127.0.0.1, [Udp, Tcp])
 c 1 [(127.0.0.1:5080, Tcp)] [] Some((30s, 3, 2))
   RewriteConfig { strip: 1, prepend: "+49", regex: Some((Regex("^(\\d+)$"), "${1}9")) }
-  HeaderPolicy { allow: [], remove: ["X-Foo"], add: [("X-Via", "sbc")] }
+  HeaderPolicy { allow: [], remove: ["X-Foo"], add: [("X-Via", "sbc")], rewrite: [HeaderRewrite { name: "P-Asserted-Identity", pattern: Regex("@internal"), replace: "@public.example" }] }
 v6 0 [([2001:db8::1]:5060, Udp)] ["2001:db8::/32"] None
   RewriteConfig { strip: 0, prepend: "", regex: None }
-  HeaderPolicy { allow: [], remove: [], add: [] }
+  HeaderPolicy { allow: [], remove: [], add: [], rewrite: [] }
 r (None, None, Some("00"), Some(Regex("^0")), Some("a.example")) [TrunkId(0), TrunkId(1)] 180s
 "#;
         assert_eq!(summary(&load_str("t.yaml", text).expect("valid")), expected);

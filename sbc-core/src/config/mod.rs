@@ -168,6 +168,20 @@ pub struct HeaderPolicy {
     pub remove: Vec<String>,
     /// Headers added as `(name, value)`, replacing copied ones of the same name.
     pub add: Vec<(String, String)>,
+    /// Regex rewrites of copied header values, applied after `remove` and before `add`.
+    pub rewrite: Vec<HeaderRewrite>,
+}
+
+/// A rewrite of one header's value (normalisation), e.g. an internal domain in
+/// P-Asserted-Identity replaced by the public one.
+#[derive(Debug, Clone)]
+pub struct HeaderRewrite {
+    /// Header name (full form, case-insensitive).
+    pub name: String,
+    /// Pattern searched in the value; the first match is replaced.
+    pub pattern: Regex,
+    /// Replacement, with `$1` / `${name}` captures.
+    pub replace: String,
 }
 
 /// An ordered route: which inbound calls go to which trunks.

@@ -23,6 +23,11 @@ use crate::sip::{self, HeaderName, Host, Limits, Message, Method, Uri};
 use crate::transaction::{TransactionLayer, TxnEvent, TxnId, shard_of_branch};
 use crate::transport::{Flow, Transmit};
 
+/// Calls one shard holds at most; beyond it new INVITEs get 503 (STYLE: bound everything). Call
+/// admission control per trunk (sbc-policy) is the operator's real limit; this one only protects
+/// memory (a call costs about 2 KiB).
+const MAX_CALLS_PER_SHARD: usize = 1 << 19;
+
 /// Option tags the SBC understands on either leg (RFC 3261 section 8.2.2.3).
 const SUPPORTED: &[&str] = &["100rel", "timer", "replaces"];
 const ALLOW: &str =
@@ -597,7 +602,7 @@ impl Engine {
 
     /// Checks that answer a new INVITE before any state is created.
     fn check_new_invite(&self, req: &Message) -> Option<(u16, &'static str)> {
-        if self.draining {
+        if self.draining || self.by_a_call_id.len() >= MAX_CALLS_PER_SHARD {
             return Some((503, "Service Unavailable"));
         }
         if req.max_forwards() == Some(0) {

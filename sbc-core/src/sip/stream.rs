@@ -24,15 +24,17 @@ pub fn next_frame(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Frame>, 
             let _ = buf.split_to(4);
             return Ok(Some(Frame::Ping));
         }
-        // A lone CRLF is a pong, or padding before a message (RFC 3261 section 7.5).
-        if buf.starts_with(b"\r\n") && buf.len() >= 4 {
-            let _ = buf.split_to(2);
-            continue;
-        }
         // Too short to tell a ping from a pong yet. Anything else is the start of a message, and
         // must not be waited on forever.
         if !buf.is_empty() && buf.len() < 4 && b"\r\n\r\n".starts_with(buf) {
             return Ok(None);
+        }
+        // A lone CRLF is a pong, or padding before a message (RFC 3261 section 7.5). Dropped as
+        // soon as it cannot be the start of a ping, so that how the stream was cut does not
+        // matter ("\r\n\n" must not be read as an empty header section).
+        if buf.starts_with(b"\r\n") {
+            let _ = buf.split_to(2);
+            continue;
         }
         break;
     }
@@ -132,6 +134,21 @@ mod tests {
         assert_eq!(next_frame(&mut buf, &limits), Ok(None));
         buf.extend_from_slice(&[b'x'; 100]);
         assert_eq!(next_frame(&mut buf, &limits), Err(ParseError::TooLarge));
+    }
+
+    #[test]
+    fn crlf_then_lf_frames_alike_whole_or_cut() {
+        // Found by the sip_stream fuzz target: cut after "\r\n\n", the CRLF was kept and
+        // "\r\n\n" taken for an empty header section without Content-Length.
+        let stream = b"\r\n\n\0\t\0\r\n";
+        let limits = Limits::default();
+        let mut whole = BytesMut::from(&stream[..]);
+        assert_eq!(next_frame(&mut whole, &limits), Ok(None));
+        let mut cut = BytesMut::from(&stream[..3]);
+        assert_eq!(next_frame(&mut cut, &limits), Ok(None));
+        cut.extend_from_slice(&stream[3..]);
+        assert_eq!(next_frame(&mut cut, &limits), Ok(None));
+        assert_eq!(cut, whole);
     }
 
     #[test]

@@ -24,19 +24,13 @@ macro_rules! header_names {
         impl HeaderName {
             /// Recognises a name (full or compact form, any case).
             pub fn from_bytes(raw: &Bytes) -> HeaderName {
-                let mut buf = [0u8; 32];
-                if raw.len() <= buf.len() {
-                    let lower = &mut buf[..raw.len()];
-                    lower.copy_from_slice(raw);
-                    lower.make_ascii_lowercase();
-                    let lower: &[u8] = lower;
-                    $(
-                        if lower == $full.to_ascii_lowercase().as_bytes()
-                            $( || lower == $compact.as_bytes() )? {
-                            return HeaderName::$variant;
-                        }
-                    )*
-                }
+                // Length first, then case-insensitive bytes: no copy, no allocation.
+                $(
+                    if raw.eq_ignore_ascii_case($full.as_bytes())
+                        $( || raw.eq_ignore_ascii_case($compact.as_bytes()) )? {
+                        return HeaderName::$variant;
+                    }
+                )*
                 HeaderName::Other(raw.clone())
             }
 

@@ -31,7 +31,11 @@ pub fn sip_parse(data: &[u8]) {
         without_length(&second),
         "round trip changed the message:\n{once:?}"
     );
-    assert_eq!(second.to_bytes(), once, "serialization is not a fixed point");
+    assert_eq!(
+        second.to_bytes(),
+        once,
+        "serialization is not a fixed point"
+    );
 
     if first.is_request() {
         let response = first.response_to(200, "OK", Some("fuzz"));
@@ -41,7 +45,10 @@ pub fn sip_parse(data: &[u8]) {
             Err(e) => panic!("response to a parsed request refused: {e:?}\n{wire:?}"),
         };
         if first.to().is_ok_and(|t| t.tag().is_none()) {
-            assert_eq!(parsed.to().ok().and_then(|t| t.tag()).as_deref(), Some(&b"fuzz"[..]));
+            assert_eq!(
+                parsed.to().ok().and_then(|t| t.tag()).as_deref(),
+                Some(&b"fuzz"[..])
+            );
         }
     }
 }
@@ -54,16 +61,37 @@ fn without_length(m: &Message) -> Message {
 
 /// Calls every typed view the engine uses; none may panic on a message that parsed.
 fn touch(m: &Message) {
-    let _ = (m.method(), m.request_uri(), m.code(), m.call_id(), m.content_type());
+    let _ = (
+        m.method(),
+        m.request_uri(),
+        m.code(),
+        m.call_id(),
+        m.content_type(),
+    );
     let _ = (m.cseq(), m.from(), m.to(), m.contact(), m.record_route());
-    let _ = (m.max_forwards(), m.expires(), m.rseq(), m.rack(), m.session_expires());
+    let _ = (
+        m.max_forwards(),
+        m.expires(),
+        m.rseq(),
+        m.rack(),
+        m.session_expires(),
+    );
     let _ = m.via_count();
     for v in m.values(&HeaderName::Via) {
         if let Ok(via) = Via::parse(&v) {
-            let _ = (via.branch(), via.received(), via.is_rfc3261(), via.param("rport"));
+            let _ = (
+                via.branch(),
+                via.received(),
+                via.is_rfc3261(),
+                via.param("rport"),
+            );
         }
     }
-    for name in [HeaderName::Route, HeaderName::RecordRoute, HeaderName::Contact] {
+    for name in [
+        HeaderName::Route,
+        HeaderName::RecordRoute,
+        HeaderName::Contact,
+    ] {
         for v in m.values(&name) {
             if let Ok(na) = NameAddr::parse(&v) {
                 let _ = (na.tag(), na.uri.param("lr"), na.uri.user_str());
@@ -117,7 +145,11 @@ pub fn sip_stream(data: &[u8]) {
         last = p;
     }
     pieces.push(&stream[last..]);
-    assert_eq!(frame_all(pieces), whole, "framing depends on where the stream was cut");
+    assert_eq!(
+        frame_all(pieces),
+        whole,
+        "framing depends on where the stream was cut"
+    );
 
     for frame in &whole.0 {
         let Frame::Message(bytes) = frame else {

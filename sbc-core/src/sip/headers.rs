@@ -24,19 +24,13 @@ macro_rules! header_names {
         impl HeaderName {
             /// Recognises a name (full or compact form, any case).
             pub fn from_bytes(raw: &Bytes) -> HeaderName {
-                let mut buf = [0u8; 32];
-                if raw.len() <= buf.len() {
-                    let lower = &mut buf[..raw.len()];
-                    lower.copy_from_slice(raw);
-                    lower.make_ascii_lowercase();
-                    let lower: &[u8] = lower;
-                    $(
-                        if lower == $full.to_ascii_lowercase().as_bytes()
-                            $( || lower == $compact.as_bytes() )? {
-                            return HeaderName::$variant;
-                        }
-                    )*
-                }
+                // Length first, then case-insensitive bytes: no copy, no allocation.
+                $(
+                    if raw.eq_ignore_ascii_case($full.as_bytes())
+                        $( || raw.eq_ignore_ascii_case($compact.as_bytes()) )? {
+                        return HeaderName::$variant;
+                    }
+                )*
                 HeaderName::Other(raw.clone())
             }
 
@@ -139,45 +133,109 @@ impl Header {
     }
 }
 
-/// Splits a list header value on commas outside quoted strings and angle brackets.
+/// Splits a list header value on commas outside quoted strings and angle brackets, skipping
+/// empty items.
 pub fn split_list(value: &Bytes) -> impl Iterator<Item = Bytes> + '_ {
+    list_items(value).flatten()
+}
+
+/// Every item of a list header value, an empty one (`a,,b`, a trailing comma) as `None`: the
+/// grammar has no empty items (RFC 3261 section 7.3.1), so a caller validating a message refuses
+/// them.
+pub(crate) fn list_items(value: &Bytes) -> impl Iterator<Item = Option<Bytes>> + '_ {
     let mut pos = 0;
+    let mut done = false;
     std::iter::from_fn(move || {
-        while pos < value.len() {
-            let start = pos;
-            let (mut in_quote, mut in_angle, mut escaped) = (false, false, false);
-            let mut end = value.len();
-            let mut i = start;
-            while i < value.len() {
-                let c = value[i];
-                if in_quote {
-                    if escaped {
-                        escaped = false;
-                    } else if c == b'\\' {
-                        escaped = true;
-                    } else if c == b'"' {
-                        in_quote = false;
-                    }
+        if done {
+            return None;
+        }
+        let start = pos;
+        let (mut in_quote, mut in_angle, mut escaped) = (false, false, false);
+        let mut end = value.len();
+        for (i, &c) in value.iter().enumerate().skip(start) {
+            if in_quote {
+                if escaped {
+                    escaped = false;
+                } else if c == b'\\' {
+                    escaped = true;
                 } else if c == b'"' {
-                    in_quote = true;
-                } else if c == b'<' {
-                    in_angle = true;
-                } else if c == b'>' {
-                    in_angle = false;
-                } else if c == b',' && !in_angle {
-                    end = i;
-                    break;
+                    in_quote = false;
                 }
-                i += 1;
-            }
-            pos = end + 1;
-            let (a, b) = trim_range(value, start, end);
-            if a < b {
-                return Some(value.slice(a..b));
+            } else if c == b'"' {
+                in_quote = true;
+            } else if c == b'<' {
+                in_angle = true;
+            } else if c == b'>' {
+                in_angle = false;
+            } else if c == b',' && !in_angle {
+                end = i;
+                break;
             }
         }
-        None
+        if end == value.len() {
+            done = true;
+        }
+        pos = end + 1;
+        let (a, b) = trim_range(value, start, end);
+        Some((a < b).then(|| value.slice(a..b)))
     })
+}
+
+/// Whether a `;`-separated list of generic-params (without its first `;`) is well formed: each a
+/// token, optionally `=` and a token, a host or a quoted string, with LWS allowed around `;` and
+/// `=` (RFC 3261 section 25.1). Bare IPv6 addresses are let through for Via `received`.
+pub(crate) fn params_well_formed(p: &[u8]) -> bool {
+    let skip_ws = |i: &mut usize| {
+        while *i < p.len() && p[*i].is_ascii_whitespace() {
+            *i += 1;
+        }
+    };
+    let mut i = 0;
+    loop {
+        skip_ws(&mut i);
+        let name = i;
+        while i < p.len() && is_token_char(p[i]) {
+            i += 1;
+        }
+        if i == name {
+            return false;
+        }
+        skip_ws(&mut i);
+        if i < p.len() && p[i] == b'=' {
+            i += 1;
+            skip_ws(&mut i);
+            if i < p.len() && p[i] == b'"' {
+                i += 1;
+                loop {
+                    match p.get(i) {
+                        None => return false,
+                        Some(b'\\') => i += 2,
+                        Some(b'"') => {
+                            i += 1;
+                            break;
+                        }
+                        Some(_) => i += 1,
+                    }
+                }
+            } else {
+                let value = i;
+                while i < p.len() && (is_token_char(p[i]) || matches!(p[i], b':' | b'[' | b']')) {
+                    i += 1;
+                }
+                if i == value {
+                    return false;
+                }
+            }
+            skip_ws(&mut i);
+        }
+        if i >= p.len() {
+            return true;
+        }
+        if p[i] != b';' {
+            return false;
+        }
+        i += 1;
+    }
 }
 
 /// A Via header value (RFC 3261 section 20.42).
@@ -227,7 +285,15 @@ impl Via {
         let semi = memchr::memchr(b';', &v[pos..]).map_or(v.len(), |e| pos + e);
         let (a, b) = trim_range(v, pos, semi);
         let (host, port) = parse_hostport(&v.slice(a..b)).map_err(|_| ParseError::BadVia)?;
-        let params = if semi < v.len() { v.slice(semi + 1..) } else { Bytes::new() };
+        let params = if semi < v.len() {
+            let params = v.slice(semi + 1..);
+            if !params_well_formed(&params) {
+                return Err(ParseError::BadVia);
+            }
+            params
+        } else {
+            Bytes::new()
+        };
         Ok(Via { transport, host, port, params })
     }
 
@@ -239,6 +305,17 @@ impl Via {
     /// Any parameter by name.
     pub fn param(&self, name: &str) -> Option<Bytes> {
         param_lookup(&self.params, name)
+    }
+
+    /// The `received` parameter as an address. RFC 3261's grammar has a bare IPv6 address there,
+    /// RFC 5118 section 4.5 asks that the bracketed form be accepted too.
+    pub fn received(&self) -> Option<std::net::IpAddr> {
+        let v = self.param("received")?;
+        let inner = match &v[..] {
+            [b'[', inner @ .., b']'] => inner,
+            other => other,
+        };
+        std::str::from_utf8(inner).ok()?.parse().ok()
     }
 
     /// Whether the branch carries the RFC 3261 magic cookie (section 8.1.1.7).
@@ -304,15 +381,27 @@ impl NameAddr {
             let rest = trim_range(v, gt + 1, b);
             let params = match &v[rest.0..rest.1] {
                 [] => Bytes::new(),
-                [b';', ..] => v.slice(rest.0 + 1..rest.1),
+                [b';', p @ ..] if params_well_formed(p) => v.slice(rest.0 + 1..rest.1),
                 _ => return Err(ParseError::BadNameAddr),
             };
             Ok(NameAddr { display, uri, params })
         } else {
-            // addr-spec: any ';' params belong to the header, not the URI (RFC 3261 section 20.10).
+            // addr-spec: any ';' params belong to the header, not the URI, and a URI with a '?'
+            // must be enclosed in <> (RFC 3261 section 20.10, RFC 4475 section 3.1.2.13).
             let semi = memchr::memchr(b';', &v[a..b]).map_or(b, |p| a + p);
-            let uri = Uri::parse(v.slice(a..semi))?;
-            let params = if semi < b { v.slice(semi + 1..b) } else { Bytes::new() };
+            let (ua, ub) = trim_range(v, a, semi);
+            if v[ua..ub].contains(&b'?') {
+                return Err(ParseError::BadNameAddr);
+            }
+            let uri = Uri::parse(v.slice(ua..ub))?;
+            let params = if semi < b {
+                if !params_well_formed(&v[semi + 1..b]) {
+                    return Err(ParseError::BadNameAddr);
+                }
+                v.slice(semi + 1..b)
+            } else {
+                Bytes::new()
+            };
             Ok(NameAddr { display: None, uri, params })
         }
     }
@@ -405,6 +494,69 @@ mod tests {
         let n = NameAddr::parse(&b("Carol Smith <tel:+123>")).unwrap();
         assert_eq!(n.display.as_deref(), Some(&b"Carol Smith"[..]));
         assert!(NameAddr::parse(&b(r#""unterminated <sip:x@y>"#)).is_err());
+    }
+
+    #[test]
+    fn generic_params_grammar() {
+        for ok in [
+            "tag=1",
+            " tag = 98asjd8",
+            "lr",
+            "newparam = newvalue ; secondparam ; q = 0.33",
+            "received=2001:db8::9:255;branch=z9hG4bKas3",
+            "received=[2001:db8::9:255]",
+            "fromParam''~+*_!.-%=\"р\";tag=_token~1'+`*%!-.",
+            "+sip.instance=\"<urn:uuid:1;2>\";reg-id=1",
+        ] {
+            assert!(params_well_formed(ok.as_bytes()), "{ok}");
+        }
+        for bad in ["", ";", ";;;", "tag=", "=1", "a b", "tag=\"open", "tag=1;"] {
+            assert!(!params_well_formed(bad.as_bytes()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn list_items_reports_empty_items() {
+        let v = b("a, <sip:x,y>,,b,");
+        let items: Vec<Option<Bytes>> = list_items(&v).collect();
+        assert_eq!(items, vec![Some(b("a")), Some(b("<sip:x,y>")), None, Some(b("b")), None]);
+        assert_eq!(split_list(&v).count(), 3);
+    }
+
+    #[test]
+    fn via_params_and_received() {
+        // RFC 4475 3.1.2.1: empty parameters are a syntax error.
+        assert!(Via::parse(&b("SIP/2.0/UDP 192.0.2.15;;")).is_err());
+        assert!(Via::parse(&b("SIP/2.0/UDP h;branch=z9hG4bK1;")).is_err());
+        // RFC 5118 4.5: received with and without brackets.
+        for v in [
+            "SIP/2.0/UDP [2001:db8::9:1];received=[2001:db8::9:255];branch=z9hG4bKas3-111",
+            "SIP/2.0/UDP [2001:db8::9:1];received=2001:db8::9:255;branch=z9hG4bKas3",
+        ] {
+            let via = Via::parse(&b(v)).unwrap();
+            assert_eq!(via.received(), Some("2001:db8::9:255".parse().unwrap()));
+            assert!(via.is_rfc3261());
+        }
+        assert_eq!(Via::parse(&b("SIP/2.0/UDP h;received=junk")).unwrap().received(), None);
+    }
+
+    #[test]
+    fn addr_spec_is_trimmed_and_may_not_hold_headers() {
+        // RFC 4475 3.1.1.1: LWS before the ';' of an addr-spec's parameters.
+        let n = NameAddr::parse(&b("sip:vivekg@chair-dnrc.example.com ;   tag    = 1918181833n"))
+            .unwrap();
+        assert_eq!(n.uri.host, Some(Host::Name(b("chair-dnrc.example.com"))));
+        assert_eq!(n.tag().as_deref(), Some(&b"1918181833n"[..]));
+        // RFC 4475 3.1.2.13: a URI with '?' must be in <>.
+        assert!(
+            NameAddr::parse(&b("sip:user@example.com?Route=%3Csip:sip.example.com%3E")).is_err()
+        );
+        assert!(
+            NameAddr::parse(&b("<sip:user@example.com?Route=%3Csip:sip.example.com%3E>")).is_ok()
+        );
+        // RFC 4475 3.1.2.1: empty header parameters.
+        assert!(NameAddr::parse(&b("\"Joe\" <sip:joe@example.org>;;;;")).is_err());
+        assert!(NameAddr::parse(&b("<sip:joe@example.org>;")).is_err());
     }
 
     #[test]

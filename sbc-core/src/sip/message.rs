@@ -43,7 +43,7 @@ pub enum StartLine {
 pub struct Message {
     /// Request-Line or Status-Line.
     pub start: StartLine,
-    /// Header fields in order. Content-Length is recomputed on serialization.
+    /// Header fields in order. Content-Length is rewritten from the body on serialization.
     pub headers: Vec<Header>,
     /// Body, exactly Content-Length bytes.
     pub body: Bytes,
@@ -252,7 +252,8 @@ impl Message {
         r
     }
 
-    /// Serializes the message, writing a Content-Length that matches the body.
+    /// Serializes the message, writing a Content-Length that matches the body: in the place of
+    /// the first Content-Length header if there is one (later ones are dropped), else last.
     pub fn write_to(&self, out: &mut Vec<u8>) {
         match &self.start {
             StartLine::Request(rl) => {
@@ -267,8 +268,16 @@ impl Message {
                 out.extend_from_slice(b"\r\n");
             }
         }
+        let mut wrote_length = false;
         for h in &self.headers {
             if h.name == HeaderName::ContentLength {
+                // One Content-Length, where it was, giving the body's length: the received
+                // digits if they already say so, so that a parsed message is written back as
+                // it came.
+                if !wrote_length {
+                    wrote_length = true;
+                    self.write_content_length(out, Some(&h.value));
+                }
                 continue;
             }
             out.extend_from_slice(h.name.as_str().as_bytes());
@@ -276,8 +285,24 @@ impl Message {
             out.extend_from_slice(&h.value);
             out.extend_from_slice(b"\r\n");
         }
-        let _ = write!(out, "Content-Length: {}\r\n\r\n", self.body.len());
+        if !wrote_length {
+            self.write_content_length(out, None);
+        }
+        out.extend_from_slice(b"\r\n");
         out.extend_from_slice(&self.body);
+    }
+
+    fn write_content_length(&self, out: &mut Vec<u8>, received: Option<&Bytes>) {
+        out.extend_from_slice(b"Content-Length: ");
+        match received {
+            Some(v) if parse_u32(v).is_some_and(|n| n as usize == self.body.len()) => {
+                out.extend_from_slice(v);
+            }
+            _ => {
+                let _ = write!(out, "{}", self.body.len());
+            }
+        }
+        out.extend_from_slice(b"\r\n");
     }
 
     /// Serializes into a new buffer.
@@ -352,6 +377,28 @@ To: <sip:c@x>\r\nFrom: <sip:a@x>;tag=1\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n"
             parse(Bytes::from_static(two_to)),
             Err(ParseError::DuplicateHeader(HeaderName::To))
         );
+    }
+
+    #[test]
+    fn content_length_is_written_in_place_and_from_the_body() {
+        let m = parse(Bytes::from_static(
+            b"OPTIONS sip:b@x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nl: 03\r\n\
+To: <sip:b@x>\r\nFrom: <sip:a@x>;tag=1\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\nabc",
+        ))
+        .unwrap();
+        let out = m.to_bytes();
+        // Same place, same digits: they already give the body's length.
+        assert!(out.starts_with(
+            b"OPTIONS sip:b@x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nContent-Length: 03\r\nTo:"
+        ));
+        assert_eq!(parse(out).unwrap(), m);
+        let mut shorter = m.clone();
+        shorter.body = Bytes::from_static(b"ab");
+        let out = shorter.to_bytes();
+        assert!(out.windows(19).any(|w| w == b"Content-Length: 2\r\n"));
+        let mut none = m.clone();
+        none.remove(&HeaderName::ContentLength);
+        assert!(none.to_bytes().ends_with(b"Content-Length: 3\r\n\r\nabc"));
     }
 
     #[test]

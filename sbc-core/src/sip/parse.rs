@@ -4,10 +4,10 @@ use std::fmt;
 
 use bytes::Bytes;
 
-use super::headers::{Header, HeaderName, NameAddr, parse_u32};
+use super::headers::{Header, HeaderName, NameAddr, Via, list_items, parse_u32};
 use super::message::{Message, RequestLine, StartLine, StatusLine};
 use super::method::Method;
-use super::uri::{Uri, trim_range};
+use super::uri::{Scheme, Uri, trim_range};
 
 /// Size limits applied before anything is interpreted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,8 +134,9 @@ pub fn parse_with(data: Bytes, limits: &Limits) -> Result<Message, ParseError> {
         start += 1;
     }
     let (head_end, body_start) = find_head_end(&data, start).ok_or(ParseError::Incomplete)?;
+    // NUL is allowed only as a quoted-pair (RFC 3261 section 25.1, RFC 4475 section 3.1.1.2).
     let head = &data[start..head_end];
-    if head.contains(&0) {
+    if memchr::memchr_iter(0, head).any(|i| i == 0 || head[i - 1] != b'\\') {
         return Err(ParseError::BadBytes);
     }
 
@@ -312,6 +313,11 @@ fn parse_start_line(line: &Bytes) -> Result<StartLine, ParseError> {
         return Err(ParseError::UnsupportedVersion);
     }
     let uri = Uri::parse(line.slice(sp1 + 1..sp2))?;
+    // Headers are not allowed in a Request-URI (RFC 3261 section 19.1.1); forwarding them is how
+    // they would turn into real header fields (RFC 4475 section 3.1.2.11).
+    if matches!(uri.scheme, Scheme::Sip | Scheme::Sips) && !uri.headers.is_empty() {
+        return Err(ParseError::BadUri);
+    }
     Ok(StartLine::Request(RequestLine { method, uri }))
 }
 
@@ -345,9 +351,21 @@ fn validate(msg: &Message) -> Result<(), ParseError> {
     {
         return Err(ParseError::BadCSeq);
     }
-    msg.top_via()?;
+    // Every Via value, not only the top one: a malformed one further down is as much a syntax
+    // error (RFC 4475 section 3.1.2.1), and responses are routed by them.
+    for h in msg.headers.iter().filter(|h| h.name == HeaderName::Via) {
+        for item in list_items(&h.value) {
+            Via::parse(&item.ok_or(ParseError::BadVia)?)?;
+        }
+    }
     msg.from()?;
     msg.to()?;
+    // Contact values the B2BUA will read; `*` is left to the registrar (RFC 3261 section 10.3).
+    for h in msg.headers.iter().filter(|h| h.name == HeaderName::Contact && &h.value[..] != b"*") {
+        for item in list_items(&h.value) {
+            NameAddr::parse(&item.ok_or(ParseError::BadNameAddr)?)?;
+        }
+    }
     if let Some(v) = msg.header(&HeaderName::MaxForwards) {
         parse_u32(v).ok_or(ParseError::BadMaxForwards)?;
     }
@@ -418,4 +436,52 @@ pub fn error_response(data: &[u8], err: &ParseError) -> Option<Bytes> {
     }
     out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
     Some(Bytes::from(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD: &str = "Via: SIP/2.0/UDP h;branch=z9hG4bK1\r\nTo: <sip:b@x>\r\n\
+From: <sip:a@x>;tag=1\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n";
+
+    fn options(extra: &str) -> Result<Message, ParseError> {
+        parse(Bytes::from(format!(
+            "OPTIONS sip:b@x SIP/2.0\r\n{HEAD}{extra}Content-Length: 0\r\n\r\n"
+        )))
+    }
+
+    #[test]
+    fn nul_only_as_a_quoted_pair() {
+        // RFC 4475 3.1.1.2 quotes a NUL in a display name.
+        assert!(options("Subject: \"a\\\0b\"\r\n").is_ok());
+        assert_eq!(options("Subject: a\0b\r\n"), Err(ParseError::BadBytes));
+    }
+
+    #[test]
+    fn every_via_value_must_parse() {
+        // RFC 4475 3.1.2.1: the fault is past the top Via value.
+        assert_eq!(options("Via: SIP/2.0/UDP 192.0.2.15;;,;,,\r\n"), Err(ParseError::BadVia));
+        assert_eq!(options("Via: SIP/2.0/UDP a, ,SIP/2.0/UDP b\r\n"), Err(ParseError::BadVia));
+        assert!(options("v: SIP/2.0/UDP a ,SIP/2.0/TCP [2001:db8::1]:5061\r\n").is_ok());
+    }
+
+    #[test]
+    fn contact_values_must_parse_but_star_is_fine() {
+        assert_eq!(
+            options("Contact: \"Joe\" <sip:joe@example.org>;;;;\r\n"),
+            Err(ParseError::BadNameAddr)
+        );
+        assert_eq!(options("Contact: <sip:a@x>,,<sip:b@x>\r\n"), Err(ParseError::BadNameAddr));
+        assert!(options("Contact: *\r\n").is_ok());
+        assert!(options("m: <sip:a@x>;expires=60, sip:b@x;q=0.5\r\n").is_ok());
+    }
+
+    #[test]
+    fn request_uri_headers_are_refused() {
+        // RFC 3261 19.1.1, RFC 4475 3.1.2.11.
+        let m = format!("INVITE sip:b@x?Route=%3Csip:y%3E SIP/2.0\r\n{HEAD}\r\n")
+            .replace("1 OPTIONS", "1 INVITE");
+        assert_eq!(parse(Bytes::from(m)), Err(ParseError::BadUri));
+    }
 }

@@ -93,10 +93,11 @@ impl Uri {
         };
         let rest_start = colon + 1;
         let rest = &raw[rest_start..];
-        let q = memchr::memchr(b'?', rest).unwrap_or(rest.len());
-        let headers = if q < rest.len() { raw.slice(rest_start + q + 1..) } else { Bytes::new() };
 
         if scheme == Scheme::Tel {
+            let q = memchr::memchr(b'?', rest).unwrap_or(rest.len());
+            let headers =
+                if q < rest.len() { raw.slice(rest_start + q + 1..) } else { Bytes::new() };
             let semi = memchr::memchr(b';', &rest[..q]).unwrap_or(q);
             if semi == 0 {
                 return Err(ParseError::BadUri);
@@ -117,8 +118,10 @@ impl Uri {
             });
         }
 
-        // userinfo ends at the last '@' before the headers; user parts may hold ';' (RFC 3261 19.1.1).
-        let (user, hp_start) = match memchr::memrchr(b'@', &rest[..q]) {
+        // userinfo ends at the '@'. Neither parameters, headers nor the host may hold an unescaped
+        // '@', while the user part may hold ';', '?' and '/' (RFC 3261 section 19.1.1 and 25.1,
+        // RFC 4475 section 3.1.1.2), so the first '@' is the only one that can end a userinfo.
+        let (user, hp_start) = match memchr::memchr(b'@', rest) {
             Some(at) => {
                 let userinfo = &rest[..at];
                 // Drop the password: the SBC never forwards it.
@@ -130,12 +133,15 @@ impl Uri {
             }
             None => (None, 0),
         };
-        let hp_and_params = &rest[hp_start..q];
+        let after = &rest[hp_start..];
+        let q = memchr::memchr(b'?', after).unwrap_or(after.len());
+        let base = rest_start + hp_start;
+        let headers = if q < after.len() { raw.slice(base + q + 1..) } else { Bytes::new() };
+        let hp_and_params = &after[..q];
         let semi = memchr::memchr(b';', hp_and_params).unwrap_or(hp_and_params.len());
-        let (host, port) =
-            parse_hostport(&raw.slice(rest_start + hp_start..rest_start + hp_start + semi))?;
+        let (host, port) = parse_hostport(&raw.slice(base..base + semi))?;
         let params = if semi < hp_and_params.len() {
-            raw.slice(rest_start + hp_start + semi + 1..rest_start + q)
+            raw.slice(base + semi + 1..base + q)
         } else {
             Bytes::new()
         };
@@ -166,8 +172,7 @@ pub(crate) fn parse_hostport(hp: &Bytes) -> Result<(Host, Option<u16>), ParseErr
     }
     let (host_bytes, port_part) = if hp[0] == b'[' {
         let close = memchr::memchr(b']', hp).ok_or(ParseError::BadUri)?;
-        let inner = std::str::from_utf8(&hp[1..close]).map_err(|_| ParseError::BadUri)?;
-        let ip: std::net::Ipv6Addr = inner.parse().map_err(|_| ParseError::BadUri)?;
+        let ip = parse_ipv6(&hp[1..close]).ok_or(ParseError::BadUri)?;
         let rest = &hp[close + 1..];
         let port = match rest {
             [] => None,
@@ -194,6 +199,23 @@ pub(crate) fn parse_hostport(hp: &Bytes) -> Result<(Host, Option<u16>), ParseErr
         None => Host::Name(host_bytes),
     };
     Ok((host, port_part))
+}
+
+/// An IPv6 address from inside an IPv6 reference. RFC 3261's ABNF wrongly admits three colons
+/// before an embedded IPv4 address (`2001:db8:::192.0.2.1`); RFC 5118 section 4.10 asks that this
+/// be tolerated as the two-colon form it meant.
+fn parse_ipv6(inner: &[u8]) -> Option<std::net::Ipv6Addr> {
+    let text = std::str::from_utf8(inner).ok()?;
+    if let Ok(ip) = text.parse() {
+        return Some(ip);
+    }
+    let bug = text.find(":::")?;
+    let (head, tail) = text.split_at(bug);
+    // Only the embedded-IPv4 form the ABNF bug produces, and only one colon removed.
+    if !tail[3..].contains('.') || tail[3..].contains(':') {
+        return None;
+    }
+    format!("{head}::{}", &tail[3..]).parse().ok()
 }
 
 fn parse_port(p: &[u8]) -> Result<u16, ParseError> {
@@ -282,6 +304,29 @@ mod tests {
         assert!(u.host.is_none());
         let o = uri("urn:service:sos");
         assert_eq!(o.scheme, Scheme::Other(Bytes::from_static(b"urn")));
+    }
+
+    #[test]
+    fn user_part_may_hold_question_mark_and_semicolon() {
+        // RFC 4475 3.1.1.2: '?' in the user part did end the URI at the headers.
+        let u = uri(
+            "sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*:&it+has=1,weird!*pas$wo~d_too.(doesn't-it)@example.com",
+        );
+        assert_eq!(u.user_str(), Some("1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*"));
+        assert_eq!(u.host, Some(Host::Name(Bytes::from_static(b"example.com"))));
+        assert!(u.headers.is_empty() && u.params.is_empty());
+        let u = uri("sip:user@example.com;lr?Route=%3Csip:a@b%3E");
+        assert_eq!(u.user_str(), Some("user"));
+        assert_eq!(&u.headers[..], b"Route=%3Csip:a@b%3E");
+    }
+
+    #[test]
+    fn rfc3261_abnf_three_colon_ipv6_is_tolerated() {
+        // RFC 5118 4.10.
+        let u = uri("sip:user@[2001:db8:::192.0.2.1]");
+        assert_eq!(u.host, Some(Host::Ip("2001:db8::192.0.2.1".parse().unwrap())));
+        assert!(Uri::parse(Bytes::from_static(b"sip:[2001:db8:::1]")).is_err());
+        assert!(Uri::parse(Bytes::from_static(b"sip:[2001:db8::::192.0.2.1]")).is_err());
     }
 
     #[test]

@@ -1,0 +1,181 @@
+//! The oracles behind the fuzz targets, kept in a library so that a test or a replay tool can call
+//! them too. Each panics when the codec breaks a property; a panic is what the fuzzer reports.
+
+use bytes::{Bytes, BytesMut};
+use sbc_core::sip::stream::{Frame, next_frame};
+use sbc_core::sip::{HeaderName, Limits, Message, NameAddr, ParseError, Via, parse, parse_with};
+
+/// Limits that do not get in the way of a round trip: serializing can lengthen a message (full
+/// header names, an added Content-Length) past the limits the first parse was held to.
+const UNLIMITED: Limits = Limits {
+    max_size: usize::MAX,
+    max_headers: usize::MAX,
+};
+
+/// `parse` must not panic. If it accepts `data`: every typed accessor must not panic; the
+/// serialization must parse to an equal message (Content-Length aside, which the serializer adds
+/// when missing); serializing that again must give the same bytes; and a response built for a
+/// request must itself parse.
+pub fn sip_parse(data: &[u8]) {
+    let Ok(first) = parse(Bytes::copy_from_slice(data)) else {
+        return;
+    };
+    touch(&first);
+    let once = first.to_bytes();
+    let second = match parse_with(once.clone(), &UNLIMITED) {
+        Ok(m) => m,
+        Err(e) => panic!("serialization of a parsed message refused: {e:?}\n{once:?}"),
+    };
+    assert_eq!(
+        without_length(&first),
+        without_length(&second),
+        "round trip changed the message:\n{once:?}"
+    );
+    assert_eq!(
+        second.to_bytes(),
+        once,
+        "serialization is not a fixed point"
+    );
+
+    if first.is_request() {
+        let response = first.response_to(200, "OK", Some("fuzz"));
+        let wire = response.to_bytes();
+        let parsed = match parse_with(wire.clone(), &UNLIMITED) {
+            Ok(m) => m,
+            Err(e) => panic!("response to a parsed request refused: {e:?}\n{wire:?}"),
+        };
+        if first.to().is_ok_and(|t| t.tag().is_none()) {
+            assert_eq!(
+                parsed.to().ok().and_then(|t| t.tag()).as_deref(),
+                Some(&b"fuzz"[..])
+            );
+        }
+    }
+}
+
+fn without_length(m: &Message) -> Message {
+    let mut m = m.clone();
+    m.remove(&HeaderName::ContentLength);
+    m
+}
+
+/// Calls every typed view the engine uses; none may panic on a message that parsed.
+fn touch(m: &Message) {
+    let _ = (
+        m.method(),
+        m.request_uri(),
+        m.code(),
+        m.call_id(),
+        m.content_type(),
+    );
+    let _ = (m.cseq(), m.from(), m.to(), m.contact(), m.record_route());
+    let _ = (
+        m.max_forwards(),
+        m.expires(),
+        m.rseq(),
+        m.rack(),
+        m.session_expires(),
+    );
+    let _ = m.via_count();
+    for v in m.values(&HeaderName::Via) {
+        if let Ok(via) = Via::parse(&v) {
+            let _ = (
+                via.branch(),
+                via.received(),
+                via.is_rfc3261(),
+                via.param("rport"),
+            );
+        }
+    }
+    for name in [
+        HeaderName::Route,
+        HeaderName::RecordRoute,
+        HeaderName::Contact,
+    ] {
+        for v in m.values(&name) {
+            if let Ok(na) = NameAddr::parse(&v) {
+                let _ = (na.tag(), na.uri.param("lr"), na.uri.user_str());
+            }
+        }
+    }
+    let _ = m.has_token(&HeaderName::Require, "100rel");
+}
+
+/// Frames `chunks` fed one after another: the frames, and the error that ended framing if any.
+pub fn frame_all<'a>(
+    chunks: impl IntoIterator<Item = &'a [u8]>,
+) -> (Vec<Frame>, Option<ParseError>) {
+    let limits = Limits::default();
+    let mut buf = BytesMut::new();
+    let mut frames = Vec::new();
+    for chunk in chunks {
+        buf.extend_from_slice(chunk);
+        loop {
+            match next_frame(&mut buf, &limits) {
+                Ok(Some(f)) => frames.push(f),
+                Ok(None) => break,
+                Err(e) => return (frames, Some(e)),
+            }
+        }
+    }
+    (frames, None)
+}
+
+/// The input is `[n, (hi, lo) * (n % 8), stream...]`: up to seven cut points, then the bytes of
+/// a TCP stream. Framing the stream in pieces must give what framing it whole gives, and a framed
+/// message that parses must have the body the framer counted (the two must agree on
+/// Content-Length, or a peer could smuggle a request past one of them).
+pub fn sip_stream(data: &[u8]) {
+    let Some((&n, rest)) = data.split_first() else {
+        return;
+    };
+    let n = usize::from(n % 8).min(rest.len() / 2);
+    let (cuts, stream) = rest.split_at(2 * n);
+    let mut points: Vec<usize> = cuts
+        .chunks(2)
+        .map(|c| usize::from(u16::from_be_bytes([c[0], c[1]])) % (stream.len() + 1))
+        .collect();
+    points.sort_unstable();
+
+    let whole = frame_all([stream]);
+    let mut pieces = Vec::new();
+    let mut last = 0;
+    for p in points {
+        pieces.push(&stream[last..p]);
+        last = p;
+    }
+    pieces.push(&stream[last..]);
+    assert_eq!(
+        frame_all(pieces),
+        whole,
+        "framing depends on where the stream was cut"
+    );
+
+    for frame in &whole.0 {
+        let Frame::Message(bytes) = frame else {
+            continue;
+        };
+        if let Ok(m) = parse(bytes.clone()) {
+            let body_start = head_end(bytes).unwrap_or(bytes.len());
+            assert_eq!(
+                m.body.len(),
+                bytes.len() - body_start,
+                "parser and framer disagree on the body of {bytes:?}"
+            );
+        }
+    }
+}
+
+/// Where the body of a framed message starts: after the first empty line, as the framer finds it.
+fn head_end(data: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while let Some(p) = data[i..].iter().position(|&b| b == b'\n') {
+        let nl = i + p;
+        match (data.get(nl + 1), data.get(nl + 2)) {
+            (Some(b'\n'), _) => return Some(nl + 2),
+            (Some(b'\r'), Some(b'\n')) => return Some(nl + 3),
+            _ => i = nl + 1,
+        }
+    }
+    None
+}

@@ -129,7 +129,12 @@ impl Net {
 
     fn drain(&mut self) {
         while let Some(t) = self.engine.poll_transmit() {
-            let msg = sip::parse(t.data).expect("the SBC sends only valid SIP");
+            let msg = match sip::parse(t.data.clone()) {
+                Ok(m) => m,
+                Err(e) => {
+                    panic!("the SBC sent invalid SIP ({e}):\n{}", String::from_utf8_lossy(&t.data))
+                }
+            };
             self.sent.push((t.flow.remote, msg));
         }
         while let Some(e) = self.engine.poll_event() {
@@ -199,11 +204,12 @@ const SDP: &str =
     "v=0\no=alice 1 1 IN IP4 127.0.0.10\ns=-\nc=IN IP4 127.0.0.10\nt=0 0\nm=audio 6000 RTP/AVP 0\n";
 
 fn invite(call_id: &str, extra: &str, with_sdp: bool) -> String {
+    let branch: String = call_id.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
     let body = if with_sdp { SDP.replace('\n', "\r\n") } else { String::new() };
     let ct = if with_sdp { "Content-Type: application/sdp\n" } else { "" };
     format!(
         "INVITE sip:100@127.0.0.1:5060 SIP/2.0\n\
-Via: SIP/2.0/UDP 127.0.0.10:5061;branch=z9hG4bK-a-{call_id}\n\
+Via: SIP/2.0/UDP 127.0.0.10:5061;branch=z9hG4bK-a-{branch}\n\
 Max-Forwards: 70\n\
 From: \"Alice\" <sip:alice@client.example>;tag=atag\n\
 To: <sip:100@127.0.0.1>\n\

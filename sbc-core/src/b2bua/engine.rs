@@ -410,8 +410,15 @@ impl Engine {
         if has_to_tag {
             return self.on_in_dialog_request(now, txn, req, flow);
         }
+        if let Some((code, reason)) = self.check_request(&req) {
+            return self.reject(now, txn, &req, code, reason);
+        }
         match req.method() {
             Some(Method::Invite) => self.on_new_invite(now, txn, req, flow),
+            Some(Method::Register) if !req.to().is_ok_and(|t| is_sip_uri(&t.uri)) => {
+                // An address of record is a SIP URI (RFC 3261 section 10.2; RFC 4475 3.3.4).
+                self.reply(now, txn, &req, 400, "To Is Not a SIP URI");
+            }
             Some(Method::Options) => {
                 let mut r = req.response_to(200, "OK", Some(&make_tag(&mut self.rng)));
                 r.push(HeaderName::Allow, Bytes::from_static(ALLOW.as_bytes()));
@@ -428,14 +435,46 @@ impl Engine {
                 | Method::Publish
                 | Method::Message
                 | Method::Refer,
-            ) => {
-                let mut r =
-                    req.response_to(405, "Method Not Allowed", Some(&make_tag(&mut self.rng)));
-                r.push(HeaderName::Allow, Bytes::from_static(ALLOW.as_bytes()));
-                self.txns.respond(now, txn, r);
-            }
-            _ => self.reply(now, txn, &req, 501, "Not Implemented"),
+            ) => self.reject(now, txn, &req, 405, "Method Not Allowed"),
+            _ => self.reject(now, txn, &req, 501, "Not Implemented"),
         }
+    }
+
+    /// Checks every out-of-dialog request the SBC answers or forwards.
+    fn check_request(&self, req: &Message) -> Option<(u16, &'static str)> {
+        if req.max_forwards() == Some(0) {
+            return Some((483, "Too Many Hops"));
+        }
+        if self.is_loop(req) {
+            return Some((482, "Loop Detected"));
+        }
+        if matches!(req.request_uri()?.scheme, sip::Scheme::Other(_)) {
+            return Some((416, "Unsupported URI Scheme"));
+        }
+        if req.values(&HeaderName::Require).any(|t| !is_supported(&t)) {
+            return Some((420, "Bad Extension"));
+        }
+        None
+    }
+
+    /// Refuses a request, with the header each status calls for (RFC 3261 section 21).
+    fn reject(&mut self, now: Instant, txn: TxnId, req: &Message, code: u16, reason: &str) {
+        let mut r = req.response_to(code, reason, Some(&make_tag(&mut self.rng)));
+        match code {
+            420 => {
+                let unsupported: Vec<String> = req
+                    .values(&HeaderName::Require)
+                    .filter(|t| !is_supported(t))
+                    .map(|t| String::from_utf8_lossy(&t).into_owned())
+                    .collect();
+                r.push(HeaderName::Unsupported, unsupported.join(", "));
+            }
+            405 | 501 => r.push(HeaderName::Allow, Bytes::from_static(ALLOW.as_bytes())),
+            406 | 415 => r.push(HeaderName::Accept, Bytes::from_static(b"application/sdp")),
+            503 => r.push(HeaderName::RetryAfter, Bytes::from_static(b"30")),
+            _ => {}
+        }
+        self.txns.respond(now, txn, r);
     }
 
     /// Answers a request with a bare status (our own tag on To when it had none).
@@ -449,20 +488,7 @@ impl Engine {
 
     fn on_new_invite(&mut self, now: Instant, txn: TxnId, req: Message, flow: Flow) {
         if let Some((code, reason)) = self.check_new_invite(&req) {
-            let mut r = req.response_to(code, reason, Some(&make_tag(&mut self.rng)));
-            if code == 420 {
-                let unsupported: Vec<String> = req
-                    .values(&HeaderName::Require)
-                    .filter(|t| !SUPPORTED.iter().any(|s| t.eq_ignore_ascii_case(s.as_bytes())))
-                    .map(|t| String::from_utf8_lossy(&t).into_owned())
-                    .collect();
-                r.push(HeaderName::Unsupported, unsupported.join(", "));
-            }
-            if code == 503 {
-                r.push(HeaderName::RetryAfter, Bytes::from_static(b"30"));
-            }
-            self.txns.respond(now, txn, r);
-            return;
+            return self.reject(now, txn, &req, code, reason);
         }
         let a_supports_timer = req.has_token(&HeaderName::Supported, "timer");
         let a_session = match SessionTimer::negotiate_uas(&req, a_supports_timer) {
@@ -605,24 +631,21 @@ impl Engine {
         if self.draining || self.by_a_call_id.len() >= MAX_CALLS_PER_SHARD {
             return Some((503, "Service Unavailable"));
         }
-        if req.max_forwards() == Some(0) {
-            return Some((483, "Too Many Hops"));
-        }
-        if self.is_loop(req) {
-            return Some((482, "Loop Detected"));
-        }
-        let uri = req.request_uri()?;
-        if matches!(uri.scheme, sip::Scheme::Other(_)) {
-            return Some((416, "Unsupported URI Scheme"));
-        }
-        if req
-            .values(&HeaderName::Require)
-            .any(|t| !SUPPORTED.iter().any(|s| t.eq_ignore_ascii_case(s.as_bytes())))
-        {
-            return Some((420, "Bad Extension"));
-        }
         if !req.body.is_empty() && !is_sdp(req) {
             return Some((415, "Unsupported Media Type"));
+        }
+        // RFC 3261 section 21.4.7: the caller accepts no body type we would answer with.
+        let mut accept = req.values(&HeaderName::Accept).peekable();
+        if accept.peek().is_some()
+            && !accept.any(|v| {
+                let base = v.split(|&b| b == b';').next().unwrap_or(&v[..]);
+                let base = sip_trim(base);
+                ["application/sdp", "application/*", "*/*"]
+                    .iter()
+                    .any(|t| base.eq_ignore_ascii_case(t.as_bytes()))
+            })
+        {
+            return Some((406, "Not Acceptable"));
         }
         None
     }
@@ -1731,6 +1754,14 @@ fn slot_call_mut(slots: &mut [Slot], key: CallKey) -> Option<&mut Call> {
         .filter(|s| s.generation == key.generation)?
         .call
         .as_deref_mut()
+}
+
+fn is_supported(option_tag: &[u8]) -> bool {
+    SUPPORTED.iter().any(|s| option_tag.eq_ignore_ascii_case(s.as_bytes()))
+}
+
+fn is_sip_uri(uri: &Uri) -> bool {
+    matches!(uri.scheme, sip::Scheme::Sip | sip::Scheme::Sips)
 }
 
 fn idx(side: LegSide) -> usize {

@@ -378,8 +378,9 @@ pub(crate) fn parse_name_addr_list(v: &Bytes) -> Result<Vec<NameAddr>, ParseErro
 }
 
 /// A stateless error response to a request that failed to parse, if one can be formed: its Via,
-/// From, To, Call-ID and CSeq lines are copied as received (RFC 3261 section 8.2.6.2). `None` for
-/// responses, ACKs (never answered), and requests missing one of those lines (dropped silently).
+/// From, To, Call-ID and CSeq lines are copied as received (RFC 3261 section 8.2.6.2), those that
+/// are missing are left out (RFC 4475 3.3.1: answer 400 even then). `None` for responses, ACKs
+/// (never answered), and requests without a Via (there is nowhere to send an answer).
 pub fn error_response(data: &[u8], err: &ParseError) -> Option<Bytes> {
     let mut start = 0;
     while start < data.len() && matches!(data[start], b'\r' | b'\n') {
@@ -414,7 +415,6 @@ pub fn error_response(data: &[u8], err: &ParseError) -> Option<Bytes> {
             _ => {}
         }
     }
-    let (from, to, call_id, cseq) = (from?, to?, call_id?, cseq?);
     if vias.is_empty() {
         return None;
     }
@@ -425,7 +425,8 @@ pub fn error_response(data: &[u8], err: &ParseError) -> Option<Bytes> {
         out.extend_from_slice(v);
         out.extend_from_slice(b"\r\n");
     }
-    for (name, v) in [("From", from), ("To", to), ("Call-ID", call_id), ("CSeq", cseq)] {
+    let present = [("From", from), ("To", to), ("Call-ID", call_id), ("CSeq", cseq)];
+    for (name, v) in present.into_iter().filter_map(|(n, v)| Some((n, v?))) {
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(v);

@@ -338,9 +338,11 @@ sipp_stat() {
 
 # uas_start NAME IP:PORT SCENARIO [SIPP ARGS...]: start a SIPp server in the background
 # with lab/scenarios/SCENARIO, bound to IP:PORT, and wait until it listens.
-# It runs without -m and with -aa (so OPTIONS keep-alives from the SBC get a 200 and are
-# neither successful nor failed calls; LAB_UAS_AA=0 leaves -aa out); uas_finish stops it
-# and checks its counters.
+# It runs with -aa (so OPTIONS keep-alives from the SBC get a 200 and are neither
+# successful nor failed calls; LAB_UAS_AA=0 leaves -aa out) and with a -m of
+# LAB_UAS_MAX_CALLS (default 5000) as a safety bound only: such OPTIONS count toward -m, so
+# the exact number of calls is not used to stop it. uas_finish stops it (SIGINT) once its
+# calls are done and checks its counters.
 uas_start() {
     local name=$1 addr=$2 scen=$3
     shift 3
@@ -354,7 +356,7 @@ uas_start() {
     local aa=(-aa)
     [[ ${LAB_UAS_AA:-1} == 0 ]] && aa=()
     timeout -k 5 "$LAB_TEST_TIMEOUT" sipp -sf "$LAB_DIR/scenarios/$scen" -i "$ip" -mi "$ip" -p "$port" \
-        "${aa[@]}" "${SIPP_COMMON[@]}" "$@" >"$OUT/$name.stdout" 2>"$OUT/$name.stderr" </dev/null &
+        -m "${LAB_UAS_MAX_CALLS:-5000}" "${aa[@]}" "${SIPP_COMMON[@]}" "$@" >"$OUT/$name.stdout" 2>"$OUT/$name.stderr" </dev/null &
     LAB_SIPP_PID[$name]=$!
     LAB_SIPP_KIND[$name]=uas
     local rc=0

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# test-all.sh: the single test command of the repository (`bash lab/test-all.sh`, also
+# what .ci/run executes).
+#
+#   1. installs the lab's peers with apt-get if any is missing (sip-tester, tshark,
+#      iproute2, procps); a peer that cannot be installed is a failure, never a skip
+#   2. cargo fmt --all -- --check
+#   3. cargo clippy --workspace --all-targets -- -D warnings
+#   4. cargo test --workspace
+#   5. cargo build --release -p sbc-core          (target/release/sbc)
+#   6. every lab test in lab/tests/ against that binary (bash lab/run-lab.sh)
+#
+# Each step and each lab test counts once; the last line is "N passed, M failed" and the
+# exit status is non-zero if anything failed. Steps 2-5 all run even if one fails; if the
+# release build fails, the lab tests are not run and count as failed.
+# Needs root (apt-get, network namespaces).
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 2
+REPO=$(pwd)
+OUT=$REPO/lab/out
+mkdir -p "$OUT"
+
+passed=0
+failed=0
+failed_names=()
+
+pass() {
+    passed=$((passed + 1))
+    echo "PASS $1"
+}
+fail() {
+    failed=$((failed + 1))
+    failed_names+=("$1")
+    echo "FAIL $1${2:+: $2}"
+}
+
+# step NAME TIMEOUT CMD...: run one step under a time limit, output to the console.
+step() {
+    local name=$1 limit=$2
+    shift 2
+    echo "==== $name: $*"
+    local t0 rc=0
+    t0=$(date +%s)
+    timeout -k 10 "$limit" "$@" || rc=$?
+    local dt=$(($(date +%s) - t0))
+    if ((rc == 0)); then
+        pass "$name (${dt}s)"
+    elif ((rc == 124)); then
+        fail "$name" "timed out after ${limit}s"
+    else
+        fail "$name" "exit status $rc (${dt}s)"
+    fi
+    return "$rc"
+}
+
+# ---- 1. peers ---------------------------------------------------------------------------
+install_peers() {
+    local missing=()
+    command -v sipp >/dev/null || missing+=(sip-tester)
+    { command -v tshark >/dev/null && command -v dumpcap >/dev/null; } || missing+=(tshark)
+    { command -v ip >/dev/null && command -v ss >/dev/null; } || missing+=(iproute2)
+    command -v pgrep >/dev/null || missing+=(procps)
+    command -v python3 >/dev/null || missing+=(python3)
+    if ((${#missing[@]} == 0)); then
+        echo "peers present: $(sipp -v 2>/dev/null | grep -o 'SIPp v[^ ]*' | head -n 1), $(tshark -v 2>/dev/null | head -n 1)"
+        return 0
+    fi
+    echo "installing missing peers: ${missing[*]}"
+    if [[ $(id -u) != 0 ]]; then
+        echo "not root: cannot apt-get install ${missing[*]}" >&2
+        return 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    timeout 600 apt-get update &&
+        timeout 900 apt-get install -y --no-install-recommends "${missing[@]}" || return 1
+    command -v sipp >/dev/null && command -v tshark >/dev/null && command -v dumpcap >/dev/null &&
+        command -v ip >/dev/null && command -v ss >/dev/null && command -v pgrep >/dev/null
+}
+echo "==== peers"
+if install_peers; then
+    pass "peers"
+else
+    fail "peers" "could not install the lab's packages"
+fi
+
+# ---- 2-5. cargo -------------------------------------------------------------------------
+step "cargo fmt" 300 cargo fmt --all -- --check
+step "cargo clippy" 1800 cargo clippy --workspace --all-targets -- -D warnings
+step "cargo test" 1800 cargo test --workspace
+build_ok=1
+step "cargo build --release" 1800 cargo build --release -p sbc-core || build_ok=0
+
+# ---- 6. lab -----------------------------------------------------------------------------
+tests=()
+for t in lab/tests/*.sh; do tests+=("$(basename "$t" .sh)"); done
+if ((build_ok == 0)); then
+    for t in "${tests[@]}"; do fail "lab $t" "not run: the release build failed"; done
+else
+    results=$OUT/test-all.results
+    : >"$results"
+    echo "==== lab: ${#tests[@]} tests against $REPO/target/release/sbc"
+    LAB_RESULTS=$results LAB_SUMMARY=0 SBC_BIN=$REPO/target/release/sbc bash lab/run-lab.sh "${tests[@]}"
+    for t in "${tests[@]}"; do
+        if grep -qx "PASS $t" "$results"; then
+            passed=$((passed + 1))
+        elif grep -qx "FAIL $t" "$results"; then
+            failed=$((failed + 1))
+            failed_names+=("lab $t")
+        else
+            fail "lab $t" "not run (lab setup failed, see above)"
+        fi
+    done
+fi
+
+echo "===="
+((failed == 0)) || echo "failed: $(printf '%s, ' "${failed_names[@]}" | sed 's/, $//')"
+echo "$passed passed, $failed failed"
+((failed == 0))

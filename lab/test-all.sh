@@ -8,6 +8,7 @@
 #   3. cargo clippy --workspace --all-targets -- -D warnings
 #   4. cargo test --workspace
 #   5. cargo build --release -p sbc-core          (target/release/sbc)
+#      and 60 s of fuzzing of the SIP codec (fuzz/run.sh; FUZZ_SECONDS to change it)
 #   6. every lab test in lab/tests/ against that binary (bash lab/run-lab.sh)
 #
 # Each step and each lab test counts once; the last line is "N passed, M failed" and the
@@ -61,6 +62,8 @@ install_peers() {
     { command -v ip >/dev/null && command -v ss >/dev/null; } || missing+=(iproute2)
     command -v pgrep >/dev/null || missing+=(procps)
     command -v python3 >/dev/null || missing+=(python3)
+    # libfuzzer-sys compiles libFuzzer (C++) for the fuzz step.
+    command -v c++ >/dev/null || missing+=(g++)
     if ((${#missing[@]} == 0)); then
         echo "peers present: $(sipp -v 2>/dev/null | grep -o 'SIPp v[^ ]*' | head -n 1), $(tshark -v 2>/dev/null | head -n 1)"
         return 0
@@ -74,7 +77,8 @@ install_peers() {
     timeout 600 apt-get update &&
         timeout 900 apt-get install -y --no-install-recommends "${missing[@]}" || return 1
     command -v sipp >/dev/null && command -v tshark >/dev/null && command -v dumpcap >/dev/null &&
-        command -v ip >/dev/null && command -v ss >/dev/null && command -v pgrep >/dev/null
+        command -v ip >/dev/null && command -v ss >/dev/null && command -v pgrep >/dev/null &&
+        command -v c++ >/dev/null
 }
 echo "==== peers"
 if install_peers; then
@@ -89,6 +93,8 @@ step "cargo clippy" 1800 cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test" 1800 cargo test --workspace
 build_ok=1
 step "cargo build --release" 1800 cargo build --release -p sbc-core || build_ok=0
+# Bounded fuzzing of the SIP parser and the stream framer (stable Rust; see fuzz/run.sh).
+step "fuzz (60 s)" 900 bash fuzz/run.sh "${FUZZ_SECONDS:-60}" 
 
 # ---- 6. lab -----------------------------------------------------------------------------
 tests=()

@@ -94,7 +94,7 @@ step "cargo test" 1800 cargo test --workspace
 build_ok=1
 step "cargo build --release" 1800 cargo build --release -p sbc-core || build_ok=0
 # Bounded fuzzing of the SIP parser and the stream framer (stable Rust; see fuzz/run.sh).
-step "fuzz (60 s)" 900 bash fuzz/run.sh "${FUZZ_SECONDS:-60}" 
+step "fuzz (60 s)" 900 bash fuzz/run.sh "${FUZZ_SECONDS:-60}"
 
 # ---- 6. lab -----------------------------------------------------------------------------
 tests=()

@@ -219,7 +219,7 @@ lab_listening() {
     [[ $1 == tcp ]] && flag=-Hltn
     ss "$flag" 2>/dev/null | awk -v ip="$2" -v port="$3" '
         { a = $4 }
-        a == ip ":" port || a == "0.0.0.0:" port || a == "*:" port || a == "[::]:" port { found = 1 }
+        a == ip ":" port || a == "[" ip "]:" port || a == "0.0.0.0:" port || a == "*:" port || a == "[::]:" port { found = 1 }
         END { exit !found }'
 }
 
@@ -233,7 +233,9 @@ lab_wait_listening() {
     while :; do
         ok=1
         for spec in "$@"; do
-            IFS=: read -r proto ip port <<<"$spec"
+            # proto:ip:port, where ip may itself hold colons (IPv6)
+            proto=${spec%%:*} ip=${spec#*:} port=${spec##*:}
+            ip=${ip%:*}
             lab_listening "$proto" "$ip" "$port" || {
                 ok=0
                 break

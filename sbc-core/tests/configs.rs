@@ -1,4 +1,4 @@
-//! Every config shipped in `configs/` is valid, and every `tests/invalid/NAME.yaml` is rejected
+//! Every config shipped in `configs/` (and used by the lab in `lab/configs/`) is valid, and every `tests/invalid/NAME.yaml` is rejected
 //! with exactly the errors listed in `tests/invalid/NAME.errors` (run with `BLESS=1` to rewrite
 //! those files after a deliberate change, then review the diff).
 
@@ -20,7 +20,8 @@ fn yaml_files(dir: &str) -> Vec<PathBuf> {
 
 #[test]
 fn every_shipped_config_is_valid() {
-    for path in yaml_files("../configs") {
+    let lab = yaml_files("../lab/configs");
+    for path in yaml_files("../configs").into_iter().chain(lab) {
         if let Err(errors) = sbc_core::config::load(&path) {
             let errors: Vec<_> = errors.iter().map(ToString::to_string).collect();
             panic!("{} is invalid:\n{}", path.display(), errors.join("\n"));

@@ -194,10 +194,14 @@ impl Sbc {
         for s in &self.shards {
             let _ = s.send(ShardInput::Terminate).await;
         }
-        // Give the BYEs a moment to leave and be answered.
+        // Give the BYEs a moment to leave and be answered (and a lost one to be retransmitted
+        // once at T1) before the shards stop.
         let until = tokio::time::Instant::now() + Duration::from_secs(2);
         while self.active_calls() > 0 && tokio::time::Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if left > 0 {
+            tokio::time::sleep(self.config.timers.t1 * 2).await;
         }
         drop(self.shards);
         for d in self.done {

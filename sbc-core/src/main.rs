@@ -85,6 +85,17 @@ fn run(file: PathBuf) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        if let Some(addr) = config.metrics {
+            // Installed before the shells start: their counter handles bind to this recorder.
+            let exporter = metrics_exporter_prometheus::PrometheusBuilder::new()
+                .with_http_listener(addr)
+                .install();
+            if let Err(e) = exporter {
+                eprintln!("sbc: cannot serve metrics on {addr}: {e}");
+                return ExitCode::from(EXIT_BIND);
+            }
+            tracing::info!(%addr, "metrics at http://{addr}/metrics");
+        }
         let sbc = match Sbc::start(Arc::clone(&config)).await {
             Ok(s) => s,
             Err(e) => {

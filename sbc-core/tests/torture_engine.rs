@@ -24,6 +24,7 @@ fn config() -> Config {
         max_message_size: 65_535,
         max_headers: 128,
         drain_grace: Duration::from_secs(1),
+        metrics: None,
         tcp: TcpConfig { idle_timeout: Duration::from_secs(60), max_connections: 16 },
         listeners: vec![ListenerConfig {
             name: "access".into(),

@@ -102,7 +102,9 @@ macro_rules! file_structs {
 
 file_structs! {
     FileConfig { sip: Option<FileSip>, listeners: Option<List<FileListener>>,
-        trunks: Option<Vec<S<FileTrunk>>>, routes: Option<Vec<S<FileRoute>>> }
+        trunks: Option<Vec<S<FileTrunk>>>, routes: Option<Vec<S<FileRoute>>>,
+        admin: Option<FileAdmin> }
+    FileAdmin { metrics: Str }
     FileSip { timers: Option<FileTimers>, shards: Num, max_message_size: Num, max_headers: Num,
         drain_grace: Str, tcp: Option<FileTcp> }
     FileTimers { t1: Str, t2: Str, t4: Str }
@@ -274,8 +276,12 @@ fn convert(cx: &mut Ctx, f: &S<FileConfig>) -> Option<Config> {
     let fr = f.value.routes.as_deref().unwrap_or_default();
     let ts = Table::build(cx, "trunk", ft, |t| &t.name, |c, t| trunk(c, t, &ls));
     let rs = Table::build(cx, "route", fr, |r| &r.name, |c, r| route(c, r, &ls, &ts));
+    let no_admin = FileAdmin::default();
+    let admin = f.value.admin.as_ref().unwrap_or(&no_admin);
+    let metrics = admin.metrics.as_ref().map(|m| cx.check(m, socket_addr));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     Some(Config {
+        metrics: metrics.map_or(Some(None), |m| m.map(Some))?,
         timers: timers?,
         shards: shards.map(|n| if n == 0 { cores } else { n as usize })?,
         max_message_size: size? as usize,
@@ -472,6 +478,10 @@ fn side(s: &str) -> Parsed<Side> {
         "trunk" => Ok(Side::Trunk),
         _ => Err(format!("unknown side {s:?} (expected access or trunk)")),
     }
+}
+
+fn socket_addr(s: &str) -> Parsed<SocketAddr> {
+    s.parse().map_err(|_| format!("invalid address {s:?} (expected IP:PORT or [IPv6]:PORT)"))
 }
 
 fn ip(s: &str) -> Parsed<IpAddr> {

@@ -36,6 +36,8 @@ pub struct Config {
     pub trunks: Vec<TrunkConfig>,
     /// Routes, tried in order; the first that matches wins.
     pub routes: Vec<RouteConfig>,
+    /// Where Prometheus scrapes `/metrics`, if anywhere (`admin.metrics`).
+    pub metrics: Option<SocketAddr>,
 }
 
 /// RFC 3261 timer base values.

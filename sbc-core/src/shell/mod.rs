@@ -11,12 +11,13 @@ use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use sbc_cdr::{CallEvent, Recorder};
+use metrics::Counter;
+use sbc_cdr::{CallEvent, CallEventKind, Disposition, Recorder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
@@ -60,15 +61,32 @@ enum ShardInput {
     Terminate,
 }
 
-/// Shared counters of the shell.
-#[derive(Debug, Default)]
+/// Counters of the shell, exported through the `metrics` recorder (Prometheus at `admin.metrics`).
+/// Handles are made once: counting is then one atomic add, no lookup.
+#[derive(Debug, Clone)]
 pub struct ShellStats {
+    /// Messages received, per transport.
+    pub received_udp: Counter,
+    /// Messages received over TCP.
+    pub received_tcp: Counter,
     /// Messages that failed to parse.
-    pub malformed: AtomicU64,
+    pub malformed: Counter,
     /// Messages dropped because a shard queue was full.
-    pub dropped_overload: AtomicU64,
+    pub dropped_overload: Counter,
     /// TCP connections refused over the limit.
-    pub refused_connections: AtomicU64,
+    pub refused_connections: Counter,
+}
+
+impl ShellStats {
+    fn new() -> ShellStats {
+        ShellStats {
+            received_udp: metrics::counter!("sbc_sip_messages_received_total", "transport" => "udp"),
+            received_tcp: metrics::counter!("sbc_sip_messages_received_total", "transport" => "tcp"),
+            malformed: metrics::counter!("sbc_sip_malformed_total"),
+            dropped_overload: metrics::counter!("sbc_sip_dropped_overload_total"),
+            refused_connections: metrics::counter!("sbc_tcp_connections_refused_total"),
+        }
+    }
 }
 
 /// Where outgoing bytes go: UDP sockets per listener and the TCP connection table.
@@ -123,7 +141,7 @@ impl Sbc {
             }
         }
         let output = Arc::new(Output { udp, conns: Mutex::new(HashMap::new()) });
-        let stats = Arc::new(ShellStats::default());
+        let stats = Arc::new(ShellStats::new());
         let (senders, receivers): (Vec<_>, Vec<_>) =
             (0..config.shards).map(|_| mpsc::channel(SHARD_QUEUE)).unzip();
         let router = Router {
@@ -232,6 +250,8 @@ async fn run_shard(
     shard: usize,
 ) {
     let mut recorder = Recorder::new();
+    let calls_started = metrics::counter!("sbc_calls_started_total");
+    let calls_active = metrics::gauge!("sbc_calls_active", "shard" => shard.to_string());
     loop {
         let deadline = engine.poll_timeout();
         let input = match deadline {
@@ -271,6 +291,14 @@ async fn run_shard(
         }
         while let Some(ev) = engine.poll_event() {
             let Event::Call { call, kind } = ev;
+            match &kind {
+                CallEventKind::Started { .. } => calls_started.increment(1),
+                CallEventKind::Ended { disposition, .. } => {
+                    metrics::counter!("sbc_calls_ended_total", "disposition" => disposition_label(*disposition))
+                        .increment(1)
+                }
+                _ => {}
+            }
             if let Some(record) = recorder.handle(CallEvent { call, at: SystemTime::now(), kind }) {
                 tracing::info!(
                     call = record.call.0,
@@ -284,6 +312,18 @@ async fn run_shard(
             }
         }
         calls[shard].store(engine.call_count(), Ordering::Relaxed);
+        calls_active.set(engine.call_count() as f64);
+    }
+}
+
+fn disposition_label(d: Disposition) -> &'static str {
+    match d {
+        Disposition::Answered => "answered",
+        Disposition::Busy => "busy",
+        Disposition::NoAnswer => "no_answer",
+        Disposition::Cancelled => "cancelled",
+        Disposition::Failed => "failed",
+        Disposition::Rejected => "rejected",
     }
 }
 
@@ -350,10 +390,14 @@ async fn udp_receive(listener: ListenerId, sock: Arc<UdpSocket>, router: Router)
 impl Router {
     /// Parses and routes one message; `reply` sends a stateless error response.
     fn dispatch(&self, flow: Flow, data: Bytes, reply: impl FnOnce(Bytes)) {
+        match flow.transport {
+            Transport::Udp => self.stats.received_udp.increment(1),
+            Transport::Tcp => self.stats.received_tcp.increment(1),
+        }
         let msg = match sip::parse_with(data.clone(), &self.limits) {
             Ok(m) => m,
             Err(err) => {
-                self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                self.stats.malformed.increment(1);
                 tracing::debug!(remote = %flow.remote, %err, "malformed message");
                 if let Some(resp) = sip::error_response(&data, &err) {
                     reply(resp);
@@ -365,7 +409,7 @@ impl Router {
         if let Some(tx) = self.shards.get(shard)
             && tx.try_send(ShardInput::Message(flow, msg)).is_err()
         {
-            self.stats.dropped_overload.fetch_add(1, Ordering::Relaxed);
+            self.stats.dropped_overload.increment(1);
         }
     }
 
@@ -398,7 +442,7 @@ async fn tcp_accept(listener: ListenerId, sock: TcpListener, router: Router) {
             }
         };
         if open.load(Ordering::Relaxed) >= router.config.tcp.max_connections {
-            router.stats.refused_connections.fetch_add(1, Ordering::Relaxed);
+            router.stats.refused_connections.increment(1);
             drop(stream);
             continue;
         }
@@ -497,7 +541,7 @@ async fn serve_connection(
                 Err(err) => {
                     // The stream cannot be re-synchronised: close it (RFC 3261 section 18.3).
                     tracing::debug!(remote = %flow.remote, %err, "closing unframeable tcp stream");
-                    router.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                    router.stats.malformed.increment(1);
                     break 'conn;
                 }
             }

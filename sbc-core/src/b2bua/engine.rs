@@ -119,8 +119,6 @@ struct Call {
     media: MediaSessionId,
     _permit: Permit,
     ring_deadline: Option<Instant>,
-    /// Last failure from leg B, relayed to A if no attempt is left: status, reason phrase, Reason header.
-    last_failure: (u16, Bytes, Option<Bytes>),
     reinvite: Option<ReInvite>,
     /// Server transactions waiting for a relayed answer; answered 487/481 if the call ends first.
     pending_servers: Vec<TxnId>,
@@ -612,7 +610,6 @@ impl Engine {
             media,
             _permit: permit,
             ring_deadline: Some(now + ring_timeout),
-            last_failure: (503, Bytes::from_static(b"Service Unavailable"), None),
             reinvite: None,
             pending_servers: Vec::new(),
             session: [a_session, None],
@@ -850,7 +847,6 @@ impl Engine {
             return;
         };
         call.b_invite = None;
-        call.last_failure = (code, Bytes::copy_from_slice(reason.as_bytes()), reason_hdr.clone());
         // RFC 3261 section 16.7 and operator practice: 408, 5xx and transport failures mean "this
         // target could not take the call"; 4xx and 6xx are answers about the call itself.
         let retry = code == 408 || (500..600).contains(&code);

@@ -356,9 +356,9 @@ async fn send(router: &Router, t: Transmit) {
                     let (tx, rx) = mpsc::channel(CONN_QUEUE);
                     let _ = tx.try_send(t.data);
                     if let Ok(mut c) = output.conns.lock() {
-                        c.insert(key, tx);
+                        c.insert(key, tx.clone());
                     }
-                    tokio::spawn(tcp_connect(t.flow, rx, router.clone()));
+                    tokio::spawn(tcp_connect(t.flow, tx, rx, router.clone()));
                 }
             }
         }
@@ -450,12 +450,12 @@ async fn tcp_accept(listener: ListenerId, sock: TcpListener, router: Router) {
         let flow = Flow { listener, transport: Transport::Tcp, remote };
         let (tx, rx) = mpsc::channel(CONN_QUEUE);
         if let Ok(mut c) = router.output.conns.lock() {
-            c.insert((listener, remote), tx);
+            c.insert((listener, remote), tx.clone());
         }
         let router = router.clone();
         let open = Arc::clone(&open);
         tokio::spawn(async move {
-            serve_connection(stream, flow, rx, &router).await;
+            serve_connection(stream, flow, tx, rx, &router).await;
             if let Ok(mut c) = router.output.conns.lock() {
                 c.remove(&(listener, remote));
             }
@@ -468,14 +468,19 @@ async fn tcp_accept(listener: ListenerId, sock: TcpListener, router: Router) {
 }
 
 /// An outbound connection opened because the engine sent to a flow with none.
-async fn tcp_connect(flow: Flow, rx: mpsc::Receiver<Bytes>, router: Router) {
+async fn tcp_connect(
+    flow: Flow,
+    tx: mpsc::Sender<Bytes>,
+    rx: mpsc::Receiver<Bytes>,
+    router: Router,
+) {
     let key = (flow.listener, flow.remote);
     let connect =
         tokio::time::timeout(router.config.timers.t1 * 64, TcpStream::connect(flow.remote)).await;
     match connect {
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
-            serve_connection(stream, flow, rx, &router).await;
+            serve_connection(stream, flow, tx, rx, &router).await;
         }
         Ok(Err(e)) => tracing::debug!(remote = %flow.remote, error = %e, "tcp connect failed"),
         Err(_) => tracing::debug!(remote = %flow.remote, "tcp connect timed out"),
@@ -490,9 +495,12 @@ async fn tcp_connect(flow: Flow, rx: mpsc::Receiver<Bytes>, router: Router) {
     }
 }
 
+/// Reads and frames one connection; `reply` feeds the connection's own writer (stateless error
+/// responses and pongs go straight back without a shard).
 async fn serve_connection(
     stream: TcpStream,
     flow: Flow,
+    reply: mpsc::Sender<Bytes>,
     mut out: mpsc::Receiver<Bytes>,
     router: &Router,
 ) {
@@ -514,28 +522,13 @@ async fn serve_connection(
         loop {
             match stream::next_frame(&mut buf, &router.limits) {
                 Ok(Some(stream::Frame::Message(data))) => {
-                    let reply_tx = router
-                        .output
-                        .conns
-                        .lock()
-                        .ok()
-                        .and_then(|c| c.get(&(flow.listener, flow.remote)).cloned());
                     router.dispatch(flow, data, |resp| {
-                        if let Some(tx) = reply_tx {
-                            let _ = tx.try_send(resp);
-                        }
+                        let _ = reply.try_send(resp);
                     });
                 }
                 Ok(Some(stream::Frame::Ping)) => {
-                    let tx = router
-                        .output
-                        .conns
-                        .lock()
-                        .ok()
-                        .and_then(|c| c.get(&(flow.listener, flow.remote)).cloned());
-                    if let Some(tx) = tx {
-                        let _ = tx.try_send(Bytes::from_static(b"\r\n"));
-                    }
+                    // RFC 5626 section 3.5.1: a CRLF pong.
+                    let _ = reply.try_send(Bytes::from_static(b"\r\n"));
                 }
                 Ok(None) => break,
                 Err(err) => {

@@ -7,6 +7,15 @@
 
 #![forbid(unsafe_code)]
 
+pub mod auth;
+mod config;
+
+pub use config::{
+    AccessLists, Algorithm, AuthUser, BanConfig, ConfigError, Credential, KNOWN_SCANNERS,
+    ListenerPolicy, OffenceRule, OffenceRules, PolicyConfig, Rate, RealmConfig, RejectMode, Secret,
+    TrunkLimits,
+};
+
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

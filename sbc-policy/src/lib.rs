@@ -1,106 +1,95 @@
-//! Edge policy of the SBC: pure, synchronous decisions (no sockets, no runtime, time passed in).
+//! Edge policy of the SBC: pure, synchronous decisions (no sockets, no runtime, no clock, no
+//! files; time is an argument).
 //!
-//! sbc-core asks [`Policy::admit`] once per new dialog, before it creates leg B. An admitted call
-//! holds a [`Permit`] for its whole life; dropping the permit is how a call gives its slot back,
-//! whatever the reason it ended. Today every call is admitted and permits only count calls; the
-//! policy issue fills in rate limits, call admission control, blacklists and bans behind this API.
+//! The policy *detects*; the caller applies the wire action it answers with. It is asked at
+//! three points:
+//!
+//! 1. **Before parsing, in the shell** ([`Policy::check_source`]): bans, CIDR deny/allow lists
+//!    (per listener, then global) and the per-source message rate. A banned source costs one
+//!    hash lookup; dropped packets are never answered.
+//! 2. **Per new dialog, in the core** ([`Policy::admit_on`], [`Policy::admit_outbound`],
+//!    [`Policy::admit_register`]): per-source and per-trunk calls per second, call admission
+//!    control (inbound, outbound and total per trunk; per source on access listeners) and the
+//!    REGISTER rate, answered by [`Verdict`]. Emergency numbers bypass rate limits and CAC.
+//!    An admitted call holds a [`Permit`] and gives its slots back by dropping it, whatever
+//!    ended the call, on whatever thread.
+//! 3. **After the fact** ([`Policy::record`]): offences (rate exceeded, failed digest
+//!    authentication, 404 probes, malformed messages, scanner User-Agents) ban a source once
+//!    a kind's threshold is reached within its window; repeats escalate. Allow-listed sources
+//!    are never banned.
+//!
+//! Digest authentication lives in [`auth`]; [`Policy::authenticator`] gives a listener's realm.
+//!
+//! # Driving contract (sans-IO)
+//!
+//! - Every input carries `now`. After each input, drain [`Policy::poll_ban_change`] (when
+//!   kernel enforcement is on), then ask [`Policy::poll_timeout`] and call
+//!   [`Policy::handle_timeout`] at that instant; calling it early is harmless. Bans expire on
+//!   their own in every check; the timeout keeps the counters true and reclaims the memory of
+//!   idle sources (rate-limiter keys, offence windows, call counts).
+//! - Every table has a cap and an overflow action, so a flood of spoofed sources costs bounded
+//!   memory: rate limiters share one overflow bucket beyond
+//!   [`PolicyConfig::max_tracked_sources`], offences from new sources are ignored beyond
+//!   [`BanConfig::max_offenders`], new bans are refused beyond [`BanConfig::max_entries`], and
+//!   the ban change queue drops its oldest entry. Each overflow is counted in
+//!   [`PolicyCounters`].
+//! - Bans survive a restart through [`Policy::write_bans`] / [`Policy::load_bans`]; the caller
+//!   does the file I/O and passes the wall-clock time the file needs.
+//!
+//! [`Policy::new`] admits everything, as the default [`PolicyConfig`] has no limits.
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use sbc_policy::*;
+//!
+//! let mut policy = Policy::with_config(PolicyConfig {
+//!     source_message_rate: Some(Rate::per_second(50)),
+//!     trunks: vec![TrunkLimits { max_inbound: Some(10), ..TrunkLimits::default() }],
+//!     emergency_numbers: vec!["112".into()],
+//!     offences: OffenceRules {
+//!         scanner: Some(OffenceRule { threshold: 1, window: Duration::from_secs(60) }),
+//!         ..OffenceRules::default()
+//!     },
+//!     scanner_user_agents: KNOWN_SCANNERS.iter().map(|s| s.to_string()).collect(),
+//!     ..PolicyConfig::default()
+//! })?;
+//! let now = Instant::now();
+//! let src = "198.51.100.7".parse()?;
+//! // Shell, per packet, before parsing:
+//! assert_eq!(policy.check_source(now, src, 0), SourceVerdict::Allow);
+//! // Core, per new dialog:
+//! let Verdict::Admit(permit) = policy.admit_on(now, 0, &AdmissionRequest::new(src, Some(0), "100"))
+//! else { unreachable!() };
+//! // Core, when the request carried `User-Agent: friendly-scanner`:
+//! if policy.is_scanner(b"friendly-scanner") {
+//!     policy.record(now, src, Offence::Scanner);
+//! }
+//! assert_eq!(policy.check_source(now, src, 0), SourceVerdict::Drop(DropReason::Banned));
+//! drop(permit); // the call ended
+//! // Shell, timer:
+//! if let Some(at) = policy.poll_timeout() {
+//!     policy.handle_timeout(at);
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 #![forbid(unsafe_code)]
 
-use std::net::IpAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+pub mod auth;
+mod bans;
+mod config;
+mod counters;
+mod policy;
+mod rate;
+mod source;
 
-/// What the core knows about a new dialog when it asks.
-#[derive(Debug, Clone, Copy)]
-pub struct AdmissionRequest<'a> {
-    /// Source address of the request.
-    pub source: IpAddr,
-    /// Inbound trunk index, when the source was recognised as a trunk.
-    pub inbound_trunk: Option<usize>,
-    /// Request-URI user part (the dialled number).
-    pub callee: &'a str,
-}
-
-/// The answer.
-#[derive(Debug)]
-pub enum Verdict {
-    /// Go ahead; the call holds the permit until it ends.
-    Admit(Permit),
-    /// Refuse with this status (403 for policy, 503 for load) and an optional Retry-After.
-    Reject {
-        /// SIP status code to answer.
-        status: u16,
-        /// Retry-After seconds, for 503.
-        retry_after: Option<u32>,
-    },
-}
-
-/// A call's admission slot, released on drop.
-#[derive(Debug)]
-pub struct Permit {
-    active: Arc<AtomicUsize>,
-}
-
-impl Drop for Permit {
-    fn drop(&mut self) {
-        // Counters are shared with other shards once CAC spans them; relaxed is enough for a count.
-        self.active.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// The policy of one signalling shard.
-#[derive(Debug, Default)]
-pub struct Policy {
-    active: Arc<AtomicUsize>,
-    admitted: u64,
-}
-
-impl Policy {
-    /// A policy that admits everything.
-    pub fn new() -> Policy {
-        Policy::default()
-    }
-
-    /// Decides on a new dialog.
-    pub fn admit(&mut self, now: Instant, request: &AdmissionRequest<'_>) -> Verdict {
-        let _ = (now, request);
-        self.admitted += 1;
-        self.active.fetch_add(1, Ordering::Relaxed);
-        Verdict::Admit(Permit { active: Arc::clone(&self.active) })
-    }
-
-    /// Calls currently holding a permit.
-    pub fn active(&self) -> usize {
-        self.active.load(Ordering::Relaxed)
-    }
-
-    /// Calls admitted since start.
-    pub fn admitted(&self) -> u64 {
-        self.admitted
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn permits_are_released_on_drop() {
-        let mut p = Policy::new();
-        let req = AdmissionRequest {
-            source: "127.0.0.1".parse().unwrap(),
-            inbound_trunk: None,
-            callee: "100",
-        };
-        let v1 = p.admit(Instant::now(), &req);
-        let v2 = p.admit(Instant::now(), &req);
-        assert_eq!(p.active(), 2);
-        drop(v1);
-        assert_eq!(p.active(), 1);
-        drop(v2);
-        assert_eq!(p.active(), 0);
-        assert_eq!(p.admitted(), 2);
-    }
-}
+pub use bans::{BanChange, BanFileError, LoadedBans, Offence};
+pub use config::{
+    AccessLists, Algorithm, AuthUser, BanConfig, ConfigError, Credential, KNOWN_SCANNERS,
+    ListenerPolicy, OffenceRule, OffenceRules, PolicyConfig, Rate, RealmConfig, RejectMode, Secret,
+    TrunkLimits,
+};
+pub use counters::PolicyCounters;
+pub use ipnetwork::IpNetwork;
+pub use policy::{AdmissionRequest, DropReason, Permit, Policy, SourceVerdict, Verdict};
+pub use source::SourceKey;

@@ -179,6 +179,7 @@ impl Net {
         assert_eq!(self.engine.media_session_count(), 0, "media sessions left");
         self.advance(Duration::from_secs(64));
         assert_eq!(self.engine.transaction_count(), 0, "transactions left");
+        assert_eq!(self.engine.owner_count(), 0, "transaction owners left");
     }
 }
 
@@ -755,4 +756,33 @@ fn header_policy_allows_removes_rewrites_and_adds() {
         "remove wins over allow"
     );
     assert!(b.header(&HeaderName::Other(Bytes::from_static(b"X-Secret-Topology"))).is_none());
+}
+
+#[test]
+fn answer_racing_the_cancel_is_acked_and_hung_up() {
+    let mut net = Net::new(config(&[UAS], Duration::from_secs(60)));
+    net.uac_sends(&invite("race1", "", true));
+    net.take(UAC);
+    let b_invite = net.take_one(UAS);
+    net.uas_sends(&uas_response(&b_invite, 180, "Ringing", "btag", "", ""));
+    net.take(UAC);
+    net.uac_sends(
+        &invite("race1", "", false)
+            .replacen("INVITE sip", "CANCEL sip", 1)
+            .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL"),
+    );
+    let to_uac: Vec<u16> = net.take(UAC).iter().filter_map(|m| m.code()).collect();
+    assert!(to_uac.contains(&487), "{to_uac:?}");
+    let cancel = net.take_one(UAS);
+    net.uas_sends(&uas_response(&cancel, 200, "OK", "", "", ""));
+    // The callee had already answered: its 200 crosses our CANCEL.
+    net.uas_sends(&uas_response(&b_invite, 200, "OK", "btag", "", SDP));
+    let msgs = net.take(UAS);
+    let methods: Vec<String> = msgs.iter().map(summary).collect();
+    assert_eq!(methods, vec!["ACK", "BYE"], "the late answer is taken and released");
+    assert_eq!(hdr(&msgs[1], HeaderName::CallId), hdr(&b_invite, HeaderName::CallId));
+    assert!(hdr(&msgs[1], HeaderName::To).contains("btag"));
+    assert!(net.take(UAC).is_empty(), "the caller already has its 487");
+    net.uas_sends(&uas_response(&msgs[1], 200, "OK", "", "", ""));
+    net.assert_idle();
 }

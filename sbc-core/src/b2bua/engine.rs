@@ -70,6 +70,9 @@ enum Role {
     Fire,
     /// A session refresh we send on a leg: failure means the leg is dead.
     Refresh,
+    /// Leg B's INVITE of a call that ended before it was answered (CANCEL, ring timeout,
+    /// shutdown): a 2xx racing the CANCEL is ACKed and BYEd with this dialog (RFC 3261 9.1).
+    Orphan(Box<Dialog>),
     /// An OPTIONS keep-alive to a trunk target.
     Probe { trunk: TrunkId, target: usize },
     /// An in-dialog request received on one leg, relayed as `client` on the other.
@@ -122,6 +125,8 @@ struct Call {
     reinvite: Option<ReInvite>,
     /// Server transactions waiting for a relayed answer; answered 487/481 if the call ends first.
     pending_servers: Vec<TxnId>,
+    /// Transactions this call owns in `Engine::owners`, released when the call ends.
+    txns: Vec<TxnId>,
     /// Session timer per leg (RFC 4028): leg A offered in its INVITE, leg B from its 2xx.
     session: [Option<SessionTimer>; 2],
     /// Current deadline of each leg's session timer (stale heap entries are skipped).
@@ -372,6 +377,11 @@ impl Engine {
         self.media.len()
     }
 
+    /// Transactions the engine still maps to a role (for leak checks).
+    pub fn owner_count(&self) -> usize {
+        self.owners.len()
+    }
+
     /// Counters.
     pub fn stats(&self) -> EngineStats {
         self.stats
@@ -612,13 +622,14 @@ impl Engine {
             ring_deadline: Some(now + ring_timeout),
             reinvite: None,
             pending_servers: Vec::new(),
+            txns: Vec::new(),
             session: [a_session, None],
             session_due: [None, None],
         };
         self.stats.calls_created += 1;
         self.slots[key.index as usize].call = Some(Box::new(call));
         self.by_a_call_id.insert(call_id, key);
-        self.owners.insert(txn, (key, Role::AInvite));
+        self.own(txn, key, Role::AInvite);
         self.timers.push(Reverse((now + ring_timeout, key, CallTimer::Ring)));
         self.start_attempt(now, key);
     }
@@ -680,6 +691,19 @@ impl Engine {
                 self.slots.push(Slot { generation: 0, call: None });
                 CallKey { index: (self.slots.len() - 1) as u32, generation: 0 }
             }
+        }
+    }
+
+    /// Records that `txn` belongs to a call in `role`; the call drops it when it ends.
+    fn own(&mut self, txn: TxnId, key: CallKey, role: Role) {
+        self.owners.insert(txn, (key, role));
+        let owners = &self.owners;
+        if let Some(call) = slot_call_mut(&mut self.slots, key) {
+            // Long calls with many relayed requests: forget the ones already finished.
+            if call.txns.len() >= 64 {
+                call.txns.retain(|t| owners.contains_key(t));
+            }
+            call.txns.push(txn);
         }
     }
 
@@ -823,7 +847,7 @@ impl Engine {
         call.b_ack = None;
         call.rseq_map.clear();
         let call_ref = call.call_ref;
-        self.owners.insert(b_txn, (key, Role::BInvite));
+        self.own(b_txn, key, Role::BInvite);
         self.emit(
             call_ref,
             CallEventKind::Attempted {
@@ -905,6 +929,11 @@ impl Engine {
         match role {
             Role::BInvite => self.on_b_invite_response(now, key, txn, resp),
             Role::RelayClient { server } => self.on_relay_response(now, key, server, resp),
+            Role::Orphan(b) => {
+                if (200..300).contains(&code) {
+                    self.ack_and_bye_fork(now, *b, &resp);
+                }
+            }
             Role::Refresh if (200..300).contains(&code) || code < 200 => {}
             Role::Refresh => {
                 // RFC 4028 section 10 and RFC 3261 12.2.1.2: 481 or 408 means the leg is gone.
@@ -979,24 +1008,16 @@ impl Engine {
 
     fn on_b_invite_response(&mut self, now: Instant, key: CallKey, txn: TxnId, resp: Message) {
         let code = resp.code().unwrap_or(500);
-        let Some(call) = self.call_mut(key) else {
-            // The call is gone (cancelled, timed out) but a 2xx still came: take it and hang up.
-            if (200..300).contains(&code) {
-                self.ack_and_bye_orphan(now, &resp, txn);
-            }
-            return;
-        };
-        if call.b_invite != Some(txn) && !(call.b_confirmed && (200..300).contains(&code)) {
-            // A response from an abandoned attempt: a late 2xx is taken and hung up.
-            if (200..300).contains(&code) {
-                self.ack_and_bye_orphan(now, &resp, txn);
-            }
+        // A call that ended hands its pending INVITE over as an orphan (see end_call), so the
+        // call is alive here and the transaction is its current attempt.
+        let Some(call) = self.call_mut(key) else { return };
+        if call.b_invite != Some(txn) {
             return;
         }
         match code {
             100 => {}
             101..=199 => self.on_b_provisional(now, key, resp),
-            200..=299 => self.on_b_success(now, key, txn, resp),
+            200..=299 => self.on_b_success(now, key, resp),
             _ => {
                 let reason = match &resp.start {
                     sip::StartLine::Response(s) => String::from_utf8_lossy(&s.reason).into_owned(),
@@ -1079,10 +1100,10 @@ impl Engine {
         prack.push_fmt(HeaderName::RAck, format_args!("{b_rseq} {invite_cseq} INVITE"));
         let (flow, sent_by) = (b.flow, b.sent_by.clone());
         let t = self.txns.send_request(now, prack, flow, &sent_by);
-        self.owners.insert(t, (key, Role::Fire));
+        self.own(t, key, Role::Fire);
     }
 
-    fn on_b_success(&mut self, now: Instant, key: CallKey, txn: TxnId, resp: Message) {
+    fn on_b_success(&mut self, now: Instant, key: CallKey, resp: Message) {
         let Some(call) = self.call_mut(key) else {
             return;
         };
@@ -1097,7 +1118,9 @@ impl Engine {
                 }
             } else {
                 // A second fork answered: ACK it and hang it up (RFC 3261 section 13.2.2.4).
-                self.ack_and_bye_orphan(now, &resp, txn);
+                if let Some(b) = call.b.clone() {
+                    self.ack_and_bye_fork(now, b, &resp);
+                }
             }
             return;
         }
@@ -1159,7 +1182,7 @@ impl Engine {
         if let Some(sdp) = sdp {
             set_body(&mut r, resp.content_type().cloned(), sdp);
         }
-        self.owners.insert(a_txn, (key, Role::AInvite));
+        self.own(a_txn, key, Role::AInvite);
         self.txns.respond(now, a_txn, r);
         self.emit(call_ref, CallEventKind::Answered);
     }
@@ -1185,23 +1208,13 @@ impl Engine {
     }
 
     /// ACK and BYE a 2xx that belongs to no live dialog of ours (late fork, answer after CANCEL).
-    fn ack_and_bye_orphan(&mut self, now: Instant, resp: &Message, _txn: TxnId) {
-        let Some(call) = self.owners.get(&_txn).map(|(k, _)| *k).and_then(|k| self.call(k)) else {
-            return self.ack_and_bye_unknown(now, resp);
-        };
-        let Some(b) = call.b.clone() else { return };
-        let mut d = b;
-        d.remote_tag = None;
-        d.learn_from_response(resp);
+    /// ACK and BYE a 2xx from another fork of `b`'s INVITE (same Call-ID and From tag, another
+    /// To tag).
+    fn ack_and_bye_fork(&mut self, now: Instant, mut b: Dialog, resp: &Message) {
+        b.remote_tag = None;
+        b.learn_from_response(resp);
         let cseq = resp.cseq().map(|c| c.seq).unwrap_or(1);
-        self.ack_and_bye_dialog(now, d, cseq);
-    }
-
-    fn ack_and_bye_unknown(&mut self, now: Instant, resp: &Message) {
-        // Without the call we cannot rebuild our side of the dialog reliably; the far end's 2xx
-        // retransmissions stop at its own Timer H and it will BYE the dialog itself.
-        let _ = (now, resp);
-        tracing::debug!("2xx for a call that no longer exists; ignored");
+        self.ack_and_bye_dialog(now, b, cseq);
     }
 
     fn ack_and_bye_dialog(&mut self, now: Instant, mut d: Dialog, invite_cseq: u32) {
@@ -1218,7 +1231,13 @@ impl Engine {
 
     // ---- ACK, CANCEL, timeouts ------------------------------------------------------------
 
-    fn on_ack(&mut self, now: Instant, _invite: Option<TxnId>, ack: Message, _flow: Flow) {
+    fn on_ack(&mut self, now: Instant, invite: Option<TxnId>, ack: Message, _flow: Flow) {
+        // The ACK of our 2xx on leg A: its INVITE transaction needs no owner any more.
+        if let Some(t) = invite
+            && matches!(self.owners.get(&t), Some((_, Role::AInvite)))
+        {
+            self.owners.remove(&t);
+        }
         let call_salt: u64 = self.rng.random();
         let ack_salt = call_salt;
         let Some((key, side)) = self.find_call(&ack) else {
@@ -1285,7 +1304,7 @@ impl Engine {
             Role::RelayServer { client, .. } => {
                 // A re-INVITE was cancelled: cancel the relayed copy; its 487 is relayed back.
                 if let Some(t) = self.txns.cancel(now, client) {
-                    self.owners.insert(t, (key, Role::Fire));
+                    self.own(t, key, Role::Fire);
                 }
             }
             _ => {}
@@ -1296,11 +1315,13 @@ impl Engine {
         let Some(call) = self.call_mut(key) else {
             return;
         };
-        if let Some(b_txn) = call.b_invite.take()
+        // b_invite stays set: if the call ends now, end_call turns it into an orphan so that a
+        // 2xx racing the CANCEL is still ACKed and BYEd. A second cancel() returns the first.
+        if let Some(b_txn) = call.b_invite
+            && !call.b_confirmed
             && let Some(t) = self.txns.cancel(now, b_txn)
         {
-            self.owners.insert(t, (key, Role::Fire));
-            // Keep the INVITE's owner: a 2xx racing the CANCEL must still be ACKed and BYEd.
+            self.own(t, key, Role::Fire);
         }
     }
 
@@ -1332,7 +1353,7 @@ impl Engine {
             self.timers.push(Reverse((at, key, CallTimer::Session(side))));
         }
         let t = self.txns.send_request(now, update, flow, &sent_by);
-        self.owners.insert(t, (key, Role::Refresh));
+        self.own(t, key, Role::Refresh);
     }
 
     /// A leg stopped refreshing or refused our refresh: the call is over on both legs.
@@ -1386,7 +1407,7 @@ impl Engine {
             }
             Role::Probe { trunk, target } => self.probe_result(trunk, target, false),
             Role::Refresh => self.session_dead(now, key),
-            Role::RelayServer { .. } | Role::Fire => {}
+            Role::RelayServer { .. } | Role::Fire | Role::Orphan(_) => {}
         }
     }
 
@@ -1518,7 +1539,7 @@ impl Engine {
         let bye = d.request(Method::Bye, None);
         let (flow, sent_by) = (d.flow, d.sent_by.clone());
         let t = self.txns.send_request(now, bye, flow, &sent_by);
-        self.owners.insert(t, (key, Role::Fire));
+        self.own(t, key, Role::Fire);
     }
 
     /// Relays an in-dialog request to the other leg as a new request of that leg's dialog.
@@ -1608,8 +1629,8 @@ impl Engine {
             set_body(&mut out, ct, body);
         }
         let client = self.txns.send_request(now, out, flow, &sent_by);
-        self.owners.insert(txn, (key, Role::RelayServer { request: Box::new(req), client }));
-        self.owners.insert(client, (key, Role::RelayClient { server: txn }));
+        self.own(txn, key, Role::RelayServer { request: Box::new(req), client });
+        self.own(client, key, Role::RelayClient { server: txn });
         if let Some(call) = self.call_mut(key) {
             call.pending_servers.push(txn);
             if method == Method::Invite {
@@ -1721,8 +1742,17 @@ impl Engine {
                 self.txns.respond(now, *server, resp);
             }
         }
-        if let Some(t) = call.a_invite {
-            self.owners.remove(&t);
+        // Every transaction of the call forgets it, except an unanswered leg-B INVITE, which
+        // stays as an orphan until its final response (a 2xx racing our CANCEL is hung up).
+        let pending_b = call.b_invite.filter(|_| !call.b_confirmed);
+        for txn in &call.txns {
+            let owned = self.owners.remove(txn).is_some();
+            if owned
+                && Some(*txn) == pending_b
+                && let Some(b) = call.b.clone()
+            {
+                self.owners.insert(*txn, (key, Role::Orphan(Box::new(b))));
+            }
         }
         self.emit(
             call.call_ref,

@@ -29,7 +29,8 @@ export RUSTFLAGS="-Cpasses=sancov-module \
  -Cllvm-args=-sanitizer-coverage-trace-compares \
  --cfg fuzzing -Cdebug-assertions -Coverflow-checks -Ccodegen-units=1"
 # --target keeps RUSTFLAGS off build scripts and proc macros, as cargo-fuzz does.
-cargo build --release --locked --target "$host" --bins
+# Not --locked: this lock file follows sbc-core, whose dependencies change in its own Cargo.toml.
+cargo build --release --target "$host" --bins
 
 data=../sbc-core/tests/data
 for t in "${targets[@]}"; do

@@ -786,3 +786,39 @@ fn answer_racing_the_cancel_is_acked_and_hung_up() {
     net.uas_sends(&uas_response(&msgs[1], 200, "OK", "", "", ""));
     net.assert_idle();
 }
+
+#[test]
+fn targets_marked_down_by_options_are_skipped_and_all_down_is_503() {
+    let mut cfg = config(&["127.0.0.24:5080", UAS], Duration::from_secs(60));
+    let ka = sbc_core::config::KeepAliveConfig {
+        interval: Duration::from_secs(10),
+        down_after: 1,
+        up_after: 1,
+    };
+    cfg.trunks[0].options = Some(ka);
+    cfg.trunks[1].options = Some(ka);
+    let health = Arc::new(sbc_core::b2bua::health::TrunkHealth::new(&cfg));
+    let mut net = Net::new(cfg);
+    net.engine.set_health(net.now, Arc::clone(&health), true);
+    net.advance(Duration::from_millis(1));
+    // Both targets are probed at once; the UAS answers, the first target never does.
+    let probe = net.take_one(UAS);
+    assert_eq!(probe.method(), Some(&sip::Method::Options));
+    net.uas_sends(&uas_response(&probe, 200, "OK", "p", "", ""));
+    assert_eq!(net.take("127.0.0.24:5080").len(), 1);
+    net.advance(Duration::from_millis(32_100)); // Timer F of the unanswered probe
+    assert!(!health.is_up(TrunkId(0), 0));
+    assert!(health.is_up(TrunkId(1), 0));
+    net.take(UAS);
+    net.take("127.0.0.24:5080");
+    // A new call goes straight to the live trunk.
+    net.uac_sends(&invite("ka1", "", true));
+    net.take(UAC);
+    assert!(net.take("127.0.0.24:5080").iter().all(|m| m.method() != Some(&sip::Method::Invite)));
+    let b = net.take(UAS).into_iter().find(|m| m.method() == Some(&sip::Method::Invite));
+    assert!(b.is_some(), "the call goes to the trunk that is up");
+    // With every target down, new calls are refused with 503.
+    health.set(TrunkId(1), 0, false);
+    net.uac_sends(&invite("ka2", "", true));
+    assert_eq!(net.take(UAC).last().unwrap().code(), Some(503));
+}

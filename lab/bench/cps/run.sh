@@ -63,9 +63,10 @@ START_RATE=1000         # first rate of the doubling phase
 MAX_RATE=64000          # never ask for more
 HOLD_S=10               # duration of the long calls
 if [ "$QUICK" = 1 ]; then
-	SEND_ZERO_S=3   # zero-length calls: N = rate x 3 s
+	START_RATE=2000
+	SEND_ZERO_S=2   # zero-length calls: N = rate x 2 s
 	BISECT_ZERO=1   # final ratio hi/lo = 2^(1/2)
-	SEND_LONG_S=12  # 10 s calls: N = rate x 12 s
+	SEND_LONG_S=11  # 10 s calls: N = rate x 11 s
 	DESCENTS_LONG=2 # at most zl_max, 0.8 zl_max, 0.64 zl_max
 	BISECT_LONG=0
 	CPU_LONG=0      # no fixed-rate CPU step for 10 s calls

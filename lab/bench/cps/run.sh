@@ -190,6 +190,15 @@ descendants() {
 		function walk(p,   n, a, i) { n = split(kids[p], a, " "); for (i = 1; i <= n; i++) { print a[i]; walk(a[i]) } }'
 }
 HZ=$(getconf CLK_TCK)
+# Snapshot "pid ticks" of every process on the machine (for the noise indicator below).
+proc_snapshot() {
+	awk 'FNR == 1 { sub(/.*\) /, ""); split($0, f, " "); print substr(FILENAME, 7, length(FILENAME) - 11), f[12] + f[13] }' \
+		/proc/[0-9]*/stat 2>/dev/null >"$1" || true
+}
+# CPU ticks used between two snapshots by processes alive at the second one.
+proc_delta() {
+	awk 'NR == FNR { a[$1] = $2; next } { d += $2 - (($1 in a) ? a[$1] : 0) } END { print d + 0 }' "$1" "$2"
+}
 # CPU milliseconds (user + system) of all reaped children of this shell: `times` must run in this
 # shell, not in a subshell, hence the file.
 children_cpu() {
@@ -264,6 +273,7 @@ run_step() {
 	u0=$(cpu_ticks "$uas")
 	children_cpu
 	k0=$CHILD_MS
+	proc_snapshot "$RAW/.procs0"
 	local tmo=$((send_s + hold_s + 25)) rc=0 t0 t1 aborted=""
 	t0=$(date +%s%N)
 	nsx_bg timeout "$tmo" sipp -sf "$HERE/uac.xml" -i 127.0.0.1 -p "$UAC_PORT" \
@@ -288,6 +298,13 @@ run_step() {
 	local c1 u1
 	c1=$(cpu_ticks "${X_PIDS[@]}")
 	u1=$(cpu_ticks "$uas")
+	proc_snapshot "$RAW/.procs1"
+	# Noise indicator: CPU of everything else on this (shared) machine during the step, in cores:
+	# processes alive at the end, minus X and the UAS (the UAC has exited by then).
+	local other
+	other=$(awk -v d="$(proc_delta "$RAW/.procs0" "$RAW/.procs1")" -v x=$((c1 - c0)) -v u=$((u1 - u0)) \
+		-v hz="$HZ" -v a="$t0" -v b="$(date +%s%N)" \
+		'BEGIN { o = (d - x - u) / hz / ((b - a) / 1e9); printf "%.2f", (o < 0) ? 0 : o }')
 	stop_pids "$uas" "${X_PIDS[@]}"
 	local uas_retr
 	uas_retr=$(tail -1 "$RAW/$tag.uas.csv" 2>/dev/null | awk -F';' '{ print $58 + 0 }')
@@ -332,9 +349,9 @@ run_step() {
 	[ "$STEP_PASS" = 1 ] || verdict="FAIL($why )"
 	# Stopped early: the calls never made are not "failed"; show what SIPp counted.
 	[ -z "$aborted" ] || { verdict+=" (stopped early, $created calls made)"; shown_failed=$fail_seen; }
-	log "$(printf '%-8s %-3s rate %5d calls %7d failed %6d offered %5d cps retrans %6d/%-6d X cpu %.3f s/1k sipp cpu %.3f s/1k wall %5.1f s %s' \
+	log "$(printf '%-8s %-3s rate %5d calls %7d failed %6d offered %5d cps retrans %6d/%-6d X cpu %.3f s/1k sipp cpu %.3f s/1k others %.2f cores wall %5.1f s %s' \
 		"$x" "$shape" "$rate" "$n" "$shown_failed" "$STEP_ACH" "$retr" "$uas_retr" "$STEP_CPU1K" \
-		"$sipp_cpu1k" "$wall" "$verdict")"
+		"$sipp_cpu1k" "$other" "$wall" "$verdict")"
 	sleep 0.5
 }
 

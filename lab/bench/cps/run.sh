@@ -12,7 +12,9 @@
 #   --quick         coarser search, shorter steps (~3-4 minutes instead of ~15)
 #   --only LIST     comma-separated subset of: sipp,sbc1,sbc2,kamailio,topos (default: all)
 #   --shapes LIST   comma-separated subset of: 0s,10s (default: both)
-# Environment: SBC_BIN (default target/release/sbc, built if missing), KAM_CHILDREN (default 4).
+# Environment: SBC_BIN (default target/release/sbc, built if missing), KAM_CHILDREN (default 4),
+#   NOISE_MAX (default 0.15): a step during which other processes on the machine used more cores
+#   than this is repeated, at most NOISE_RETRIES (default 3) times, then flagged with * in the table.
 #
 # Output: a table on stdout and in lab/out/bench-cps.txt; every step in lab/out/bench-cps.log; the
 # raw SIPp statistics and the logs of X in lab/out/bench-cps/.
@@ -86,6 +88,9 @@ UAC_PORT=5061
 X_PORT=5060             # where the UAC sends (SBC access listener / Kamailio)
 UAS_PORT=5080           # the callee (SBC trunk target / Kamailio's $du)
 BUFF=4194304
+NOISE_MAX=${NOISE_MAX:-0.15}    # cores used by other processes during a step before it is repeated
+NOISE_RETRIES=${NOISE_RETRIES:-3}
+NOISE_WAIT_S=10
 
 # ---- dependencies ---------------------------------------------------------------------------
 need_pkgs=()
@@ -251,6 +256,22 @@ start_x() { # $1 = X, $2 = tag for log files
 # (CPU seconds of X per 1000 calls), STEP_FAILED, STEP_N.
 STEP_NO=0
 run_step() {
+	local try
+	for ((try = 0; ; try++)); do
+		run_step_once "$@"
+		# Another tenant used more than NOISE_MAX cores during the step: its verdict says little
+		# about X. Repeat it a bounded number of times; flag the result if it stays noisy.
+		if awk -v o="$STEP_OTHER" -v m="$NOISE_MAX" 'BEGIN { exit !(o <= m) }'; then return; fi
+		if [ "$try" -ge "$NOISE_RETRIES" ]; then
+			NOISY[$1,$2]=1
+			log "  (noisy: others used $STEP_OTHER cores; keeping this result, flagged)"
+			return
+		fi
+		log "  (noisy: others used $STEP_OTHER cores; repeating the step in ${NOISE_WAIT_S} s)"
+		sleep "$NOISE_WAIT_S"
+	done
+}
+run_step_once() {
 	local x=$1 shape=$2 rate=$3 send_s=$4
 	local hold_ms=0 hold_s=0
 	[ "$shape" = 10s ] && { hold_ms=$((HOLD_S * 1000)); hold_s=$HOLD_S; }
@@ -338,6 +359,7 @@ run_step() {
 	sipp_cpu1k=$(awk -v k="$((k1 - k0))" -v d=$((u1 - u0)) -v hz="$HZ" -v n="$made" \
 		'BEGIN { printf "%.3f", (k / 1000 + d / hz) / n * 1000 }')
 	wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", (b - a) / 1e9 }')
+	STEP_OTHER=$other
 	STEP_PASS=1
 	local why=""
 	[ "$rc" = 0 ] || [ "$rc" = 1 ] || [ -n "$aborted" ] || { STEP_PASS=0; why+=" uac-rc=$rc"; }
@@ -358,7 +380,7 @@ run_step() {
 # ---- searches -------------------------------------------------------------------------------
 geo_mid() { awk -v a="$1" -v b="$2" 'BEGIN { m = sqrt(a * b); printf "%d", (m >= 1000) ? int(m / 50 + 0.5) * 50 : int(m / 10 + 0.5) * 10 }'; }
 
-declare -A MAX CPU_FIX CPU_MAX FAIL_ZERO
+declare -A MAX CPU_FIX CPU_MAX FAIL_ZERO NOISY
 search_zero() { # $1 = X
 	local x=$1 lo=0 hi=0 lo_cpu=- r
 	run_step "$x" 0s "$FIX_RATE" "$SEND_ZERO_S"
@@ -458,9 +480,10 @@ done
 		for s in "${SH[@]}"; do
 			cf=${CPU_FIX[$x,$s]:--}; cm=${CPU_MAX[$x,$s]:--}
 			[ "$x" = sipp ] && { cf=-; cm=-; }
-			printf '%-24s %-6s %14s %18s %18s\n' "$(name_of "$x")" "$s" "${MAX[$x,$s]:--}" "$cf" "$cm"
+			printf '%-24s %-6s %14s %18s %18s\n' "$(name_of "$x")" "$s" "${MAX[$x,$s]:--}${NOISY[$x,$s]:+*}" "$cf" "$cm"
 		done
 	done
+	[ ${#NOISY[@]} -eq 0 ] || echo "# * a step of this search stayed noisy (other processes used > $NOISE_MAX cores) after $NOISE_RETRIES repeats"
 	echo "# run time: $(($(date +%s) - START)) s"
 } >"$TABLE"
 rm -f "$TABLE.head"

@@ -371,8 +371,10 @@ async fn udp_receive(listener: ListenerId, sock: Arc<UdpSocket>, router: Router)
         let (n, remote) = match sock.recv_from(&mut buf).await {
             Ok(r) => r,
             Err(e) => {
-                // ICMP errors surface here on Linux; they are not fatal for a listener.
+                // ICMP errors surface here on Linux; they are not fatal for a listener. A short
+                // pause keeps a persistent error (ENOMEM, a closed socket) from spinning a core.
                 tracing::trace!(error = %e, "udp receive error");
+                tokio::time::sleep(Duration::from_millis(1)).await;
                 continue;
             }
         };

@@ -822,3 +822,43 @@ fn targets_marked_down_by_options_are_skipped_and_all_down_is_503() {
     net.uac_sends(&invite("ka2", "", true));
     assert_eq!(net.take(UAC).last().unwrap().code(), Some(503));
 }
+
+#[test]
+fn session_interval_too_small_on_leg_b_is_retried_with_its_min_se() {
+    let mut net = Net::new(config(&[UAS], Duration::from_secs(60)));
+    net.uac_sends(&invite("se422", "", true));
+    net.take(UAC);
+    let first = net.take_one(UAS);
+    assert_eq!(hdr(&first, HeaderName::SessionExpires), "1800");
+    net.uas_sends(&uas_response(
+        &first,
+        422,
+        "Session Interval Too Small",
+        "x",
+        "Min-SE: 3600\n",
+        "",
+    ));
+    let msgs = net.take(UAS);
+    let methods: Vec<String> = msgs.iter().map(summary).collect();
+    assert_eq!(methods, vec!["ACK", "INVITE"], "the 422 is ACKed and the INVITE retried");
+    let retry = &msgs[1];
+    assert_eq!(hdr(retry, HeaderName::SessionExpires), "3600");
+    assert_eq!(hdr(retry, HeaderName::MinSe), "3600");
+    assert!(net.take(UAC).is_empty(), "the caller never sees the 422");
+    net.uas_sends(&uas_response(
+        retry,
+        200,
+        "OK",
+        "btag",
+        "Session-Expires: 3600;refresher=uac\n",
+        SDP,
+    ));
+    net.take(UAS);
+    let ok = net.take_one(UAC);
+    assert_eq!(ok.code(), Some(200));
+    net.uac_sends(&uac_request("ACK", &ok, 1, "", ""));
+    net.uac_sends(&uac_request("BYE", &ok, 2, "", ""));
+    let bye = net.take(UAS).into_iter().find(|m| m.method() == Some(&sip::Method::Bye)).unwrap();
+    net.uas_sends(&uas_response(&bye, 200, "OK", "", "", ""));
+    net.assert_idle();
+}

@@ -125,6 +125,8 @@ struct Call {
     reinvite: Option<ReInvite>,
     /// Server transactions waiting for a relayed answer; answered 487/481 if the call ends first.
     pending_servers: Vec<TxnId>,
+    /// Min-SE leg B asked for with a 422 (RFC 4028 section 6), once; `MIN_SE` until then.
+    b_min_se: u32,
     /// Transactions this call owns in `Engine::owners`, released when the call ends.
     txns: Vec<TxnId>,
     /// Session timer per leg (RFC 4028): leg A offered in its INVITE, leg B from its 2xx.
@@ -622,6 +624,7 @@ impl Engine {
             ring_deadline: Some(now + ring_timeout),
             reinvite: None,
             pending_servers: Vec::new(),
+            b_min_se: MIN_SE,
             txns: Vec::new(),
             session: [a_session, None],
             session_due: [None, None],
@@ -811,8 +814,9 @@ impl Engine {
             HeaderName::Supported,
             Bytes::from_static(if a_100rel { b"100rel, timer" } else { b"timer" }),
         );
-        msg.push_fmt(HeaderName::SessionExpires, format_args!("{DEFAULT_SE}"));
-        msg.push_fmt(HeaderName::MinSe, format_args!("{MIN_SE}"));
+        let b_min_se = self.call(key).map_or(MIN_SE, |c| c.b_min_se);
+        msg.push_fmt(HeaderName::SessionExpires, format_args!("{}", DEFAULT_SE.max(b_min_se)));
+        msg.push_fmt(HeaderName::MinSe, format_args!("{b_min_se}"));
         copy_allowed_headers(invite, &mut msg, &config.trunks[trunk_id.0].headers);
         if !invite.body.is_empty() {
             match self.media.offer(media, LegSide::A, &invite.body) {
@@ -1018,6 +1022,13 @@ impl Engine {
             100 => {}
             101..=199 => self.on_b_provisional(now, key, resp),
             200..=299 => self.on_b_success(now, key, resp),
+            422 if min_se_above(&resp, call.b_min_se).is_some() && call.b_min_se == MIN_SE => {
+                // RFC 4028 section 7.4: retry once with the interval the callee asked for; the
+                // caller never sees the 422.
+                call.b_min_se = min_se_above(&resp, call.b_min_se).unwrap_or(MIN_SE);
+                call.b_invite = None;
+                self.start_attempt(now, key);
+            }
             _ => {
                 let reason = match &resp.start {
                     sip::StartLine::Response(s) => String::from_utf8_lossy(&s.reason).into_owned(),
@@ -1780,6 +1791,13 @@ fn slot_call_mut(slots: &mut [Slot], key: CallKey) -> Option<&mut Call> {
         .filter(|s| s.generation == key.generation)?
         .call
         .as_deref_mut()
+}
+
+/// The Min-SE of a 422, if it is larger than what we asked (RFC 4028 section 6).
+fn min_se_above(resp: &Message, asked: u32) -> Option<u32> {
+    let v = resp.header(&HeaderName::MinSe)?;
+    let secs: u32 = std::str::from_utf8(v).ok()?.split(';').next()?.trim().parse().ok()?;
+    (secs > asked).then_some(secs)
 }
 
 fn is_supported(option_tag: &[u8]) -> bool {

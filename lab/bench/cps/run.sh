@@ -178,7 +178,12 @@ stop_pids() {
 # CPU ticks (utime + stime) of the given processes and of all their descendants.
 cpu_ticks() {
 	local all=() p
-	for p in "$@"; do all+=("$p"); all+=($(descendants "$p")); done
+	local kids
+	for p in "$@"; do
+		all+=("$p")
+		mapfile -t kids < <(descendants "$p")
+		all+=("${kids[@]}")
+	done
 	local t=0 f
 	for p in "${all[@]}"; do
 		f=$(cat "/proc/$p/stat" 2>/dev/null) || continue
@@ -253,7 +258,7 @@ start_x() { # $1 = X, $2 = tag for log files
 
 # ---- one step -------------------------------------------------------------------------------
 # run_step X SHAPE RATE SEND_S -> sets STEP_PASS (0/1), STEP_ACH (achieved cps), STEP_CPU1K
-# (CPU seconds of X per 1000 calls), STEP_FAILED, STEP_N.
+# (CPU seconds of X per 1000 calls), STEP_FAILED, STEP_OTHER (cores used by other processes).
 STEP_NO=0
 run_step() {
 	local try
@@ -350,7 +355,6 @@ run_step_once() {
 		}' "$csv" 2>/dev/null || echo "0 0 0 0 0")
 	local succ retr created tn fail_seen
 	read -r succ retr created tn fail_seen <<<"$stats"
-	STEP_N=$n
 	STEP_FAILED=$((n - succ))
 	STEP_ACH=$(awk -v c="$created" -v t="$tn" 'BEGIN { printf "%d", (t > 0) ? c / t : 0 }')
 	# per call made (= N unless the step was stopped early)

@@ -9,7 +9,7 @@
 # rate. Everything runs in a network namespace of its own, on loopback only.
 #
 # usage: lab/bench/cps/run.sh [--quick] [--only LIST] [--shapes LIST]
-#   --quick         coarser search, shorter steps (~3-4 minutes instead of ~15)
+#   --quick         coarser search, shorter steps (~3.5 minutes instead of ~12-15)
 #   --only LIST     comma-separated subset of: sipp,sbc1,sbc2,kamailio,topos (default: all)
 #   --shapes LIST   comma-separated subset of: 0s,10s (default: both)
 # Environment: SBC_BIN (default target/release/sbc, built if missing), KAM_CHILDREN (default 4),
@@ -65,10 +65,10 @@ START_RATE=1000         # first rate of the doubling phase
 MAX_RATE=64000          # never ask for more
 HOLD_S=10               # duration of the long calls
 if [ "$QUICK" = 1 ]; then
-	START_RATE=2000
+	START_RATE=4000
 	SEND_ZERO_S=2   # zero-length calls: N = rate x 2 s
 	BISECT_ZERO=1   # final ratio hi/lo = 2^(1/2)
-	SEND_LONG_S=11  # 10 s calls: N = rate x 11 s
+	SEND_LONG_S=10  # 10 s calls: N = rate x 10 s
 	DESCENTS_LONG=2 # at most zl_max, 0.8 zl_max, 0.64 zl_max
 	BISECT_LONG=0
 	CPU_LONG=0      # no fixed-rate CPU step for 10 s calls
@@ -178,7 +178,12 @@ stop_pids() {
 # CPU ticks (utime + stime) of the given processes and of all their descendants.
 cpu_ticks() {
 	local all=() p
-	for p in "$@"; do all+=("$p"); all+=($(descendants "$p")); done
+	local kids
+	for p in "$@"; do
+		all+=("$p")
+		mapfile -t kids < <(descendants "$p")
+		all+=("${kids[@]}")
+	done
 	local t=0 f
 	for p in "${all[@]}"; do
 		f=$(cat "/proc/$p/stat" 2>/dev/null) || continue
@@ -253,7 +258,7 @@ start_x() { # $1 = X, $2 = tag for log files
 
 # ---- one step -------------------------------------------------------------------------------
 # run_step X SHAPE RATE SEND_S -> sets STEP_PASS (0/1), STEP_ACH (achieved cps), STEP_CPU1K
-# (CPU seconds of X per 1000 calls), STEP_FAILED, STEP_N.
+# (CPU seconds of X per 1000 calls), STEP_FAILED, STEP_OTHER (cores used by other processes).
 STEP_NO=0
 run_step() {
 	local try
@@ -264,6 +269,7 @@ run_step() {
 		if awk -v o="$STEP_OTHER" -v m="$NOISE_MAX" 'BEGIN { exit !(o <= m) }'; then return; fi
 		if [ "$try" -ge "$NOISE_RETRIES" ]; then
 			NOISY[$1,$2]=1
+			NOISY_ANY=1
 			log "  (noisy: others used $STEP_OTHER cores; keeping this result, flagged)"
 			return
 		fi
@@ -349,7 +355,6 @@ run_step_once() {
 		}' "$csv" 2>/dev/null || echo "0 0 0 0 0")
 	local succ retr created tn fail_seen
 	read -r succ retr created tn fail_seen <<<"$stats"
-	STEP_N=$n
 	STEP_FAILED=$((n - succ))
 	STEP_ACH=$(awk -v c="$created" -v t="$tn" 'BEGIN { printf "%d", (t > 0) ? c / t : 0 }')
 	# per call made (= N unless the step was stopped early)
@@ -381,6 +386,7 @@ run_step_once() {
 geo_mid() { awk -v a="$1" -v b="$2" 'BEGIN { m = sqrt(a * b); printf "%d", (m >= 1000) ? int(m / 50 + 0.5) * 50 : int(m / 10 + 0.5) * 10 }'; }
 
 declare -A MAX CPU_FIX CPU_MAX FAIL_ZERO NOISY
+NOISY_ANY=0
 search_zero() { # $1 = X
 	local x=$1 lo=0 hi=0 lo_cpu=- r
 	run_step "$x" 0s "$FIX_RATE" "$SEND_ZERO_S"
@@ -483,7 +489,7 @@ done
 			printf '%-24s %-6s %14s %18s %18s\n' "$(name_of "$x")" "$s" "${MAX[$x,$s]:--}${NOISY[$x,$s]:+*}" "$cf" "$cm"
 		done
 	done
-	[ ${#NOISY[@]} -eq 0 ] || echo "# * a step of this search stayed noisy (other processes used > $NOISE_MAX cores) after $NOISE_RETRIES repeats"
+	[ "$NOISY_ANY" = 0 ] || echo "# * a step of this search stayed noisy (other processes used > $NOISE_MAX cores) after $NOISE_RETRIES repeats"
 	echo "# run time: $(($(date +%s) - START)) s"
 } >"$TABLE"
 rm -f "$TABLE.head"

@@ -6,6 +6,8 @@
 //! through unchanged; the media issue replaces the inside (port leases, rewriting, RTP relay)
 //! without changing this API, so the call path already goes through it.
 
+pub mod backend;
+
 use std::collections::HashMap;
 use std::fmt;
 

@@ -1,0 +1,185 @@
+//! The seam between the media plane's call logic and the packet relay.
+//!
+//! [`crate::MediaPlane`] decides, from the SDP of both legs, which sockets a call needs and where each
+//! side's packets must go; a [`RelayBackend`] owns the sockets and moves the packets. The real
+//! backend is the multi-threaded relay; tests of the call logic use a fake that only records what
+//! it was told, so offer/answer is tested without sockets.
+//!
+//! A call holds one [`StreamPair`] per active m-line: on each side of the SBC an RTP port (even)
+//! and an RTCP port (RTP + 1), bound on that side's local address. Packets that arrive on side A's
+//! sockets from side A's peer leave through side B's sockets toward side B's peer, and the other
+//! way round.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use crate::LegSide;
+
+/// Identifies one stream pair inside a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PairId(pub u64);
+
+/// What a new stream pair needs: the local address to bind on each side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PairSpec {
+    /// Local address of the sockets facing leg A's peer.
+    pub local_a: IpAddr,
+    /// Local address of the sockets facing leg B's peer.
+    pub local_b: IpAddr,
+}
+
+/// The ports a new stream pair got. RTCP is always RTP + 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PairPorts {
+    /// The pair, for later calls.
+    pub id: PairId,
+    /// RTP port facing leg A (even).
+    pub a_rtp: u16,
+    /// RTP port facing leg B (even).
+    pub b_rtp: u16,
+}
+
+/// How strictly a side's source address is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Latch {
+    /// Only packets from the address and port the SDP announced are accepted (the default; RTP
+    /// Bleed fails against it).
+    #[default]
+    Strict,
+    /// The peer is behind NAT: the first packet after (re)configuration may come from anywhere and
+    /// its source becomes the only accepted one (and the destination for the other direction).
+    Nat,
+}
+
+/// Where one side's peer is and what it may send; set from that side's SDP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteSpec {
+    /// The peer's RTP address (`c=` and `m=` port); `None` until known or when the port is 0.
+    pub rtp: Option<SocketAddr>,
+    /// The peer's RTCP address (`a=rtcp`, or RTP + 1); ignored with `rtcp_mux`.
+    pub rtcp: Option<SocketAddr>,
+    /// RTCP is multiplexed on the RTP port on this side (RFC 5761): RTCP from the peer arrives on
+    /// the RTP socket, and RTCP toward the peer is sent there.
+    pub rtcp_mux: bool,
+    /// Source address checking for this side.
+    pub latch: Latch,
+    /// Packets from this side's peer are forwarded to the other side (false: on hold or
+    /// `recvonly`/`inactive` from this side: they are dropped and counted).
+    pub forward: bool,
+    /// RTP clock rate of this side's main codec, for jitter (RFC 3550 A.8).
+    pub clock_rate: u32,
+    /// Payload type rewriting for RTP from this side's peer: `pt_map[pt]` is the payload type
+    /// sent on the other side. Identity when both legs use the same numbers.
+    pub pt_map: [u8; 128],
+}
+
+impl RemoteSpec {
+    /// Identity payload type map.
+    pub const IDENTITY_PT_MAP: [u8; 128] = {
+        let mut map = [0u8; 128];
+        let mut i = 0;
+        while i < 128 {
+            map[i] = i as u8;
+            i += 1;
+        }
+        map
+    };
+}
+
+impl Default for RemoteSpec {
+    fn default() -> RemoteSpec {
+        RemoteSpec {
+            rtp: None,
+            rtcp: None,
+            rtcp_mux: false,
+            latch: Latch::Strict,
+            forward: true,
+            clock_rate: 8000,
+            pt_map: RemoteSpec::IDENTITY_PT_MAP,
+        }
+    }
+}
+
+/// Figures for the packets received from one side's peer.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct DirectionStats {
+    /// RTP packets accepted from the peer.
+    pub packets: u64,
+    /// RTP payload bytes accepted from the peer (RTP header included).
+    pub bytes: u64,
+    /// RTP packets lost on the way from the peer (RFC 3550 A.3: expected - received, not below 0).
+    pub lost: u64,
+    /// Interarrival jitter in milliseconds (RFC 3550 A.8).
+    pub jitter_ms: f64,
+    /// RTP packets forwarded to the other side.
+    pub forwarded: u64,
+    /// RTCP packets accepted from the peer.
+    pub rtcp_packets: u64,
+    /// Packets dropped: wrong source, not forwarding (hold), or no destination yet.
+    pub dropped: u64,
+}
+
+impl DirectionStats {
+    /// Loss in percent of expected packets.
+    pub fn loss_percent(&self) -> f64 {
+        let expected = self.packets + self.lost;
+        if expected == 0 { 0.0 } else { self.lost as f64 * 100.0 / expected as f64 }
+    }
+}
+
+/// Figures for one stream pair.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct PairStats {
+    /// Packets received from leg A's peer.
+    pub from_a: DirectionStats,
+    /// Packets received from leg B's peer.
+    pub from_b: DirectionStats,
+    /// When the last RTP or RTCP packet was accepted from either peer.
+    pub last_packet: Option<Instant>,
+}
+
+impl PairStats {
+    /// The figures for packets received from `side`'s peer.
+    pub fn from(&self, side: LegSide) -> &DirectionStats {
+        match side {
+            LegSide::A => &self.from_a,
+            LegSide::B => &self.from_b,
+        }
+    }
+}
+
+/// Why a backend could not open a pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RelayError {
+    /// The port range is used up (the call gets 503).
+    NoPorts,
+    /// A socket could not be set up.
+    Io(String),
+}
+
+impl fmt::Display for RelayError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RelayError::NoPorts => f.write_str("media port range exhausted"),
+            RelayError::Io(why) => write!(f, "media socket: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for RelayError {}
+
+/// The packet relay as the call logic sees it. Calls are per call event (offer, answer, end),
+/// never per packet. Implementations are shared by all signalling shards.
+pub trait RelayBackend: Send + Sync {
+    /// Binds the four sockets of a new pair (RTP and RTCP on each side) from the port range.
+    fn open(&self, spec: PairSpec) -> Result<PairPorts, RelayError>;
+    /// Sets or changes where `side`'s peer is and what it may send. Resets NAT latching for that
+    /// side; keeps the counters.
+    fn configure(&self, pair: PairId, side: LegSide, remote: &RemoteSpec);
+    /// Current figures of a pair (`None` for an unknown pair).
+    fn stats(&self, pair: PairId) -> Option<PairStats>;
+    /// Closes the pair's sockets, returns its ports to the range and its final figures.
+    fn close(&self, pair: PairId) -> Option<PairStats>;
+}

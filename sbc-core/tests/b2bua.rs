@@ -11,8 +11,8 @@ use sbc_cdr::{CallEventKind, Disposition};
 use sbc_core::b2bua::{Engine, Event};
 use sbc_core::config::Transport;
 use sbc_core::config::{
-    Config, HeaderPolicy, ListenerConfig, ListenerId, RewriteConfig, RouteConfig, RouteMatch, Side,
-    Target, TcpConfig, TimerConfig, TrunkConfig, TrunkId,
+    Config, HeaderPolicy, ListenerConfig, ListenerId, MediaConfig, MediaOptions, RewriteConfig,
+    RouteConfig, RouteMatch, Side, Target, TcpConfig, TimerConfig, TrunkConfig, TrunkId,
 };
 use sbc_core::sip::{self, HeaderName, Message};
 use sbc_core::transport::Flow;
@@ -33,6 +33,7 @@ fn config(targets: &[&str], ring: Duration) -> Config {
         max_headers: 128,
         drain_grace: Duration::from_secs(1),
         metrics: None,
+        media: MediaConfig::default(),
         tcp: TcpConfig { idle_timeout: Duration::from_secs(60), max_connections: 16 },
         listeners: vec![
             ListenerConfig {
@@ -40,6 +41,9 @@ fn config(targets: &[&str], ring: Duration) -> Config {
                 side: Side::Access,
                 addr: addr("127.0.0.1:5060"),
                 advertise: "127.0.0.1".parse().unwrap(),
+                media_bind: "127.0.0.1".parse().unwrap(),
+                media_advertise: "127.0.0.1".parse().unwrap(),
+                media: MediaOptions::default(),
                 transports: vec![Transport::Udp, Transport::Tcp],
             },
             ListenerConfig {
@@ -47,6 +51,9 @@ fn config(targets: &[&str], ring: Duration) -> Config {
                 side: Side::Trunk,
                 addr: addr("127.0.0.2:5070"),
                 advertise: "127.0.0.2".parse().unwrap(),
+                media_bind: "127.0.0.2".parse().unwrap(),
+                media_advertise: "127.0.0.2".parse().unwrap(),
+                media: MediaOptions::default(),
                 transports: vec![Transport::Udp],
             },
         ],
@@ -64,6 +71,7 @@ fn config(targets: &[&str], ring: Duration) -> Config {
                     allow: vec!["P-Asserted-Identity".into()],
                     ..Default::default()
                 },
+                media: MediaOptions::default(),
             })
             .collect(),
         routes: vec![RouteConfig {

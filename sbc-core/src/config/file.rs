@@ -20,9 +20,9 @@ use serde::Deserialize;
 use serde_saphyr::{Location, MessageFormatter, Spanned, UserMessageFormatter};
 
 use super::{
-    Config, HeaderPolicy, MediaConfig, MediaOptions, HeaderRewrite, KeepAliveConfig, ListenerConfig, ListenerId,
-    RewriteConfig, RouteConfig, RouteMatch, Side, Target, TcpConfig, TimerConfig, Transport,
-    TrunkConfig, TrunkId,
+    Config, HeaderPolicy, HeaderRewrite, KeepAliveConfig, ListenerConfig, ListenerId, MediaConfig,
+    MediaOptions, RewriteConfig, RouteConfig, RouteMatch, Side, Target, TcpConfig, TimerConfig,
+    Transport, TrunkConfig, TrunkId,
 };
 
 /// One problem in a config file, located.
@@ -347,7 +347,8 @@ fn listener(cx: &mut Ctx, fl: &S<FileListener>) -> Option<ListenerConfig> {
         None => media_bind,
     };
     if media_bind.is_ipv4() != media_advertise.is_ipv4() && !media_bind.is_unspecified() {
-        let msg = format!("media address {media_bind} and advertise {media_advertise} differ in family");
+        let msg =
+            format!("media address {media_bind} and advertise {media_advertise} differ in family");
         cx.at(fm.referenced, msg);
     }
     let media = media?;
@@ -451,7 +452,9 @@ fn port_range(s: &str) -> Parsed<(u16, u16)> {
     let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
     let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
     if lo < 1024 || lo % 2 != 0 || hi <= lo {
-        return Err(format!("port range {s:?} must start at an even port >= 1024 and end above it"));
+        return Err(format!(
+            "port range {s:?} must start at an even port >= 1024 and end above it"
+        ));
     }
     Ok((lo, hi))
 }
@@ -459,9 +462,10 @@ fn port_range(s: &str) -> Parsed<(u16, u16)> {
 fn leg_media(cx: &mut Ctx, fm: &S<FileLegMedia>) -> Option<MediaOptions> {
     let m = &fm.value;
     let codecs = m.codecs.as_ref().map(|c| cx.each("codec", Some(c), false, codec));
-    let timeout = m.inactivity_timeout.as_ref().map(|t| {
-        cx.check(t, |s: &str| if s == "off" { Ok(None) } else { positive(s).map(Some) })
-    });
+    let timeout = m
+        .inactivity_timeout
+        .as_ref()
+        .map(|t| cx.check(t, |s: &str| if s == "off" { Ok(None) } else { positive(s).map(Some) }));
     Some(MediaOptions {
         nat: m.nat.as_ref().map(|n| n.value),
         codecs,
@@ -792,7 +796,7 @@ r (None, None, Some("00"), Some(Regex("^0")), Some("a.example")) [TrunkId(0), Tr
         let cases = [
             ("listeners: [\n", "1:12: unclosed bracket '['"),
             ("sip: {}\n", "1:1: missing field `listeners`"),
-            ("listeners:\n- name: a\n  bogus: 1\n", &format!("3:3: {unknown}, transports")),
+            ("listeners:\n- name: a\n  bogus: 1\n", &format!("3:3: {unknown}, transports, media")),
             ("listeners:\n  - {name: a, port: -1}\n", "2:21: invalid u64"),
             ("listeners: {a: 1}\n", "1:12: expected sequence start"),
         ];

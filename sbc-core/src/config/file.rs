@@ -447,7 +447,7 @@ fn media(cx: &mut Ctx, fm: &S<FileMedia>) -> Option<MediaConfig> {
 
 /// `MIN-MAX`: an even first port and room for at least one RTP/RTCP pair.
 fn port_range(s: &str) -> Parsed<(u16, u16)> {
-    let bad = || format!("invalid port range {s:?} (e.g. 20000-39999)");
+    let bad = || format!("invalid port range {s:?} (e.g. 30000-39999)");
     let (lo, hi) = s.split_once('-').ok_or_else(bad)?;
     let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
     let hi: u16 = hi.trim().parse().map_err(|_| bad())?;

@@ -139,7 +139,7 @@ pub struct MediaConfig {
 impl Default for MediaConfig {
     fn default() -> MediaConfig {
         MediaConfig {
-            port_min: 20_000,
+            port_min: 30_000,
             port_max: 39_999,
             workers: 0,
             dscp: Some(46),

@@ -4,7 +4,10 @@
 #   X = nothing (rtpload to itself: the generator's own latency, subtracted to give "added"),
 #       rtpengine 10.5, userspace only (table = -1), one worker thread, set up through ng,
 #       the SBC (target/release/sbc, media.workers = 1), set up through SIP by rtpload's UAC/UAS.
-# X is pinned to one core (RELAY_CORE) with taskset, rtpload to the other (GEN_CORE). For each X
+# X is pinned to one core (RELAY_CORE) with taskset, rtpload to the other (GEN_CORE), both under
+# SCHED_FIFO priority 50 (chrt; the same for every X) so that other tenants of this shared machine
+# cannot delay them: nice does not help against them, as autogroup scheduling puts every session
+# in its own group. For each X
 # it searches the highest number of concurrent calls relayed with zero loss and p99 latency under
 # one packet interval, and records per step the loss, p50/p99 latency and X's CPU per packet.
 # Everything runs in a network namespace of its own, on loopback only.
@@ -14,8 +17,9 @@
 #   --only LIST    comma-separated subset of: rtpengine,sbc (default: both; "nothing" always runs)
 #   --steps LIST   call counts of the coarse search (default 250,500,750,1000,1250,1500,2000,2500,3000)
 # Environment: SBC_BIN (default target/release/sbc, built if missing), RELAY_CORE (0), GEN_CORE (1),
-#   NOISE_MAX (0.15): a step during which other processes used more cores than this is repeated,
-#   at most NOISE_RETRIES (2) times, then flagged with * in the table.
+#   FIFO_PRIO (50; 0 = normal scheduling), NOISE_MAX (0.15): a step during which other processes
+#   used more cores than this is repeated, at most NOISE_RETRIES (1; 0 with --quick) times, then
+#   flagged with *.
 #
 # Output: a table on stdout and in lab/out/bench-relay.txt; every step in lab/out/bench-relay.log;
 # rtpload's key=value results and the logs of X in lab/out/bench-relay/.
@@ -78,8 +82,14 @@ SBC_PORT=5060
 UAC_ADDR=127.0.0.1:5061
 UAS_ADDR=127.0.0.1:5080
 NOISE_MAX=${NOISE_MAX:-0.15}
-NOISE_RETRIES=${NOISE_RETRIES:-2}
-NOISE_WAIT_S=10
+NOISE_RETRIES=${NOISE_RETRIES:-$((1 - QUICK))}
+NOISE_WAIT_S=5
+FIFO_PRIO=${FIFO_PRIO:-50}
+# How X and rtpload are started: real-time priority (RT throttling still leaves 5 % of each core to
+# everything else), then pinned.
+if [ "$FIFO_PRIO" -gt 0 ]; then SCHED=(chrt -f "$FIFO_PRIO"); else SCHED=(); fi
+X_RUN=("${SCHED[@]}" taskset -c "$RELAY_CORE")
+GEN_RUN=("${SCHED[@]}" taskset -c "$GEN_CORE")
 STEP_LIMIT_S=120        # hard limit of one rtpload run
 
 # ---- dependencies ---------------------------------------------------------------------------
@@ -156,13 +166,13 @@ start_x() { # $1 = X, $2 = tag
 	case "$1" in
 	nothing) return 0 ;;
 	rtpengine)
-		nsx_bg taskset -c "$RELAY_CORE" rtpengine --config-file="$HERE/rtpengine.conf" \
+		nsx_bg "${X_RUN[@]}" rtpengine --config-file="$HERE/rtpengine.conf" \
 			>"$RAW/$2.rtpengine.log" 2>&1
 		X_PID=$BG_PID
 		wait_udp "$NG_PORT" "$X_PID" || { log "rtpengine did not start; see $RAW/$2.rtpengine.log"; exit 1; }
 		;;
 	sbc)
-		RUST_LOG=warn nsx_bg taskset -c "$RELAY_CORE" "$SBC_BIN" --config "$SBC_CFG" \
+		RUST_LOG=warn nsx_bg "${X_RUN[@]}" "$SBC_BIN" --config "$SBC_CFG" \
 			>"$RAW/$2.sbc.log" 2>&1
 		X_PID=$BG_PID
 		wait_udp "$SBC_PORT" "$X_PID" || { log "sbc did not start; see $RAW/$2.sbc.log"; exit 1; }
@@ -205,7 +215,7 @@ run_step_once() {
 		[ "${SBC_HARNESS_CHECK:-0}" = 1 ] || extra+=(--require-anchored) ;;
 	esac
 	local rc=0
-	nsx timeout "$STEP_LIMIT_S" taskset -c "$GEN_CORE" "$RTPLOAD" --calls "$n" \
+	nsx timeout "$STEP_LIMIT_S" "${GEN_RUN[@]}" "$RTPLOAD" --calls "$n" \
 		--warmup "$WARM_S" --duration "$WINDOW_S" "${extra[@]}" \
 		>"$STEP_FILE" 2>"$RAW/$tag.rtpload.err" || rc=$?
 	[ -z "$X_PID" ] || stop_pid "$X_PID"
@@ -280,7 +290,7 @@ search() { # $1 = X
 START=$(date +%s)
 {
 	echo "# Media relay benchmark, $(date -u +%Y-%m-%dT%H:%MZ), mode: $([ "$QUICK" = 1 ] && echo quick || echo full), window ${WINDOW_S} s after ${WARM_S} s warm-up"
-	echo "# machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), kernel $(uname -r); X pinned to core $RELAY_CORE, rtpload to core $GEN_CORE"
+	echo "# machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), kernel $(uname -r); X pinned to core $RELAY_CORE, rtpload to core $GEN_CORE, scheduling: ${SCHED[*]:-normal}"
 	echo "# sbc $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo ?)$(cd "$ROOT" && git diff --quiet HEAD -- sbc-core sbc-media 2>/dev/null || echo '+dirty'), rtpengine $(rtpengine --version 2>&1 | awk '{print $2}') (table=-1, num-threads=1)"
 	echo "# load before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee -a "$LOG" >"$TABLE.head"

@@ -181,9 +181,12 @@ fn run(a: &Args) -> Result<ExitCode, String> {
             ("ng", d)
         }
         Control::Sip(sbc) => {
-            let mut p = sip::SipPeer::new(a.uac, a.uas, sbc).map_err(|e| format!("sip sockets: {e}"))?;
+            let mut p =
+                sip::SipPeer::new(a.uac, a.uas, sbc).map_err(|e| format!("sip sockets: {e}"))?;
             let deadline = Duration::from_secs_f64(10.0 + n as f64 / a.setup_rate as f64 * 2.0);
-            let d = p.setup(&legs, a.setup_rate, 500, deadline).map_err(|e| format!("sip setup: {e}"))?;
+            let d = p
+                .setup(&legs, a.setup_rate, 500, deadline)
+                .map_err(|e| format!("sip setup: {e}"))?;
             sip_peer = Some(p);
             ("sip", d)
         }
@@ -219,8 +222,20 @@ fn run(a: &Args) -> Result<ExitCode, String> {
             let (a_dest, b_dest) = dests[c];
             [
                 // caller -> relay (a_dest) -> callee; the relay sends from its callee-side port
-                StreamSpec { tx_sock: a_sock(c), dest: a_dest, rx_sock: b_sock(c), expect_from: b_dest, dir: 0 },
-                StreamSpec { tx_sock: b_sock(c), dest: b_dest, rx_sock: a_sock(c), expect_from: a_dest, dir: 1 },
+                StreamSpec {
+                    tx_sock: a_sock(c),
+                    dest: a_dest,
+                    rx_sock: b_sock(c),
+                    expect_from: b_dest,
+                    dir: 0,
+                },
+                StreamSpec {
+                    tx_sock: b_sock(c),
+                    dest: b_dest,
+                    rx_sock: a_sock(c),
+                    expect_from: a_dest,
+                    dir: 1,
+                },
             ]
         })
         .collect();
@@ -242,7 +257,8 @@ fn run(a: &Args) -> Result<ExitCode, String> {
         }
         if let Some(pp) = sip_peer.as_mut() {
             let deadline = Duration::from_secs_f64(10.0 + n as f64 / a.setup_rate as f64 * 2.0);
-            teardown_ok = pp.teardown(a.setup_rate, deadline).map_err(|e| format!("sip teardown: {e}"))?;
+            teardown_ok =
+                pp.teardown(a.setup_rate, deadline).map_err(|e| format!("sip teardown: {e}"))?;
         }
     }
     report(&o, n, &p, t_down.elapsed().as_secs_f64(), teardown_ok, sip_peer.as_ref());
@@ -295,7 +311,9 @@ fn ng_setup(
             .ok_or_else(|| std::io::Error::other(format!("{what} of call {c}: no usable SDP")))
     };
     (0..legs.len())
-        .map(|c| Ok((media(&answer_replies[c], "answer", c)?, media(&offer_replies[c], "offer", c)?)))
+        .map(|c| {
+            Ok((media(&answer_replies[c], "answer", c)?, media(&offer_replies[c], "offer", c)?))
+        })
         .collect()
 }
 
@@ -317,7 +335,14 @@ fn us(ns: u64) -> String {
     format!("{:.1}", ns as f64 / 1000.0)
 }
 
-fn report(o: &rtp::Outcome, n: usize, p: &Params, teardown_s: f64, teardown_ok: usize, sip: Option<&sip::SipPeer>) {
+fn report(
+    o: &rtp::Outcome,
+    n: usize,
+    p: &Params,
+    teardown_s: f64,
+    teardown_ok: usize,
+    sip: Option<&sip::SipPeer>,
+) {
     let mut all = Hist::default();
     o.dirs.iter().for_each(|d| all.merge(&d.lat));
     let sent: u64 = o.dirs.iter().map(|d| d.sent).sum();
@@ -358,7 +383,8 @@ fn report(o: &rtp::Outcome, n: usize, p: &Params, teardown_s: f64, teardown_ok: 
     kv("relay_cores", cores(o.watched_cpu_ns));
     kv("relay_top_thread_cores", cores(o.watched_top_thread_ns));
     // CPU per packet relayed: relay CPU over the window / window packets that came out of it.
-    let per_pkt = if received > 0 { o.watched_cpu_ns as f64 / 1000.0 / received as f64 } else { 0.0 };
+    let per_pkt =
+        if received > 0 { o.watched_cpu_ns as f64 / 1000.0 / received as f64 } else { 0.0 };
     kv("relay_us_per_pkt", format!("{per_pkt:.3}"));
     kv("gen_cores", cores(o.self_cpu_ns));
     let others = o.machine_cpu_ns.saturating_sub(o.watched_cpu_ns + o.self_cpu_ns);

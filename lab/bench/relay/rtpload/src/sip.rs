@@ -72,7 +72,11 @@ const RETRANSMIT: Duration = Duration::from_secs(1);
 
 impl SipPeer {
     /// Binds the UAC and UAS sockets.
-    pub fn new(uac_addr: SocketAddrV4, uas_addr: SocketAddrV4, sbc: SocketAddrV4) -> io::Result<SipPeer> {
+    pub fn new(
+        uac_addr: SocketAddrV4,
+        uas_addr: SocketAddrV4,
+        sbc: SocketAddrV4,
+    ) -> io::Result<SipPeer> {
         let uac = UdpSocket::bind(uac_addr)?;
         let uas = UdpSocket::bind(uas_addr)?;
         uac.set_nonblocking(true)?;
@@ -452,7 +456,13 @@ impl<'a> Msg<'a> {
 
     /// A response to this request, copying Via, Record-Route, From, To (with our tag if it had
     /// none), Call-ID and CSeq (RFC 3261 section 8.2.6.2).
-    fn response(&self, code: u16, reason: &str, contact: Option<&str>, sdp: Option<&str>) -> Vec<u8> {
+    fn response(
+        &self,
+        code: u16,
+        reason: &str,
+        contact: Option<&str>,
+        sdp: Option<&str>,
+    ) -> Vec<u8> {
         let mut r = format!("SIP/2.0 {code} {reason}\r\n");
         for v in self.headers_all("via") {
             r.push_str(&format!("Via: {v}\r\n"));
@@ -506,7 +516,10 @@ mod tests {
 
     #[test]
     fn uri() {
-        assert_eq!(uri_of("<sip:x@1.2.3.4:5060;transport=udp>;expires=3"), "sip:x@1.2.3.4:5060;transport=udp");
+        assert_eq!(
+            uri_of("<sip:x@1.2.3.4:5060;transport=udp>;expires=3"),
+            "sip:x@1.2.3.4:5060;transport=udp"
+        );
         assert_eq!(uri_of("sip:x@h;lr"), "sip:x@h");
     }
 }

@@ -60,7 +60,12 @@ pub fn raise_nofile_limit() {
     }
 }
 
-fn setsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int, v: libc::c_int) -> io::Result<()> {
+fn setsockopt_int(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    v: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: the option value is one c_int on this stack frame, and its size is passed.
     cvt(unsafe {
         libc::setsockopt(
@@ -335,10 +340,9 @@ pub struct TickTimer {
 impl TickTimer {
     /// Fires every `period_ns`, first at `period_ns` from now.
     pub fn new(period_ns: u64) -> io::Result<TickTimer> {
-        // SAFETY: timerfd_create returns a new fd that we own from here on.
-        let fd = cvt(unsafe {
-            libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC)
-        })?;
+        // SAFETY: timerfd_create returns a new fd that we own from here on. Blocking: `wait`
+        // sleeps in read().
+        let fd = cvt(unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_CLOEXEC) })?;
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let ts = libc::timespec {
             tv_sec: (period_ns / 1_000_000_000) as libc::time_t,
@@ -350,15 +354,10 @@ impl TickTimer {
         Ok(TickTimer { fd })
     }
 
-    /// The fd, to put in an [`Epoll`].
-    pub fn fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
-
-    /// Consumes the expirations counter (level-triggered epoll would report it again otherwise).
-    pub fn ack(&self) {
+    /// Sleeps until the next expiration (returns at once if one is pending).
+    pub fn wait(&self) {
         let mut v = 0u64;
-        // SAFETY: reads 8 bytes into `v`; EAGAIN (no expiration) is fine.
+        // SAFETY: reads 8 bytes into `v`; EINTR just returns early, which is harmless.
         unsafe { libc::read(self.fd.as_raw_fd(), &mut v as *mut u64 as *mut libc::c_void, 8) };
     }
 }

@@ -76,7 +76,7 @@ impl PortPool {
             return Err(PortRangeError::NoPair);
         }
         // Pairs (p, p + 1) with p even, first_rtp <= p and p + 1 <= max.
-        let pairs = (usize::from(max) - usize::from(first_rtp) + 1) / 2;
+        let pairs = usize::from(max - first_rtp).div_ceil(2);
         let state = State { in_use: vec![false; pairs], leased: 0, cursor: 0 };
         Ok(PortPool { inner: Arc::new(Inner { first_rtp, state: Mutex::new(state) }) })
     }

@@ -194,13 +194,16 @@ impl Relay {
         self.threads.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues `cmd` for worker `w` and wakes it; gives the command back if the worker is gone.
-    fn send(&self, w: usize, cmd: Command) -> Result<(), Command> {
+    /// Queues `cmd` for worker `w` and wakes it; `false` (and the command dropped, with any
+    /// sockets and leases in it) if the worker is gone.
+    fn send(&self, w: usize, cmd: Command) -> bool {
         let handle = &self.workers[w];
-        handle.commands.send(cmd).map_err(|e| e.0)?;
+        if handle.commands.send(cmd).is_err() {
+            return false;
+        }
         // Fails only if the eventfd is broken; the worker then also fails its next poll.
         let _ = handle.waker.wake();
-        Ok(())
+        true
     }
 
     fn lease(&self, ip: std::net::IpAddr) -> Result<Leased<mio::net::UdpSocket>, RelayError> {
@@ -230,8 +233,8 @@ impl RelayBackend for Relay {
         };
         let v6 = [spec.local_a.is_ipv6(), spec.local_b.is_ipv6()];
         let cmd = Command::Open { id: ports.id, sides: [a, b], v6, shared };
-        if self.send(worker, cmd).is_err() {
-            // The refused command drops here with its sockets and leases.
+        if !self.send(worker, cmd) {
+            // The refused command was dropped with its sockets and leases.
             let mut control = self.control();
             control.pairs.remove(&ports.id);
             control.load[worker] -= 1;
@@ -244,7 +247,7 @@ impl RelayBackend for Relay {
         let Some(worker) = self.control().pairs.get(&pair).map(|e| e.worker) else { return };
         let cmd = Command::Configure { id: pair, side, remote: Box::new(remote.clone()) };
         // A stopped worker has closed the pair already: nothing left to configure.
-        let _ = self.send(worker, cmd);
+        self.send(worker, cmd);
     }
 
     fn stats(&self, pair: PairId) -> Option<PairStats> {
@@ -260,7 +263,7 @@ impl RelayBackend for Relay {
             entry
         };
         let (done, wait) = mpsc::sync_channel(1);
-        if self.send(entry.worker, Command::Close { id: pair, done }).is_ok() {
+        if self.send(entry.worker, Command::Close { id: pair, done }) {
             // The worker answers after publishing the final figures and returning the ports.
             if wait.recv_timeout(CLOSE_WAIT).is_err() {
                 tracing::warn!(pair = pair.0, "media worker did not confirm a close in time");

@@ -83,7 +83,7 @@ impl SharedStats {
             // Orders the data loads before the second sequence load.
             fence(Ordering::Acquire);
             let s2 = self.seq.load(Ordering::Relaxed);
-            if s1 == s2 && s1 % 2 == 0 {
+            if s1 == s2 && s1.is_multiple_of(2) {
                 return PairStats {
                     from_a: direction(&raw[0]),
                     from_b: direction(&raw[1]),

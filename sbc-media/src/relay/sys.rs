@@ -174,6 +174,18 @@ impl Batch {
         Some((&mut b.bufs[i][..len], source))
     }
 
+    /// Puts `data` into buffer `i` as if received, for tests and benchmarks that send
+    /// generated packets through [`Batch::queue`] and [`Batch::flush`].
+    #[cfg(test)]
+    pub(crate) fn stage(&mut self, i: usize, data: &[u8]) {
+        let b = &mut *self.inner;
+        let len = data.len().min(BUF_LEN);
+        b.bufs[i][..len].copy_from_slice(&data[..len]);
+        b.recv_hdr[i].msg_len = len as libc::c_uint;
+        b.recv_hdr[i].msg_hdr.msg_flags = 0;
+        b.received = b.received.max(i + 1);
+    }
+
     /// Queues datagram `i` (its first `len` bytes, as possibly rewritten) to be sent to `dest`
     /// by the next [`Batch::flush`]. `tag` (0 or 1) only sorts the counts. Returns `false` if
     /// `i` or `len` is out of range.

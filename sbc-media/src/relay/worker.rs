@@ -380,10 +380,10 @@ fn relay_batch(
                 if let Some(h) = RtpFields::parse(data) {
                     xs.rx.handle_rtp(h.ssrc, h.seq, h.timestamp, arrival);
                 }
-                if out.is_ok() {
-                    if let Some(remote) = xs.rules.remote() {
-                        packet::rewrite_payload_type(data, &remote.pt_map);
-                    }
+                if out.is_ok()
+                    && let Some(remote) = xs.rules.remote()
+                {
+                    packet::rewrite_payload_type(data, &remote.pt_map);
                 }
             }
             Kind::Rtcp => xs.counters.rtcp_packets += 1,

@@ -265,7 +265,8 @@ impl RelayBackend for Relay {
         let (done, wait) = mpsc::sync_channel(1);
         if self.send(entry.worker, Command::Close { id: pair, done }) {
             // The worker answers after publishing the final figures and returning the ports.
-            if wait.recv_timeout(CLOSE_WAIT).is_err() {
+            // Disconnected: the worker stopped (shutdown) and closed the pair on its way out.
+            if let Err(mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(CLOSE_WAIT) {
                 tracing::warn!(pair = pair.0, "media worker did not confirm a close in time");
             }
         }

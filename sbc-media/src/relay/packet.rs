@@ -458,4 +458,46 @@ mod tests {
             Verdict::Accept { out: Err(DropReason::NoDestination), .. }
         ));
     }
+
+    #[test]
+    fn arbitrary_datagrams_never_panic() {
+        // Deterministic xorshift noise, biased toward version-2 headers so the deeper checks run.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let sides = [
+            side(spec("10.0.0.1:4000", "10.0.0.1:4001")),
+            side(RemoteSpec {
+                rtcp_mux: true,
+                latch: Latch::Nat,
+                ..spec("10.0.0.1:4000", "10.0.0.1:4001")
+            }),
+            SideRules::new(false),
+        ];
+        let mut map = RemoteSpec::IDENTITY_PT_MAP;
+        map.iter_mut().for_each(|v| *v = (next() & 0xff) as u8);
+        for _ in 0..20_000 {
+            let len = (next() % 40) as usize;
+            let mut data: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            if next() % 2 == 0
+                && let Some(b0) = data.first_mut()
+            {
+                *b0 = 0x80 | (*b0 & 0x3f);
+            }
+            let from = addr(if next() % 2 == 0 { "10.0.0.1:4000" } else { "10.0.0.1:4001" });
+            for x in &sides {
+                for y in &sides {
+                    for on in [Socket::Rtp, Socket::Rtcp] {
+                        let _ = inspect(x, y, on, &data, from);
+                    }
+                }
+            }
+            let _ = RtpFields::parse(&data);
+            rewrite_payload_type(&mut data, &map);
+        }
+    }
 }

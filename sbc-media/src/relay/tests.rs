@@ -541,7 +541,11 @@ fn throughput_one_worker() {
         std::env::var("RELAY_BENCH_PAIRS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
     let secs: u64 =
         std::env::var("RELAY_BENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
-    let relay = relay_with(2 * pairs, 1);
+    // A range of its own below the test block, sized to the run (up to 2,500 pairs).
+    let pairs = pairs.clamp(1, 2500);
+    let config =
+        RelayConfig { port_min: 10_000, port_max: 10_000 + 4 * pairs - 1, workers: 1, dscp: None };
+    let relay = Relay::start(config).unwrap();
     let sender = UdpSocket::bind((V4, 0)).unwrap();
     let sink = UdpSocket::bind((V4, 0)).unwrap(); // never read: the kernel drops its overflow
     let mut targets = Vec::new();
@@ -602,6 +606,78 @@ fn throughput_one_worker() {
         forwarded as f64 / cpu,
     );
     assert!(forwarded > 0);
+}
+
+/// Baseline for `throughput_one_worker`: the same load through a thread that forwards with one
+/// `recv_from` and one `send_to` per packet and no checks, to show what batching buys.
+#[test]
+#[ignore = "benchmark: run on demand, in release mode"]
+fn throughput_naive_baseline() {
+    use std::os::fd::AsRawFd;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+
+    use super::sys::{BATCH, Batch};
+
+    let secs: u64 =
+        std::env::var("RELAY_BENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let a = bind_socket(SocketAddr::new(V4, 0), None).unwrap();
+    let b = bind_socket(SocketAddr::new(V4, 0), None).unwrap();
+    a.set_nonblocking(false).unwrap();
+    a.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let at = a.local_addr().unwrap();
+    let sink = UdpSocket::bind((V4, 0)).unwrap();
+    let to = sink.local_addr().unwrap();
+    let (stop, forwarded) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let thread = {
+        let (stop, forwarded) = (Arc::clone(&stop), Arc::clone(&forwarded));
+        std::thread::Builder::new()
+            .name("naive-0".into())
+            .spawn(move || {
+                let mut buf = [0u8; 2048];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok((n, _)) = a.recv_from(&mut buf)
+                        && b.send_to(&buf[..n], to).is_ok()
+                    {
+                        forwarded.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+            .unwrap()
+    };
+    let named = Instant::now() + WAIT;
+    let mut cpu_before = thread_cpu("naive-0");
+    while cpu_before.is_none() && Instant::now() < named {
+        std::thread::sleep(Duration::from_millis(1));
+        cpu_before = thread_cpu("naive-0");
+    }
+    let sender = UdpSocket::bind((V4, 0)).unwrap();
+    sender.set_nonblocking(true).unwrap();
+    let mut batch = Batch::new();
+    let start = Instant::now();
+    let mut seq = 0u16;
+    while start.elapsed() < Duration::from_secs(secs) {
+        for i in 0..BATCH {
+            seq = seq.wrapping_add(1);
+            batch.stage(i, &rtp(0, false, seq, u32::from(seq) * 160, 1));
+            batch.queue(i, 172, at, 0);
+        }
+        if batch.flush(sender.as_raw_fd()).failed[0] > 0 {
+            std::thread::yield_now();
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = thread_cpu("naive-0").zip(cpu_before).map(|(after, before)| after - before);
+    let done = forwarded.load(Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    thread.join().unwrap();
+    let cpu = cpu.map_or(f64::NAN, |c| c.as_secs_f64());
+    println!(
+        "naive forwarder (recv_from/send_to), {elapsed:.1} s: relayed {:.0} pkt/s; \
+         thread CPU {cpu:.2} s = {:.0} pkt per CPU-second",
+        done as f64 / elapsed,
+        done as f64 / cpu,
+    );
 }
 
 /// CPU time (user + system) of this process's thread named `name`, from /proc.

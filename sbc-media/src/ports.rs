@@ -14,6 +14,8 @@
 //! Thread-safe: one mutex guards the free map. It is taken per call set-up and tear-down, never
 //! per packet, and binds happen under it so two threads never race for the same pair.
 
+#![forbid(unsafe_code)]
+
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};

@@ -45,6 +45,8 @@
 //!   measured jitter. The estimate is therefore an upper bound on the quality the user heard.
 //! * With no loss and no jitter, R = 92.7 and MOS = 4.40, the usual ceiling for G.711.
 
+#![forbid(unsafe_code)]
+
 use crate::backend::DirectionStats;
 
 /// A.1: a jump of fewer packets than this ahead is believed at once.

@@ -22,7 +22,26 @@
 //! reads any socket. `close` waits until the worker has closed the sockets and returned the
 //! ports, so they can be leased again at once.
 //!
-//! Linux only: the batch calls and epoll are Linux interfaces.
+//! Linux only: the batch calls and epoll are Linux interfaces. The only `unsafe` code is in
+//! `sys` (the batch calls); the rest of the relay denies it.
+//!
+//! ```no_run
+//! use sbc_media::LegSide;
+//! use sbc_media::backend::{PairSpec, RelayBackend, RemoteSpec};
+//! use sbc_media::relay::{Relay, RelayConfig};
+//!
+//! let relay = Relay::start(RelayConfig { port_min: 30000, port_max: 39999, workers: 0, dscp: Some(46) })?;
+//! let local = "192.0.2.10".parse().unwrap();
+//! let pair = relay.open(PairSpec { local_a: local, local_b: local })?;
+//! // From the offer (leg A) and the answer (leg B):
+//! let a = RemoteSpec { rtp: Some("198.51.100.7:4000".parse().unwrap()), ..RemoteSpec::default() };
+//! relay.configure(pair.id, LegSide::A, &a);
+//! // ... at the end of the call:
+//! let figures = relay.close(pair.id);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![deny(unsafe_code)]
 
 mod packet;
 mod publish;

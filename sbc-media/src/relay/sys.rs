@@ -19,6 +19,8 @@
 //! port and address at the offsets of `sin6_port` and `sin6_flowinfo` (checked at compile time
 //! below), so both families are read and written with safe field accesses.
 
+#![allow(unsafe_code)]
+
 use std::io;
 use std::mem::{offset_of, size_of};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};

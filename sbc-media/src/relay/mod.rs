@@ -30,7 +30,8 @@
 //! use sbc_media::backend::{PairSpec, RelayBackend, RemoteSpec};
 //! use sbc_media::relay::{Relay, RelayConfig};
 //!
-//! let relay = Relay::start(RelayConfig { port_min: 30000, port_max: 39999, workers: 0, dscp: Some(46) })?;
+//! let config = RelayConfig { port_min: 30000, port_max: 39999, workers: 0, dscp: Some(46) };
+//! let relay = Relay::start(config)?;
 //! let local = "192.0.2.10".parse().unwrap();
 //! let pair = relay.open(PairSpec { local_a: local, local_b: local })?;
 //! // From the offer (leg A) and the answer (leg B):

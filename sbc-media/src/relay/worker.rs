@@ -237,7 +237,7 @@ impl Worker {
         };
         if let Err(e) = self.register(&mut pair, slot) {
             // The pair is dropped here: sockets closed, ports returned. Its figures stay zero.
-            tracing::error!(pair = id.0, error = %e, "media worker: cannot watch the pair's sockets");
+            tracing::error!(pair = id.0, error = %e, "media worker: cannot watch the pair");
             let _ = self.deregister(&mut pair);
             self.free.push(slot);
             return;

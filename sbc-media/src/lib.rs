@@ -7,6 +7,10 @@
 //! without changing this API, so the call path already goes through it.
 
 pub mod backend;
+pub mod ports;
+#[cfg(target_os = "linux")]
+pub mod relay;
+pub mod stats;
 
 use std::collections::HashMap;
 use std::fmt;

@@ -7,6 +7,11 @@
 //! without changing this API, so the call path already goes through it.
 
 pub mod backend;
+pub mod negotiate;
+pub mod sdp;
+mod virtual_backend;
+
+pub use virtual_backend::VirtualBackend;
 
 use std::collections::HashMap;
 use std::fmt;

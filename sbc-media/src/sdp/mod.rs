@@ -457,4 +457,4 @@ fn direction_in(attributes: &[Attribute]) -> Option<Direction> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -132,7 +132,9 @@ pub fn prepare_answer(
         if is_held_by_address(answer, i) {
             set_direction(m, effective_direction(answer, i));
         }
-        if m.is_rtp() {
+        // An offered line without formats (invalid, but passed on as the offerer sent it) has
+        // nothing to renumber against: its answer crosses as it is.
+        if m.is_rtp() && !offered.formats.is_empty() {
             maps = renumber_to_offer(m, offered)?;
         }
         if received_offer.media.get(i).is_some_and(has_rtcp_mux) {

@@ -2,8 +2,8 @@
 //! writer.
 //!
 //! Contract:
-//! - [`Sdp::parse`] never panics, on any bytes. It accepts CRLF or bare LF line ends, skips blank
-//!   lines, and is lenient where real user agents differ from the grammar (session-level lines in
+//! - [`Sdp::parse`] never panics, on any bytes. It accepts CRLF or bare LF line ends (and CR CR
+//!   LF), skips blank lines, and is lenient where real user agents differ from the grammar (session-level lines in
 //!   any order, a missing `s=` or `t=`, an `m=` line without formats). It refuses what the
 //!   negotiation cannot work with and returns a [`ParseError`] whose [`ParseError::reason`] is a
 //!   short static text, fit for a `Warning` header of the 488 the core sends.

@@ -14,10 +14,10 @@ pub(super) fn parse(input: &[u8]) -> Result<Sdp, ParseError> {
     // Free text (s=, i=) may be in another charset (a=charset, RFC 8866 §6.10); replacing invalid
     // bytes keeps the description usable, and the SBC writes `s=-` anyway.
     let text: Cow<'_, str> = String::from_utf8_lossy(input);
-    let mut lines = text
-        .split('\n')
-        .map(|l| l.strip_suffix('\r').unwrap_or(l))
-        .filter(|l| !l.trim().is_empty());
+    // Every CR before the LF is line end: a doubled CR comes from a sloppy line-end conversion
+    // (seen in test tools), and nothing follows it on the line, so it cannot hide a line.
+    let mut lines =
+        text.split('\n').map(|l| l.trim_end_matches('\r')).filter(|l| !l.trim().is_empty());
 
     match lines.next() {
         Some(first) if first.starts_with("v=") => {

@@ -52,6 +52,7 @@ fn lf_input_and_blank_lines_are_accepted() {
     assert_eq!(sdp.attribute("tool").and_then(|a| a.value.as_deref()), Some("baresip 3.10.1"));
     let with_blanks = format!("{SIPP}\r\n\r\n");
     assert_eq!(parse(&with_blanks), parse(SIPP));
+    assert_eq!(parse(&SIPP.replace("\r\n", "\r\r\n")), parse(SIPP), "CR CR LF");
 }
 
 #[test]

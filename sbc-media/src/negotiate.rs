@@ -181,7 +181,8 @@ pub fn localize(sdp: &mut Sdp, advertise: IpAddr, ports: &[Option<u16>], rtcp_on
 
 /// The direction the writer of `sdp` really has on media `index`: its attribute, except that an
 /// RFC 2543 hold address (`0.0.0.0`, or `::`) means it cannot receive. Without ICE only: with
-/// ICE (WebRTC), `c=IN IP4 0.0.0.0` just says "see the candidates" (RFC 8839 §4.2.1).
+/// ICE (WebRTC), `c=IN IP4 0.0.0.0` just says "see the candidates" (trickle ICE, RFC 8840, writes
+/// it while no candidate is known).
 ///
 /// Toward the other leg such a hold is written as the SBC's real address plus `a=sendonly` (or
 /// `a=inactive` when the stream was `recvonly`): RFC 3264 §8.4 deprecates the 0.0.0.0 form, it

@@ -132,7 +132,8 @@ impl MediaPlane {
     /// Sets the media profile of one leg, creating the session if needed. Call it for A when the
     /// INVITE arrives and for B before each attempt (failover): a new profile for a side means a
     /// new peer there, so what the old peer said is forgotten (its address unset in the relay,
-    /// a fresh `o=` for the new dialog), and the next offer toward it is a fresh one.
+    /// its unanswered offer dropped, a fresh `o=` for the new dialog). Pairs stay open: the next
+    /// offer reuses them if the bind addresses did not change.
     pub fn set_leg(&mut self, id: MediaSessionId, side: LegSide, leg: LegMedia) {
         let seed = self.seed;
         let session = self.sessions.entry(id).or_insert_with(|| Session::new(seed, id));
@@ -140,6 +141,10 @@ impl MediaPlane {
         session.generation[s] += 1;
         session.origins[s] = OriginState::new(seed, id, side, session.generation[s]);
         session.current[s] = None;
+        // An offer the old peer made can no longer be answered.
+        if session.pending.as_ref().is_some_and(|o| o.from == side) {
+            session.pending = None;
+        }
         let latch = if leg.nat { Latch::Nat } else { Latch::Strict };
         session.legs[s] = leg;
         for pair in session.streams.iter_mut().flatten() {
@@ -393,7 +398,10 @@ impl Session {
             let Some(pair) = old else { continue };
             let keep = pair.spec == spec && sent.media.get(i).is_some_and(|m| m.port != 0);
             match streams.get_mut(i) {
-                Some(slot) if keep => *slot = Some(pair),
+                Some(slot) if keep => {
+                    let audio = sent.media.get(i).is_some_and(|m| m.is_audio());
+                    *slot = Some(Pair { audio, ..pair });
+                }
                 _ => self.close_pair(backend, pair),
             }
         }
@@ -414,8 +422,8 @@ impl Session {
         self.origins[idx(to)].stamp(&mut sent, advertise);
 
         // The offerer's side now: where it receives, what it sends. Its payload type map and
-        // clock rate stay those of the last answer until the next one (RFC 3264 §8.3.2: numbers
-        // keep their meaning for the whole session).
+        // clock rate stay those of the last answer until the next one (RFC 3264 §5.1: numbers keep
+        // their meaning for the whole session).
         let mux: Vec<bool> = received.media.iter().map(has_rtcp_mux).collect();
         self.current[idx(from)] = Some(received.clone());
         for i in 0..self.streams.len() {

@@ -462,6 +462,18 @@ fn failover_replaces_the_unanswered_offer_without_leaking() {
 }
 
 #[test]
+fn a_new_peer_cannot_be_answered_for_the_old_ones_offer() {
+    let mut call = Call::new();
+    call.offer(LegSide::B, FREESWITCH).unwrap();
+    call.plane.set_leg(ID, LegSide::B, leg_b());
+    assert_eq!(call.answer(LegSide::A, SIPP), Err(MediaError::NoOffer));
+    // A's own offer survives a new B (that is failover).
+    call.offer(LegSide::A, SIPP).unwrap();
+    call.plane.set_leg(ID, LegSide::B, leg_b());
+    assert!(call.answer(LegSide::B, SIPP).is_ok());
+}
+
+#[test]
 fn no_ports_leaks_nothing() {
     // Room for one pair (two RTP ports).
     let mut call = Call::with_ports(40000..=40003);

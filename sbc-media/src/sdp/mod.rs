@@ -3,9 +3,9 @@
 //!
 //! Contract:
 //! - [`Sdp::parse`] never panics, on any bytes. It accepts CRLF or bare LF line ends (and CR CR
-//!   LF), skips blank lines, and is lenient where real user agents differ from the grammar (session-level lines in
-//!   any order, a missing `s=` or `t=`, an `m=` line without formats). It refuses what the
-//!   negotiation cannot work with and returns a [`ParseError`] whose [`ParseError::reason`] is a
+//!   LF), skips blank lines, and is lenient where real user agents differ from the grammar
+//!   (session-level lines in any order, a missing `s=` or `t=`, an `m=` line without formats).
+//!   It refuses what the negotiation cannot work with and returns a [`ParseError`] whose [`ParseError::reason`] is a
 //!   short static text, fit for a `Warning` header of the 488 the core sends.
 //! - Unknown attributes are kept verbatim and in order, so what the SBC does not understand
 //!   crosses unchanged.

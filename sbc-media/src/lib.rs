@@ -3,9 +3,9 @@
 //! sbc-core hands every SDP body of a call to a [`MediaPlane`] and sends on what it returns: an
 //! offer from one leg becomes the offer sent on the other, and so on for answers, keyed by a
 //! [`MediaSessionId`] the core allocates per call. The plane anchors the media: it opens a relay
-//! pair per active m-line through a [`backend::RelayBackend`], writes the SBC's addresses and ports into
-//! the SDP each leg gets, filters codecs by each leg's profile, and tells the relay where each
-//! side's peer is and what it may send.
+//! pair per active m-line through a [`backend::RelayBackend`], writes the SBC's addresses and
+//! ports into the SDP each leg gets, filters codecs by each leg's profile, and tells the relay
+//! where each side's peer is and what it may send.
 //!
 //! Layers, each usable on its own:
 //! - [`sdp`]: the SDP model, parser and writer (RFC 8866);

@@ -3,8 +3,9 @@
 //! Every stream sends one 172-byte packet (12-byte RTP header, 160 bytes of PCMU) per 20 ms
 //! cycle. The streams' phases are spread evenly over the cycle, so the offered load is smooth:
 //! the g-th packet of the whole run is due at `t0 + g * 20 ms / streams`. A periodic timerfd
-//! wakes the loop every tick (100 us by default), which sends everything due in `sendmmsg`
-//! batches and then drains the sockets that have input with `recvmmsg`.
+//! wakes the loop every tick (100 us by default), which sends everything due (one `sendmmsg`
+//! per packet by default, see `--batch`) and then drains the sockets that have input with
+//! `recvmmsg` batches.
 //!
 //! The thread sleeps only on the timer, never on the sockets: a packet arriving does not wake it.
 //! Woken per packet (as with a blocking epoll over the sockets), and under SCHED_FIFO, the
@@ -13,7 +14,7 @@
 //! comes from the kernel's receive timestamps, not from when we read.
 //!
 //! Each packet carries, at the start of its payload, a magic number, its stream and cycle, and
-//! its send time (`CLOCK_REALTIME`, stamped just before the batch is handed to the kernel). The
+//! its send time (`CLOCK_REALTIME`, stamped just before it is handed to the kernel). The
 //! latency of a packet is the kernel's receive timestamp (`SO_TIMESTAMPNS`, taken when the packet
 //! is queued on our socket, i.e. when the relay sent it on loopback) minus that send time; so the
 //! time our own thread takes to get around to reading a packet is not counted against the relay.

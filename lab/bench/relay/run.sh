@@ -86,6 +86,7 @@ UAS_ADDR=127.0.0.1:5080
 NOISE_MAX=${NOISE_MAX:-0.15}
 NOISE_RETRIES=${NOISE_RETRIES:-$((1 - QUICK))}
 NOISE_WAIT_S=5
+GEN_RETRIES=2           # repeats of a step in which only rtpload failed
 FIFO_PRIO=${FIFO_PRIO:-50}
 # How X and rtpload are started: real-time priority (RT throttling still leaves 5 % of each core to
 # everything else), then pinned.
@@ -186,19 +187,29 @@ start_x() { # $1 = X, $2 = tag
 # run_step X N -> STEP_PASS (0/1), STEP_WHY, STEP_FILE (rtpload's key=value output), STEP_OTHER
 STEP_NO=0
 run_step() {
-	local try best=""
+	local try best="" bscore score gen_tries=0
 	for ((try = 0; ; try++)); do
 		run_step_once "$@"
-		# Keep the quietest attempt.
-		if [ -z "$best" ] || awk -v o="$STEP_OTHER" -v b="${best%% *}" 'BEGIN { exit !(o < b) }'; then
+		# Keep the best attempt: one where rtpload kept up, and among those the quietest.
+		score=$(awk -v o="$STEP_OTHER" -v g="$(gen_only_fail && echo 1 || echo 0)" 'BEGIN { printf "%.3f", g * 100 + o }')
+		if [ -z "$best" ] || awk -v a="$score" -v b="$bscore" 'BEGIN { exit !(a < b) }'; then
 			best="$STEP_OTHER $STEP_PASS $STEP_FILE $STEP_WHY"
+			bscore=$score
+		fi
+		# rtpload fell behind (its schedule, its own sockets) while X was fine: the step says
+		# nothing about X. Repeat it, at most GEN_RETRIES times.
+		if gen_only_fail && [ "$gen_tries" -lt "$GEN_RETRIES" ] && [ "$1" != nothing ]; then
+			gen_tries=$((gen_tries + 1))
+			log "  (rtpload fell behind, not X; repeating the step in ${NOISE_WAIT_S} s)"
+			sleep "$NOISE_WAIT_S"
+			continue
 		fi
 		# Another tenant used more than NOISE_MAX cores during the window: the verdict says little
 		# about X. Repeat a bounded number of times; flag the result if it stays noisy.
 		if awk -v o="$STEP_OTHER" -v m="$NOISE_MAX" 'BEGIN { exit !(o <= m) }'; then break; fi
 		# The generator alone is not repeated: under SCHED_FIFO its figures barely move with noise
 		# (a few us), and repeats would cost a fifth of the run.
-		if [ "$try" -ge "$NOISE_RETRIES" ] || [ "$1" = nothing ]; then
+		if [ "$try" -ge $((NOISE_RETRIES + gen_tries)) ] || [ "$1" = nothing ]; then
 			NOISY[$1,$2]=1
 			NOISY_ANY=1
 			break
@@ -207,7 +218,13 @@ run_step() {
 		sleep "$NOISE_WAIT_S"
 	done
 	read -r STEP_OTHER STEP_PASS STEP_FILE STEP_WHY <<<"$best"
-	[ -z "${NOISY[$1,$2]:-}" ] || log "  (noisy: keeping the quietest attempt, others $STEP_OTHER cores, flagged)"
+	[ "$try" = 0 ] || log "  (kept: others $STEP_OTHER cores, $([ "$STEP_PASS" = 1 ] && echo pass || echo "FAIL($STEP_WHY )"))"
+}
+# True when the step failed only because of rtpload (GEN), not because of X.
+gen_only_fail() {
+	[ "$STEP_PASS" = 0 ] && [[ $STEP_WHY == *GEN* ]] && [[ $STEP_WHY != *lost=* ]] &&
+		[[ $STEP_WHY != *p99* ]] && [[ $STEP_WHY != *misrouted* ]] && [[ $STEP_WHY != *rtpload-rc* ]] &&
+		[[ $STEP_WHY != *not-anchored* ]]
 }
 kv() { awk -F= -v k="$2" '$1 == k { v = substr($0, length(k) + 2) } END { print (v == "") ? "-" : v }' "$1"; }
 run_step_once() {
@@ -258,7 +275,7 @@ run_step_once() {
 }
 
 # ---- per-X results --------------------------------------------------------------------------
-declare -A RES NOISY MAXC
+declare -A RES NOISY MAXC GENLIM
 NOISY_ANY=0
 SBC_NOTE=""
 # record X N: keeps the figures of the step just run under X,N
@@ -268,6 +285,7 @@ record() {
 		RES[$1,$2,$f]=$(kv "$STEP_FILE" "$f")
 	done
 	RES[$1,$2,pass]=$STEP_PASS
+	RES[$1,$2,verdict]=$([ "$STEP_PASS" = 1 ] && echo pass || { gen_only_fail && echo GEN || echo FAIL; })
 }
 # The generator alone at N calls (once per N): the baseline of "added" latency.
 baseline() {
@@ -293,6 +311,11 @@ search() { # $1 = X
 			return
 		fi
 		record "$x" "$n"
+		if gen_only_fail; then
+			# rtpload could not offer this load: X's limit is above what we can measure.
+			GENLIM[$x]=$n
+			break
+		fi
 		if [ "$STEP_PASS" = 1 ]; then lo=$n; else hi=$n; break; fi
 	done
 	for ((i = 0; i < BISECT && hi > 0; i++)); do
@@ -301,10 +324,11 @@ search() { # $1 = X
 		baseline "$n"
 		run_step "$x" "$n"
 		record "$x" "$n"
+		if gen_only_fail; then GENLIM[$x]=$n; break; fi
 		if [ "$STEP_PASS" = 1 ]; then lo=$n; else hi=$n; fi
 	done
 	MAXC[$x]=$lo
-	[ "$hi" -gt 0 ] || MAXC[$x]=">=$lo"
+	[ "$hi" -gt 0 ] && [ -z "${GENLIM[$x]:-}" ] || MAXC[$x]=">=$lo"
 }
 
 # ---- the run --------------------------------------------------------------------------------
@@ -331,7 +355,8 @@ added() { # X N field(p50_us|p99_us) -> X minus nothing at N
 {
 	cat "$TABLE.head"
 	echo "# pass: zero loss and p99 < $((MAX_P99_US / 1000)) ms over the window; latency in us; added = X minus nothing at the same calls;"
-	echo "# X cores: X's CPU (all threads) / window; busiest: its busiest thread; gen: rtpload's CPU"
+	echo "# X cores: X's CPU (all threads) / window; busiest: its busiest thread; gen: rtpload's CPU;"
+	echo "# GEN: rtpload fell behind its schedule (the step says nothing about X)"
 	printf '%-10s %6s %8s %8s %9s %9s %10s %10s %9s %8s %8s %6s %s\n' X calls "pkt/s" lost p50 p99 "added p50" "added p99" "X us/pkt" "X cores" "busiest" "gen" verdict
 	for x in nothing "${XS[@]}"; do
 		for n in $(for k in "${!RES[@]}"; do IFS=, read -r a b c <<<"$k"; [ "$a" = "$x" ] && [ "$c" = pass ] && echo "$b"; done | sort -n); do
@@ -343,12 +368,12 @@ added() { # X N field(p50_us|p99_us) -> X minus nothing at N
 				"$([ "$x" = nothing ] && echo - || echo "${RES[$x,$n,relay_cores]}")" \
 				"$([ "$x" = nothing ] && echo - || echo "${RES[$x,$n,relay_top_thread_cores]}")" \
 				"${RES[$x,$n,gen_cores]}" \
-				"$([ "${RES[$x,$n,pass]}" = 1 ] && echo pass || echo FAIL)${NOISY[$x,$n]:+*}"
+				"${RES[$x,$n,verdict]}${NOISY[$x,$n]:+*}"
 		done
 	done
 	echo "# max calls (zero loss, p99 < 20 ms), one relay core:"
 	for x in "${XS[@]}"; do
-		[ -n "${MAXC[$x]:-}" ] && echo "#   $x: ${MAXC[$x]} calls ($(( ${MAXC[$x]#>=} * 100 )) packets/s relayed)"
+		[ -n "${MAXC[$x]:-}" ] && echo "#   $x: ${MAXC[$x]} calls ($(( ${MAXC[$x]#>=} * 100 )) packets/s relayed)${GENLIM[$x]:+; rtpload fell behind at ${GENLIM[$x]} calls}"
 	done
 	if [ -n "${MAXC[sbc]:-}" ] && [ -n "${MAXC[rtpengine]:-}" ] && [ "${MAXC[rtpengine]#>=}" -gt 0 ]; then
 		echo "#   ratio SBC / rtpengine: $(awk -v a="${MAXC[sbc]#>=}" -v b="${MAXC[rtpengine]#>=}" 'BEGIN { printf "%.2f", a / b }')"

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sbc_cdr::{CallEventKind, CallRef, Disposition, ReleaseSide};
-use sbc_media::{LegSide, MediaPlane, MediaSessionId};
+use sbc_media::{LegSide, MediaPlane, MediaSessionId, VirtualBackend};
 use sbc_policy::{AdmissionRequest, Permit, Policy, Verdict};
 
 use super::dialog::Dialog;
@@ -27,6 +27,9 @@ use crate::transport::{Flow, Transmit};
 /// admission control per trunk (sbc-policy) is the operator's real limit; this one only protects
 /// memory (a call costs about 2 KiB).
 const MAX_CALLS_PER_SHARD: usize = 1 << 19;
+/// Port numbers of the stand-in media backend: all unprivileged ports, so that the stand-in
+/// (which binds nothing) refuses a call only past ~16k concurrent calls with media per shard.
+const MEDIA_PORTS: std::ops::RangeInclusive<u16> = 1024..=65535;
 
 /// Option tags the SBC understands on either leg (RFC 3261 section 8.2.2.3).
 const SUPPORTED: &[&str] = &["100rel", "timer", "replaces"];
@@ -216,7 +219,9 @@ impl Engine {
             limits: Limits { max_size: config.max_message_size, max_headers: config.max_headers },
             config,
             shard,
-            media: MediaPlane::new(),
+            // TODO(#3): the socket relay backend, and the legs' media profiles (set_leg). Until
+            // then SDP is rewritten toward loopback ports that nothing listens on.
+            media: MediaPlane::new(Arc::new(VirtualBackend::new(MEDIA_PORTS))),
             policy: Policy::new(),
             slots: Vec::new(),
             free: Vec::new(),
@@ -819,7 +824,7 @@ impl Engine {
         msg.push_fmt(HeaderName::MinSe, format_args!("{b_min_se}"));
         copy_allowed_headers(invite, &mut msg, &config.trunks[trunk_id.0].headers);
         if !invite.body.is_empty() {
-            match self.media.offer(media, LegSide::A, &invite.body) {
+            match self.media.offer(media, LegSide::A, &invite.body, now) {
                 Ok(sdp) => set_body(&mut msg, invite.content_type().cloned(), sdp),
                 Err(e) => {
                     tracing::debug!(error = %e, "offer refused");
@@ -1081,7 +1086,7 @@ impl Engine {
         let body = if resp.body.is_empty() || !is_sdp(&resp) {
             None
         } else {
-            match self.media.answer(media, LegSide::B, &resp.body) {
+            match self.media.answer(media, LegSide::B, &resp.body, now) {
                 Ok(sdp) => Some(sdp),
                 Err(e) => {
                     tracing::debug!(error = %e, "early answer refused; relaying the provisional without SDP");
@@ -1157,9 +1162,9 @@ impl Engine {
         let sdp = if resp.body.is_empty() {
             None
         } else if late_offer {
-            self.media.offer(media, LegSide::B, &resp.body).ok()
+            self.media.offer(media, LegSide::B, &resp.body, now).ok()
         } else {
-            self.media.answer(media, LegSide::B, &resp.body).ok()
+            self.media.answer(media, LegSide::B, &resp.body, now).ok()
         };
         let call_salt: u64 = self.rng.random();
         let Some(call) = slot_call_mut(&mut self.slots, key) else {
@@ -1265,7 +1270,7 @@ impl Engine {
                 None
             } else {
                 let ct = ack.content_type().cloned();
-                self.media.answer(media, LegSide::A, &ack.body).ok().map(|sdp| (ct, sdp))
+                self.media.answer(media, LegSide::A, &ack.body, now).ok().map(|sdp| (ct, sdp))
             };
             if let Some(call) = slot_call_mut(&mut self.slots, key) {
                 let salt = call_salt;
@@ -1294,7 +1299,7 @@ impl Engine {
         let flow = d.flow;
         if !ack.body.is_empty()
             && is_sdp(&ack)
-            && let Ok(sdp) = self.media.answer(media, side, &ack.body)
+            && let Ok(sdp) = self.media.answer(media, side, &ack.body, now)
         {
             set_body(&mut out, ack.content_type().cloned(), sdp);
         }
@@ -1623,9 +1628,9 @@ impl Engine {
             let ct = req.content_type().cloned();
             let body = if is_sdp(&req) {
                 let sdp = if method == Method::Prack || method == Method::Ack {
-                    self.media.answer(media, side, &req.body)
+                    self.media.answer(media, side, &req.body, now)
                 } else {
-                    self.media.offer(media, side, &req.body)
+                    self.media.offer(media, side, &req.body, now)
                 };
                 match sdp {
                     Ok(s) => s,
@@ -1702,7 +1707,7 @@ impl Engine {
             let ct = resp.content_type().cloned();
             let body = if is_sdp(&resp) {
                 self.media
-                    .answer(media, other_side(side), &resp.body)
+                    .answer(media, other_side(side), &resp.body, now)
                     .unwrap_or_else(|_| resp.body.clone())
             } else {
                 resp.body.clone()

@@ -451,7 +451,7 @@ fn port_range(s: &str) -> Parsed<(u16, u16)> {
     let (lo, hi) = s.split_once('-').ok_or_else(bad)?;
     let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
     let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
-    if lo < 1024 || lo % 2 != 0 || hi <= lo {
+    if lo < 1024 || !lo.is_multiple_of(2) || hi <= lo {
         return Err(format!(
             "port range {s:?} must start at an even port >= 1024 and end above it"
         ));

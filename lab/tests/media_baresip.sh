@@ -27,10 +27,11 @@
 #
 # baresip 1.0 binds its RTP sockets to the wildcard address, so the kernel would send its
 # RTP from 127.0.0.1 (the first address of lo), not from the address it announces in its
-# SDP: the SBC's strict source check would rightly drop it, and the capture could not tell
-# the UAs from the SBC. So, in this test's own namespace only, policy routes give each UA's
-# RTP port range its own source address (ip rule sport ... lookup a table whose local route
-# has src 127.0.0.11 / 127.0.0.12), as if each UA were a host of its own.
+# SDP: the SBC's strict source check rightly drops it (tried: without the routes below it
+# relays none of it), and the capture could not tell the UAs from the SBC. So, in this
+# test's own namespace only, policy routes give each UA's RTP port range its own source
+# address (ip rule sport ... lookup a table whose local route has src 127.0.0.11 /
+# 127.0.0.12), as if each UA were a host of its own.
 source "$(dirname "$0")/../lib.sh"
 LAB_TEST_TIMEOUT=90
 lab_begin media_baresip

@@ -37,8 +37,10 @@ LAB_TEST_TIMEOUT=90
 lab_begin media_baresip
 
 CALL_SECS=8
-CALLER_IP=127.0.0.11 CALLER_PORT=5062 CALLER_RTP=10000-10899 CALLER_HZ=700
-CALLEE_IP=127.0.0.12 CALLEE_PORT=5080 CALLEE_RTP=11000-11899 CALLEE_HZ=1300
+# rtp_ports of each UA, and the (wider) source-port range its policy route covers.
+CALLER_IP=127.0.0.11 CALLER_PORT=5062 CALLER_RTP=10000-10899 CALLER_SPORTS=10000-10999
+CALLEE_IP=127.0.0.12 CALLEE_PORT=5080 CALLEE_RTP=11000-11899 CALLEE_SPORTS=11000-11999
+CALLER_HZ=700 CALLEE_HZ=1300
 MIN_PACKETS=200
 
 for tool in baresip sox tshark dumpcap; do
@@ -49,18 +51,20 @@ done
 # Source address per UA (see the header): RTP/RTCP from the caller's port range leaves from
 # the caller's address, the callee's from the callee's. The rules are consulted before the
 # local table, so the local table's rule moves after them.
-lab_step "policy routes: udp sport $CALLER_RTP from $CALLER_IP, $CALLEE_RTP from $CALLEE_IP"
+lab_step "policy routes: udp sport $CALLER_SPORTS from $CALLER_IP, $CALLEE_SPORTS from $CALLEE_IP"
 {
     ip route add local 127.0.0.0/8 dev lo src "$CALLER_IP" table 111 &&
         ip route add local 127.0.0.0/8 dev lo src "$CALLEE_IP" table 112 &&
-        ip rule add ipproto udp sport "${CALLER_RTP%-*}-$((${CALLER_RTP#*-} + 100))" lookup 111 pref 10 &&
-        ip rule add ipproto udp sport "${CALLEE_RTP%-*}-$((${CALLEE_RTP#*-} + 100))" lookup 112 pref 11 &&
+        ip rule add ipproto udp sport "$CALLER_SPORTS" lookup 111 pref 10 &&
+        ip rule add ipproto udp sport "$CALLEE_SPORTS" lookup 112 pref 11 &&
         ip rule add lookup local pref 100 &&
         ip rule del pref 0
 } >"$OUT/routes.txt" 2>&1 || lab_abort "cannot set the per-UA source routes (see routes.txt)"
 ip rule >>"$OUT/routes.txt" 2>&1
-src=$(ip route get 127.0.0.1 ipproto udp sport "${CALLER_RTP%-*}" dport 40000 | grep -o 'src [0-9.]*')
-[[ $src == "src $CALLER_IP" ]] || lab_abort "policy routes not effective (caller RTP would leave with '$src')"
+src=$(ip route get 127.0.0.1 ipproto udp sport "${CALLER_RTP%-*}" dport 40000 |
+    grep -o 'src [0-9.]*')
+[[ $src == "src $CALLER_IP" ]] ||
+    lab_abort "policy routes not effective (caller RTP would leave with '$src')"
 
 # tone_wav FILE HZ: 10 s of a sine at HZ, 8 kHz mono S16LE (what baresip's aufile reads
 # for G.711: the file's rate must be the codec's).
@@ -94,7 +98,8 @@ module			aufile.so
 module_tmp		account.so
 module_app		menu.so
 EOF
-    echo "<sip:$name@$ip:$port>;regint=0;audio_codecs=PCMU/8000/1,PCMA/8000/1$params" >"$dir/accounts"
+    echo "<sip:$name@$ip:$port>;regint=0;audio_codecs=PCMU/8000/1,PCMA/8000/1$params" \
+        >"$dir/accounts"
 }
 
 declare -A UA_PID=()
@@ -167,10 +172,12 @@ lab_step "starting callee baresip on $CALLEE_IP:$CALLEE_PORT (auto-answer, ${CAL
 ua_start callee
 rc=0
 lab_wait_listening "${UA_PID[callee]}" 10 "udp:$CALLEE_IP:$CALLEE_PORT" || rc=$?
-((rc == 0)) || lab_abort "callee baresip did not listen on udp:$CALLEE_IP:$CALLEE_PORT (see callee.ua.log)"
+((rc == 0)) ||
+    lab_abort "callee baresip did not listen on udp:$CALLEE_IP:$CALLEE_PORT (see callee.ua.log)"
 
 target=$(sbc_or_direct 127.0.0.1:5060 "$CALLEE_IP:$CALLEE_PORT")
-lab_step "caller baresip on $CALLER_IP:$CALLER_PORT dials sip:callee@$target (${CALLER_HZ} Hz), quits after ${CALL_SECS}s"
+lab_step "caller baresip on $CALLER_IP:$CALLER_PORT dials sip:callee@$target" \
+    "(${CALLER_HZ} Hz), quits after ${CALL_SECS}s"
 ua_start caller -t "$CALL_SECS" -e "/dial sip:callee@$target"
 if ua_wait caller $((CALL_SECS + 20)); then
     lab_step "caller baresip exited"
@@ -188,7 +195,8 @@ ua_log_has callee "answering call" "auto-answered"
 ua_log_has callee "Call established" "call established"
 ua_log_has caller "Set audio encoder: PCM[UA] 8000Hz" "sends G.711"
 ua_log_has callee "Set audio encoder: PCM[UA] 8000Hz" "sends G.711"
-dur=$(tr '\r' '\n' <"$OUT/caller.ua.log" | grep -o 'terminated (duration: [0-9]* secs)' | grep -o '[0-9]*' | tail -n 1)
+dur=$(tr '\r' '\n' <"$OUT/caller.ua.log" | grep -o 'terminated (duration: [0-9]* secs)' |
+    grep -o '[0-9]*' | tail -n 1)
 if [[ -n $dur ]] && ((dur >= CALL_SECS - 2)); then
     lab_step "caller's call lasted $dur s"
 else
@@ -201,11 +209,14 @@ sip_count "ip.dst == $CALLER_IP && sip.CSeq.method == \"BYE\" && sip.Status-Code
 pcap=(--pcap "$OUT/media.pcap")
 if lab_is_direct; then
     # No SBC: count the UA-to-UA RTP, and judge each tone in what the other UA sent.
-    media_check count_c2e count "${pcap[@]}" --src "$CALLER_IP" --dst "$CALLEE_IP" --min-packets "$MIN_PACKETS"
-    media_check count_e2c count "${pcap[@]}" --src "$CALLEE_IP" --dst "$CALLER_IP" --min-packets "$MIN_PACKETS"
+    media_check count_c2e count "${pcap[@]}" --src "$CALLER_IP" --dst "$CALLEE_IP" \
+        --min-packets "$MIN_PACKETS"
+    media_check count_e2c count "${pcap[@]}" --src "$CALLEE_IP" --dst "$CALLER_IP" \
+        --min-packets "$MIN_PACKETS"
     media_check tone_c2e tone "${pcap[@]}" --sbc "$CALLER_IP" --to "$CALLEE_IP" --hz "$CALLER_HZ"
     media_check tone_e2c tone "${pcap[@]}" --sbc "$CALLEE_IP" --to "$CALLER_IP" --hz "$CALLEE_HZ"
-    LAB_PASS_REASON="baresip called baresip directly: BYE answered, RTP and tones ($CALLER_HZ/$CALLEE_HZ Hz) both ways"
+    LAB_PASS_REASON="baresip called baresip directly: BYE answered, RTP and tones"
+    LAB_PASS_REASON+=" ($CALLER_HZ/$CALLEE_HZ Hz) both ways"
 else
     sbc=(--sbc 127.0.0.1 --sbc 127.0.0.2)
     media_check sdp sdp "${pcap[@]}" "${sbc[@]}"
@@ -213,7 +224,8 @@ else
         --min-ratio 0.99 --min-packets "$MIN_PACKETS"
     media_check tone_c2e tone "${pcap[@]}" "${sbc[@]}" --to "$CALLEE_IP" --hz "$CALLER_HZ"
     media_check tone_e2c tone "${pcap[@]}" "${sbc[@]}" --to "$CALLER_IP" --hz "$CALLEE_HZ"
-    LAB_PASS_REASON="baresip called baresip through the SBC: BYE answered, RTP relayed and tones ($CALLER_HZ/$CALLEE_HZ Hz) decoded both ways"
+    LAB_PASS_REASON="baresip called baresip through the SBC: BYE answered, RTP relayed and"
+    LAB_PASS_REASON+=" tones ($CALLER_HZ/$CALLEE_HZ Hz) decoded both ways"
 fi
 
 lab_end

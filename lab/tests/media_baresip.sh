@@ -19,7 +19,8 @@
 # callee and callee -> SBC -> caller, never UA to UA, >= 200 packets reaching the SBC per
 # direction and >= 99 % of them relayed; decoding (G.711, by payload type) the RTP the SBC
 # sends to the callee gives the caller's 700 Hz tone as the strongest frequency, and what it
-# sends to the caller the callee's 1300 Hz.
+# sends to the caller the callee's 1300 Hz; baresip's RTCP sender reports are relayed both
+# ways.
 # Validated baresip-to-baresip (LAB_MODE=direct: the caller dials 127.0.0.12:5080): the
 # call is set up and ended by BYE/200, >= 200 RTP packets flow each way between the UAs, and
 # the capture decodes to 700 Hz caller -> callee and 1300 Hz callee -> caller (the tone check
@@ -224,6 +225,18 @@ else
         --min-ratio 0.99 --min-packets "$MIN_PACKETS"
     media_check tone_c2e tone "${pcap[@]}" "${sbc[@]}" --to "$CALLEE_IP" --hz "$CALLER_HZ"
     media_check tone_e2c tone "${pcap[@]}" "${sbc[@]}" --to "$CALLER_IP" --hz "$CALLEE_HZ"
+    # RTCP: baresip sends a sender report after 5 s; the SBC relays it to the other UA from its
+    # own RTCP port (RTP + 1).
+    for pair in "127.0.0.1 $CALLER_IP" "127.0.0.2 $CALLEE_IP"; do
+        set -- $pair
+        n=$(tshark -r "$OUT/media.pcap" -n -Y "ip.src == $1 && ip.dst == $2 && rtcp.pt == 200" \
+            -T fields -e frame.number 2>/dev/null | wc -l)
+        if ((n >= 1)); then
+            lab_step "RTCP: $n sender report(s) relayed by the SBC ($1) to $2"
+        else
+            lab_fail "RTCP: no sender report relayed by the SBC ($1) to $2"
+        fi
+    done
     LAB_PASS_REASON="baresip called baresip through the SBC: BYE answered, RTP relayed and"
     LAB_PASS_REASON+=" tones ($CALLER_HZ/$CALLEE_HZ Hz) decoded both ways"
 fi

@@ -7,6 +7,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod capture;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::SystemTime;

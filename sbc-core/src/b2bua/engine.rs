@@ -10,7 +10,7 @@ use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sbc_cdr::{CallEventKind, CallRef, Disposition, MediaLegStats, ReleaseSide};
-use sbc_media::backend::RelayBackend;
+use sbc_media::backend::{PacketTap, RelayBackend};
 use sbc_media::{
     LegMedia, LegSide, MediaError, MediaPlane, MediaSessionId, MediaSummary, VirtualBackend,
 };
@@ -53,6 +53,19 @@ pub enum Event {
         /// What happened.
         kind: CallEventKind,
     },
+}
+
+/// The Call-ID of one leg of a call, reported (when asked for with
+/// [`Engine::report_leg_ids`]) so that a shell can tell which messages belong to which call, e.g.
+/// for captures. Leg B gets one per attempt (each failover attempt has its own Call-ID).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegCallId {
+    /// The call.
+    pub call: CallRef,
+    /// Which leg.
+    pub side: LegSide,
+    /// Its Call-ID.
+    pub call_id: Bytes,
 }
 
 /// Counters of one shard.
@@ -208,6 +221,9 @@ pub struct Engine {
     stats: EngineStats,
     health: Arc<TrunkHealth>,
     prober: Option<Prober>,
+    /// Queue of [`LegCallId`]s; filled only once a shell asked for them (otherwise nobody would
+    /// drain it). Drained after every input like `events`.
+    leg_ids: Option<VecDeque<LegCallId>>,
 }
 
 impl Engine {
@@ -252,6 +268,7 @@ impl Engine {
             stats: EngineStats::default(),
             health,
             prober: None,
+            leg_ids: None,
         }
     }
 
@@ -374,6 +391,24 @@ impl Engine {
     /// Next event for the shell.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
+    }
+
+    /// From now on, report each leg's Call-ID through [`Engine::poll_leg_id`]; the shell must
+    /// then drain it after every input, like [`Engine::poll_event`].
+    pub fn report_leg_ids(&mut self) {
+        self.leg_ids.get_or_insert_with(VecDeque::new);
+    }
+
+    /// Next leg Call-ID (see [`Engine::report_leg_ids`]).
+    pub fn poll_leg_id(&mut self) -> Option<LegCallId> {
+        self.leg_ids.as_mut()?.pop_front()
+    }
+
+    /// Sets (or removes) the capture tap of a call's media: its relay pairs copy every packet to
+    /// `tap`. The shell calls it when it decides to capture the call.
+    pub fn tap_media(&mut self, call: CallRef, tap: Option<Arc<dyn PacketTap>>) {
+        // A call's media session id is its call reference (see `on_new_invite`).
+        self.media.tap(MediaSessionId(call.0), tap);
     }
 
     /// Earliest deadline of this shard.
@@ -655,6 +690,9 @@ impl Engine {
         self.slots[key.index as usize].call = Some(Box::new(call));
         let leg_a = leg_media(&self.config, origin.listener(), origin.trunk());
         self.media.set_leg(media, LegSide::A, leg_a);
+        if let Some(q) = &mut self.leg_ids {
+            q.push_back(LegCallId { call: call_ref, side: LegSide::A, call_id: call_id.clone() });
+        }
         self.by_a_call_id.insert(call_id, key);
         self.own(txn, key, Role::AInvite);
         self.timers.push(Reverse((now + ring_timeout, key, CallTimer::Ring)));
@@ -826,6 +864,9 @@ impl Engine {
             contact,
             sent_by: sent_by.clone(),
         };
+        if let (Some(q), Some(call)) = (&mut self.leg_ids, slot_call_mut(&mut self.slots, key)) {
+            q.push_back(LegCallId { call: call.call_ref, side: LegSide::B, call_id: b.call_id.clone() });
+        }
         let mut msg = b.request(Method::Invite, None);
         let mf = invite.max_forwards().unwrap_or(70).saturating_sub(1).min(70);
         msg.set(HeaderName::MaxForwards, Bytes::from(mf.to_string()));

@@ -26,4 +26,4 @@ pub mod ids;
 pub mod routing;
 pub mod session_timer;
 
-pub use engine::{Engine, EngineStats, Event};
+pub use engine::{Engine, EngineStats, Event, LegCallId};

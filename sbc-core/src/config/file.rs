@@ -11,11 +11,14 @@ use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnetwork::IpNetwork;
 use regex::Regex;
+use sbc_cdr::capture::{
+    CaptureConfig, CaptureMode, InterceptConfig, Retention, SignallingCapture, TargetRules,
+};
 use serde::Deserialize;
 use serde_saphyr::{Location, MessageFormatter, Spanned, UserMessageFormatter};
 
@@ -103,7 +106,13 @@ macro_rules! file_structs {
 file_structs! {
     FileConfig { sip: Option<FileSip>, listeners: Option<List<FileListener>>,
         trunks: Option<Vec<S<FileTrunk>>>, routes: Option<Vec<S<FileRoute>>>,
-        admin: Option<FileAdmin>, media: Option<S<FileMedia>> }
+        admin: Option<FileAdmin>, media: Option<S<FileMedia>>, capture: Option<S<FileCapture>> }
+    FileCapture { mode: Str, dir: Str, max_files: Num, max_age: Str, queue: Num,
+        flush_interval: Str, max_open: Num, intercept: Option<S<FileIntercept>>,
+        signalling: Option<S<FileSignalling>> }
+    FileIntercept { dir: Str, max_files: Num, max_age: Str, targets: Option<Vec<S<FileTarget>>> }
+    FileTarget { caller: Str, callee: Str, trunk: Str }
+    FileSignalling { dir: Str, rotate_size: Num, rotate_interval: Str, keep: Num }
     FileMedia { ports: Str, workers: Num, dscp: Num, nat: Option<S<bool>>, codecs: Option<List>,
         inactivity_timeout: Str }
     FileLegMedia { address: Str, advertise: Str, nat: Option<S<bool>>, codecs: Option<List>,
@@ -286,7 +295,10 @@ fn convert(cx: &mut Ctx, f: &S<FileConfig>) -> Option<Config> {
     let metrics = admin.metrics.as_ref().map(|m| cx.check(m, socket_addr));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let media = f.value.media.as_ref().map_or(Some(MediaConfig::default()), |m| media(cx, m));
+    let capture =
+        f.value.capture.as_ref().map_or(Some(CaptureConfig::default()), |c| capture(cx, c, &ts));
     Some(Config {
+        capture: capture?,
         media: media?,
         metrics: metrics.map_or(Some(None), |m| m.map(Some))?,
         timers: timers?,
@@ -442,6 +454,122 @@ fn media(cx: &mut Ctx, fm: &S<FileMedia>) -> Option<MediaConfig> {
         // DSCP 0 is the kernel's default: nothing to set.
         dscp: dscp.map(|v| u8::try_from(v).ok().filter(|&v| v != 0))?,
         defaults: options?.or(&d.defaults),
+    })
+}
+
+/// The `capture:` section. No message about an intercept target names its content: the target
+/// list must not reach a log (a config error is logged).
+fn capture(cx: &mut Ctx, fc: &S<FileCapture>, ts: &Table<TrunkConfig>) -> Option<CaptureConfig> {
+    let (c, d) = (&fc.value, CaptureConfig::default());
+    let mode = cx.or(&c.mode, CaptureMode::None, capture_mode);
+    let dir = c.dir.as_ref().map(|v| PathBuf::from(&v.value));
+    let max_files = c.max_files.as_ref().map(|n| cx.check(n, within("max_files", 1, 10_000_000)));
+    let max_age = c.max_age.as_ref().map(|a| cx.check(a, positive));
+    let queue = cx.or(&c.queue, d.queue as u64, within("queue", 16, 1 << 20));
+    let flush = cx.or(&c.flush_interval, d.flush_interval, positive);
+    let max_open = cx.or(&c.max_open, d.max_open as u64, within("max_open", 1, 1 << 20));
+    let intercept = c.intercept.as_ref().map(|i| intercept(cx, i, ts));
+    let signalling = c.signalling.as_ref().map(|s| signalling(cx, s));
+    if let Some(m) = &c.mode {
+        if mode == Some(CaptureMode::All) && dir.is_none() {
+            cx.at(m.referenced, "capture mode all needs `dir`".into());
+        }
+        if mode == Some(CaptureMode::Targets) && c.intercept.is_none() {
+            cx.at(m.referenced, "capture mode targets needs an `intercept` section".into());
+        }
+    }
+    let (intercept, intercept_retention) = match intercept {
+        Some(i) => {
+            let (i, r) = i?;
+            (Some(i), r)
+        }
+        None => (None, d.intercept_retention),
+    };
+    Some(CaptureConfig {
+        mode: mode?,
+        dir,
+        retention: Retention {
+            max_files: match max_files {
+                Some(n) => Some(n? as usize),
+                None => d.retention.max_files,
+            },
+            max_age: max_age.map_or(Some(None), |a| a.map(Some))?,
+        },
+        intercept,
+        intercept_retention,
+        signalling: signalling.map_or(Some(None), |s| s.map(Some))?,
+        queue: queue? as usize,
+        flush_interval: flush?,
+        max_open: max_open? as usize,
+    })
+}
+
+fn capture_mode(s: &str) -> Parsed<CaptureMode> {
+    match s {
+        "none" => Ok(CaptureMode::None),
+        "targets" => Ok(CaptureMode::Targets),
+        "all" => Ok(CaptureMode::All),
+        _ => Err(format!("invalid capture mode {s:?} (none, targets or all)")),
+    }
+}
+
+fn intercept(
+    cx: &mut Ctx,
+    fi: &S<FileIntercept>,
+    ts: &Table<TrunkConfig>,
+) -> Option<(InterceptConfig, Retention)> {
+    let i = &fi.value;
+    let dir = cx.need(fi.referenced, "dir", &i.dir).map(|d| PathBuf::from(&d.value));
+    let max_files = i.max_files.as_ref().map(|n| cx.check(n, within("max_files", 1, 10_000_000)));
+    let max_age = i.max_age.as_ref().map(|a| cx.check(a, positive));
+    let mut targets = Some(TargetRules::new());
+    for (index, t) in i.targets.as_deref().unwrap_or_default().iter().enumerate() {
+        let v = &t.value;
+        let given = [v.caller.is_some(), v.callee.is_some(), v.trunk.is_some()];
+        if given.iter().filter(|&&g| g).count() != 1 {
+            let msg = format!("intercept target {index} needs exactly one of caller, callee, trunk");
+            cx.at(t.referenced, msg);
+            targets = None;
+            continue;
+        }
+        let Some(rules) = targets.take() else { continue };
+        let added = match (&v.caller, &v.callee, &v.trunk) {
+            (Some(re), _, _) => rules.caller(&re.value).map_err(|_| re.referenced),
+            (_, Some(re), _) => rules.callee(&re.value).map_err(|_| re.referenced),
+            (_, _, Some(name)) if ts.resolve(&name.value).is_err() => Err(name.referenced),
+            (_, _, Some(name)) => Ok(rules.trunk(&name.value)),
+            _ => continue,
+        };
+        match added {
+            Ok(rules) => targets = Some(rules),
+            Err(at) => {
+                let what = if v.trunk.is_some() {
+                    "does not name a defined trunk"
+                } else {
+                    "is not a valid regular expression"
+                };
+                cx.at(at, format!("intercept target {index} {what}"));
+            }
+        }
+    }
+    let retention = Retention {
+        max_files: max_files.map_or(Some(None), |n| n.map(|n| Some(n as usize)))?,
+        max_age: max_age.map_or(Some(None), |a| a.map(Some))?,
+    };
+    Some((InterceptConfig { dir: dir?, targets: targets? }, retention))
+}
+
+fn signalling(cx: &mut Ctx, fs: &S<FileSignalling>) -> Option<SignallingCapture> {
+    let s = &fs.value;
+    let dir = cx.need(fs.referenced, "dir", &s.dir).map(|d| PathBuf::from(&d.value));
+    let size = cx.or(&s.rotate_size, 100 << 20, within("rotate_size", 4096, 1 << 40));
+    let interval = cx.or(&s.rotate_interval, Duration::from_secs(3600), positive);
+    let keep = cx.or(&s.keep, 24, within("keep", 1, 1_000_000));
+    Some(SignallingCapture {
+        dir: dir?,
+        rotate_bytes: size?,
+        rotate_interval: interval?,
+        keep: keep? as usize,
     })
 }
 

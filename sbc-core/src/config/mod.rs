@@ -40,6 +40,8 @@ pub struct Config {
     pub media: MediaConfig,
     /// Where Prometheus scrapes `/metrics`, if anywhere (`admin.metrics`).
     pub metrics: Option<SocketAddr>,
+    /// PCAP captures and lawful intercept (`capture:`). Its target list prints as a count only.
+    pub capture: sbc_cdr::capture::CaptureConfig,
 }
 
 /// RFC 3261 timer base values.

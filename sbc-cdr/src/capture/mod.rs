@@ -269,7 +269,8 @@ pub(crate) enum Record {
     Open { call: CallRef, at: SystemTime, decision: Decision },
     Sip { call: Option<CallRef>, at: SystemTime, src: SocketAddr, dst: SocketAddr, data: Bytes },
     Media { call: CallRef, at: SystemTime, src: SocketAddr, dst: SocketAddr, packet: MediaPacket },
-    Close { call: CallRef },
+    Close { call: CallRef, linger: Duration },
+    Stop,
 }
 
 /// A media packet copied into a fixed slot.
@@ -291,15 +292,33 @@ impl fmt::Debug for Record {
     }
 }
 
+/// The capture thread itself, to stop it and wait until its files are complete.
+#[derive(Debug)]
+pub struct CaptureThread {
+    tx: SyncSender<Record>,
+    join: std::thread::JoinHandle<()>,
+}
+
+impl CaptureThread {
+    /// Writes what is queued, closes every file (lingering captures included) and ends the
+    /// thread. Waits for it: call it at shutdown, after signalling and media have stopped.
+    pub fn stop(self) {
+        // A blocking send: the thread drains the queue, so this waits at most for the backlog.
+        if self.tx.send(Record::Stop).is_ok() && self.join.join().is_err() {
+            tracing::error!("capture thread panicked");
+        }
+    }
+}
+
 impl CaptureHandle {
-    /// Starts the capture thread (`capture`). It ends when every handle is dropped, after
-    /// closing its files.
-    pub fn start(config: CaptureConfig) -> std::io::Result<CaptureHandle> {
+    /// Starts the capture thread (`capture`). It ends on [`CaptureThread::stop`], or when every
+    /// handle is dropped, after closing its files.
+    pub fn start(config: CaptureConfig) -> std::io::Result<(CaptureHandle, CaptureThread)> {
         let (tx, rx) = mpsc::sync_channel(config.queue.max(16));
         let stats = Arc::new(CaptureStats::default());
         let w = writer::Writer::new(config, rx, Arc::clone(&stats))?;
-        std::thread::Builder::new().name("capture".into()).spawn(move || w.run())?;
-        Ok(CaptureHandle { tx, stats })
+        let join = std::thread::Builder::new().name("capture".into()).spawn(move || w.run())?;
+        Ok((CaptureHandle { tx: tx.clone(), stats }, CaptureThread { tx, join }))
     }
 
     /// The counters.
@@ -352,9 +371,10 @@ impl CaptureHandle {
         self.send(Record::Media { call, at, src, dst, packet });
     }
 
-    /// The call is over: its files are closed once the records queued before are written.
-    pub fn close_call(&self, call: CallRef) {
-        self.send(Record::Close { call });
+    /// The call is over: its files stay open for `linger` more (the last responses of its
+    /// transactions, e.g. the 200 to the SBC's BYE, arrive after the call ended), then close.
+    pub fn close_call(&self, call: CallRef, linger: Duration) {
+        self.send(Record::Close { call, linger });
     }
 }
 

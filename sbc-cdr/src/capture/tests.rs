@@ -105,7 +105,7 @@ fn writer_streams_calls_into_private_files() {
         ..CaptureConfig::default()
     };
     let decide = |caller| config.decide(caller, "bob");
-    let h = CaptureHandle::start(config.clone()).unwrap();
+    let (h, thread) = CaptureHandle::start(config.clone()).unwrap();
     let (target, other) = (CallRef(1), CallRef(2));
     let now = SystemTime::now();
     h.open_call(target, now, decide("alice"));
@@ -119,8 +119,8 @@ fn writer_streams_calls_into_private_files() {
     h.sip(None, now, a, b, Bytes::from_static(b"OPTIONS sip:x SIP/2.0\r\n\r\n"));
     // Streamed: readable before the calls end.
     wait_for(&base.join("li"), 1, 2);
-    h.close_call(target);
-    h.close_call(other);
+    h.close_call(target, Duration::ZERO);
+    h.close_call(other, Duration::from_secs(3600));
     // Late packets of a closed call are not written.
     h.media(target, now, a, b, &[0x80, 8, 0, 2, 0, 0, 0, 160, 1, 2, 3, 4]);
 
@@ -136,6 +136,8 @@ fn writer_streams_calls_into_private_files() {
     assert_eq!(mode & 0o777, 0o600);
     assert!(li[0].file_name().unwrap().to_string_lossy().ends_with("-0000000000000001.pcap"));
     assert_eq!(h.stats().dropped.load(Ordering::Relaxed), 0);
+    // Stop closes the lingering capture too and waits for the thread.
+    thread.stop();
     drop(h);
     let _ = std::fs::remove_dir_all(&base);
 }
@@ -150,11 +152,11 @@ fn retention_keeps_the_newest_files() {
         flush_interval: Duration::from_millis(5),
         ..CaptureConfig::default()
     };
-    let h = CaptureHandle::start(config).unwrap();
+    let (h, thread) = CaptureHandle::start(config).unwrap();
     let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     for i in 0..(RETENTION_EVERY_FOR_TESTS as u64) {
         h.open_call(CallRef(i), t0 + Duration::from_secs(i), Decision { troubleshooting: true, intercept: false });
-        h.close_call(CallRef(i));
+        h.close_call(CallRef(i), Duration::ZERO);
     }
     let until = Instant::now() + Duration::from_secs(5);
     while pcaps(&base).len() != 3 {
@@ -166,6 +168,7 @@ fn retention_keeps_the_newest_files() {
     let last = RETENTION_EVERY_FOR_TESTS as u64 - 1;
     assert_eq!(names[2], format!("{}-{:016x}.pcap", 1_700_000_000 + last, last));
     drop(h);
+    thread.stop();
     let _ = std::fs::remove_dir_all(&base);
 }
 

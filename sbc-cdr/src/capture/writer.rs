@@ -25,8 +25,11 @@ const REPORT_PERIOD: Duration = Duration::from_secs(10);
 
 type File_ = PcapWriter<BufWriter<File>>;
 
+/// A call's open files: index 0 in `dir`, 1 in the intercept directory.
 struct CallFiles {
-    files: Vec<File_>,
+    files: [Option<File_>; 2],
+    /// Set by `Close`: the files close at this time.
+    closing: Option<Instant>,
 }
 
 struct Rolling {
@@ -41,6 +44,8 @@ pub(super) struct Writer {
     calls: HashMap<CallRef, CallFiles>,
     rolling: Option<Rolling>,
     dirty: bool,
+    /// Captures waiting for their linger to end.
+    closing: usize,
     last_flush: Instant,
     closes: u32,
     last_retention: Instant,
@@ -71,6 +76,7 @@ impl Writer {
             calls: HashMap::new(),
             rolling,
             dirty: false,
+            closing: 0,
             last_flush: now,
             closes: 0,
             last_retention: now,
@@ -83,11 +89,15 @@ impl Writer {
         let tick = self.config.flush_interval.max(Duration::from_millis(1));
         loop {
             match self.rx.recv_timeout(tick) {
+                Ok(Record::Stop) => break,
                 Ok(r) => self.handle(r),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
             let now = Instant::now();
+            if self.closing > 0 {
+                self.close_due(now);
+            }
             if self.dirty && now.duration_since(self.last_flush) >= tick {
                 self.flush_all();
                 self.last_flush = now;
@@ -100,7 +110,7 @@ impl Writer {
             }
         }
         for (_, mut c) in self.calls.drain() {
-            for f in &mut c.files {
+            for f in c.files.iter_mut().flatten() {
                 let _ = f.flush();
             }
         }
@@ -112,34 +122,33 @@ impl Writer {
     fn handle(&mut self, r: Record) {
         match r {
             Record::Open { call, at, decision } => {
-                if self.calls.contains_key(&call) {
-                    return;
-                }
-                if self.calls.len() >= self.config.max_open {
+                // A second Open adds a destination: a call becomes a target when an attempt
+                // goes through a target trunk. It is captured from then on.
+                if !self.calls.contains_key(&call) && self.calls.len() >= self.config.max_open {
                     self.stats.refused.fetch_add(1, Ordering::Relaxed);
                     return;
                 }
                 let name = format!("{}-{:016x}.pcap", unix_secs(at), call.0);
-                let mut files = Vec::new();
                 let dirs = [
                     (decision.troubleshooting, self.config.dir.as_deref()),
                     (decision.intercept, self.config.intercept.as_ref().map(|i| i.dir.as_path())),
                 ];
-                for (wanted, dir) in dirs {
-                    if let (true, Some(dir)) = (wanted, dir) {
+                let entry =
+                    self.calls.entry(call).or_insert(CallFiles { files: [None, None], closing: None });
+                for (slot, (wanted, dir)) in entry.files.iter_mut().zip(dirs) {
+                    if let (true, Some(dir), None) = (wanted, dir, &slot) {
                         match open_pcap(&dir.join(&name)) {
-                            Ok(f) => files.push(f),
+                            Ok(f) => *slot = Some(f),
                             Err(_) => {
                                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
                             }
                         }
                     }
                 }
-                self.calls.insert(call, CallFiles { files });
             }
             Record::Sip { call, at, src, dst, data } => {
                 if let Some(c) = call.and_then(|c| self.calls.get_mut(&c)) {
-                    for f in &mut c.files {
+                    for f in c.files.iter_mut().flatten() {
                         count(&self.stats, f.write_udp(at, src, dst, &data).is_ok());
                     }
                     self.dirty = true;
@@ -155,31 +164,51 @@ impl Writer {
                 // Packets still queued from a call whose capture closed are dropped here.
                 if let Some(c) = self.calls.get_mut(&call) {
                     let data = &packet.data[..usize::from(packet.len)];
-                    for f in &mut c.files {
+                    for f in c.files.iter_mut().flatten() {
                         count(&self.stats, f.write_udp(at, src, dst, data).is_ok());
                     }
                     self.dirty = true;
                 }
             }
-            Record::Close { call } => {
-                if let Some(mut c) = self.calls.remove(&call) {
-                    for f in &mut c.files {
-                        if f.flush().is_err() {
-                            self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    self.closes += 1;
-                    if self.closes >= RETENTION_EVERY {
-                        self.retention();
-                    }
+            Record::Close { call, linger } => {
+                if let Some(c) = self.calls.get_mut(&call)
+                    && c.closing.is_none()
+                {
+                    c.closing = Some(Instant::now() + linger);
+                    self.closing += 1;
                 }
             }
+            Record::Stop => {}
+        }
+    }
+
+    /// Closes the captures whose linger is over.
+    fn close_due(&mut self, now: Instant) {
+        let due: Vec<CallRef> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.closing.is_some_and(|t| t <= now))
+            .map(|(&call, _)| call)
+            .collect();
+        for call in due {
+            if let Some(mut c) = self.calls.remove(&call) {
+                for f in c.files.iter_mut().flatten() {
+                    if f.flush().is_err() {
+                        self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                self.closing -= 1;
+                self.closes += 1;
+            }
+        }
+        if self.closes >= RETENTION_EVERY {
+            self.retention();
         }
     }
 
     fn flush_all(&mut self) {
         for c in self.calls.values_mut() {
-            for f in &mut c.files {
+            for f in c.files.iter_mut().flatten() {
                 if f.flush().is_err() {
                     self.stats.errors.fetch_add(1, Ordering::Relaxed);
                 }

@@ -24,12 +24,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
+use self::capture::ShardTap;
+
 use crate::b2bua::health::TrunkHealth;
 use crate::b2bua::{Engine, Event, ids};
 use crate::config::{Config, ListenerId, Transport};
 use crate::sip::{self, HeaderName, Limits, Message, stream};
 use crate::transaction::shard_of_branch;
 use crate::transport::{Flow, Transmit};
+
+mod capture;
 
 /// Depth of each shard's input queue; beyond it datagrams are dropped (and counted).
 const SHARD_QUEUE: usize = 65_536;
@@ -55,12 +59,16 @@ pub enum StartError {
     /// The media relay could not start (its worker threads or wake-up channels).
     #[error("cannot start the media relay: {0}")]
     Media(io::Error),
+    /// The capture thread or its directories could not be set up.
+    #[error("cannot start captures: {0}")]
+    Capture(io::Error),
 }
 
 // Messages dominate the queue; boxing them would add an allocation per message.
 #[allow(clippy::large_enum_variant)]
 enum ShardInput {
-    Message(Flow, Message),
+    /// A parsed message, with its arrival time and bytes when captures are enabled.
+    Message(Flow, Message, Option<(SystemTime, Bytes)>),
     FlowFailed(Flow),
     Drain,
     Terminate,
@@ -109,6 +117,8 @@ pub struct Sbc {
     done: Vec<tokio::task::JoinHandle<()>>,
     /// Kept so that the media workers live as long as the SBC; dropped after the shards.
     relay: Arc<Relay>,
+    /// The capture thread, stopped last so that every capture is complete on disk.
+    capture: Option<sbc_cdr::capture::CaptureThread>,
 }
 
 /// Context shared by the receive tasks.
@@ -120,6 +130,8 @@ struct Router {
     stats: Arc<ShellStats>,
     output: Arc<Output>,
     config: Arc<Config>,
+    /// Keep the bytes and arrival time of each message for the capture tap.
+    capture: bool,
 }
 
 impl Sbc {
@@ -158,6 +170,7 @@ impl Sbc {
             stats: Arc::clone(&stats),
             output: Arc::clone(&output),
             config: Arc::clone(&config),
+            capture: config.capture.is_enabled(),
         };
         let calls = Arc::new((0..config.shards).map(|_| AtomicUsize::new(0)).collect::<Vec<_>>());
         let seed_base: u64 = rand::random();
@@ -176,6 +189,21 @@ impl Sbc {
             workers = relay.workers(),
             "media relay started"
         );
+        // The capture thread, when anything is captured; each shard feeds it SIP, each tapped
+        // relay pair RTP. The target list is not logged, only how many targets there are.
+        let (capture, capture_thread) = if config.capture.is_enabled() {
+            let (handle, thread) = sbc_cdr::capture::CaptureHandle::start(config.capture.clone())
+                .map_err(StartError::Capture)?;
+            tracing::info!(
+                mode = ?config.capture.mode,
+                targets = config.capture.intercept.as_ref().map_or(0, |i| i.targets.len()),
+                signalling = config.capture.signalling.is_some(),
+                "captures enabled"
+            );
+            (Some(handle), Some(thread))
+        } else {
+            (None, None)
+        };
         for (shard, rx) in receivers.into_iter().enumerate() {
             let backend: Arc<dyn RelayBackend> = Arc::clone(&relay) as Arc<dyn RelayBackend>;
             let mut engine = Engine::with_relay(
@@ -186,8 +214,10 @@ impl Sbc {
             );
             // One shard probes trunks with OPTIONS; all read the result.
             engine.set_health(Instant::now(), Arc::clone(&health), shard == 0);
+            let tap = capture.clone().map(|h| ShardTap::new(h, Arc::clone(&config), &mut engine));
             done.push(tokio::spawn(run_shard(
                 engine,
+                tap,
                 rx,
                 router.clone(),
                 Arc::clone(&calls),
@@ -205,7 +235,7 @@ impl Sbc {
         for l in &config.listeners {
             tracing::info!(name = %l.name, addr = %l.addr, transports = ?l.transports, "listening");
         }
-        Ok(Sbc { config, shards: senders, calls, stats, done, relay })
+        Ok(Sbc { config, shards: senders, calls, stats, done, relay, capture: capture_thread })
     }
 
     /// Calls in progress across all shards.
@@ -249,6 +279,10 @@ impl Sbc {
         }
         // The shards are gone, so no call holds media any more: stop the workers.
         self.relay.shutdown();
+        if let Some(capture) = self.capture {
+            // Joins the capture thread: off the runtime's worker threads.
+            let _ = tokio::task::spawn_blocking(move || capture.stop()).await;
+        }
     }
 }
 
@@ -291,6 +325,7 @@ fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
 
 async fn run_shard(
     mut engine: Engine,
+    mut tap: Option<ShardTap>,
     mut rx: mpsc::Receiver<ShardInput>,
     router: Router,
     calls: Arc<Vec<AtomicUsize>>,
@@ -313,13 +348,22 @@ async fn run_shard(
             None => Some(rx.recv().await),
         };
         let now = Instant::now();
+        // Records the message for the capture tap (when there is one), then hands it over.
+        let mut handle_message = |engine: &mut Engine, flow: Flow, msg: Message, raw| {
+            if let (Some(tap), Some((at, data))) = (&mut tap, raw) {
+                tap.incoming(at, &flow, msg.call_id().cloned(), data);
+            }
+            engine.handle_message(now, flow, msg);
+        };
         match input {
-            Some(Some(ShardInput::Message(flow, msg))) => {
-                engine.handle_message(now, flow, msg);
+            Some(Some(ShardInput::Message(flow, msg, raw))) => {
+                handle_message(&mut engine, flow, msg, raw);
                 // Take whatever else is queued before flushing: amortises the wake-up.
                 for _ in 0..64 {
                     match rx.try_recv() {
-                        Ok(ShardInput::Message(flow, msg)) => engine.handle_message(now, flow, msg),
+                        Ok(ShardInput::Message(flow, msg, raw)) => {
+                            handle_message(&mut engine, flow, msg, raw)
+                        }
                         Ok(ShardInput::FlowFailed(flow)) => engine.handle_flow_error(now, flow),
                         Ok(ShardInput::Drain) => engine.start_drain(),
                         Ok(ShardInput::Terminate) => engine.terminate_all(now),
@@ -334,10 +378,16 @@ async fn run_shard(
             None => engine.handle_timeout(now),
         }
         while let Some(t) = engine.poll_transmit() {
+            if let Some(tap) = &mut tap {
+                tap.outgoing(SystemTime::now(), &t);
+            }
             send(&router, t).await;
         }
         while let Some(ev) = engine.poll_event() {
             let Event::Call { call, kind } = ev;
+            if let Some(tap) = &mut tap {
+                tap.event(&mut engine, SystemTime::now(), call, &kind);
+            }
             match &kind {
                 CallEventKind::Started { .. } => calls_started.increment(1),
                 CallEventKind::Ended { disposition, .. } => {
@@ -358,6 +408,12 @@ async fn run_shard(
                     "call ended"
                 );
             }
+        }
+        if let Some(tap) = &mut tap {
+            while let Some(leg) = engine.poll_leg_id() {
+                tap.leg(leg);
+            }
+            tap.finish();
         }
         calls[shard].store(engine.call_count(), Ordering::Relaxed);
         calls_active.set(engine.call_count() as f64);
@@ -456,8 +512,9 @@ impl Router {
             }
         };
         let shard = self.shard_for(&msg);
+        let raw = self.capture.then(|| (SystemTime::now(), data));
         if let Some(tx) = self.shards.get(shard)
-            && tx.try_send(ShardInput::Message(flow, msg)).is_err()
+            && tx.try_send(ShardInput::Message(flow, msg, raw)).is_err()
         {
             self.stats.dropped_overload.increment(1);
         }

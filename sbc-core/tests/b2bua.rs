@@ -34,6 +34,7 @@ fn config(targets: &[&str], ring: Duration) -> Config {
         max_headers: 128,
         drain_grace: Duration::from_secs(1),
         metrics: None,
+        capture: Default::default(),
         // No media timeout: most scenarios run long on the fake clock without RTP.
         media: MediaConfig {
             defaults: MediaOptions {
@@ -1011,4 +1012,41 @@ fn no_media_ports_is_503_and_bad_sdp_is_488_with_a_warning() {
         hdr(&refusal, HeaderName::Warning)
     );
     net.assert_idle();
+}
+
+#[test]
+fn leg_call_ids_are_reported_per_attempt_when_asked() {
+    let mut net = Net::new(config(&[UAS, UAS2], Duration::from_secs(60)));
+    // Not asked for: nothing is queued.
+    establish(&mut net, "no-report");
+    assert_eq!(net.engine.poll_leg_id(), None);
+
+    net.engine.report_leg_ids();
+    net.uac_sends(&invite("c-legs", "", true));
+    net.take(UAC);
+    let b1 = net.take_one(UAS);
+    net.uas_sends(&uas_response(&b1, 503, "Service Unavailable", "x", "", ""));
+    net.take(UAS);
+    let b2 = net.take_one(UAS2);
+    let legs: Vec<_> = std::iter::from_fn(|| net.engine.poll_leg_id()).collect();
+    let ids: Vec<(LegSide, String)> =
+        legs.iter().map(|l| (l.side, String::from_utf8_lossy(&l.call_id).into_owned())).collect();
+    assert_eq!(
+        ids,
+        vec![
+            (LegSide::A, "c-legs".to_owned()),
+            (LegSide::B, hdr(&b1, HeaderName::CallId)),
+            (LegSide::B, hdr(&b2, HeaderName::CallId)),
+        ]
+    );
+    // All three belong to the call of the Started event.
+    let started = net
+        .events
+        .iter()
+        .rev()
+        .find_map(|Event::Call { call, kind }| {
+            matches!(kind, CallEventKind::Started { .. }).then_some(*call)
+        })
+        .unwrap();
+    assert!(legs.iter().all(|l| l.call == started));
 }

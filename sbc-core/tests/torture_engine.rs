@@ -26,6 +26,7 @@ fn config() -> Config {
         drain_grace: Duration::from_secs(1),
         metrics: None,
         media: MediaConfig::default(),
+        capture: Default::default(),
         tcp: TcpConfig { idle_timeout: Duration::from_secs(60), max_connections: 16 },
         listeners: vec![ListenerConfig {
             name: "access".into(),

@@ -41,7 +41,9 @@ pub enum PcapError {
 impl std::fmt::Display for PcapError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            PcapError::MixedFamilies => f.write_str("source and destination address families differ"),
+            PcapError::MixedFamilies => {
+                f.write_str("source and destination address families differ")
+            }
             PcapError::Io(e) => write!(f, "pcap write: {e}"),
         }
     }
@@ -151,11 +153,21 @@ mod tests {
     fn round_trip_through_pcap_file_reader() {
         let mut w = PcapWriter::new(Vec::new()).unwrap();
         let sip = b"INVITE sip:bob@example.com SIP/2.0\r\nCall-ID: x\r\n\r\n";
-        w.write_udp(at(0), "192.0.2.1:5060".parse().unwrap(), "192.0.2.2:5080".parse().unwrap(), sip)
-            .unwrap();
+        w.write_udp(
+            at(0),
+            "192.0.2.1:5060".parse().unwrap(),
+            "192.0.2.2:5080".parse().unwrap(),
+            sip,
+        )
+        .unwrap();
         let rtp = [0x80u8, 8, 0, 1, 0, 0, 0, 160, 1, 2, 3, 4, 0xd5, 0xd5];
-        w.write_udp(at(20), "[2001:db8::1]:4000".parse().unwrap(), "[2001:db8::2]:30000".parse().unwrap(), &rtp)
-            .unwrap();
+        w.write_udp(
+            at(20),
+            "[2001:db8::1]:4000".parse().unwrap(),
+            "[2001:db8::2]:30000".parse().unwrap(),
+            &rtp,
+        )
+        .unwrap();
         assert!(matches!(
             w.write_udp(at(40), "192.0.2.1:1".parse().unwrap(), "[::1]:2".parse().unwrap(), &rtp),
             Err(PcapError::MixedFamilies)
@@ -177,7 +189,10 @@ mod tests {
         assert_eq!(udp.payload(), sip);
         // The checksum the builder computed verifies.
         let header = udp.to_header();
-        assert_eq!(header.checksum, header.calc_checksum_ipv4(&ip.header().to_header(), sip).unwrap());
+        assert_eq!(
+            header.checksum,
+            header.calc_checksum_ipv4(&ip.header().to_header(), sip).unwrap()
+        );
 
         let p = r.next_packet().unwrap().unwrap().into_owned();
         assert_eq!(p.timestamp, Duration::from_millis(1_700_000_000_020));
@@ -192,8 +207,13 @@ mod tests {
     fn oversized_payload_is_cut_to_one_datagram() {
         let mut w = PcapWriter::new(Vec::new()).unwrap();
         let big = vec![b'x'; MAX_PAYLOAD + 100];
-        w.write_udp(at(0), "127.0.0.1:5060".parse().unwrap(), "127.0.0.1:5061".parse().unwrap(), &big)
-            .unwrap();
+        w.write_udp(
+            at(0),
+            "127.0.0.1:5060".parse().unwrap(),
+            "127.0.0.1:5061".parse().unwrap(),
+            &big,
+        )
+        .unwrap();
         let bytes = w.into_inner();
         let mut r = PcapReader::new(&bytes[..]).unwrap();
         let p = r.next_packet().unwrap().unwrap().into_owned();

@@ -155,7 +155,11 @@ fn retention_keeps_the_newest_files() {
     let (h, thread) = CaptureHandle::start(config).unwrap();
     let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     for i in 0..(RETENTION_EVERY_FOR_TESTS as u64) {
-        h.open_call(CallRef(i), t0 + Duration::from_secs(i), Decision { troubleshooting: true, intercept: false });
+        h.open_call(
+            CallRef(i),
+            t0 + Duration::from_secs(i),
+            Decision { troubleshooting: true, intercept: false },
+        );
         h.close_call(CallRef(i), Duration::ZERO);
     }
     let until = Instant::now() + Duration::from_secs(5);
@@ -163,8 +167,10 @@ fn retention_keeps_the_newest_files() {
         assert!(Instant::now() < until, "{:?}", pcaps(&base));
         std::thread::sleep(Duration::from_millis(10));
     }
-    let names: Vec<String> =
-        pcaps(&base).iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> = pcaps(&base)
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
     let last = RETENTION_EVERY_FOR_TESTS as u64 - 1;
     assert_eq!(names[2], format!("{}-{:016x}.pcap", 1_700_000_000 + last, last));
     drop(h);

@@ -133,8 +133,10 @@ impl Writer {
                     (decision.troubleshooting, self.config.dir.as_deref()),
                     (decision.intercept, self.config.intercept.as_ref().map(|i| i.dir.as_path())),
                 ];
-                let entry =
-                    self.calls.entry(call).or_insert(CallFiles { files: [None, None], closing: None });
+                let entry = self
+                    .calls
+                    .entry(call)
+                    .or_insert(CallFiles { files: [None, None], closing: None });
                 for (slot, (wanted, dir)) in entry.files.iter_mut().zip(dirs) {
                     if let (true, Some(dir), None) = (wanted, dir, &slot) {
                         match open_pcap(&dir.join(&name)) {

@@ -865,7 +865,11 @@ impl Engine {
             sent_by: sent_by.clone(),
         };
         if let (Some(q), Some(call)) = (&mut self.leg_ids, slot_call_mut(&mut self.slots, key)) {
-            q.push_back(LegCallId { call: call.call_ref, side: LegSide::B, call_id: b.call_id.clone() });
+            q.push_back(LegCallId {
+                call: call.call_ref,
+                side: LegSide::B,
+                call_id: b.call_id.clone(),
+            });
         }
         let mut msg = b.request(Method::Invite, None);
         let mf = invite.max_forwards().unwrap_or(70).saturating_sub(1).min(70);

@@ -513,6 +513,9 @@ fn capture_mode(s: &str) -> Parsed<CaptureMode> {
     }
 }
 
+/// Says what is wrong with a target regex without repeating it.
+const BAD_RE: &str = "is not a valid regular expression";
+
 fn intercept(
     cx: &mut Ctx,
     fi: &S<FileIntercept>,
@@ -522,36 +525,36 @@ fn intercept(
     let dir = cx.need(fi.referenced, "dir", &i.dir).map(|d| PathBuf::from(&d.value));
     let max_files = i.max_files.as_ref().map(|n| cx.check(n, within("max_files", 1, 10_000_000)));
     let max_age = i.max_age.as_ref().map(|a| cx.check(a, positive));
-    let mut targets = Some(TargetRules::new());
+    // Every target is checked, also after a bad one; only then is the list refused.
+    let (mut rules, mut valid) = (TargetRules::new(), true);
     for (index, t) in i.targets.as_deref().unwrap_or_default().iter().enumerate() {
         let v = &t.value;
         let given = [v.caller.is_some(), v.callee.is_some(), v.trunk.is_some()];
-        if given.iter().filter(|&&g| g).count() != 1 {
-            let msg = format!("intercept target {index} needs exactly one of caller, callee, trunk");
-            cx.at(t.referenced, msg);
-            targets = None;
-            continue;
-        }
-        let Some(rules) = targets.take() else { continue };
         let added = match (&v.caller, &v.callee, &v.trunk) {
-            (Some(re), _, _) => rules.caller(&re.value).map_err(|_| re.referenced),
-            (_, Some(re), _) => rules.callee(&re.value).map_err(|_| re.referenced),
-            (_, _, Some(name)) if ts.resolve(&name.value).is_err() => Err(name.referenced),
-            (_, _, Some(name)) => Ok(rules.trunk(&name.value)),
-            _ => continue,
+            _ if given.iter().filter(|&&g| g).count() != 1 => {
+                Err((t.referenced, "needs exactly one of caller, callee, trunk"))
+            }
+            (Some(re), _, _) => {
+                rules.clone().caller(&re.value).map_err(|_| (re.referenced, BAD_RE))
+            }
+            (_, Some(re), _) => {
+                rules.clone().callee(&re.value).map_err(|_| (re.referenced, BAD_RE))
+            }
+            (_, _, Some(name)) if ts.resolve(&name.value).is_err() => {
+                Err((name.referenced, "does not name a defined trunk"))
+            }
+            (_, _, Some(name)) => Ok(rules.clone().trunk(&name.value)),
+            (None, None, None) => continue,
         };
         match added {
-            Ok(rules) => targets = Some(rules),
-            Err(at) => {
-                let what = if v.trunk.is_some() {
-                    "does not name a defined trunk"
-                } else {
-                    "is not a valid regular expression"
-                };
+            Ok(more) => rules = more,
+            Err((at, what)) => {
                 cx.at(at, format!("intercept target {index} {what}"));
+                valid = false;
             }
         }
     }
+    let targets = valid.then_some(rules);
     let retention = Retention {
         max_files: max_files.map_or(Some(None), |n| n.map(|n| Some(n as usize)))?,
         max_age: max_age.map_or(Some(None), |a| a.map(Some))?,

@@ -89,7 +89,13 @@ impl ShardTap {
     }
 
     /// A message received on `flow`, as it arrived.
-    pub(super) fn incoming(&mut self, at: SystemTime, flow: &Flow, call_id: Option<Bytes>, data: Bytes) {
+    pub(super) fn incoming(
+        &mut self,
+        at: SystemTime,
+        flow: &Flow,
+        call_id: Option<Bytes>,
+        data: Bytes,
+    ) {
         let dst = self.local(flow);
         self.pending.push(Pending { at, src: flow.remote, dst, call_id, data });
     }
@@ -102,7 +108,13 @@ impl ShardTap {
     }
 
     /// A call event of this step: decides, opens and taps captures.
-    pub(super) fn event(&mut self, engine: &mut Engine, at: SystemTime, call: CallRef, kind: &CallEventKind) {
+    pub(super) fn event(
+        &mut self,
+        engine: &mut Engine,
+        at: SystemTime,
+        call: CallRef,
+        kind: &CallEventKind,
+    ) {
         let capture = &self.config.capture;
         let decision = match kind {
             CallEventKind::Started { caller, callee, .. } => capture.decide(caller, callee),
@@ -121,8 +133,8 @@ impl ShardTap {
             return;
         }
         self.handle.open_call(call, at, decision);
-        if !self.calls.contains_key(&call) {
-            self.calls.insert(call, Vec::new());
+        if let std::collections::hash_map::Entry::Vacant(e) = self.calls.entry(call) {
+            e.insert(Vec::new());
             let tap = MediaTap { call, handle: self.handle.clone() };
             engine.tap_media(call, Some(Arc::new(tap)));
         }
@@ -187,7 +199,8 @@ mod tests {
 
     #[test]
     fn finds_the_call_id_in_full_and_compact_form() {
-        let m = Bytes::from_static(b"BYE sip:a@b SIP/2.0\r\nVia: x\r\nCall-ID:  abc@h \r\n\r\nbody");
+        let m =
+            Bytes::from_static(b"BYE sip:a@b SIP/2.0\r\nVia: x\r\nCall-ID:  abc@h \r\n\r\nbody");
         assert_eq!(call_id_of(&m).as_deref(), Some(&b"abc@h"[..]));
         let m = Bytes::from_static(b"SIP/2.0 200 OK\r\ni: k1\r\n\r\n");
         assert_eq!(call_id_of(&m).as_deref(), Some(&b"k1"[..]));

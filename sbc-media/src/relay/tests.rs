@@ -702,10 +702,10 @@ fn thread_cpu(name: &str) -> Option<Duration> {
 /// Records what a tap was given.
 #[derive(Debug, Default)]
 struct Recorder {
-    seen: std::sync::Mutex<Vec<(SocketAddr, SocketAddr, Vec<u8>)>>,
+    seen: Mutex<Vec<(SocketAddr, SocketAddr, Vec<u8>)>>,
 }
 
-impl crate::backend::PacketTap for Recorder {
+impl PacketTap for Recorder {
     fn packet(&self, _at: std::time::SystemTime, from: SocketAddr, to: SocketAddr, data: &[u8]) {
         self.seen.lock().unwrap().push((from, to, data.to_vec()));
     }
@@ -718,7 +718,7 @@ fn a_tapped_pair_shows_each_packet_as_received_and_as_sent() {
     // Untapped: nothing recorded.
     call.a.send(&rtp(8, false, 1, 160, 7), call.at_a);
     call.b.recv();
-    call.relay.tap(call.id, Some(Arc::clone(&tap) as Arc<dyn crate::backend::PacketTap>));
+    call.relay.tap(call.id, Some(Arc::clone(&tap) as Arc<dyn PacketTap>));
     let p = rtp(8, false, 2, 320, 7);
     call.a.send(&p, call.at_a);
     assert_eq!(call.b.recv().0, p);

@@ -1,5 +1,7 @@
 //! Counters of every decision, as a plain snapshot the shell exports as metrics.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 /// A snapshot of [`crate::Policy::counters`]. Totals count since start; the fields marked
 /// "now" are gauges. Bans that ended count as active until the next
 /// [`crate::Policy::handle_timeout`].
@@ -67,4 +69,77 @@ pub struct PolicyCounters {
     pub rate_keys_overflowed: u64,
     /// Now: sources whose offences are being counted.
     pub offenders_tracked: u64,
+    /// Digest authentications that succeeded.
+    pub auth_ok: u64,
+    /// Requests challenged because they carried no credentials for the realm.
+    pub auth_challenged: u64,
+    /// Digest authentications that failed (wrong password, unknown user, bad nonce, ...).
+    pub auth_failed: u64,
+    /// Right credentials with an expired or foreign nonce (answered `stale=true`).
+    pub auth_stale: u64,
+    /// Right credentials replayed with a used nonce count (answered `stale=true`).
+    pub auth_replayed: u64,
+    /// Nonces accepted without replay tracking because the nonce table was full.
+    pub nonces_untracked: u64,
+}
+
+/// Declares the live counters: one relaxed atomic per total of [`PolicyCounters`] that is
+/// counted as it happens (the gauges and the table statistics are read from their tables).
+macro_rules! live_counters {
+    ($($field:ident),* $(,)?) => {
+        /// The totals, bumped from any thread.
+        #[derive(Debug, Default)]
+        pub(crate) struct Counters {
+            $(pub(crate) $field: AtomicU64,)*
+            /// Bans restored from the state file (reported inside `bans_added`).
+            pub(crate) bans_restored: AtomicU64,
+        }
+
+        impl Counters {
+            /// The totals; table statistics and gauges are left at 0 for the caller to fill.
+            pub(crate) fn snapshot(&self) -> PolicyCounters {
+                PolicyCounters {
+                    $($field: self.$field.load(Ordering::Relaxed),)*
+                    bans_added: self.bans_restored.load(Ordering::Relaxed),
+                    ..PolicyCounters::default()
+                }
+            }
+        }
+    };
+}
+
+live_counters!(
+    packets_allowed,
+    dropped_denied,
+    dropped_not_allowed,
+    dropped_banned,
+    dropped_rate,
+    calls_admitted,
+    emergency_calls,
+    outbound_admitted,
+    registers_admitted,
+    rejected_denied,
+    rejected_banned,
+    rejected_source_rate,
+    rejected_trunk_rate,
+    rejected_register_rate,
+    rejected_source_cac,
+    rejected_trunk_cac,
+    offences_rate_exceeded,
+    offences_auth_failure,
+    offences_unknown_user,
+    offences_malformed,
+    offences_scanner,
+    auth_ok,
+    auth_challenged,
+    auth_failed,
+    auth_stale,
+    auth_replayed,
+);
+
+impl Counters {
+    /// Counts one event. Relaxed: counters order nothing.
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }

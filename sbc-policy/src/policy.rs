@@ -752,7 +752,7 @@ impl Policy {
         let (bans_active, bans_added, bans_refused_full, ban_changes_dropped) = self.bans.stats();
         let mut c = self.counters.snapshot();
         c.offences_ignored_full = self.offences.iter().map(|o| lock(o).ignored_full).sum();
-        c.bans_added = bans_added + c.bans_added;
+        c.bans_added += bans_added;
         c.bans_refused_full = bans_refused_full;
         c.ban_changes_dropped = ban_changes_dropped;
         c.bans_active = bans_active as u64;

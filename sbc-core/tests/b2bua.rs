@@ -33,6 +33,7 @@ fn config(targets: &[&str], ring: Duration) -> Config {
         max_headers: 128,
         drain_grace: Duration::from_secs(1),
         metrics: None,
+        policy: Default::default(),
         tcp: TcpConfig { idle_timeout: Duration::from_secs(60), max_connections: 16 },
         listeners: vec![
             ListenerConfig {

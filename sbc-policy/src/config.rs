@@ -12,6 +12,8 @@ use ipnetwork::IpNetwork;
 
 /// User-Agent substrings of well-known SIP scanners, for configs that want a starting list for
 /// [`PolicyConfig::scanner_user_agents`] (it is not the default: the default detects nothing).
+/// Only names no real phone sends: "PortSIP VoIP SDK", often seen in fraud attempts, is left out
+/// because softphones built on that SDK send it too.
 pub const KNOWN_SCANNERS: &[&str] = &[
     "friendly-scanner",
     "sipvicious",
@@ -22,7 +24,6 @@ pub const KNOWN_SCANNERS: &[&str] = &[
     "iWar",
     "SIVuS",
     "Gulp",
-    "PortSIP VoIP SDK",
 ];
 
 /// Everything the policy decides with.

@@ -485,7 +485,8 @@ fn policy(
     ls: &Table<ListenerConfig>,
     ts: &Table<TrunkConfig>,
 ) -> Option<PolicySettings> {
-    let no_policy = S { value: FilePolicy::default(), referenced: f.referenced, defined: f.defined };
+    let no_policy =
+        S { value: FilePolicy::default(), referenced: f.referenced, defined: f.defined };
     let fp = f.value.policy.as_ref().unwrap_or(&no_policy);
     let (at, p) = (fp.referenced, &fp.value);
     let d = default_rules();
@@ -506,13 +507,17 @@ fn policy(
             }
         }
     }
-    rules.source_message_rate = cx.or(&p.source_message_rate, d.source_message_rate, rate).unwrap_or_default();
+    rules.source_message_rate =
+        cx.or(&p.source_message_rate, d.source_message_rate, rate).unwrap_or_default();
     rules.source_call_rate = cx.or(&p.source_call_rate, None, rate).unwrap_or_default();
     rules.source_register_rate = cx.or(&p.source_register_rate, None, rate).unwrap_or_default();
     let tracked = within("max_tracked_sources", 16, 100_000_000);
-    rules.max_tracked_sources = cx.or(&p.max_tracked_sources, 100_000, tracked).unwrap_or_default() as usize;
-    rules.cleanup_interval = cx.or(&p.cleanup_interval, d.cleanup_interval, positive).unwrap_or_default();
-    rules.cac_retry_after = cx.or(&p.cac_retry_after, d.cac_retry_after, positive).unwrap_or_default();
+    rules.max_tracked_sources =
+        cx.or(&p.max_tracked_sources, 100_000, tracked).unwrap_or_default() as usize;
+    rules.cleanup_interval =
+        cx.or(&p.cleanup_interval, d.cleanup_interval, positive).unwrap_or_default();
+    rules.cac_retry_after =
+        cx.or(&p.cac_retry_after, d.cac_retry_after, positive).unwrap_or_default();
     if p.emergency_numbers.is_some() {
         rules.emergency_numbers = cx.each("number", p.emergency_numbers.as_ref(), false, number);
     }
@@ -536,11 +541,15 @@ fn policy(
     let sizes = |key| within(key, 1, 100_000_000);
     let bans = BanConfig {
         duration: cx.or(&b.duration, db.duration, positive).unwrap_or_default(),
-        factor: cx.or(&b.factor, u64::from(db.factor), within("factor", 1, 100)).unwrap_or_default() as u32,
+        factor: cx.or(&b.factor, u64::from(db.factor), within("factor", 1, 100)).unwrap_or_default()
+            as u32,
         max_duration: cx.or(&b.max_duration, db.max_duration, positive).unwrap_or_default(),
         memory: cx.or(&b.memory, db.memory, duration).unwrap_or_default(),
-        max_entries: cx.or(&b.max_entries, db.max_entries as u64, sizes("max_entries")).unwrap_or_default() as usize,
-        max_offenders: cx.or(&b.max_offenders, 100_000, sizes("max_offenders")).unwrap_or_default() as usize,
+        max_entries: cx
+            .or(&b.max_entries, db.max_entries as u64, sizes("max_entries"))
+            .unwrap_or_default() as usize,
+        max_offenders: cx.or(&b.max_offenders, 100_000, sizes("max_offenders")).unwrap_or_default()
+            as usize,
     };
     if let (Some(max), true) = (&b.max_duration, bans.max_duration < bans.duration) {
         cx.at(max.referenced, "max_duration is less than duration".into());
@@ -580,9 +589,11 @@ fn nftables(cx: &mut Ctx, n: &S<FileNftables>) -> Option<NftablesConfig> {
 /// Reads `policy.auth` into `rules`; returns the realm names (for `listeners[].policy.realm`).
 fn auth(cx: &mut Ctx, a: &S<FileAuth>, rules: &mut PolicyConfig) -> Vec<String> {
     let v = &a.value;
-    rules.nonce_lifetime = cx.or(&v.nonce_lifetime, rules.nonce_lifetime, positive).unwrap_or_default();
+    rules.nonce_lifetime =
+        cx.or(&v.nonce_lifetime, rules.nonce_lifetime, positive).unwrap_or_default();
     let nonces = within("max_nonces", 16, 100_000_000);
-    rules.max_nonces = cx.or(&v.max_nonces, rules.max_nonces as u64, nonces).unwrap_or_default() as usize;
+    rules.max_nonces =
+        cx.or(&v.max_nonces, rules.max_nonces as u64, nonces).unwrap_or_default() as usize;
     if v.algorithms.is_some() {
         rules.auth_algorithms = cx.each("algorithm", v.algorithms.as_ref(), true, algorithm);
     }
@@ -1187,7 +1198,10 @@ trunks:
         let r = &c.policy.rules;
         assert_eq!(r.access.deny.len(), 1);
         assert_eq!(r.access.allow.len(), 3);
-        assert_eq!(r.source_message_rate, Some(Rate::new(30, Duration::from_secs(2)).with_burst(60)));
+        assert_eq!(
+            r.source_message_rate,
+            Some(Rate::new(30, Duration::from_secs(2)).with_burst(60))
+        );
         assert_eq!(r.source_call_rate, Some(Rate::per_second(5)));
         assert_eq!(r.source_register_rate, None);
         assert_eq!((r.max_tracked_sources, r.cleanup_interval), (5000, Duration::from_secs(5)));
@@ -1201,7 +1215,10 @@ trunks:
         assert_eq!(r.offences.malformed, rule(2, 10));
         assert_eq!(r.offences.scanner, rule(1, 3600));
         let b = r.bans;
-        assert_eq!((b.duration, b.factor, b.max_duration), (Duration::from_secs(60), 3, Duration::from_secs(3600)));
+        assert_eq!(
+            (b.duration, b.factor, b.max_duration),
+            (Duration::from_secs(60), 3, Duration::from_secs(3600))
+        );
         assert_eq!((b.memory, b.max_entries, b.max_offenders), (Duration::from_secs(7200), 50, 60));
         assert_eq!(c.policy.ban_file, Some(PathBuf::from("/tmp/bans.txt")));
         let nft = NftablesConfig { table: "sbc_lab".into(), set: "bad".into() };
@@ -1212,16 +1229,26 @@ trunks:
         assert_eq!(r.auth_algorithms, [Algorithm::Md5]);
         assert_eq!(r.realms.len(), 1);
         assert_eq!(r.realms[0].users[0].credential, Credential::Password("secret".into()));
-        assert!(matches!(r.realms[0].users[1].credential, Credential::Ha1 { algorithm: Algorithm::Md5, .. }));
+        assert!(matches!(
+            r.realms[0].users[1].credential,
+            Credential::Ha1 { algorithm: Algorithm::Md5, .. }
+        ));
         let l = &r.listeners[0];
-        assert_eq!((l.allow_only, l.reject, l.max_calls_per_source), (true, RejectMode::Forbidden, Some(4)));
+        assert_eq!(
+            (l.allow_only, l.reject, l.max_calls_per_source),
+            (true, RejectMode::Forbidden, Some(4))
+        );
         assert_eq!(l.realm.as_deref(), Some("lab.example"));
         assert_eq!((l.access.allow.len(), l.access.deny.len()), (1, 1));
         let t = &r.trunks[0];
-        assert_eq!((t.inbound_cps, t.outbound_cps), (Some(Rate::per_second(10)), Some(Rate::per_second(20))));
+        assert_eq!(
+            (t.inbound_cps, t.outbound_cps),
+            (Some(Rate::per_second(10)), Some(Rate::per_second(20)))
+        );
         assert_eq!((t.max_inbound, t.max_outbound, t.max_total), (Some(10), Some(11), Some(12)));
         // A random secret when none is given.
-        let c = load_str("t.yaml", &format!("{BASE}policy: {{auth: {{realms: [{{realm: r}}]}}}}\n"));
+        let c =
+            load_str("t.yaml", &format!("{BASE}policy: {{auth: {{realms: [{{realm: r}}]}}}}\n"));
         assert_eq!(c.expect("valid").policy.rules.nonce_secret.as_bytes().len(), 32);
     }
 

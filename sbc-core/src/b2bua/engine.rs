@@ -234,13 +234,11 @@ impl Engine {
             limits: Limits { max_size: config.max_message_size, max_headers: config.max_headers },
             shard,
             media: MediaPlane::new(),
-            policy: Arc::new(Policy::with_config(config.policy.rules.clone()).unwrap_or_else(
-                |e| {
-                    // Configs from the file were checked at load; a hand-built one may not be.
-                    tracing::error!(error = %e, "invalid policy config: admitting everything");
-                    Policy::new()
-                },
-            )),
+            policy: Arc::new(Policy::with_config(config.policy_rules()).unwrap_or_else(|e| {
+                // Configs from the file were checked at load; a hand-built one may not be.
+                tracing::error!(error = %e, "invalid policy config: admitting everything");
+                Policy::new()
+            })),
             wall: None,
             slots: Vec::new(),
             free: Vec::new(),
@@ -614,7 +612,10 @@ impl Engine {
         // A request may carry credentials for several realms (RFC 3261 section 22.3); the one
         // for ours is checked, the others read as missing.
         let request_uri = std::str::from_utf8(&request_uri).unwrap_or("");
-        let values: Vec<Bytes> = req.values(&answer).collect();
+        // Not `values()`: a credentials value is one comma-separated list of auth-params, never
+        // split (RFC 3261 section 25.1); each header line is one set of credentials.
+        let values: Vec<Bytes> =
+            req.headers.iter().filter(|h| h.name == answer).map(|h| h.value.clone()).collect();
         let mut outcome = None;
         let candidates = values.iter().map(|v| Some(&v[..]));
         let candidates: Vec<Option<&[u8]>> =

@@ -497,16 +497,6 @@ fn policy(
         },
         ..d.clone()
     };
-    // Trunks are trusted peers: their sources and targets are never rate-limited per source
-    // or banned, and a deny list's broader prefix does not shut them out.
-    for t in ts.items.iter().flatten() {
-        let targets = t.targets.iter().map(|t| IpNetwork::from(t.addr.ip()));
-        for net in t.sources.iter().copied().chain(targets) {
-            if !rules.access.allow.contains(&net) {
-                rules.access.allow.push(net);
-            }
-        }
-    }
     rules.source_message_rate =
         cx.or(&p.source_message_rate, d.source_message_rate, rate).unwrap_or_default();
     rules.source_call_rate = cx.or(&p.source_call_rate, None, rate).unwrap_or_default();
@@ -568,8 +558,14 @@ fn policy(
         .map(|(fl, l)| listener_policy(cx, fl, l.as_ref(), &realm_names))
         .collect();
     rules.trunks = trunks.iter().map(|t| trunk_limits(cx, &t.value)).collect();
+    let trusted = ts.items.iter().flatten().flat_map(|t| {
+        let targets = t.targets.iter().map(|t| IpNetwork::from(t.addr.ip()));
+        t.sources.iter().copied().chain(targets)
+    });
+    let mut checked = rules.clone();
+    checked.access.allow.extend(trusted);
     if cx.errors.is_empty()
-        && let Err(e) = sbc_policy::Policy::with_config(rules.clone())
+        && let Err(e) = sbc_policy::Policy::with_config(checked)
     {
         // The checks above cover what the policy refuses; this catches a mismatch.
         cx.at(at, format!("policy: {e}"));
@@ -690,7 +686,7 @@ fn listener_policy(
             }
         })
     });
-    let listener = ListenerPolicy {
+    ListenerPolicy {
         access: AccessLists {
             allow: cx.each("network", p.allow.as_ref(), false, cidr),
             deny: cx.each("network", p.deny.as_ref(), false, cidr),
@@ -699,8 +695,7 @@ fn listener_policy(
         reject: reject.unwrap_or_default(),
         max_calls_per_source: per_source.map(|n| n as u32),
         realm,
-    };
-    listener
+    }
 }
 
 fn trunk_limits(cx: &mut Ctx, t: &FileTrunk) -> TrunkLimits {
@@ -1140,7 +1135,7 @@ trunks:
     #[test]
     fn policy_defaults_protect_without_limiting_trunks() {
         let c = load_str("t.yaml", BASE).expect("valid");
-        let r = &c.policy.rules;
+        let r = &c.policy_rules();
         assert_eq!(r.source_message_rate, Some(Rate::per_second(1000).with_burst(2000)));
         assert_eq!((r.source_call_rate, r.source_register_rate), (None, None));
         let nets: Vec<String> = r.access.allow.iter().map(ToString::to_string).collect();
@@ -1197,7 +1192,8 @@ trunks:
         let c = load_str("t.yaml", &text).expect("valid");
         let r = &c.policy.rules;
         assert_eq!(r.access.deny.len(), 1);
-        assert_eq!(r.access.allow.len(), 3);
+        assert_eq!(r.access.allow.len(), 1);
+        assert_eq!(c.policy_rules().access.allow.len(), 3);
         assert_eq!(
             r.source_message_rate,
             Some(Rate::new(30, Duration::from_secs(2)).with_burst(60))

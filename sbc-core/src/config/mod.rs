@@ -44,6 +44,25 @@ pub struct Config {
     pub policy: PolicySettings,
 }
 
+impl Config {
+    /// The rules the policy runs with: [`PolicySettings::rules`] with every trunk's sources and
+    /// targets added to the global allow list. Trunks are trusted peers: they are never
+    /// rate-limited per source nor banned, and a deny list's broader prefix does not shut them
+    /// out (the longest prefix decides).
+    pub fn policy_rules(&self) -> PolicyConfig {
+        let mut rules = self.policy.rules.clone();
+        for t in &self.trunks {
+            let targets = t.targets.iter().map(|t| IpNetwork::from(t.addr.ip()));
+            for net in t.sources.iter().copied().chain(targets) {
+                if !rules.access.allow.contains(&net) {
+                    rules.access.allow.push(net);
+                }
+            }
+        }
+        rules
+    }
+}
+
 /// The edge policy: what sbc-policy decides with, and what the shell does around it.
 ///
 /// `Default` is the admit-everything policy of [`PolicyConfig::default`] with no state file and

@@ -8,8 +8,9 @@
 #   fuzz/run.sh 60          # CI: one minute in all
 #   fuzz/run.sh 600         # ten minutes
 #
-# Corpora are seeded from sbc-core/tests/data (the RFC 4475 and RFC 5118 messages) into
-# fuzz/corpus/<target>/ (not committed); crashes land in fuzz/artifacts/<target>/. To replay one:
+# Corpora are seeded from sbc-core/tests/data (the RFC 4475 and RFC 5118 messages) and, for the
+# sdp target, sbc-media/tests/data/sdp into fuzz/corpus/<target>/ (not committed); crashes land
+# in fuzz/artifacts/<target>/. To replay one:
 #   fuzz/target/<host>/release/sip_parse fuzz/artifacts/sip_parse/crash-...
 set -euo pipefail
 
@@ -17,7 +18,7 @@ seconds=${1:?usage: fuzz/run.sh SECONDS}
 case $seconds in '' | *[!0-9]*) echo "SECONDS must be a number, got '$seconds'" >&2; exit 64 ;; esac
 cd "$(dirname "$0")"
 
-targets=(sip_parse sip_stream)
+targets=(sip_parse sip_stream sdp)
 per_target=$(( seconds / ${#targets[@]} ))
 (( per_target > 0 )) || per_target=1
 
@@ -35,8 +36,13 @@ cargo build --release --target "$host" --bins
 data=../sbc-core/tests/data
 for t in "${targets[@]}"; do
     mkdir -p "corpus/$t" "artifacts/$t"
+done
+for t in sip_parse sip_stream; do
     cp "$data"/rfc4475/*.dat "$data"/rfc5118/*.dat "corpus/$t/"
 done
+# The SDP target starts from real-world offers and answers (SIPp, baresip, Asterisk, FreeSWITCH,
+# Chrome, holds, IPv6).
+cp ../sbc-media/tests/data/sdp/*.sdp corpus/sdp/
 # Streams of several messages for the framing target: a 0 byte (no cuts) and then the messages.
 msgs=("$data"/rfc4475/{wsinv,esc01,mpart01,unreason,dblreq}.dat)
 { printf '\0'; cat "${msgs[@]}"; } > corpus/sip_stream/seed-pipeline

@@ -546,6 +546,47 @@ lab_require_msg() {
 }
 
 # ---------------------------------------------------------------------------------------
+# Media checks (tshark decodes; lab/media_check.py judges)
+# ---------------------------------------------------------------------------------------
+
+# media_check LABEL SUBCOMMAND ARGS...: run lab/media_check.py SUBCOMMAND ARGS, keep its output
+# in $OUT/LABEL.txt, show it indented, and record a failure if a check failed.
+media_check() {
+    local label=$1
+    shift
+    lab_step "media check $label: $1"
+    if python3 "$LAB_DIR/media_check.py" "$@" >"$OUT/$label.txt" 2>&1; then
+        grep -v '^flow:' "$OUT/$label.txt" | sed 's/^/   /'
+    else
+        sed 's/^/   /' "$OUT/$label.txt" | head -n 40
+        lab_fail "media check $label failed (see $label.txt)"
+    fi
+}
+
+# sip_times PCAP FILTER: relative times (s) of the SIP messages matching the tshark display
+# FILTER in PCAP, one per line, in order.
+sip_times() {
+    tshark -r "$1" -n -Y "$2" -T fields -e frame.time_relative 2>/dev/null
+}
+
+# received_media_port NAME [TIMEOUT]: wait (default 10 s) until SIPp NAME has received a
+# message with an SDP body, and print the port of its first m= line (where that SIPp sends
+# its RTP, i.e. the SBC's media port on its leg).
+received_media_port() {
+    local log=$OUT/$1.messages.log timeout=${2:-10} i port
+    for ((i = 0; i < timeout * 10; i++)); do
+        port=$(awk '/message received/ { r = 1 } /message sent/ { r = 0 }
+            r && /^m=audio/ { print $2; exit }' "$log" 2>/dev/null)
+        [[ -n $port ]] && {
+            echo "$port"
+            return 0
+        }
+        sleep 0.1
+    done
+    return 1
+}
+
+# ---------------------------------------------------------------------------------------
 # Policy tests: metrics, success ratios, the SBC process
 # ---------------------------------------------------------------------------------------
 

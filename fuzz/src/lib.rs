@@ -1,9 +1,14 @@
 //! The oracles behind the fuzz targets, kept in a library so that a test or a replay tool can call
 //! them too. Each panics when the codec breaks a property; a panic is what the fuzzer reports.
 
+use std::sync::Arc;
+use std::time::Instant;
+
 use bytes::{Bytes, BytesMut};
 use sbc_core::sip::stream::{Frame, next_frame};
 use sbc_core::sip::{HeaderName, Limits, Message, NameAddr, ParseError, Via, parse, parse_with};
+use sbc_media::sdp::Sdp;
+use sbc_media::{LegMedia, LegSide, MediaPlane, MediaSessionId, VirtualBackend};
 
 /// Limits that do not get in the way of a round trip: serializing can lengthen a message (full
 /// header names, an added Content-Length) past the limits the first parse was held to.
@@ -178,4 +183,43 @@ fn head_end(data: &[u8]) -> Option<usize> {
         }
     }
     None
+}
+
+/// `Sdp::parse` must not panic. If it accepts `data`: the written form must parse to an equal
+/// description and writing that again must give the same bytes; and the media plane must take
+/// the body as an offer and as an answer from either leg without panicking and without leaving a
+/// relay pair open after `release`.
+pub fn sdp(data: &[u8]) {
+    let Ok(first) = Sdp::parse(data) else {
+        return;
+    };
+    let once = first.to_bytes();
+    let second = match Sdp::parse(&once) {
+        Ok(s) => s,
+        Err(e) => panic!("written SDP refused: {e}\n{once:?}"),
+    };
+    assert_eq!(first, second, "round trip changed the SDP:\n{once:?}");
+    assert_eq!(second.to_bytes(), once, "writing is not a fixed point");
+
+    let backend = Arc::new(VirtualBackend::new(40000..=40999));
+    let mut plane = MediaPlane::with_seed(backend.clone(), 1);
+    let id = MediaSessionId(1);
+    let leg = LegMedia {
+        codecs: vec!["PCMU".into(), "opus".into(), "telephone-event".into()],
+        ..LegMedia::default()
+    };
+    plane.set_leg(id, LegSide::B, leg);
+    let body = Bytes::copy_from_slice(data);
+    let now = Instant::now();
+    for (offerer, answerer) in [(LegSide::A, LegSide::B), (LegSide::B, LegSide::A)] {
+        if let Ok(offer) = plane.offer(id, offerer, &body, now) {
+            let sent = Sdp::parse(&offer).expect("the plane writes SDP it can parse");
+            assert_eq!(sent.media.len(), first.media.len(), "m-lines added or removed");
+            let _ = plane.answer(id, answerer, &body, now);
+            let _ = plane.answer(id, answerer, &offer, now);
+        }
+    }
+    let _ = (plane.summary(id), plane.inactivity_deadline(id));
+    plane.release(id);
+    assert_eq!(backend.open_pairs(), 0, "release left pairs open");
 }

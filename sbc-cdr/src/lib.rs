@@ -43,6 +43,24 @@ pub enum Disposition {
     Rejected,
 }
 
+/// What the media plane measured on one leg: the packets received from that leg's peer.
+/// Integers only, so that records compare exactly: jitter in microseconds, MOS times 100.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MediaLegStats {
+    /// Codec of the leg's first audio stream (`PCMA`), empty when none was negotiated.
+    pub codec: String,
+    /// RTP packets received from the leg's peer.
+    pub packets: u64,
+    /// RTP bytes received from the leg's peer.
+    pub bytes: u64,
+    /// RTP packets lost on the way from the peer (RFC 3550 A.3).
+    pub lost: u64,
+    /// Interarrival jitter (RFC 3550 A.8), microseconds.
+    pub jitter_us: u32,
+    /// Estimated MOS (E-model), times 100 (e.g. 441 for 4.41).
+    pub mos_x100: u16,
+}
+
 /// One step of a call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallEventKind {
@@ -68,6 +86,13 @@ pub enum CallEventKind {
     Ringing,
     /// The call was answered.
     Answered,
+    /// Media figures at the end of the call, per leg (sent just before `Ended`).
+    Media {
+        /// Leg A (the caller's side).
+        a: MediaLegStats,
+        /// Leg B (the callee's side).
+        b: MediaLegStats,
+    },
     /// The call is over; no more events for it.
     Ended {
         /// How it ended.
@@ -121,6 +146,8 @@ pub struct CallRecord {
     pub released_by: ReleaseSide,
     /// SBC release reason.
     pub reason: Option<String>,
+    /// Media figures of leg A and leg B, when the call had media.
+    pub media: Option<(MediaLegStats, MediaLegStats)>,
 }
 
 impl CallRecord {
@@ -162,6 +189,7 @@ impl Recorder {
                         status: 0,
                         released_by: ReleaseSide::Sbc,
                         reason: None,
+                        media: None,
                     },
                 );
                 None
@@ -181,6 +209,12 @@ impl Recorder {
             CallEventKind::Answered => {
                 if let Some(r) = self.open.get_mut(&event.call) {
                     r.answer.get_or_insert(event.at);
+                }
+                None
+            }
+            CallEventKind::Media { a, b } => {
+                if let Some(r) = self.open.get_mut(&event.call) {
+                    r.media = Some((a, b));
                 }
                 None
             }

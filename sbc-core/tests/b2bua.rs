@@ -7,15 +7,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sbc_cdr::{CallEventKind, Disposition};
+use sbc_cdr::{CallEventKind, Disposition, ReleaseSide};
 use sbc_core::b2bua::{Engine, Event};
 use sbc_core::config::Transport;
 use sbc_core::config::{
-    Config, HeaderPolicy, ListenerConfig, ListenerId, RewriteConfig, RouteConfig, RouteMatch, Side,
-    Target, TcpConfig, TimerConfig, TrunkConfig, TrunkId,
+    Config, HeaderPolicy, ListenerConfig, ListenerId, MediaConfig, MediaOptions, RewriteConfig,
+    RouteConfig, RouteMatch, Side, Target, TcpConfig, TimerConfig, TrunkConfig, TrunkId,
 };
 use sbc_core::sip::{self, HeaderName, Message};
 use sbc_core::transport::Flow;
+use sbc_media::{LegSide, VirtualBackend};
 
 const UAC: &str = "127.0.0.10:5061";
 const UAS: &str = "127.0.0.20:5080";
@@ -34,6 +35,14 @@ fn config(targets: &[&str], ring: Duration) -> Config {
         drain_grace: Duration::from_secs(1),
         metrics: None,
         policy: Default::default(),
+        // No media timeout: most scenarios run long on the fake clock without RTP.
+        media: MediaConfig {
+            defaults: MediaOptions {
+                inactivity_timeout: Some(None),
+                ..MediaConfig::default().defaults
+            },
+            ..MediaConfig::default()
+        },
         tcp: TcpConfig { idle_timeout: Duration::from_secs(60), max_connections: 16 },
         listeners: vec![
             ListenerConfig {
@@ -41,6 +50,9 @@ fn config(targets: &[&str], ring: Duration) -> Config {
                 side: Side::Access,
                 addr: addr("127.0.0.1:5060"),
                 advertise: "127.0.0.1".parse().unwrap(),
+                media_bind: "127.0.0.1".parse().unwrap(),
+                media_advertise: "127.0.0.1".parse().unwrap(),
+                media: MediaOptions::default(),
                 transports: vec![Transport::Udp, Transport::Tcp],
             },
             ListenerConfig {
@@ -48,6 +60,9 @@ fn config(targets: &[&str], ring: Duration) -> Config {
                 side: Side::Trunk,
                 addr: addr("127.0.0.2:5070"),
                 advertise: "127.0.0.2".parse().unwrap(),
+                media_bind: "127.0.0.2".parse().unwrap(),
+                media_advertise: "127.0.0.2".parse().unwrap(),
+                media: MediaOptions::default(),
                 transports: vec![Transport::Udp],
             },
         ],
@@ -65,6 +80,7 @@ fn config(targets: &[&str], ring: Duration) -> Config {
                     allow: vec!["P-Asserted-Identity".into()],
                     ..Default::default()
                 },
+                media: MediaOptions::default(),
             })
             .collect(),
         routes: vec![RouteConfig {
@@ -86,12 +102,17 @@ struct Net {
 
 impl Net {
     fn new(config: Config) -> Net {
-        Net {
-            engine: Engine::new(Arc::new(config), 0, 42),
-            now: Instant::now(),
-            sent: Vec::new(),
-            events: Vec::new(),
-        }
+        Net::with_relay(config, None)
+    }
+
+    /// A shard whose media goes through `relay` (a socket-free stand-in the test can inspect).
+    fn with_relay(config: Config, relay: Option<Arc<VirtualBackend>>) -> Net {
+        let config = Arc::new(config);
+        let engine = match relay {
+            Some(r) => Engine::with_relay(config, 0, 42, r),
+            None => Engine::new(config, 0, 42),
+        };
+        Net { engine, now: Instant::now(), sent: Vec::new(), events: Vec::new() }
     }
 
     fn uac_sends(&mut self, text: &str) {
@@ -175,6 +196,15 @@ impl Net {
             .collect()
     }
 
+    /// The UAC or the UAS answers a request the SBC sent it with 200.
+    fn peer_or_uac_answers(&mut self, peer: &str, req: &Message) {
+        if peer == UAC {
+            self.uac_sends(&uac_response(req, 200, "OK"));
+        } else {
+            self.uas_sends(&uas_response(req, 200, "OK", "", "", ""));
+        }
+    }
+
     fn assert_idle(&mut self) {
         assert_eq!(self.engine.call_count(), 0, "calls left");
         assert_eq!(self.engine.media_session_count(), 0, "media sessions left");
@@ -218,9 +248,14 @@ fn branch(m: &Message) -> String {
 const SDP: &str =
     "v=0\no=alice 1 1 IN IP4 127.0.0.10\ns=-\nc=IN IP4 127.0.0.10\nt=0 0\nm=audio 6000 RTP/AVP 0\n";
 
+/// Length of a body once `Net::input` has turned its line feeds into CRLF.
+fn wire_len(body: &str) -> usize {
+    body.len() + body.matches('\n').count()
+}
+
 fn invite(call_id: &str, extra: &str, with_sdp: bool) -> String {
     let branch: String = call_id.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
-    let body = if with_sdp { SDP.replace('\n', "\r\n") } else { String::new() };
+    let body = if with_sdp { SDP.to_string() } else { String::new() };
     let ct = if with_sdp { "Content-Type: application/sdp\n" } else { "" };
     format!(
         "INVITE sip:100@127.0.0.1:5060 SIP/2.0\n\
@@ -234,7 +269,7 @@ Contact: <sip:alice@127.0.0.10:5061>\n\
 P-Asserted-Identity: <sip:alice@pai.example>\n\
 X-Secret-Topology: leak-me-not\n\
 {extra}{ct}Content-Length: {}\n\n{body}",
-        body.len()
+        wire_len(&body)
     )
     .replace("\n\n\r\n", "\n\n")
 }
@@ -258,7 +293,7 @@ fn uas_response(
     let (ct, body) = if body.is_empty() {
         (String::new(), String::new())
     } else {
-        ("Content-Type: application/sdp\n".into(), body.replace('\n', "\r\n"))
+        ("Content-Type: application/sdp\n".into(), body.to_string())
     };
     format!(
         "SIP/2.0 {code} {reason}\n{}From: {}\nTo: {to}\nCall-ID: {}\nCSeq: {}\nContact: <sip:bob@127.0.0.20:5080>\n{extra}{ct}Content-Length: {}\n\n{body}",
@@ -266,7 +301,7 @@ fn uas_response(
         hdr(req, HeaderName::From),
         hdr(req, HeaderName::CallId),
         hdr(req, HeaderName::CSeq),
-        body.len()
+        wire_len(&body)
     )
 }
 
@@ -291,7 +326,7 @@ fn uac_request(method: &str, ok: &Message, cseq: u32, extra: &str, body: &str) -
     let (ct, body) = if body.is_empty() {
         (String::new(), String::new())
     } else {
-        ("Content-Type: application/sdp\n".into(), body.replace('\n', "\r\n"))
+        ("Content-Type: application/sdp\n".into(), body.to_string())
     };
     format!(
         "{method} sip:100@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.10:5061;branch=z9hG4bK-a{method}{cseq}\nMax-Forwards: 70\n\
@@ -299,7 +334,7 @@ From: {}\nTo: {}\nCall-ID: {}\nCSeq: {cseq} {method}\n{extra}{ct}Content-Length:
         hdr(ok, HeaderName::From),
         hdr(ok, HeaderName::To),
         hdr(ok, HeaderName::CallId),
-        body.len()
+        wire_len(&body)
     )
 }
 
@@ -308,7 +343,7 @@ fn uas_request(method: &str, b_invite: &Message, b_to_tag: &str, cseq: u32, body
     let (ct, body) = if body.is_empty() {
         (String::new(), String::new())
     } else {
-        ("Content-Type: application/sdp\n".into(), body.replace('\n', "\r\n"))
+        ("Content-Type: application/sdp\n".into(), body.to_string())
     };
     let contact = b_invite.contact().unwrap().unwrap().uri.raw;
     format!(
@@ -318,7 +353,7 @@ From: {};tag={b_to_tag}\nTo: {}\nCall-ID: {}\nCSeq: {cseq} {method}\nContact: <s
         hdr(b_invite, HeaderName::To),
         hdr(b_invite, HeaderName::From),
         hdr(b_invite, HeaderName::CallId),
-        body.len()
+        wire_len(&body)
     )
 }
 
@@ -345,14 +380,18 @@ fn basic_call_hides_topology_and_leaves_nothing_behind() {
     let mut net = Net::new(config(&[UAS], Duration::from_secs(60)));
     let (b_invite, ok) = establish(&mut net, "a-call-1@client.example");
 
-    // The SDP body still carries leg A's media address: sbc-media passes SDP through until the
-    // media issue anchors RTP. Everything else must be clean.
-    let mut headers_only = b_invite.clone();
-    headers_only.body = Bytes::new();
-    let b_text = String::from_utf8_lossy(&headers_only.to_bytes()).into_owned();
-    for leak in
-        ["a-call-1", "atag", "z9hG4bK-a-", "127.0.0.10", "client.example", "X-Secret-Topology"]
-    {
+    // sbc-media anchors the media: the SDP body names the SBC, not leg A's address or user.
+    let b_text = String::from_utf8_lossy(&b_invite.to_bytes()).into_owned();
+    assert!(b_text.contains("m=audio "), "the offer crossed:\n{b_text}");
+    for leak in [
+        "a-call-1",
+        "atag",
+        "z9hG4bK-a-",
+        "127.0.0.10",
+        "client.example",
+        "X-Secret-Topology",
+        "alice 1",
+    ] {
         assert!(!b_text.contains(leak), "leg B INVITE leaks {leak}:\n{b_text}");
     }
     assert!(b_text.contains("P-Asserted-Identity"), "allow-listed header must cross");
@@ -873,6 +912,117 @@ fn session_interval_too_small_on_leg_b_is_retried_with_its_min_se() {
     net.uac_sends(&uac_request("BYE", &ok, 2, "", ""));
     let bye = net.take(UAS).into_iter().find(|m| m.method() == Some(&sip::Method::Bye)).unwrap();
     net.uas_sends(&uas_response(&bye, 200, "OK", "", "", ""));
+    net.assert_idle();
+}
+
+/// The `c=` address and the first `m=` port of an SDP body.
+fn sdp_addr(m: &Message) -> (String, u16) {
+    let text = String::from_utf8_lossy(&m.body).into_owned();
+    let c = text.lines().find_map(|l| l.strip_prefix("c=IN IP4 ")).unwrap_or("").trim().to_owned();
+    let port = text
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    (c, port)
+}
+
+#[test]
+fn media_is_anchored_on_each_legs_listener() {
+    let relay = Arc::new(VirtualBackend::new(40_000..=40_099));
+    let mut net = Net::with_relay(config(&[UAS], Duration::from_secs(60)), Some(relay.clone()));
+    let (b_invite, ok) = establish(&mut net, "anchor@client.example");
+    // Leg B leaves through the trunk listener (127.0.0.2), leg A came in on 127.0.0.1.
+    let (b_addr, b_port) = sdp_addr(&b_invite);
+    let (a_addr, a_port) = sdp_addr(&ok);
+    assert_eq!(b_addr, "127.0.0.2");
+    assert_eq!(a_addr, "127.0.0.1");
+    assert!((40_000..=40_099).contains(&b_port) && (40_000..=40_099).contains(&a_port));
+    assert_eq!(relay.open_pairs(), 1);
+    let pair = relay.pair_ids()[0];
+    // The relay knows each side's peer from that side's SDP.
+    let from_a = relay.remote(pair, LegSide::A).unwrap();
+    assert_eq!(from_a.rtp, Some(addr("127.0.0.10:6000")));
+    assert_eq!(relay.remote(pair, LegSide::B).unwrap().rtp, Some(addr("127.0.0.10:6000")));
+    net.uac_sends(&uac_request("BYE", &ok, 2, "", ""));
+    let bye = net.take_one(UAS);
+    net.uas_sends(&uas_response(&bye, 200, "OK", "", "", ""));
+    net.take(UAC);
+    assert_eq!(relay.open_pairs(), 0, "the call's ports go back when it ends");
+    let media = net.events.iter().find_map(|Event::Call { kind, .. }| match kind {
+        CallEventKind::Media { a, b } => Some((a.clone(), b.clone())),
+        _ => None,
+    });
+    assert_eq!(media.map(|(a, b)| (a.codec, b.codec)), Some(("PCMU".into(), "PCMU".into())));
+    net.assert_idle();
+}
+
+#[test]
+fn media_timeout_ends_the_call_on_both_legs() {
+    let relay = Arc::new(VirtualBackend::new(40_000..=40_099));
+    let mut cfg = config(&[UAS], Duration::from_secs(60));
+    cfg.media.defaults.inactivity_timeout = Some(Some(Duration::from_secs(10)));
+    let mut net = Net::with_relay(cfg, Some(relay.clone()));
+    let (_b_invite, _ok) = establish(&mut net, "silent@client.example");
+    let answered = net.now;
+    net.advance(Duration::from_secs(5));
+    // RTP flowed at t=5 s: the call may live until t=15 s.
+    let pair = relay.pair_ids()[0];
+    assert!(relay.set_last_packet(pair, net.now));
+    net.advance(Duration::from_millis(9_900));
+    assert!(net.take(UAC).is_empty() && net.take(UAS).is_empty(), "ended too early");
+    net.advance(Duration::from_millis(100));
+    assert_eq!(net.now, answered + Duration::from_secs(15));
+    for peer in [UAC, UAS] {
+        let bye = net.take_one(peer);
+        assert_eq!(bye.method(), Some(&sip::Method::Bye));
+        assert!(hdr(&bye, HeaderName::Reason).contains("media timeout"), "{}", summary(&bye));
+        net.peer_or_uac_answers(peer, &bye);
+    }
+    let reason = net.events.iter().find_map(|Event::Call { kind, .. }| match kind {
+        CallEventKind::Ended { reason, released_by, .. } => Some((reason.clone(), *released_by)),
+        _ => None,
+    });
+    assert_eq!(reason, Some((Some("media timeout".into()), ReleaseSide::Sbc)));
+    assert_eq!(relay.open_pairs(), 0);
+    net.assert_idle();
+}
+
+#[test]
+fn no_media_ports_is_503_and_bad_sdp_is_488_with_a_warning() {
+    // Two RTP/RTCP pairs: one call (a pair per leg) fits.
+    let relay = Arc::new(VirtualBackend::new(40_000..=40_003));
+    let mut net = Net::with_relay(config(&[UAS], Duration::from_secs(60)), Some(relay.clone()));
+    let (_b_invite, ok) = establish(&mut net, "first@client.example");
+    net.uac_sends(&invite("second@client.example", "", true));
+    let mut to_uac = net.take(UAC);
+    let refusal = to_uac.pop().unwrap();
+    assert_eq!(refusal.code(), Some(503));
+    assert!(hdr(&refusal, HeaderName::Warning).starts_with("399 "));
+    assert!(net.take(UAS).is_empty(), "no leg B without media ports");
+    // The first call is untouched and its end frees the ports for the next.
+    net.uac_sends(&uac_request("BYE", &ok, 2, "", ""));
+    let bye = net.take_one(UAS);
+    net.uas_sends(&uas_response(&bye, 200, "OK", "", "", ""));
+    net.take(UAC);
+    assert_eq!(relay.free_ports(), 2, "both RTP ports (one per side) are free again");
+    let (_, ok3) = establish(&mut net, "third@client.example");
+    net.uac_sends(&uac_request("BYE", &ok3, 3, "", ""));
+    let bye = net.take_one(UAS);
+    net.uas_sends(&uas_response(&bye, 200, "OK", "", "", ""));
+    net.take(UAC);
+
+    // An offer that is not SDP at all.
+    let bad = invite("bad-sdp@client.example", "", true).replace("m=audio 6000", "m=audio 60x0");
+    net.uac_sends(&bad);
+    let refusal = net.take(UAC).pop().unwrap();
+    assert_eq!(refusal.code(), Some(488));
+    assert!(
+        hdr(&refusal, HeaderName::Warning).contains("m="),
+        "{}",
+        hdr(&refusal, HeaderName::Warning)
+    );
     net.assert_idle();
 }
 

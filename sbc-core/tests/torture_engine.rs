@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use sbc_core::b2bua::Engine;
 use sbc_core::config::{
-    Config, HeaderPolicy, ListenerConfig, ListenerId, RewriteConfig, RouteConfig, RouteMatch, Side,
-    Target, TcpConfig, TimerConfig, Transport, TrunkConfig, TrunkId,
+    Config, HeaderPolicy, ListenerConfig, ListenerId, MediaConfig, MediaOptions, RewriteConfig,
+    RouteConfig, RouteMatch, Side, Target, TcpConfig, TimerConfig, Transport, TrunkConfig, TrunkId,
 };
 use sbc_core::transport::Flow;
 use torture_table::{Rfc, cases, file_bytes, wire};
@@ -25,6 +25,7 @@ fn config() -> Config {
         max_headers: 128,
         drain_grace: Duration::from_secs(1),
         metrics: None,
+        media: MediaConfig::default(),
         policy: Default::default(),
         tcp: TcpConfig { idle_timeout: Duration::from_secs(60), max_connections: 16 },
         listeners: vec![ListenerConfig {
@@ -32,6 +33,9 @@ fn config() -> Config {
             side: Side::Access,
             addr: "127.0.0.1:5060".parse().unwrap(),
             advertise: "127.0.0.1".parse().unwrap(),
+            media_bind: "127.0.0.1".parse().unwrap(),
+            media_advertise: "127.0.0.1".parse().unwrap(),
+            media: MediaOptions::default(),
             transports: vec![Transport::Udp],
         }],
         trunks: vec![TrunkConfig {
@@ -45,6 +49,7 @@ fn config() -> Config {
             options: None,
             rewrite: RewriteConfig::default(),
             headers: HeaderPolicy::default(),
+            media: MediaOptions::default(),
         }],
         routes: vec![RouteConfig {
             name: "all".into(),

@@ -5,7 +5,7 @@
 //! backend is the multi-threaded relay; tests of the call logic use a fake that only records what
 //! it was told, so offer/answer is tested without sockets.
 //!
-//! A call holds one [`StreamPair`] per active m-line: on each side of the SBC an RTP port (even)
+//! A call holds one stream pair per active m-line: on each side of the SBC an RTP port (even)
 //! and an RTCP port (RTP + 1), bound on that side's local address. Packets that arrive on side A's
 //! sockets from side A's peer leave through side B's sockets toward side B's peer, and the other
 //! way round.

@@ -2,16 +2,42 @@
 //!
 //! sbc-core hands every SDP body of a call to a [`MediaPlane`] and sends on what it returns: an
 //! offer from one leg becomes the offer sent on the other, and so on for answers, keyed by a
-//! [`MediaSessionId`] the core allocates per call. Today the plane validates the SDP and passes it
-//! through unchanged; the media issue replaces the inside (port leases, rewriting, RTP relay)
-//! without changing this API, so the call path already goes through it.
+//! [`MediaSessionId`] the core allocates per call. The plane anchors the media: it opens a relay
+//! pair per active m-line through a [`backend::RelayBackend`], writes the SBC's addresses and
+//! ports into the SDP each leg gets, filters codecs by each leg's profile, and tells the relay
+//! where each side's peer is and what it may send.
+//!
+//! Layers, each usable on its own:
+//! - [`sdp`]: the SDP model, parser and writer (RFC 8866);
+//! - [`negotiate`]: the pure offer/answer rewriting rules (RFC 3264);
+//! - [`MediaPlane`]: the per-call state and the calls into the relay;
+//! - [`backend`]: the seam to the packet relay, and [`VirtualBackend`], a relay without sockets
+//!   for sans-IO tests;
+//! - [`relay`]: the real relay: media worker threads that own the sockets and move the packets
+//!   (with [`ports`], the port pool, and [`stats`], the RFC 3550 receive figures).
+//!
+//! Everything but [`relay`] is sans-IO: no sockets, no clock (time comes in as `now`), no
+//! threads. The relay is the one part that does I/O, on threads of its own, never on the
+//! signalling shards.
 
 pub mod backend;
+pub mod negotiate;
+mod plane;
+pub mod ports;
+#[cfg(target_os = "linux")]
+pub mod relay;
+pub mod sdp;
+pub mod stats;
+mod virtual_backend;
 
-use std::collections::HashMap;
 use std::fmt;
 
-use bytes::Bytes;
+pub use plane::{LegMedia, LegSummary, MediaPlane, MediaSummary};
+pub use virtual_backend::VirtualBackend;
+
+use crate::backend::RelayError;
+use crate::negotiate::NegotiateError;
+use crate::sdp::ParseError;
 
 /// Identifies one call's media, allocated by the signalling core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -26,16 +52,46 @@ pub enum LegSide {
     B,
 }
 
-/// Why an SDP was refused (answered 488 by the core).
+impl LegSide {
+    /// The other leg.
+    pub fn other(self) -> LegSide {
+        match self {
+            LegSide::A => LegSide::B,
+            LegSide::B => LegSide::A,
+        }
+    }
+}
+
+/// Why an SDP was refused; [`MediaError::status_code`] is the response the core sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum MediaError {
     /// The body is not an SDP session description.
     NotSdp,
-    /// The SDP is syntactically invalid.
+    /// The SDP is invalid or unusable; the reason is short static text (for the `Warning`).
     BadSdp(&'static str),
-    /// An answer arrived for a session that has no offer.
+    /// An answer arrived for a session that has no offer from the other leg.
     NoOffer,
+    /// An audio stream has no codec both the SDP and the leg's profile allow.
+    NoCommonCodec,
+    /// The relay's port range is used up.
+    NoPorts,
+    /// The relay could not set up a socket (other than running out of ports).
+    Relay,
+}
+
+impl MediaError {
+    /// The SIP status the core answers with: 503 when the SBC lacks resources, 488 (Not
+    /// Acceptable Here, RFC 3261 §21.4.26) for what is wrong with the SDP.
+    pub fn status_code(&self) -> u16 {
+        match self {
+            MediaError::NoPorts | MediaError::Relay => 503,
+            MediaError::NotSdp
+            | MediaError::BadSdp(_)
+            | MediaError::NoOffer
+            | MediaError::NoCommonCodec => 488,
+        }
+    }
 }
 
 impl fmt::Display for MediaError {
@@ -44,118 +100,40 @@ impl fmt::Display for MediaError {
             MediaError::NotSdp => f.write_str("body is not application/sdp"),
             MediaError::BadSdp(why) => write!(f, "bad SDP: {why}"),
             MediaError::NoOffer => f.write_str("SDP answer without an offer"),
+            MediaError::NoCommonCodec => f.write_str("no common codec"),
+            MediaError::NoPorts => f.write_str("media port range exhausted"),
+            MediaError::Relay => f.write_str("media relay failure"),
         }
     }
 }
 
 impl std::error::Error for MediaError {}
 
-#[derive(Debug, Default)]
-struct Session {
-    offers: u32,
-    answers: u32,
-}
-
-/// The media plane of one signalling shard.
-#[derive(Debug, Default)]
-pub struct MediaPlane {
-    sessions: HashMap<MediaSessionId, Session>,
-}
-
-impl MediaPlane {
-    /// An empty plane.
-    pub fn new() -> MediaPlane {
-        MediaPlane::default()
-    }
-
-    /// An SDP offer from `from`; returns the SDP to send on the other leg.
-    pub fn offer(
-        &mut self,
-        id: MediaSessionId,
-        from: LegSide,
-        sdp: &Bytes,
-    ) -> Result<Bytes, MediaError> {
-        let _ = from;
-        check_sdp(sdp)?;
-        self.sessions.entry(id).or_default().offers += 1;
-        Ok(sdp.clone())
-    }
-
-    /// An SDP answer from `from`; returns the SDP to send on the other leg.
-    pub fn answer(
-        &mut self,
-        id: MediaSessionId,
-        from: LegSide,
-        sdp: &Bytes,
-    ) -> Result<Bytes, MediaError> {
-        let _ = from;
-        check_sdp(sdp)?;
-        let session = self.sessions.get_mut(&id).ok_or(MediaError::NoOffer)?;
-        session.answers += 1;
-        Ok(sdp.clone())
-    }
-
-    /// The call ended: give back everything the session holds.
-    pub fn release(&mut self, id: MediaSessionId) {
-        self.sessions.remove(&id);
-    }
-
-    /// Number of live sessions (for metrics and leak tests).
-    pub fn len(&self) -> usize {
-        self.sessions.len()
-    }
-
-    /// Whether no session is live.
-    pub fn is_empty(&self) -> bool {
-        self.sessions.is_empty()
-    }
-}
-
-/// Minimal RFC 4566 shape check: `v=0` first, then `type=value` lines.
-fn check_sdp(sdp: &[u8]) -> Result<(), MediaError> {
-    if !sdp.starts_with(b"v=0") {
-        return Err(MediaError::NotSdp);
-    }
-    for line in sdp.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            continue;
-        }
-        if line.len() < 2 || line[1] != b'=' || !line[0].is_ascii_lowercase() {
-            return Err(MediaError::BadSdp("line is not type=value"));
+impl From<ParseError> for MediaError {
+    fn from(e: ParseError) -> MediaError {
+        match e {
+            ParseError::NotSdp => MediaError::NotSdp,
+            other => MediaError::BadSdp(other.reason()),
         }
     }
-    Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passes_valid_sdp_and_tracks_sessions() {
-        let mut plane = MediaPlane::new();
-        let sdp = Bytes::from_static(
-            b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n",
-        );
-        let id = MediaSessionId(7);
-        assert_eq!(plane.answer(id, LegSide::B, &sdp), Err(MediaError::NoOffer));
-        assert_eq!(plane.offer(id, LegSide::A, &sdp).as_ref(), Ok(&sdp));
-        assert!(plane.answer(id, LegSide::B, &sdp).is_ok());
-        assert_eq!(plane.len(), 1);
-        plane.release(id);
-        assert!(plane.is_empty());
+impl From<NegotiateError> for MediaError {
+    fn from(e: NegotiateError) -> MediaError {
+        match e {
+            NegotiateError::BadSdp(why) => MediaError::BadSdp(why),
+            NegotiateError::NoCommonCodec => MediaError::NoCommonCodec,
+        }
     }
+}
 
-    #[test]
-    fn rejects_non_sdp() {
-        let mut plane = MediaPlane::new();
-        let id = MediaSessionId(1);
-        assert_eq!(
-            plane.offer(id, LegSide::A, &Bytes::from_static(b"hello")),
-            Err(MediaError::NotSdp)
-        );
-        let bad = Bytes::from_static(b"v=0\r\nnonsense\r\n");
-        assert!(matches!(plane.offer(id, LegSide::A, &bad), Err(MediaError::BadSdp(_))));
+impl From<RelayError> for MediaError {
+    fn from(e: RelayError) -> MediaError {
+        match e {
+            RelayError::NoPorts => MediaError::NoPorts,
+            // Any other relay failure (`Io`, and what the relay may add): the call cannot get
+            // media, which is the SBC's problem, not the peer's.
+            _ => MediaError::Relay,
+        }
     }
 }

@@ -4,13 +4,16 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use sbc_cdr::{CallEventKind, CallRef, Disposition, ReleaseSide};
-use sbc_media::{LegSide, MediaPlane, MediaSessionId};
+use sbc_cdr::{CallEventKind, CallRef, Disposition, MediaLegStats, ReleaseSide};
+use sbc_media::backend::RelayBackend;
+use sbc_media::{
+    LegMedia, LegSide, MediaError, MediaPlane, MediaSessionId, MediaSummary, VirtualBackend,
+};
 use sbc_policy::auth::AuthOutcome;
 use sbc_policy::{AdmissionRequest, AuthRequest, Offence, Permit, Policy, RejectMode, Verdict};
 
@@ -29,6 +32,9 @@ use crate::transport::{Flow, Transmit};
 /// admission control per trunk (sbc-policy) is the operator's real limit; this one only protects
 /// memory (a call costs about 2 KiB).
 const MAX_CALLS_PER_SHARD: usize = 1 << 19;
+/// While a call's media has no inactivity deadline (held in both directions), it is looked at
+/// again after this long.
+const MEDIA_RECHECK: Duration = Duration::from_secs(5);
 
 /// Option tags the SBC understands on either leg (RFC 3261 section 8.2.2.3).
 const SUPPORTED: &[&str] = &["100rel", "timer", "replaces"];
@@ -180,6 +186,8 @@ enum CallTimer {
     Session(LegSide),
     /// Keep-alive of (trunk, target); the key is unused.
     Probe(TrunkId, usize),
+    /// Media inactivity check of an answered call.
+    Media,
 }
 
 /// OPTIONS keep-alive state of this shard (only the probing shard has one).
@@ -221,7 +229,20 @@ pub struct Engine {
 
 impl Engine {
     /// A shard with its own RNG seed.
+    /// A shard whose media plane has no sockets ([`VirtualBackend`] over the configured port
+    /// range): for tests and tools that drive the engine without a relay.
     pub fn new(config: Arc<Config>, shard: u16, seed: u64) -> Engine {
+        let ports = config.media.port_min..=config.media.port_max;
+        Engine::with_relay(config, shard, seed, Arc::new(VirtualBackend::new(ports)))
+    }
+
+    /// A shard whose calls' media go through `relay` (shared by all shards).
+    pub fn with_relay(
+        config: Arc<Config>,
+        shard: u16,
+        seed: u64,
+        relay: Arc<dyn RelayBackend>,
+    ) -> Engine {
         let health = Arc::new(TrunkHealth::new(&config));
         let sent_by = config
             .listeners
@@ -233,7 +254,7 @@ impl Engine {
             txns: TransactionLayer::new(config.timers, shard, seed ^ 0x7478_6e73),
             limits: Limits { max_size: config.max_message_size, max_headers: config.max_headers },
             shard,
-            media: MediaPlane::new(),
+            media: MediaPlane::with_seed(relay, seed ^ 0x006d_6564_6961),
             policy: Arc::new(Policy::with_config(config.policy_rules()).unwrap_or_else(|e| {
                 // Configs from the file were checked at load; a hand-built one may not be.
                 tracing::error!(error = %e, "invalid policy config: admitting everything");
@@ -356,6 +377,7 @@ impl Engine {
                 CallTimer::Ring => self.ring_timeout(now, key, at),
                 CallTimer::Session(side) => self.session_timeout(now, key, side, at),
                 CallTimer::Probe(trunk, target) => self.send_probe(now, trunk, target),
+                CallTimer::Media => self.media_check(now, key),
             }
             self.drain_txn_events(now);
         }
@@ -821,6 +843,8 @@ impl Engine {
         };
         self.stats.calls_created += 1;
         self.slots[key.index as usize].call = Some(Box::new(call));
+        let leg_a = leg_media(&self.config, origin.listener(), origin.trunk());
+        self.media.set_leg(media, LegSide::A, leg_a);
         self.by_a_call_id.insert(call_id, key);
         self.own(txn, key, Role::AInvite);
         self.timers.push(Reverse((now + ring_timeout, key, CallTimer::Ring)));
@@ -1026,21 +1050,27 @@ impl Engine {
         msg.push_fmt(HeaderName::SessionExpires, format_args!("{}", DEFAULT_SE.max(b_min_se)));
         msg.push_fmt(HeaderName::MinSe, format_args!("{b_min_se}"));
         copy_allowed_headers(invite, &mut msg, &config.trunks[trunk_id.0].headers);
+        // Each attempt may leave through another listener, with another trunk's media profile.
+        self.media.set_leg(media, LegSide::B, leg_media(&config, listener, Some(trunk_id)));
         if !invite.body.is_empty() {
-            match self.media.offer(media, LegSide::A, &invite.body) {
+            match self.media.offer(media, LegSide::A, &invite.body, now) {
                 Ok(sdp) => set_body(&mut msg, invite.content_type().cloned(), sdp),
                 Err(e) => {
                     tracing::debug!(error = %e, "offer refused");
-                    self.answer_a_invite(now, key, 488, "Not Acceptable Here", None);
-                    let call_ref = self.call(key).map(|c| c.call_ref);
-                    if call_ref.is_some() {
+                    let why = match e {
+                        MediaError::NoPorts | MediaError::Relay => "no media ports",
+                        _ => "bad SDP offer",
+                    };
+                    self.refuse_a_media(now, key, &e);
+                    if self.call(key).is_some() {
+                        let code = e.status_code();
                         self.end_call(
                             now,
                             key,
                             Disposition::Failed,
-                            488,
+                            code,
                             ReleaseSide::Sbc,
-                            Some("bad SDP offer"),
+                            Some(why),
                         );
                     }
                     return;
@@ -1133,6 +1163,27 @@ impl Engine {
         if let Some(secs) = refusal.filter(|_| !forbidden) {
             r.push_fmt(HeaderName::RetryAfter, format_args!("{secs}"));
         }
+        self.owners.remove(&txn);
+        self.txns.respond(now, txn, r);
+    }
+
+    /// Refuses leg A's INVITE because of its media: 503 when the SBC has no ports left (the
+    /// caller may retry later or elsewhere), else 488 with a Warning that says what was wrong
+    /// with the SDP (RFC 3261 section 20.43, code 399: miscellaneous).
+    fn refuse_a_media(&mut self, now: Instant, key: CallKey, e: &MediaError) {
+        let code = e.status_code();
+        let host = self.call(key).map(|c| c.a.sent_by.clone()).unwrap_or_default();
+        let Some(call) = self.call_mut(key) else {
+            return;
+        };
+        let (Some(txn), Some(req)) = (call.a_invite.take(), call.a_invite_req.as_deref()) else {
+            return;
+        };
+        let reason = if code == 503 { "Service Unavailable" } else { "Not Acceptable Here" };
+        let mut r =
+            req.response_to(code, reason, Some(&String::from_utf8_lossy(&call.a.local_tag)));
+        let why = e.to_string().replace(['"', '\\'], "'");
+        r.push_fmt(HeaderName::Warning, format_args!("399 {host} \"{why}\""));
         self.owners.remove(&txn);
         self.txns.respond(now, txn, r);
     }
@@ -1303,7 +1354,7 @@ impl Engine {
         let body = if resp.body.is_empty() || !is_sdp(&resp) {
             None
         } else {
-            match self.media.answer(media, LegSide::B, &resp.body) {
+            match self.media.answer(media, LegSide::B, &resp.body, now) {
                 Ok(sdp) => Some(sdp),
                 Err(e) => {
                     tracing::debug!(error = %e, "early answer refused; relaying the provisional without SDP");
@@ -1377,13 +1428,32 @@ impl Engine {
 
         // Body: an answer to A's offer, or (late offer) B's offer relayed to A.
         let sdp = if resp.body.is_empty() {
-            None
+            Ok(None)
         } else if late_offer {
-            self.media.offer(media, LegSide::B, &resp.body).ok()
+            self.media.offer(media, LegSide::B, &resp.body, now).map(Some)
         } else {
-            self.media.answer(media, LegSide::B, &resp.body).ok()
+            self.media.answer(media, LegSide::B, &resp.body, now).map(Some)
         };
         let call_salt: u64 = self.rng.random();
+        let sdp = match sdp {
+            Ok(sdp) => sdp,
+            Err(e) => {
+                // Leg B is up but its media cannot be bridged: hang it up, refuse leg A.
+                tracing::debug!(error = %e, "SDP in the 2xx refused");
+                if let Some(call) = slot_call_mut(&mut self.slots, key) {
+                    Self::send_b_ack(&mut self.txns, call, b_cseq, None, call_salt);
+                }
+                self.send_bye(now, key, LegSide::B);
+                self.refuse_a_media(now, key, &e);
+                let code = e.status_code();
+                let why = Some("bad SDP answer");
+                return self.end_call(now, key, Disposition::Failed, code, ReleaseSide::Sbc, why);
+            }
+        };
+        if self.call(key).is_some_and(|c| self.media_watched(c)) {
+            let at = now + MEDIA_RECHECK.min(self.media_timeout_of(key).unwrap_or(MEDIA_RECHECK));
+            self.timers.push(Reverse((at, key, CallTimer::Media)));
+        }
         let Some(call) = slot_call_mut(&mut self.slots, key) else {
             return;
         };
@@ -1487,7 +1557,7 @@ impl Engine {
                 None
             } else {
                 let ct = ack.content_type().cloned();
-                self.media.answer(media, LegSide::A, &ack.body).ok().map(|sdp| (ct, sdp))
+                self.media.answer(media, LegSide::A, &ack.body, now).ok().map(|sdp| (ct, sdp))
             };
             if let Some(call) = slot_call_mut(&mut self.slots, key) {
                 let salt = call_salt;
@@ -1516,7 +1586,7 @@ impl Engine {
         let flow = d.flow;
         if !ack.body.is_empty()
             && is_sdp(&ack)
-            && let Ok(sdp) = self.media.answer(media, side, &ack.body)
+            && let Ok(sdp) = self.media.answer(media, side, &ack.body, now)
         {
             set_body(&mut out, ack.content_type().cloned(), sdp);
         }
@@ -1604,6 +1674,46 @@ impl Engine {
             ReleaseSide::Sbc,
             Some("session timer expired"),
         );
+    }
+
+    /// Whether either leg of the call has a media inactivity timeout.
+    fn media_watched(&self, call: &Call) -> bool {
+        let a = leg_media(&self.config, call.origin.listener(), call.origin.trunk());
+        let b = call
+            .out_trunk()
+            .and_then(|t| self.config.trunks.get(t.0))
+            .map(|t| leg_media(&self.config, t.listener, call.out_trunk()));
+        a.inactivity_timeout.is_some() || b.is_some_and(|b| b.inactivity_timeout.is_some())
+    }
+
+    fn media_timeout_of(&self, key: CallKey) -> Option<Duration> {
+        let call = self.call(key)?;
+        let a = leg_media(&self.config, call.origin.listener(), call.origin.trunk());
+        let trunk = call.out_trunk().and_then(|t| self.config.trunks.get(t.0));
+        let b = trunk.map(|t| leg_media(&self.config, t.listener, call.out_trunk()));
+        [a.inactivity_timeout, b.and_then(|b| b.inactivity_timeout)].into_iter().flatten().min()
+    }
+
+    /// The media inactivity check of an answered call: ends it when its RTP has stopped for
+    /// longer than the timeout, else looks again when it could next expire.
+    fn media_check(&mut self, now: Instant, key: CallKey) {
+        let Some(call) = self.call(key) else { return };
+        if call.phase != Phase::Answered {
+            return;
+        }
+        let next = match self.media.inactivity_deadline(call.media) {
+            Some(deadline) if deadline <= now => {
+                let reason = Bytes::from_static(b"Q.850;cause=102;text=\"media timeout\"");
+                self.send_bye_with(now, key, LegSide::A, Some(reason.clone()));
+                self.send_bye_with(now, key, LegSide::B, Some(reason));
+                let why = Some("media timeout");
+                return self.end_call(now, key, Disposition::Answered, 200, ReleaseSide::Sbc, why);
+            }
+            Some(deadline) => deadline,
+            // Held both ways (or no stream yet): nothing can expire now; look again later.
+            None => now + MEDIA_RECHECK,
+        };
+        self.timers.push(Reverse((next, key, CallTimer::Media)));
     }
 
     fn on_txn_failed(&mut self, now: Instant, txn: TxnId, code: u16, reason: &str) {
@@ -1762,6 +1872,11 @@ impl Engine {
     }
 
     fn send_bye(&mut self, now: Instant, key: CallKey, side: LegSide) {
+        self.send_bye_with(now, key, side, None);
+    }
+
+    /// BYE on one leg, with a Reason header (RFC 3326) when the SBC has one to give.
+    fn send_bye_with(&mut self, now: Instant, key: CallKey, side: LegSide, reason: Option<Bytes>) {
         let Some(call) = self.call_mut(key) else {
             return;
         };
@@ -1769,7 +1884,10 @@ impl Engine {
             return;
         }
         let Some(d) = call.leg(side) else { return };
-        let bye = d.request(Method::Bye, None);
+        let mut bye = d.request(Method::Bye, None);
+        if let Some(reason) = reason {
+            bye.push(HeaderName::Reason, reason);
+        }
         let (flow, sent_by) = (d.flow, d.sent_by.clone());
         let t = self.txns.send_request(now, bye, flow, &sent_by);
         self.own(t, key, Role::Fire);
@@ -1845,9 +1963,9 @@ impl Engine {
             let ct = req.content_type().cloned();
             let body = if is_sdp(&req) {
                 let sdp = if method == Method::Prack || method == Method::Ack {
-                    self.media.answer(media, side, &req.body)
+                    self.media.answer(media, side, &req.body, now)
                 } else {
-                    self.media.offer(media, side, &req.body)
+                    self.media.offer(media, side, &req.body, now)
                 };
                 match sdp {
                     Ok(s) => s,
@@ -1923,13 +2041,25 @@ impl Engine {
         if !resp.body.is_empty() {
             let ct = resp.content_type().cloned();
             let body = if is_sdp(&resp) {
-                self.media
-                    .answer(media, other_side(side), &resp.body)
-                    .unwrap_or_else(|_| resp.body.clone())
+                // An offerless re-INVITE: the 2xx carries the other side's offer (its ACK will
+                // carry the answer); otherwise the SDP answers the relayed offer.
+                let from = other_side(side);
+                let sdp = if is_invite && request.body.is_empty() {
+                    self.media.offer(media, from, &resp.body, now)
+                } else {
+                    self.media.answer(media, from, &resp.body, now)
+                };
+                // Never the peer's own SDP: that would leak its addresses and bypass the relay.
+                sdp.inspect_err(
+                    |e| tracing::debug!(error = %e, "SDP in a relayed response refused"),
+                )
+                .ok()
             } else {
-                resp.body.clone()
+                Some(resp.body.clone())
             };
-            set_body(&mut r, ct, body);
+            if let Some(body) = body {
+                set_body(&mut r, ct, body);
+            }
         }
         if code >= 200 {
             self.finish_server(now, key, server, r);
@@ -1965,7 +2095,10 @@ impl Engine {
         let Some(call) = slot.call.take() else { return };
         self.free.push(key.index);
         self.by_a_call_id.remove(&call.a.call_id);
-        self.media.release(call.media);
+        if let Some(summary) = self.media.release(call.media) {
+            let (a, b) = (media_stats(&summary, LegSide::A), media_stats(&summary, LegSide::B));
+            self.emit(call.call_ref, CallEventKind::Media { a, b });
+        }
         self.stats.calls_ended += 1;
         // Relayed requests still waiting for the other leg will never get an answer from it.
         for server in &call.pending_servers {
@@ -2041,6 +2174,44 @@ fn other_side(side: LegSide) -> LegSide {
     match side {
         LegSide::A => LegSide::B,
         LegSide::B => LegSide::A,
+    }
+}
+
+/// One leg's media figures, as the records crate keeps them.
+fn media_stats(summary: &MediaSummary, side: LegSide) -> MediaLegStats {
+    let leg = summary.leg(side);
+    let r = &leg.received;
+    MediaLegStats {
+        codec: leg.codec.clone().unwrap_or_default(),
+        packets: r.packets,
+        bytes: r.bytes,
+        lost: r.lost,
+        jitter_us: (r.jitter_ms * 1000.0).clamp(0.0, u32::MAX as f64) as u32,
+        // No packets, no quality to estimate: 0 says "unknown" rather than a perfect score.
+        mos_x100: if r.packets == 0 {
+            0
+        } else {
+            (r.mos_estimate() * 100.0).round().clamp(0.0, 500.0) as u16
+        },
+    }
+}
+
+/// The media profile of a leg on `listener`, from or toward `trunk`: the trunk's own options win
+/// over the listener's, which win over the `media:` section's.
+fn leg_media(config: &Config, listener: ListenerId, trunk: Option<TrunkId>) -> LegMedia {
+    let Some(l) = config.listeners.get(listener.0) else {
+        return LegMedia::default();
+    };
+    let mut options = l.media.or(&config.media.defaults);
+    if let Some(t) = trunk.and_then(|t| config.trunks.get(t.0)) {
+        options = t.media.or(&options);
+    }
+    LegMedia {
+        advertise: l.media_advertise,
+        bind: l.media_bind,
+        codecs: options.codecs.unwrap_or_default(),
+        nat: options.nat.unwrap_or(false),
+        inactivity_timeout: options.inactivity_timeout.flatten(),
     }
 }
 

@@ -24,9 +24,9 @@ use serde::Deserialize;
 use serde_saphyr::{Location, MessageFormatter, Spanned, UserMessageFormatter};
 
 use super::{
-    Config, HeaderPolicy, HeaderRewrite, KeepAliveConfig, ListenerConfig, ListenerId,
-    NftablesConfig, PolicySettings, RewriteConfig, RouteConfig, RouteMatch, Side, Target,
-    TcpConfig, TimerConfig, Transport, TrunkConfig, TrunkId,
+    Config, HeaderPolicy, HeaderRewrite, KeepAliveConfig, ListenerConfig, ListenerId, MediaConfig,
+    MediaOptions, NftablesConfig, PolicySettings, RewriteConfig, RouteConfig, RouteMatch, Side,
+    Target, TcpConfig, TimerConfig, Transport, TrunkConfig, TrunkId,
 };
 
 /// One problem in a config file, located.
@@ -108,17 +108,22 @@ macro_rules! file_structs {
 file_structs! {
     FileConfig { sip: Option<FileSip>, listeners: Option<List<FileListener>>,
         trunks: Option<Vec<S<FileTrunk>>>, routes: Option<Vec<S<FileRoute>>>,
-        admin: Option<FileAdmin>, policy: Option<S<FilePolicy>> }
+        admin: Option<FileAdmin>, media: Option<S<FileMedia>>, policy: Option<S<FilePolicy>> }
+    FileMedia { ports: Str, workers: Num, dscp: Num, nat: Option<S<bool>>, codecs: Option<List>,
+        inactivity_timeout: Str }
+    FileLegMedia { address: Str, advertise: Str, nat: Option<S<bool>>, codecs: Option<List>,
+        inactivity_timeout: Str }
     FileAdmin { metrics: Str }
     FileSip { timers: Option<FileTimers>, shards: Num, max_message_size: Num, max_headers: Num,
         drain_grace: Str, tcp: Option<FileTcp> }
     FileTimers { t1: Str, t2: Str, t4: Str }
     FileTcp { idle_timeout: Str, max_connections: Num }
     FileListener { name: Str, side: Str, address: Str, port: Num, advertise: Str,
-        transports: Option<List>, policy: Option<S<FileListenerPolicy>> }
+        transports: Option<List>, media: Option<S<FileLegMedia>>,
+        policy: Option<S<FileListenerPolicy>> }
     FileTrunk { name: Str, listener: Str, targets: Option<List>, sources: Option<List>,
         options: Option<FileKeepAlive>, rewrite: Option<FileRewrite>, headers: Option<FileHeaders>,
-        limits: Option<FileTrunkLimits> }
+        media: Option<S<FileLegMedia>>, limits: Option<FileTrunkLimits> }
     FileKeepAlive { interval: Str, down_after: Num, up_after: Num }
     FileRewrite { strip: Num, prepend: Str, regex: Option<S<FileRegex>> }
     FileRegex { #[serde(rename = "match")] pattern: Str, replace: Str }
@@ -305,7 +310,9 @@ fn convert(cx: &mut Ctx, f: &S<FileConfig>) -> Option<Config> {
     let metrics = admin.metrics.as_ref().map(|m| cx.check(m, socket_addr));
     let policy = policy(cx, f, entries, ft, &ls, &ts);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let media = f.value.media.as_ref().map_or(Some(MediaConfig::default()), |m| media(cx, m));
     Some(Config {
+        media: media?,
         policy: policy?,
         metrics: metrics.map_or(Some(None), |m| m.map(Some))?,
         timers: timers?,
@@ -352,9 +359,35 @@ fn listener(cx: &mut Ctx, fl: &S<FileListener>) -> Option<ListenerConfig> {
         Some(ts) => cx.each("transport", Some(ts), true, transport),
         None => vec![Transport::Udp],
     };
+    let no_media = S { value: FileLegMedia::default(), referenced: at, defined: at };
+    let fm = l.media.as_ref().unwrap_or(&no_media);
+    let media = leg_media(cx, fm);
+    let media_bind = fm.value.address.as_ref().map(|a| cx.check(a, self::ip));
+    let media_advertise = fm.value.advertise.as_ref().map(|a| cx.check(a, self::advertise));
     let (name, addr) = (l.name.as_ref()?.value.clone(), SocketAddr::new(ip?, port?));
     let (side, advertise) = (side?, advertise?);
-    Some(ListenerConfig { name, side, addr, advertise, transports })
+    let media_bind = media_bind.unwrap_or(Some(addr.ip()))?;
+    let media_advertise = match media_advertise {
+        Some(a) => a?,
+        None if media_bind.is_unspecified() => advertise,
+        None => media_bind,
+    };
+    if media_bind.is_ipv4() != media_advertise.is_ipv4() && !media_bind.is_unspecified() {
+        let msg =
+            format!("media address {media_bind} and advertise {media_advertise} differ in family");
+        cx.at(fm.referenced, msg);
+    }
+    let media = media?;
+    Some(ListenerConfig {
+        name,
+        side,
+        addr,
+        advertise,
+        transports,
+        media_bind,
+        media_advertise,
+        media,
+    })
 }
 
 fn trunk(cx: &mut Ctx, ft: &S<FileTrunk>, ls: &Table<ListenerConfig>) -> Option<TrunkConfig> {
@@ -391,9 +424,90 @@ fn trunk(cx: &mut Ctx, ft: &S<FileTrunk>, ls: &Table<ListenerConfig>) -> Option<
         add: h.add.iter().flatten().filter_map(|a| header_add(cx, a)).collect(),
         rewrite: h.rewrite.iter().flatten().filter_map(|r| header_rewrite(cx, r)).collect(),
     });
+    let media = match &t.media {
+        Some(m) => {
+            for (key, v) in [("address", &m.value.address), ("advertise", &m.value.advertise)] {
+                if let Some(v) = v {
+                    let msg = format!("media {key} is set on the trunk's listener, not the trunk");
+                    cx.at(v.referenced, msg);
+                }
+            }
+            leg_media(cx, m)
+        }
+        None => Some(MediaOptions::default()),
+    };
     let (name, listener) = (t.name.as_ref()?.value.clone(), ListenerId(listener?));
     let (rewrite, headers) = (rewrite.unwrap_or_default(), headers.unwrap_or_default());
-    Some(TrunkConfig { name, listener, targets, sources, options, rewrite, headers })
+    let media = media?;
+    Some(TrunkConfig { name, listener, targets, sources, options, rewrite, headers, media })
+}
+
+fn media(cx: &mut Ctx, fm: &S<FileMedia>) -> Option<MediaConfig> {
+    let (m, d) = (&fm.value, MediaConfig::default());
+    let ports = cx.or(&m.ports, (d.port_min, d.port_max), port_range);
+    let workers = cx.or(&m.workers, 0, within("workers", 0, 256));
+    let dscp = cx.or(&m.dscp, 46, within("dscp", 0, 63));
+    let options = leg_media(
+        cx,
+        &S {
+            value: FileLegMedia {
+                nat: m.nat.clone(),
+                codecs: m.codecs.clone(),
+                inactivity_timeout: m.inactivity_timeout.clone(),
+                ..FileLegMedia::default()
+            },
+            referenced: fm.referenced,
+            defined: fm.defined,
+        },
+    );
+    let (port_min, port_max) = ports?;
+    Some(MediaConfig {
+        port_min,
+        port_max,
+        workers: workers? as usize,
+        // DSCP 0 is the kernel's default: nothing to set.
+        dscp: dscp.map(|v| u8::try_from(v).ok().filter(|&v| v != 0))?,
+        defaults: options?.or(&d.defaults),
+    })
+}
+
+/// `MIN-MAX`: an even first port and room for at least one RTP/RTCP pair.
+fn port_range(s: &str) -> Parsed<(u16, u16)> {
+    let bad = || format!("invalid port range {s:?} (e.g. 30000-39999)");
+    let (lo, hi) = s.split_once('-').ok_or_else(bad)?;
+    let lo: u16 = lo.trim().parse().map_err(|_| bad())?;
+    let hi: u16 = hi.trim().parse().map_err(|_| bad())?;
+    if lo < 1024 || !lo.is_multiple_of(2) || hi <= lo {
+        return Err(format!(
+            "port range {s:?} must start at an even port >= 1024 and end above it"
+        ));
+    }
+    Ok((lo, hi))
+}
+
+fn leg_media(cx: &mut Ctx, fm: &S<FileLegMedia>) -> Option<MediaOptions> {
+    let m = &fm.value;
+    let codecs = m.codecs.as_ref().map(|c| cx.each("codec", Some(c), false, codec));
+    let timeout = m
+        .inactivity_timeout
+        .as_ref()
+        .map(|t| cx.check(t, |s: &str| if s == "off" { Ok(None) } else { positive(s).map(Some) }));
+    Some(MediaOptions {
+        nat: m.nat.as_ref().map(|n| n.value),
+        codecs,
+        inactivity_timeout: match timeout {
+            Some(t) => Some(t?),
+            None => None,
+        },
+    })
+}
+
+/// An RTP encoding name as in `a=rtpmap` (`PCMU`, `telephone-event`, `opus`).
+fn codec(s: &str) -> Parsed<String> {
+    match !s.is_empty() && only(s, "-_.") {
+        true => Ok(s.to_owned()),
+        false => Err(format!("invalid codec name {s:?} (e.g. PCMU, PCMA, telephone-event)")),
+    }
 }
 
 fn header_add(cx: &mut Ctx, a: &S<FileHeader>) -> Option<(String, String)> {
@@ -1080,7 +1194,10 @@ r (None, None, Some("00"), Some(Regex("^0")), Some("a.example")) [TrunkId(0), Tr
         let cases = [
             ("listeners: [\n", "1:12: unclosed bracket '['"),
             ("sip: {}\n", "1:1: missing field `listeners`"),
-            ("listeners:\n- name: a\n  bogus: 1\n", &format!("3:3: {unknown}, transports, policy")),
+            (
+                "listeners:\n- name: a\n  bogus: 1\n",
+                &format!("3:3: {unknown}, transports, media, policy"),
+            ),
             ("listeners:\n  - {name: a, port: -1}\n", "2:21: invalid u64"),
             ("listeners: {a: 1}\n", "1:12: expected sequence start"),
         ];

@@ -38,6 +38,8 @@ pub struct Config {
     pub trunks: Vec<TrunkConfig>,
     /// Routes, tried in order; the first that matches wins.
     pub routes: Vec<RouteConfig>,
+    /// Media relay settings (`media:`).
+    pub media: MediaConfig,
     /// Where Prometheus scrapes `/metrics`, if anywhere (`admin.metrics`).
     pub metrics: Option<SocketAddr>,
     /// Edge policy (`policy`, `listeners[].policy`, `trunks[].limits`).
@@ -159,6 +161,68 @@ pub struct ListenerConfig {
     pub advertise: IpAddr,
     /// Transports served on `addr`.
     pub transports: Vec<Transport>,
+    /// Local address of the media sockets of legs on this listener (`media.address`; defaults to
+    /// `addr`'s IP).
+    pub media_bind: IpAddr,
+    /// Address written into SDP for legs on this listener (`media.advertise`; defaults to
+    /// `advertise`).
+    pub media_advertise: IpAddr,
+    /// Media options of legs on this listener; a trunk's own options take precedence.
+    pub media: MediaOptions,
+}
+
+/// The `media:` section: the relay as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaConfig {
+    /// First port of the RTP/RTCP range (even).
+    pub port_min: u16,
+    /// Last port of the range.
+    pub port_max: u16,
+    /// Media worker threads; 0 = one per core.
+    pub workers: usize,
+    /// DSCP written on media packets (46 = EF); `None` leaves the kernel default.
+    pub dscp: Option<u8>,
+    /// Default media options of every leg.
+    pub defaults: MediaOptions,
+}
+
+impl Default for MediaConfig {
+    fn default() -> MediaConfig {
+        MediaConfig {
+            port_min: 30_000,
+            port_max: 39_999,
+            workers: 0,
+            dscp: Some(46),
+            defaults: MediaOptions {
+                nat: Some(false),
+                codecs: Some(Vec::new()),
+                inactivity_timeout: Some(Some(Duration::from_secs(60))),
+            },
+        }
+    }
+}
+
+/// Media options that a trunk, a listener or the `media:` section may set; unset values fall back
+/// in that order (trunk, then listener, then `media:`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MediaOptions {
+    /// The peer may be behind NAT: allow RTP latching to the first source seen.
+    pub nat: Option<bool>,
+    /// Codecs offered to this side, in order (empty: whatever the other side offered).
+    pub codecs: Option<Vec<String>>,
+    /// A call whose RTP stops for this long is ended (`Some(None)`: never).
+    pub inactivity_timeout: Option<Option<Duration>>,
+}
+
+impl MediaOptions {
+    /// `self`, with unset values taken from `fallback`.
+    pub fn or(&self, fallback: &MediaOptions) -> MediaOptions {
+        MediaOptions {
+            nat: self.nat.or(fallback.nat),
+            codecs: self.codecs.clone().or_else(|| fallback.codecs.clone()),
+            inactivity_timeout: self.inactivity_timeout.or(fallback.inactivity_timeout),
+        }
+    }
 }
 
 /// A next hop: where leg B is sent.
@@ -187,6 +251,8 @@ pub struct TrunkConfig {
     pub rewrite: RewriteConfig,
     /// Which headers of the other leg may cross into requests sent to this trunk.
     pub headers: HeaderPolicy,
+    /// Media options of legs toward or from this trunk.
+    pub media: MediaOptions,
 }
 
 /// OPTIONS keep-alive toward a trunk's targets.

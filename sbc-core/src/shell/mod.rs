@@ -23,6 +23,8 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::{Bytes, BytesMut};
 use metrics::Counter;
 use sbc_cdr::{CallEvent, CallEventKind, Disposition, Recorder};
+use sbc_media::backend::RelayBackend;
+use sbc_media::relay::{Relay, RelayConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
@@ -61,6 +63,9 @@ pub enum StartError {
         /// OS error.
         source: io::Error,
     },
+    /// The media relay could not start (its worker threads or wake-up channels).
+    #[error("cannot start the media relay: {0}")]
+    Media(io::Error),
     /// The policy settings were refused (a config built in code; files are checked at load).
     #[error("invalid policy: {0}")]
     Policy(sbc_policy::ConfigError),
@@ -117,6 +122,8 @@ pub struct Sbc {
     calls: Arc<Vec<AtomicUsize>>,
     stats: Arc<ShellStats>,
     done: Vec<tokio::task::JoinHandle<()>>,
+    /// Kept so that the media workers live as long as the SBC; dropped after the shards.
+    relay: Arc<Relay>,
 }
 
 /// Context shared by the receive tasks.
@@ -180,11 +187,26 @@ impl Sbc {
         let seed_base: u64 = rand::random();
         let mut done = Vec::new();
         let health = Arc::new(TrunkHealth::new(&config));
+        let m = &config.media;
+        let relay_config = RelayConfig {
+            port_min: m.port_min,
+            port_max: m.port_max,
+            workers: m.workers,
+            dscp: m.dscp,
+        };
+        let relay = Arc::new(Relay::start(relay_config).map_err(StartError::Media)?);
+        tracing::info!(
+            ports = %format_args!("{}-{}", m.port_min, m.port_max),
+            workers = relay.workers(),
+            "media relay started"
+        );
         for (shard, rx) in receivers.into_iter().enumerate() {
-            let mut engine = Engine::new(
+            let backend: Arc<dyn RelayBackend> = Arc::clone(&relay) as Arc<dyn RelayBackend>;
+            let mut engine = Engine::with_relay(
                 Arc::clone(&config),
                 shard as u16,
                 seed_base.wrapping_add(shard as u64),
+                backend,
             );
             // One shard probes trunks with OPTIONS; all read the result.
             engine.set_health(Instant::now(), Arc::clone(&health), shard == 0);
@@ -212,7 +234,7 @@ impl Sbc {
         ports.sort_unstable();
         ports.dedup();
         done.push(policy::spawn(Arc::clone(&policy), &config.policy, ports));
-        Ok(Sbc { config, policy, shards: senders, calls, stats, done })
+        Ok(Sbc { config, policy, shards: senders, calls, stats, done, relay })
     }
 
     /// The edge policy shared by every receive task and shard.
@@ -259,9 +281,34 @@ impl Sbc {
         for d in self.done {
             d.abort();
         }
+        // The shards are gone, so no call holds media any more: stop the workers.
+        self.relay.shutdown();
         if let Some(path) = &self.config.policy.ban_file {
             policy::save_bans(&self.policy, path);
         }
+    }
+}
+
+/// A call's media figures in a log line: per leg, packets received from that leg's peer, lost,
+/// jitter and MOS.
+struct MediaFigures<'a>(Option<&'a (sbc_cdr::MediaLegStats, sbc_cdr::MediaLegStats)>);
+
+impl std::fmt::Display for MediaFigures<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Some((a, b)) = self.0 else { return f.write_str("none") };
+        for (name, leg) in [("a", a), ("b", b)] {
+            write!(
+                f,
+                "{name}:{} rx={} lost={} jitter_us={} mos={}.{:02} ",
+                if leg.codec.is_empty() { "-" } else { &leg.codec },
+                leg.packets,
+                leg.lost,
+                leg.jitter_us,
+                leg.mos_x100 / 100,
+                leg.mos_x100 % 100
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -348,6 +395,7 @@ async fn run_shard(
                     billable_ms = record.billable().as_millis() as u64,
                     released_by = ?record.released_by,
                     reason = record.reason.as_deref().unwrap_or(""),
+                    media = %MediaFigures(record.media.as_ref()),
                     "call ended"
                 );
             }

@@ -73,6 +73,7 @@ header_names! {
     RetryAfter => "Retry-After";
     UserAgent => "User-Agent";
     Server => "Server";
+    Warning => "Warning";
     Event => "Event", "o";
     ReferTo => "Refer-To", "r";
     ReferredBy => "Referred-By", "b";

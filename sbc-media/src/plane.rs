@@ -1,0 +1,603 @@
+//! The call logic of the media plane: per call, the relay pairs and what each leg said.
+//!
+//! One [`MediaPlane`] per signalling shard, owned by the core's engine. Sans-IO: it never opens a
+//! socket or reads a clock; it calls the [`RelayBackend`] (which owns the sockets) only on call
+//! events, and takes `now` as an argument.
+//!
+//! The session model. A call's media is a list of streams, one per m-line (index `i` is the same
+//! stream on both legs, since the SBC never adds or removes m-lines). Each enabled stream holds a
+//! relay pair. The plane keeps, per side, the latest SDP that side sent (offer or answer), and
+//! the latest offer in flight with the SDP the SBC sent for it, so that:
+//! - an offer from side X (initial, failover replacement, or re-offer) computes the streams
+//!   against the existing pairs (kept when their bind addresses are unchanged, opened when new,
+//!   closed when disabled or dropped), configures X's side of every pair, and returns the offer
+//!   for the other side Y;
+//! - an answer from Y to that offer closes the pairs of rejected streams, configures Y's side
+//!   (and X's where the answer changes it: payload type maps, forwarding), and returns the
+//!   answer for X. A second answer to the same offer (a 200 after an early 183) is accepted and
+//!   replaces the first.
+//!
+//! Everything that can fail (parsing, negotiation, opening ports) happens before the session is
+//! touched, and pairs opened by a failing offer are closed again, so an error leaves the session
+//! as it was (RFC 3264 §8: a refused re-offer keeps the old session).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasher, RandomState};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::backend::{DirectionStats, Latch, PairPorts, PairSpec, RelayBackend, RemoteSpec};
+use crate::negotiate::{
+    clock_rate, effective_direction, has_rtcp_mux, localize, main_codec, prepare_answer,
+    prepare_offer, remote_addresses,
+};
+use crate::sdp::{Origin, Sdp, addr_type};
+use crate::{LegSide, MediaError, MediaSessionId};
+
+/// Per-leg media profile, from the listener/trunk config of that leg.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegMedia {
+    /// The address the SBC writes into SDP for this leg (`c=`, `o=`, `a=rtcp`); its family picks
+    /// `IN IP4` or `IN IP6`, whatever the other leg uses.
+    pub advertise: IpAddr,
+    /// The local address the relay binds this leg's sockets on.
+    pub bind: IpAddr,
+    /// Codecs this leg may be offered, in order of preference, by encoding name
+    /// (case-insensitive; `"name/rate"` also pins the clock rate). Empty: all, in the offerer's
+    /// order.
+    pub codecs: Vec<String>,
+    /// The leg's peers are behind NAT: the relay latches onto the source of their first packet
+    /// instead of insisting on the SDP address ([`Latch::Nat`]).
+    pub nat: bool,
+    /// Media inactivity after which the call counts as dead; `None`: never.
+    pub inactivity_timeout: Option<Duration>,
+}
+
+impl Default for LegMedia {
+    /// Loopback, all codecs, no NAT, no timeout: what a session gets for a leg whose profile was
+    /// never set (tests, and the core until it passes the configured profiles).
+    fn default() -> LegMedia {
+        LegMedia {
+            advertise: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            codecs: Vec::new(),
+            nat: false,
+            inactivity_timeout: None,
+        }
+    }
+}
+
+/// What one leg's media amounted to, for records.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LegSummary {
+    /// The codec negotiated on this leg (the answer's first real codec), if any.
+    pub codec: Option<String>,
+    /// Packets received from this leg's peer: counters summed over all the call's streams
+    /// (closed ones included), jitter of the worst stream.
+    pub received: DirectionStats,
+}
+
+/// A call's media figures, per leg.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MediaSummary {
+    /// Leg A (the caller's).
+    pub a: LegSummary,
+    /// Leg B (the callee's).
+    pub b: LegSummary,
+}
+
+impl MediaSummary {
+    /// The summary of one leg.
+    pub fn leg(&self, side: LegSide) -> &LegSummary {
+        match side {
+            LegSide::A => &self.a,
+            LegSide::B => &self.b,
+        }
+    }
+}
+
+/// The media plane of one signalling shard (see the module docs).
+pub struct MediaPlane {
+    backend: Arc<dyn RelayBackend>,
+    sessions: HashMap<MediaSessionId, Session>,
+    /// Makes the `o=` session ids unpredictable across processes (RFC 8866 §5.2 wants them
+    /// unique); fixed by [`MediaPlane::with_seed`] for reproducible tests.
+    seed: u64,
+}
+
+impl fmt::Debug for MediaPlane {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MediaPlane").field("sessions", &self.sessions.len()).finish_non_exhaustive()
+    }
+}
+
+impl MediaPlane {
+    /// An empty plane over a relay backend.
+    pub fn new(backend: Arc<dyn RelayBackend>) -> MediaPlane {
+        // std's RandomState is keyed from the OS once per process: enough for o= ids, without a
+        // dependency on an RNG crate.
+        let seed = RandomState::new().hash_one(0x5344_5050_u64);
+        MediaPlane::with_seed(backend, seed)
+    }
+
+    /// An empty plane whose `o=` session ids derive from `seed` (reproducible tests).
+    pub fn with_seed(backend: Arc<dyn RelayBackend>, seed: u64) -> MediaPlane {
+        MediaPlane { backend, sessions: HashMap::new(), seed }
+    }
+
+    /// Sets the media profile of one leg, creating the session if needed. Call it for A when the
+    /// INVITE arrives and for B before each attempt (failover): a new profile for a side means a
+    /// new peer there, so what the old peer said is forgotten (its address unset in the relay,
+    /// its unanswered offer dropped, a fresh `o=` for the new dialog). Pairs stay open: the next
+    /// offer reuses them if the bind addresses did not change.
+    pub fn set_leg(&mut self, id: MediaSessionId, side: LegSide, leg: LegMedia) {
+        let seed = self.seed;
+        let session = self.sessions.entry(id).or_insert_with(|| Session::new(seed, id));
+        let s = idx(side);
+        session.generation[s] += 1;
+        session.origins[s] = OriginState::new(seed, id, side, session.generation[s]);
+        session.current[s] = None;
+        // An offer the old peer made can no longer be answered.
+        if session.pending.as_ref().is_some_and(|o| o.from == side) {
+            session.pending = None;
+        }
+        let latch = if leg.nat { Latch::Nat } else { Latch::Strict };
+        session.legs[s] = leg;
+        for pair in session.streams.iter_mut().flatten() {
+            if pair.configured[s].is_some() {
+                let forget = RemoteSpec { forward: false, latch, ..RemoteSpec::default() };
+                self.backend.configure(pair.ports.id, side, &forget);
+                pair.configured[s] = Some(forget);
+            }
+        }
+    }
+
+    /// An SDP offer from `from`; returns the offer to send on the other leg.
+    ///
+    /// Errors: `NotSdp`/`BadSdp` for an unusable body, `NoCommonCodec` when an audio stream has no
+    /// codec the other leg's profile allows (488 for both), `NoPorts`/`Relay` (503). On error the
+    /// session is unchanged and no port stays open.
+    pub fn offer(
+        &mut self,
+        id: MediaSessionId,
+        from: LegSide,
+        sdp: &Bytes,
+        now: Instant,
+    ) -> Result<Bytes, MediaError> {
+        let received = Sdp::parse(sdp)?;
+        let seed = self.seed;
+        let backend = &*self.backend;
+        let is_new = !self.sessions.contains_key(&id);
+        let session = self.sessions.entry(id).or_insert_with(|| Session::new(seed, id));
+        let result = session.offer(backend, from, received, now);
+        if result.is_err() && is_new {
+            // Nothing was opened (offer cleans up after itself); do not keep an empty session
+            // for a call whose first offer failed.
+            self.sessions.remove(&id);
+        }
+        result
+    }
+
+    /// An SDP answer from `from` to the other leg's latest offer; returns the answer to send on
+    /// the other leg. Errors leave the session unchanged (`NoOffer` when there is no offer from
+    /// the other leg).
+    pub fn answer(
+        &mut self,
+        id: MediaSessionId,
+        from: LegSide,
+        sdp: &Bytes,
+        now: Instant,
+    ) -> Result<Bytes, MediaError> {
+        let session = self.sessions.get_mut(&id).ok_or(MediaError::NoOffer)?;
+        if session.pending.as_ref().is_none_or(|o| o.from == from) {
+            return Err(MediaError::NoOffer);
+        }
+        let answer = Sdp::parse(sdp)?;
+        session.answer(&*self.backend, from, answer, now)
+    }
+
+    /// When the call's media counts as dead: the later of the last packet (any stream, either
+    /// direction) and the last offer or answer, plus the smaller inactivity timeout of the two
+    /// legs. `None` when no leg has a timeout, the call has no relay pair, or no stream forwards
+    /// in either direction (held or inactive on both sides: silence is expected then).
+    pub fn inactivity_deadline(&self, id: MediaSessionId) -> Option<Instant> {
+        let session = self.sessions.get(&id)?;
+        let timeout = session.legs.iter().filter_map(|l| l.inactivity_timeout).min()?;
+        let mut pairs = session.streams.iter().flatten().peekable();
+        pairs.peek()?;
+        let forwarding = session
+            .streams
+            .iter()
+            .flatten()
+            .any(|p| p.configured.iter().flatten().any(|r| r.forward));
+        if !forwarding {
+            return None;
+        }
+        let last_packet = pairs
+            .filter_map(|p| self.backend.stats(p.ports.id))
+            .filter_map(|s| s.last_packet)
+            .max();
+        let since = last_packet.max(session.last_change)?;
+        since.checked_add(timeout)
+    }
+
+    /// Per leg: the negotiated codec and the figures of what that leg's peer sent.
+    pub fn summary(&self, id: MediaSessionId) -> Option<MediaSummary> {
+        let session = self.sessions.get(&id)?;
+        let mut received = session.closed;
+        for pair in session.streams.iter().flatten() {
+            if let Some(stats) = self.backend.stats(pair.ports.id) {
+                add_stats(&mut received[0], &stats.from_a);
+                add_stats(&mut received[1], &stats.from_b);
+            }
+        }
+        Some(session.summary(received))
+    }
+
+    /// The call ended: closes all its pairs (their ports go back to the range) and returns the
+    /// final figures. `None` for an unknown session.
+    pub fn release(&mut self, id: MediaSessionId) -> Option<MediaSummary> {
+        let mut session = self.sessions.remove(&id)?;
+        for pair in std::mem::take(&mut session.streams).into_iter().flatten() {
+            session.close_pair(&*self.backend, pair);
+        }
+        Some(session.summary(session.closed))
+    }
+
+    /// Number of live sessions (for metrics and leak tests).
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Whether no session is live.
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+}
+
+/// One call's media.
+#[derive(Debug)]
+struct Session {
+    /// Profiles, indexed by [`idx`].
+    legs: [LegMedia; 2],
+    /// How many times each side's profile was set (a new peer each time).
+    generation: [u64; 2],
+    /// The SBC's `o=` toward each leg.
+    origins: [OriginState; 2],
+    /// One per m-line; `None` for a disabled stream.
+    streams: Vec<Option<Pair>>,
+    /// The latest SDP each side sent (offer or answer), as received.
+    current: [Option<Sdp>; 2],
+    /// The latest offer; kept after it is answered, for a repeated answer (183, then 200).
+    pending: Option<Offer>,
+    /// Negotiated codec per leg.
+    codecs: [Option<String>; 2],
+    /// The last successful offer or answer.
+    last_change: Option<Instant>,
+    /// Figures of pairs already closed (streams disabled mid-call), per side received from.
+    closed: [DirectionStats; 2],
+}
+
+/// An offer in flight: as the offerer sent it, and as the SBC sent it on.
+#[derive(Debug)]
+struct Offer {
+    from: LegSide,
+    received: Sdp,
+    sent: Sdp,
+}
+
+/// One stream's relay pair.
+#[derive(Debug)]
+struct Pair {
+    ports: PairPorts,
+    spec: PairSpec,
+    audio: bool,
+    /// What each side was last configured with (configure only on change, except for the side
+    /// whose SDP just arrived).
+    configured: [Option<RemoteSpec>; 2],
+}
+
+impl Pair {
+    fn port(&self, side: LegSide) -> u16 {
+        match side {
+            LegSide::A => self.ports.a_rtp,
+            LegSide::B => self.ports.b_rtp,
+        }
+    }
+}
+
+/// The SBC's `o=` toward one leg (RFC 3264 §8): a fixed session id, and a version that goes up
+/// by one exactly when the description sent on that leg differs from the previous one.
+#[derive(Debug)]
+struct OriginState {
+    session_id: u64,
+    version: u64,
+    last: Option<Sdp>,
+}
+
+impl OriginState {
+    fn new(seed: u64, id: MediaSessionId, side: LegSide, generation: u64) -> OriginState {
+        let input = seed
+            ^ id.0.rotate_left(21)
+            ^ generation.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            ^ (idx(side) as u64 + 1);
+        // Below 2^62: some parsers read the id as a signed 64-bit number.
+        let session_id = splitmix64(input) >> 2;
+        OriginState { session_id, version: 1, last: None }
+    }
+
+    fn stamp(&mut self, sdp: &mut Sdp, advertise: IpAddr) {
+        let origin = |version: u64| Origin {
+            username: "-".to_owned(),
+            session_id: self.session_id.to_string(),
+            session_version: version.to_string(),
+            net_type: "IN".to_owned(),
+            addr_type: addr_type(advertise).to_owned(),
+            address: advertise.to_string(),
+        };
+        sdp.origin = origin(self.version);
+        if self.last.as_ref().is_some_and(|last| last != sdp) {
+            self.version += 1;
+            sdp.origin = origin(self.version);
+        }
+        self.last = Some(sdp.clone());
+    }
+}
+
+impl Session {
+    fn new(seed: u64, id: MediaSessionId) -> Session {
+        Session {
+            legs: [LegMedia::default(), LegMedia::default()],
+            generation: [0, 0],
+            origins: [LegSide::A, LegSide::B].map(|side| OriginState::new(seed, id, side, 0)),
+            streams: Vec::new(),
+            current: [None, None],
+            pending: None,
+            codecs: [None, None],
+            last_change: None,
+            closed: [DirectionStats::default(); 2],
+        }
+    }
+
+    fn offer(
+        &mut self,
+        backend: &dyn RelayBackend,
+        from: LegSide,
+        received: Sdp,
+        now: Instant,
+    ) -> Result<Bytes, MediaError> {
+        let to = from.other();
+        let mut sent = prepare_offer(&received, &self.legs[idx(to)].codecs)?;
+        let spec = PairSpec { local_a: self.legs[0].bind, local_b: self.legs[1].bind };
+
+        // Open what is missing first; only when all of it worked does the session change.
+        let reusable =
+            |i: usize| self.streams.get(i).and_then(Option::as_ref).is_some_and(|p| p.spec == spec);
+        let mut opened: Vec<(usize, PairPorts)> = Vec::new();
+        for (i, m) in sent.media.iter().enumerate() {
+            if m.port == 0 || reusable(i) {
+                continue;
+            }
+            match backend.open(spec) {
+                Ok(ports) => opened.push((i, ports)),
+                Err(e) => {
+                    for (_, ports) in opened {
+                        backend.close(ports.id);
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+
+        let mut streams: Vec<Option<Pair>> = sent.media.iter().map(|_| None).collect();
+        for (i, old) in std::mem::take(&mut self.streams).into_iter().enumerate() {
+            let Some(pair) = old else { continue };
+            let keep = pair.spec == spec && sent.media.get(i).is_some_and(|m| m.port != 0);
+            match streams.get_mut(i) {
+                Some(slot) if keep => {
+                    let audio = sent.media.get(i).is_some_and(|m| m.is_audio());
+                    *slot = Some(Pair { audio, ..pair });
+                }
+                _ => self.close_pair(backend, pair),
+            }
+        }
+        for (i, ports) in opened {
+            let audio = sent.media.get(i).is_some_and(|m| m.is_audio());
+            if let Some(slot) = streams.get_mut(i) {
+                *slot = Some(Pair { ports, spec, audio, configured: [None, None] });
+            }
+        }
+        self.streams = streams;
+
+        let ports: Vec<Option<u16>> =
+            self.streams.iter().map(|s| s.as_ref().map(|p| p.port(to))).collect();
+        let advertise = self.legs[idx(to)].advertise;
+        // An offer proposes RTCP on RTP + 1 even when offering rtcp-mux (RFC 5761 §5.1.1: the
+        // fallback if the answerer does not multiplex).
+        localize(&mut sent, advertise, &ports, &[]);
+        self.origins[idx(to)].stamp(&mut sent, advertise);
+
+        // The offerer's side now: where it receives, what it sends. Its payload type map and
+        // clock rate stay those of the last answer until the next one (RFC 3264 §5.1: numbers keep
+        // their meaning for the whole session).
+        let mux: Vec<bool> = received.media.iter().map(has_rtcp_mux).collect();
+        self.current[idx(from)] = Some(received.clone());
+        for i in 0..self.streams.len() {
+            let (pt_map, clock) = match self.pair(i).and_then(|p| p.configured[idx(from)].as_ref())
+            {
+                Some(old) => (old.pt_map, old.clock_rate),
+                None => (RemoteSpec::IDENTITY_PT_MAP, sent.media.get(i).map_or(8000, clock_rate)),
+            };
+            let offerer = self.remote_spec(i, from, pt_map, get(&mux, i), clock);
+            self.configure(backend, i, from, offerer, true);
+            // The other side's forwarding follows what the offerer now accepts (a hold stops
+            // it at once, not only when the answer comes).
+            let other = self.pair(i).and_then(|p| p.configured[idx(to)].clone());
+            if let Some(old) = other.filter(|_| self.current[idx(to)].is_some()) {
+                let spec = self.remote_spec(i, to, old.pt_map, old.rtcp_mux, old.clock_rate);
+                self.configure(backend, i, to, spec, false);
+            }
+        }
+        self.last_change = Some(now);
+        let body = sent.to_bytes();
+        self.pending = Some(Offer { from, received, sent });
+        Ok(body)
+    }
+
+    fn answer(
+        &mut self,
+        backend: &dyn RelayBackend,
+        from: LegSide,
+        answer: Sdp,
+        now: Instant,
+    ) -> Result<Bytes, MediaError> {
+        let Some(offer) = self.pending.as_ref().filter(|o| o.from != from) else {
+            return Err(MediaError::NoOffer);
+        };
+        let offerer = offer.from;
+        let prepared = prepare_answer(&answer, &offer.sent, &offer.received)?;
+        let offerer_mux: Vec<bool> = offer.received.media.iter().map(has_rtcp_mux).collect();
+        let mut out = prepared.sdp;
+
+        for (i, m) in out.media.iter().enumerate() {
+            if m.port == 0
+                && let Some(pair) = self.streams.get_mut(i).and_then(Option::take)
+            {
+                self.close_pair(backend, pair);
+            }
+        }
+        let ports: Vec<Option<u16>> =
+            self.streams.iter().map(|s| s.as_ref().map(|p| p.port(offerer))).collect();
+        let advertise = self.legs[idx(offerer)].advertise;
+        localize(&mut out, advertise, &ports, &offerer_mux);
+        self.origins[idx(offerer)].stamp(&mut out, advertise);
+
+        self.current[idx(from)] = Some(answer.clone());
+        for (i, maps) in prepared.pt_maps.iter().enumerate() {
+            if self.pair(i).is_none() {
+                continue;
+            }
+            // The answer's first codec is the one both ends start with.
+            let clock = out.media.get(i).map_or(8000, clock_rate);
+            let mux = answer.media.get(i).is_some_and(has_rtcp_mux);
+            let answerer = self.remote_spec(i, from, maps.from_answerer, mux, clock);
+            self.configure(backend, i, from, answerer, true);
+            let offerer_spec =
+                self.remote_spec(i, offerer, maps.from_offerer, get(&offerer_mux, i), clock);
+            self.configure(backend, i, offerer, offerer_spec, false);
+        }
+
+        let audio = self
+            .streams
+            .iter()
+            .zip(&out.media)
+            .find_map(|(s, m)| s.as_ref().filter(|p| p.audio).and_then(|_| main_codec(m)));
+        if let Some(codec) = audio {
+            self.codecs = [Some(codec.name.clone()), Some(codec.name)];
+        }
+        self.last_change = Some(now);
+        Ok(out.to_bytes())
+    }
+
+    fn pair(&self, i: usize) -> Option<&Pair> {
+        self.streams.get(i).and_then(Option::as_ref)
+    }
+
+    /// What the relay must know about `side`'s peer on stream `i`, from the SDP both sides sent
+    /// last: packets from `side` are forwarded iff it sends and the other side receives.
+    fn remote_spec(
+        &self,
+        i: usize,
+        side: LegSide,
+        pt_map: [u8; 128],
+        rtcp_mux: bool,
+        clock_rate: u32,
+    ) -> RemoteSpec {
+        let own = self.current[idx(side)].as_ref();
+        let other = self.current[idx(side.other())].as_ref();
+        let (rtp, rtcp) = own.map_or((None, None), |sdp| remote_addresses(sdp, i));
+        let sends = own.is_some_and(|sdp| effective_direction(sdp, i).sends());
+        // Unknown until the other side speaks: forward, and the relay drops what has nowhere to go.
+        let other_receives = other.is_none_or(|sdp| effective_direction(sdp, i).receives());
+        RemoteSpec {
+            rtp,
+            rtcp,
+            rtcp_mux,
+            latch: if self.legs[idx(side)].nat { Latch::Nat } else { Latch::Strict },
+            forward: sends && other_receives,
+            clock_rate,
+            pt_map,
+        }
+    }
+
+    /// Configures one side of stream `i`'s pair: always when `always` (the side whose SDP just
+    /// arrived: it may have moved, and the relay re-latches), else only if the spec changed.
+    fn configure(
+        &mut self,
+        backend: &dyn RelayBackend,
+        i: usize,
+        side: LegSide,
+        spec: RemoteSpec,
+        always: bool,
+    ) {
+        let Some(pair) = self.streams.get_mut(i).and_then(Option::as_mut) else {
+            return;
+        };
+        let slot = &mut pair.configured[idx(side)];
+        if always || slot.as_ref() != Some(&spec) {
+            backend.configure(pair.ports.id, side, &spec);
+            *slot = Some(spec);
+        }
+    }
+
+    fn close_pair(&mut self, backend: &dyn RelayBackend, pair: Pair) {
+        if let Some(stats) = backend.close(pair.ports.id) {
+            add_stats(&mut self.closed[0], &stats.from_a);
+            add_stats(&mut self.closed[1], &stats.from_b);
+        }
+    }
+
+    fn summary(&self, received: [DirectionStats; 2]) -> MediaSummary {
+        let [a, b] = received;
+        MediaSummary {
+            a: LegSummary { codec: self.codecs[0].clone(), received: a },
+            b: LegSummary { codec: self.codecs[1].clone(), received: b },
+        }
+    }
+}
+
+fn add_stats(total: &mut DirectionStats, more: &DirectionStats) {
+    total.packets = total.packets.saturating_add(more.packets);
+    total.bytes = total.bytes.saturating_add(more.bytes);
+    total.lost = total.lost.saturating_add(more.lost);
+    total.forwarded = total.forwarded.saturating_add(more.forwarded);
+    total.rtcp_packets = total.rtcp_packets.saturating_add(more.rtcp_packets);
+    total.dropped = total.dropped.saturating_add(more.dropped);
+    total.jitter_ms = total.jitter_ms.max(more.jitter_ms);
+}
+
+fn get(flags: &[bool], i: usize) -> bool {
+    flags.get(i).copied().unwrap_or(false)
+}
+
+fn idx(side: LegSide) -> usize {
+    match side {
+        LegSide::A => 0,
+        LegSide::B => 1,
+    }
+}
+
+/// SplitMix64's finalizer: spreads seed bits over the whole id.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,700 @@
+//! Tests of the relay over real loopback sockets (127.0.0.1, 127.0.0.2 and ::1).
+//!
+//! Each relay gets a port range of its own below the kernel's ephemeral range, so tests run in
+//! parallel; peers bind ephemeral ports. Waits are bounded (a 2 s read timeout, a 2 s deadline
+//! for figures). A packet that must be dropped is checked without sleeping: a packet that must
+//! pass is sent after it on the same path, and the peer's first packet has to be that one.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::backend::Latch;
+
+const V4: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+const V4_OTHER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+const V6: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
+const WAIT: Duration = Duration::from_secs(2);
+
+static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
+
+/// A relay over a fresh range of `pairs` RTP/RTCP pairs.
+fn relay_with(pairs: u16, workers: usize) -> Relay {
+    // 500 ports per test process, placed by pid so two runs at once rarely meet; a port that
+    // is taken anyway is skipped by the pool.
+    let base = 20_000 + (std::process::id() % 20) as u16 * 500;
+    let start = base + NEXT_PORT.fetch_add(2 * pairs, Ordering::Relaxed);
+    assert!(start + 2 * pairs <= base + 500, "test port block used up");
+    Relay::start(RelayConfig {
+        port_min: start,
+        port_max: start + 2 * pairs - 1,
+        workers,
+        dscp: None,
+    })
+    .unwrap()
+}
+
+fn relay() -> Relay {
+    relay_with(4, 2)
+}
+
+/// A UDP endpoint playing a phone or a trunk.
+struct Peer {
+    sock: UdpSocket,
+}
+
+impl Peer {
+    fn new(ip: IpAddr) -> Peer {
+        let sock = UdpSocket::bind((ip, 0)).unwrap();
+        sock.set_read_timeout(Some(WAIT)).unwrap();
+        Peer { sock }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.sock.local_addr().unwrap()
+    }
+
+    fn send(&self, data: &[u8], to: SocketAddr) {
+        self.sock.send_to(data, to).unwrap();
+    }
+
+    fn recv(&self) -> (Vec<u8>, SocketAddr) {
+        let mut buf = [0u8; 2048];
+        match self.sock.recv_from(&mut buf) {
+            Ok((n, from)) => (buf[..n].to_vec(), from),
+            Err(e) => panic!("peer {} received nothing: {e}", self.addr()),
+        }
+    }
+}
+
+fn rtp(pt: u8, marker: bool, seq: u16, ts: u32, ssrc: u32) -> Vec<u8> {
+    let mut p = vec![0x80, pt | if marker { 0x80 } else { 0 }];
+    p.extend(seq.to_be_bytes());
+    p.extend(ts.to_be_bytes());
+    p.extend(ssrc.to_be_bytes());
+    p.extend([0xd5; 160]); // 20 ms of G.711 silence
+    p
+}
+
+fn rtcp_rr(ssrc: u32) -> Vec<u8> {
+    let mut p = vec![0x80, 201, 0, 1];
+    p.extend(ssrc.to_be_bytes());
+    p
+}
+
+/// One side's remote description: strict, toward `rtp` and `rtcp`.
+fn remote(rtp: &Peer, rtcp: &Peer) -> RemoteSpec {
+    RemoteSpec { rtp: Some(rtp.addr()), rtcp: Some(rtcp.addr()), ..RemoteSpec::default() }
+}
+
+/// An open pair with a peer (RTP and RTCP socket) on each side, configured strict.
+struct Call {
+    relay: Relay,
+    id: PairId,
+    /// The relay's RTP addresses facing A and B.
+    at_a: SocketAddr,
+    at_b: SocketAddr,
+    a: Peer,
+    a_rtcp: Peer,
+    b: Peer,
+    b_rtcp: Peer,
+}
+
+impl Call {
+    fn new(local_a: IpAddr, local_b: IpAddr) -> Call {
+        let relay = relay();
+        let ports = relay.open(PairSpec { local_a, local_b }).unwrap();
+        let (a, a_rtcp, b, b_rtcp) =
+            (Peer::new(local_a), Peer::new(local_a), Peer::new(local_b), Peer::new(local_b));
+        relay.configure(ports.id, LegSide::A, &remote(&a, &a_rtcp));
+        relay.configure(ports.id, LegSide::B, &remote(&b, &b_rtcp));
+        Call {
+            id: ports.id,
+            at_a: SocketAddr::new(local_a, ports.a_rtp),
+            at_b: SocketAddr::new(local_b, ports.b_rtp),
+            relay,
+            a,
+            a_rtcp,
+            b,
+            b_rtcp,
+        }
+    }
+
+    fn configure(&self, side: LegSide, spec: RemoteSpec) {
+        self.relay.configure(self.id, side, &spec);
+    }
+
+    /// Waits until the pair's figures satisfy `ok`.
+    fn stats_until(&self, ok: impl Fn(&PairStats) -> bool) -> PairStats {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let s = self.relay.stats(self.id).unwrap();
+            if ok(&s) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "figures never matched: {s:#?}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+fn rtcp_port(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip(), addr.port() + 1)
+}
+
+/// Sends `n` packets from `from` through the relay at `via` to `to`, in windows small enough
+/// for the receiver's socket buffer, and checks that they arrive unchanged from `expect_src`.
+fn relay_stream(
+    from: &Peer,
+    via: SocketAddr,
+    to: &Peer,
+    expect_src: SocketAddr,
+    n: u16,
+    ssrc: u32,
+) {
+    let mut seq = 0u16;
+    while seq < n {
+        let window = (n - seq).min(50);
+        for k in 0..window {
+            from.send(&rtp(0, false, seq + k, u32::from(seq + k) * 160, ssrc), via);
+        }
+        for k in 0..window {
+            let (got, src) = to.recv();
+            assert_eq!(src, expect_src);
+            assert_eq!(got, rtp(0, false, seq + k, u32::from(seq + k) * 160, ssrc));
+        }
+        seq += window;
+    }
+}
+
+#[test]
+fn relays_a_thousand_packets_each_way() {
+    let c = Call::new(V4, V4);
+    relay_stream(&c.a, c.at_a, &c.b, c.at_b, 1000, 0xaaaa);
+    relay_stream(&c.b, c.at_b, &c.a, c.at_a, 1000, 0xbbbb);
+    let s = c.stats_until(|s| s.from_a.forwarded == 1000 && s.from_b.forwarded == 1000);
+    for d in [s.from_a, s.from_b] {
+        assert_eq!(d.packets, 1000);
+        assert_eq!(d.bytes, 1000 * 172);
+        assert_eq!(d.lost, 0);
+        assert_eq!(d.dropped, 0);
+        assert_eq!(d.rtcp_packets, 0);
+        assert!(d.jitter_ms.is_finite() && d.jitter_ms >= 0.0);
+    }
+    let last = s.last_packet.unwrap();
+    assert!(last <= Instant::now() && last.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn strict_source_drops_other_ports_and_other_hosts() {
+    let c = Call::new(V4, V4);
+    let same_host = Peer::new(V4);
+    let other_host = Peer::new(V4_OTHER);
+    same_host.send(&rtp(0, false, 1, 160, 1), c.at_a);
+    other_host.send(&rtp(0, false, 2, 320, 1), c.at_a);
+    // RTCP from the RTP peer's address is not the announced RTCP address.
+    c.a.send(&rtcp_rr(1), rtcp_port(c.at_a));
+    c.a.send(&rtp(0, false, 3, 480, 1), c.at_a);
+    c.a_rtcp.send(&rtcp_rr(1), rtcp_port(c.at_a));
+    assert_eq!(c.b.recv().0, rtp(0, false, 3, 480, 1));
+    assert_eq!(c.b_rtcp.recv().0, rtcp_rr(1));
+    // Figures of the RTP and the RTCP socket are published batch by batch: wait for both.
+    let s = c.stats_until(|s| {
+        s.from_a.dropped == 3 && s.from_a.forwarded == 1 && s.from_a.rtcp_packets == 1
+    });
+    assert_eq!(s.from_a.packets, 1);
+    // Nothing leaked to the intruders.
+    same_host.sock.set_nonblocking(true).unwrap();
+    assert!(same_host.sock.recv_from(&mut [0u8; 64]).is_err());
+}
+
+#[test]
+fn nat_latches_the_first_source_and_reconfiguration_unlatches() {
+    let c = Call::new(V4, V4);
+    // The SDP announced a private address; the packets come from elsewhere.
+    let announced: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let nat_spec = RemoteSpec {
+        rtp: Some(announced),
+        rtcp: Some(rtcp_port(announced)),
+        latch: Latch::Nat,
+        ..RemoteSpec::default()
+    };
+    c.configure(LegSide::A, nat_spec.clone());
+    let behind_nat = Peer::new(V4);
+    let third = Peer::new(V4_OTHER);
+    behind_nat.send(&rtp(0, false, 1, 160, 7), c.at_a);
+    assert_eq!(c.b.recv().0, rtp(0, false, 1, 160, 7));
+    // B's media now goes to the latched address.
+    c.b.send(&rtp(0, false, 1, 160, 8), c.at_b);
+    assert_eq!(behind_nat.recv(), (rtp(0, false, 1, 160, 8), c.at_a));
+    // A third source is refused.
+    third.send(&rtp(0, false, 2, 320, 7), c.at_a);
+    behind_nat.send(&rtp(0, false, 3, 480, 7), c.at_a);
+    assert_eq!(c.b.recv().0, rtp(0, false, 3, 480, 7));
+    c.stats_until(|s| s.from_a.dropped == 1 && s.from_a.forwarded == 2);
+
+    // A re-INVITE: latching starts over; the next source wins, the old one is refused.
+    c.configure(LegSide::A, nat_spec);
+    third.send(&rtp(0, false, 4, 640, 7), c.at_a);
+    assert_eq!(c.b.recv().0, rtp(0, false, 4, 640, 7));
+    behind_nat.send(&rtp(0, false, 5, 800, 7), c.at_a);
+    third.send(&rtp(0, false, 6, 960, 7), c.at_a);
+    assert_eq!(c.b.recv().0, rtp(0, false, 6, 960, 7));
+    c.b.send(&rtp(0, false, 2, 320, 8), c.at_b);
+    assert_eq!(third.recv(), (rtp(0, false, 2, 320, 8), c.at_a));
+    let s = c.stats_until(|s| s.from_a.dropped == 2 && s.from_a.forwarded == 4);
+    // Counters survive reconfiguration.
+    assert_eq!(s.from_a.packets, 4);
+}
+
+#[test]
+fn nat_latches_rtcp_separately() {
+    let c = Call::new(V4, V4);
+    let announced: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    c.configure(
+        LegSide::A,
+        RemoteSpec {
+            rtp: Some(announced),
+            rtcp: Some(rtcp_port(announced)),
+            latch: Latch::Nat,
+            ..RemoteSpec::default()
+        },
+    );
+    let nat_rtcp = Peer::new(V4);
+    nat_rtcp.send(&rtcp_rr(7), rtcp_port(c.at_a));
+    assert_eq!(c.b_rtcp.recv().0, rtcp_rr(7));
+    c.b_rtcp.send(&rtcp_rr(8), rtcp_port(c.at_b));
+    assert_eq!(nat_rtcp.recv(), (rtcp_rr(8), rtcp_port(c.at_a)));
+    // RTP has not latched yet: any source is still taken for it.
+    c.a.send(&rtp(0, false, 1, 160, 7), c.at_a);
+    assert_eq!(c.b.recv().0, rtp(0, false, 1, 160, 7));
+}
+
+#[test]
+fn hold_drops_one_direction_and_resumes() {
+    let c = Call::new(V4, V4);
+    let mut held = remote(&c.a, &c.a_rtcp);
+    held.forward = false;
+    c.configure(LegSide::A, held.clone());
+    c.a.send(&rtp(0, false, 1, 160, 1), c.at_a);
+    // The other direction still flows, and so does A's RTCP.
+    c.b.send(&rtp(0, false, 1, 160, 2), c.at_b);
+    assert_eq!(c.a.recv().0, rtp(0, false, 1, 160, 2));
+    c.a_rtcp.send(&rtcp_rr(1), rtcp_port(c.at_a));
+    assert_eq!(c.b_rtcp.recv().0, rtcp_rr(1));
+    held.forward = true;
+    c.configure(LegSide::A, held);
+    c.a.send(&rtp(0, false, 2, 320, 1), c.at_a);
+    assert_eq!(c.b.recv().0, rtp(0, false, 2, 320, 1));
+    let s = c.stats_until(|s| s.from_a.forwarded == 1 && s.from_a.packets == 2);
+    assert_eq!(s.from_a.dropped, 1);
+    assert_eq!(s.from_a.lost, 0);
+}
+
+#[test]
+fn payload_type_rewrite_keeps_the_marker_bit() {
+    let c = Call::new(V4, V4);
+    let mut spec = remote(&c.a, &c.a_rtcp);
+    spec.pt_map[96] = 111;
+    spec.pt_map[101] = 100;
+    c.configure(LegSide::A, spec);
+    for (pt, marker, want) in [(96, true, 111), (96, false, 111), (101, true, 100), (0, false, 0)] {
+        let sent = rtp(pt, marker, 1, 160, 0xdead_beef);
+        c.a.send(&sent, c.at_a);
+        let (got, _) = c.b.recv();
+        assert_eq!(got[1], want | if marker { 0x80 } else { 0 });
+        assert_eq!(got[0], sent[0]);
+        assert_eq!(got[2..], sent[2..], "only the payload type byte changes");
+    }
+    // B's map is its own (identity here).
+    c.b.send(&rtp(96, false, 1, 160, 2), c.at_b);
+    assert_eq!(c.a.recv().0[1], 96);
+}
+
+#[test]
+fn rtcp_goes_from_port_plus_one_to_port_plus_one() {
+    let c = Call::new(V4, V4);
+    c.a_rtcp.send(&rtcp_rr(1), rtcp_port(c.at_a));
+    assert_eq!(c.b_rtcp.recv(), (rtcp_rr(1), rtcp_port(c.at_b)));
+    c.b_rtcp.send(&rtcp_rr(2), rtcp_port(c.at_b));
+    assert_eq!(c.a_rtcp.recv(), (rtcp_rr(2), rtcp_port(c.at_a)));
+    let s = c.stats_until(|s| s.from_a.rtcp_packets == 1 && s.from_b.rtcp_packets == 1);
+    assert_eq!(s.from_a.packets, 0, "RTCP is not counted as RTP");
+    assert!(s.last_packet.is_some());
+}
+
+#[test]
+fn rtcp_mux_side_bridges_to_a_non_mux_side() {
+    let c = Call::new(V4, V4);
+    c.configure(
+        LegSide::A,
+        RemoteSpec { rtp: Some(c.a.addr()), rtcp: None, rtcp_mux: true, ..RemoteSpec::default() },
+    );
+    // A multiplexes: its RTCP arrives on the relay's RTP port and leaves on B's RTCP port.
+    c.a.send(&rtcp_rr(1), c.at_a);
+    assert_eq!(c.b_rtcp.recv(), (rtcp_rr(1), rtcp_port(c.at_b)));
+    // RTP with marker bit and PT 0 is not mistaken for RTCP.
+    c.a.send(&rtp(0, true, 1, 160, 1), c.at_a);
+    assert_eq!(c.b.recv().0, rtp(0, true, 1, 160, 1));
+    // B's RTCP arrives on A's RTP port, from the relay's RTP port.
+    c.b_rtcp.send(&rtcp_rr(2), rtcp_port(c.at_b));
+    assert_eq!(c.a.recv(), (rtcp_rr(2), c.at_a));
+    c.b.send(&rtp(0, false, 1, 160, 2), c.at_b);
+    assert_eq!(c.a.recv(), (rtp(0, false, 1, 160, 2), c.at_a));
+    // Figures are published just after the send: wait for them.
+    c.stats_until(|s| {
+        (s.from_a.rtcp_packets, s.from_b.rtcp_packets, s.from_a.packets, s.from_b.packets)
+            == (1, 1, 1, 1)
+    });
+}
+
+#[test]
+fn relays_between_ipv4_and_ipv6() {
+    let c = Call::new(V4, V6);
+    assert!(c.at_a.is_ipv4() && c.at_b.is_ipv6());
+    relay_stream(&c.a, c.at_a, &c.b, c.at_b, 100, 4);
+    relay_stream(&c.b, c.at_b, &c.a, c.at_a, 100, 6);
+    c.a_rtcp.send(&rtcp_rr(4), rtcp_port(c.at_a));
+    assert_eq!(c.b_rtcp.recv(), (rtcp_rr(4), rtcp_port(c.at_b)));
+    c.b_rtcp.send(&rtcp_rr(6), rtcp_port(c.at_b));
+    assert_eq!(c.a_rtcp.recv(), (rtcp_rr(6), rtcp_port(c.at_a)));
+    c.stats_until(|s| s.from_a.forwarded == 100 && s.from_b.forwarded == 100);
+}
+
+#[test]
+fn malformed_and_unconfigured_traffic_is_dropped() {
+    let relay = relay();
+    let ports = relay.open(PairSpec { local_a: V4, local_b: V4 }).unwrap();
+    let (a, b) = (Peer::new(V4), Peer::new(V4));
+    let at_a = SocketAddr::new(V4, ports.a_rtp);
+    // Waits until `n` drops (and `fwd` forwards) are published.
+    let wait_for = |n: u64, fwd: u64| {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let s = relay.stats(ports.id).unwrap();
+            if (s.from_a.dropped >= n && s.from_a.forwarded >= fwd) || Instant::now() > deadline {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    // Neither side configured: refused. (Each step waits for the worker before the next
+    // configure, which would otherwise apply to the packet already queued.)
+    a.send(&rtp(0, false, 1, 160, 1), at_a);
+    wait_for(1, 0);
+    relay.configure(
+        ports.id,
+        LegSide::A,
+        &RemoteSpec { rtp: Some(a.addr()), ..RemoteSpec::default() },
+    );
+    // A configured, B not: accepted from A but nowhere to go.
+    a.send(&rtp(0, false, 2, 320, 1), at_a);
+    wait_for(2, 0);
+    relay.configure(
+        ports.id,
+        LegSide::B,
+        &RemoteSpec { rtp: Some(b.addr()), ..RemoteSpec::default() },
+    );
+    a.send(&[0x80, 0, 0, 3], at_a); // too short
+    a.send(
+        &{
+            let mut p = rtp(0, false, 4, 640, 1);
+            p[0] = 0x40;
+            p
+        },
+        at_a,
+    ); // version 1
+    a.send(&[0u8; 0], at_a);
+    a.send(&rtp(0, false, 5, 800, 1), at_a);
+    assert_eq!(b.recv().0, rtp(0, false, 5, 800, 1));
+    let s = wait_for(5, 1);
+    assert_eq!(s.from_a.dropped, 5, "{s:?}");
+    assert_eq!(s.from_a.packets, 2);
+    assert_eq!(s.from_a.forwarded, 1);
+    // Sequence 2 and 5 accepted: 3 and 4 count as lost.
+    assert_eq!(s.from_a.lost, 2);
+}
+
+#[test]
+fn exhausted_range_reports_no_ports_and_close_frees_them() {
+    // Two RTP/RTCP pairs: exactly one call.
+    let relay = relay_with(2, 1);
+    let first = relay.open(PairSpec { local_a: V4, local_b: V4 }).unwrap();
+    assert_eq!(first.a_rtp % 2, 0);
+    assert_eq!(first.b_rtp % 2, 0);
+    assert_ne!(first.a_rtp, first.b_rtp);
+    assert_eq!(relay.open(PairSpec { local_a: V4, local_b: V4 }), Err(RelayError::NoPorts));
+    assert_eq!(relay.pairs(), 1);
+    relay.close(first.id).unwrap();
+    let again = relay.open(PairSpec { local_a: V4, local_b: V6 }).unwrap();
+    let mut ports = [again.a_rtp, again.b_rtp];
+    ports.sort_unstable();
+    let mut before = [first.a_rtp, first.b_rtp];
+    before.sort_unstable();
+    assert_eq!(ports, before, "the freed ports are handed out again");
+    assert_ne!(again.id, first.id);
+}
+
+#[test]
+fn a_failed_second_side_returns_the_first_sides_ports() {
+    let relay = relay_with(2, 1);
+    // 192.0.2.1 (TEST-NET-1) is not on this host: side B cannot bind.
+    let bad = PairSpec { local_a: V4, local_b: "192.0.2.1".parse().unwrap() };
+    assert!(matches!(relay.open(bad), Err(RelayError::Io(_))));
+    assert!(relay.open(PairSpec { local_a: V4, local_b: V4 }).is_ok());
+}
+
+#[test]
+fn close_returns_final_figures_and_forgets_the_pair() {
+    let c = Call::new(V4, V4);
+    relay_stream(&c.a, c.at_a, &c.b, c.at_b, 10, 1);
+    c.a_rtcp.send(&rtcp_rr(1), rtcp_port(c.at_a));
+    c.b_rtcp.recv();
+    // No waiting on figures: close itself waits for the worker.
+    let s = c.relay.close(c.id).unwrap();
+    assert_eq!(s.from_a.packets, 10);
+    assert_eq!(s.from_a.forwarded, 10);
+    assert_eq!(s.from_a.rtcp_packets, 1);
+    assert!(s.last_packet.is_some());
+    assert_eq!(c.relay.stats(c.id), None);
+    assert_eq!(c.relay.close(c.id), None);
+    c.relay.configure(c.id, LegSide::A, &RemoteSpec::default()); // no effect, no panic
+    // The sockets are closed: the ports bind again.
+    assert!(UdpSocket::bind(c.at_a).is_ok());
+    assert!(UdpSocket::bind(rtcp_port(c.at_b)).is_ok());
+}
+
+#[test]
+fn pairs_are_spread_over_the_workers() {
+    let relay = relay_with(8, 2);
+    let spec = PairSpec { local_a: V4, local_b: V4 };
+    let ids: Vec<_> = (0..4).map(|_| relay.open(spec).unwrap().id).collect();
+    let control = relay.control();
+    let mut load = control.load.clone();
+    load.sort_unstable();
+    assert_eq!(load, [2, 2]);
+    assert_eq!(ids.len(), control.pairs.len());
+}
+
+#[test]
+fn drop_stops_and_joins_the_workers() {
+    let relay = relay_with(2, 2);
+    assert_eq!(relay.workers(), 2);
+    let alive: Vec<_> = relay.workers.iter().map(|w| w.alive.clone()).collect();
+    assert!(alive.iter().all(|w| w.upgrade().is_some()));
+    let ports = relay.open(PairSpec { local_a: V4, local_b: V4 }).unwrap();
+    drop(relay);
+    assert!(alive.iter().all(|w| w.upgrade().is_none()), "a worker thread is still running");
+    // Its open pair was closed on the way out.
+    assert!(UdpSocket::bind((V4, ports.a_rtp)).is_ok());
+}
+
+#[test]
+fn shutdown_is_idempotent_and_keeps_the_last_figures() {
+    let c = Call::new(V4, V4);
+    relay_stream(&c.a, c.at_a, &c.b, c.at_b, 3, 1);
+    c.stats_until(|s| s.from_a.forwarded == 3);
+    c.relay.shutdown();
+    c.relay.shutdown();
+    assert_eq!(c.relay.stats(c.id).unwrap().from_a.forwarded, 3);
+    assert!(matches!(
+        c.relay.open(PairSpec { local_a: V4, local_b: V4 }),
+        Err(RelayError::Io(_) | RelayError::NoPorts)
+    ));
+}
+
+#[test]
+fn config_is_checked() {
+    let bad = |port_min, port_max, dscp| {
+        Relay::start(RelayConfig { port_min, port_max, workers: 1, dscp }).unwrap_err().kind()
+    };
+    assert_eq!(bad(0, 100, None), io::ErrorKind::InvalidInput);
+    assert_eq!(bad(30001, 30002, None), io::ErrorKind::InvalidInput);
+    assert_eq!(bad(30000, 30001, Some(64)), io::ErrorKind::InvalidInput);
+}
+
+#[test]
+fn sockets_carry_the_dscp() {
+    use socket2::SockRef;
+    let v4 = bind_socket(SocketAddr::new(V4, 0), Some(46)).unwrap();
+    assert_eq!(SockRef::from(&v4).tos_v4().unwrap(), 46 << 2);
+    let v6 = bind_socket(SocketAddr::new(V6, 0), Some(46)).unwrap();
+    assert_eq!(SockRef::from(&v6).tclass_v6().unwrap(), 46 << 2);
+    assert!(SockRef::from(&v6).only_v6().unwrap());
+    let plain = bind_socket(SocketAddr::new(V4, 0), None).unwrap();
+    assert_eq!(SockRef::from(&plain).tos_v4().unwrap(), 0);
+    assert!(SockRef::from(&plain).recv_buffer_size().unwrap() >= 208 * 1024);
+}
+
+/// Relay throughput through one worker on loopback. Run with
+/// `cargo test -p sbc-media --release -- --ignored --nocapture throughput`;
+/// `RELAY_BENCH_PAIRS` (default 1) spreads the load over that many pairs.
+#[test]
+#[ignore = "benchmark: run on demand, in release mode"]
+fn throughput_one_worker() {
+    use std::os::fd::AsRawFd;
+
+    use super::sys::{BATCH, Batch};
+
+    let pairs: u16 =
+        std::env::var("RELAY_BENCH_PAIRS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    let secs: u64 =
+        std::env::var("RELAY_BENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    // A range of its own below the test block, sized to the run (up to 2,500 pairs).
+    let pairs = pairs.clamp(1, 2500);
+    let config =
+        RelayConfig { port_min: 10_000, port_max: 10_000 + 4 * pairs - 1, workers: 1, dscp: None };
+    let relay = Relay::start(config).unwrap();
+    let sender = UdpSocket::bind((V4, 0)).unwrap();
+    let sink = UdpSocket::bind((V4, 0)).unwrap(); // never read: the kernel drops its overflow
+    let mut targets = Vec::new();
+    let mut ids = Vec::new();
+    for _ in 0..pairs {
+        let p = relay.open(PairSpec { local_a: V4, local_b: V4 }).unwrap();
+        let a = RemoteSpec { rtp: Some(sender.local_addr().unwrap()), ..RemoteSpec::default() };
+        let b = RemoteSpec { rtp: Some(sink.local_addr().unwrap()), ..RemoteSpec::default() };
+        relay.configure(p.id, LegSide::A, &a);
+        relay.configure(p.id, LegSide::B, &b);
+        targets.push(SocketAddr::new(V4, p.a_rtp));
+        ids.push(p.id);
+    }
+    sender.set_nonblocking(true).unwrap();
+    // The worker names its thread as it starts: wait for the name to appear.
+    let named = Instant::now() + WAIT;
+    let mut cpu_before = thread_cpu("media-0");
+    while cpu_before.is_none() && Instant::now() < named {
+        std::thread::sleep(Duration::from_millis(1));
+        cpu_before = thread_cpu("media-0");
+    }
+    let stop = Instant::now() + Duration::from_secs(secs);
+    let mut batch = Batch::new();
+    let mut seq = 0u16;
+    let mut sent = 0u64;
+    let start = Instant::now();
+    let mut next = 0;
+    while Instant::now() < stop {
+        for i in 0..BATCH {
+            seq = seq.wrapping_add(1);
+            batch.stage(i, &rtp(0, false, seq, u32::from(seq) * 160, 1));
+            batch.queue(i, 172, targets[next], 0);
+            next = (next + 1) % targets.len();
+        }
+        let counts = batch.flush(sender.as_raw_fd());
+        sent += u64::from(counts.sent[0]);
+        if counts.failed[0] > 0 {
+            std::thread::yield_now();
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    // Let the worker finish what is queued.
+    std::thread::sleep(Duration::from_millis(50));
+    let cpu = thread_cpu("media-0").zip(cpu_before).map(|(after, before)| after - before);
+    let (mut forwarded, mut received) = (0, 0);
+    for id in &ids {
+        let s = relay.stats(*id).unwrap();
+        forwarded += s.from_a.forwarded;
+        received += s.from_a.packets;
+    }
+    let cpu = cpu.map_or(f64::NAN, |c| c.as_secs_f64());
+    println!(
+        "relay throughput, 1 worker, {pairs} pair(s), {elapsed:.1} s: offered {:.0} pkt/s, \
+         relayed {:.0} pkt/s ({received} received, {forwarded} forwarded); worker CPU {cpu:.2} s \
+         = {:.0} pkt per CPU-second",
+        sent as f64 / elapsed,
+        forwarded as f64 / elapsed,
+        forwarded as f64 / cpu,
+    );
+    assert!(forwarded > 0);
+}
+
+/// Baseline for `throughput_one_worker`: the same load through a thread that forwards with one
+/// `recv_from` and one `send_to` per packet and no checks, to show what batching buys.
+#[test]
+#[ignore = "benchmark: run on demand, in release mode"]
+fn throughput_naive_baseline() {
+    use std::os::fd::AsRawFd;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+
+    use super::sys::{BATCH, Batch};
+
+    let secs: u64 =
+        std::env::var("RELAY_BENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let a = bind_socket(SocketAddr::new(V4, 0), None).unwrap();
+    let b = bind_socket(SocketAddr::new(V4, 0), None).unwrap();
+    a.set_nonblocking(false).unwrap();
+    a.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let at = a.local_addr().unwrap();
+    let sink = UdpSocket::bind((V4, 0)).unwrap();
+    let to = sink.local_addr().unwrap();
+    let (stop, forwarded) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let thread = {
+        let (stop, forwarded) = (Arc::clone(&stop), Arc::clone(&forwarded));
+        std::thread::Builder::new()
+            .name("naive-0".into())
+            .spawn(move || {
+                let mut buf = [0u8; 2048];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok((n, _)) = a.recv_from(&mut buf)
+                        && b.send_to(&buf[..n], to).is_ok()
+                    {
+                        forwarded.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+            .unwrap()
+    };
+    let named = Instant::now() + WAIT;
+    let mut cpu_before = thread_cpu("naive-0");
+    while cpu_before.is_none() && Instant::now() < named {
+        std::thread::sleep(Duration::from_millis(1));
+        cpu_before = thread_cpu("naive-0");
+    }
+    let sender = UdpSocket::bind((V4, 0)).unwrap();
+    sender.set_nonblocking(true).unwrap();
+    let mut batch = Batch::new();
+    let start = Instant::now();
+    let mut seq = 0u16;
+    while start.elapsed() < Duration::from_secs(secs) {
+        for i in 0..BATCH {
+            seq = seq.wrapping_add(1);
+            batch.stage(i, &rtp(0, false, seq, u32::from(seq) * 160, 1));
+            batch.queue(i, 172, at, 0);
+        }
+        if batch.flush(sender.as_raw_fd()).failed[0] > 0 {
+            std::thread::yield_now();
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = thread_cpu("naive-0").zip(cpu_before).map(|(after, before)| after - before);
+    let done = forwarded.load(Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    thread.join().unwrap();
+    let cpu = cpu.map_or(f64::NAN, |c| c.as_secs_f64());
+    println!(
+        "naive forwarder (recv_from/send_to), {elapsed:.1} s: relayed {:.0} pkt/s; \
+         thread CPU {cpu:.2} s = {:.0} pkt per CPU-second",
+        done as f64 / elapsed,
+        done as f64 / cpu,
+    );
+}
+
+/// CPU time (user + system) of this process's thread named `name`, from /proc.
+fn thread_cpu(name: &str) -> Option<Duration> {
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let dir = task.ok()?.path();
+        if std::fs::read_to_string(dir.join("comm")).ok()?.trim() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+        // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split(' ').collect();
+        let ticks: u64 =
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        // /proc reports in USER_HZ, which is 100 on Linux.
+        return Some(Duration::from_millis(ticks * 10));
+    }
+    None
+}

@@ -1,0 +1,455 @@
+//! One media worker: an event loop that owns a set of pairs and relays their packets.
+//!
+//! Each worker thread owns a `mio::Poll` (epoll), the pairs placed on it in a slab, and one
+//! [`Batch`] of buffers. Both sides of a pair live on the same worker, so forwarding is a
+//! `sendmmsg` on a socket the thread already owns, with no cross-thread hop. Signalling threads
+//! reach the worker only through its bounded command channel and its waker.
+//!
+//! Loop: wait for readiness; apply all pending commands (so a `configure` made before a packet
+//! was sent applies to that packet); then, for each readable socket, `recvmmsg` a batch, read
+//! the clock once, run the packet rules on each datagram, `sendmmsg` what is forwarded, and
+//! publish the served direction's figures. A socket is read at most [`MAX_BATCHES`] times per
+//! round; one that is still busy is carried to the next round (after a non-blocking poll) so a
+//! flood on one port cannot starve the other calls of the worker.
+//!
+//! Nothing on the per-packet path allocates, locks or logs: buffers are the worker's batch,
+//! state lives in the slab, figures go out through atomics. Logs are for control events only.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
+use std::time::{Duration, Instant};
+
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token};
+
+use super::packet::{self, Kind, RtpFields, SideRules, Socket, Verdict};
+use super::publish::SharedStats;
+use super::sys::{BATCH, Batch};
+use crate::LegSide;
+use crate::backend::{DirectionStats, PairId, RemoteSpec};
+use crate::ports::Leased;
+use crate::stats::RtpReceiveStats;
+
+/// Receive batches taken from one socket per round before the worker serves the others
+/// (8 × 32 = 256 datagrams).
+const MAX_BATCHES: usize = 8;
+
+/// Readiness events taken per poll.
+const EVENTS: usize = 1024;
+
+/// The waker's token; socket tokens are `slot * 4 + side * 2 + socket`.
+pub(crate) const WAKER: Token = Token(usize::MAX);
+
+/// A request from a signalling thread.
+pub(crate) enum Command {
+    /// Take over a new pair: its sockets (A, B), already bound, and its figures.
+    Open { id: PairId, sides: [Leased<UdpSocket>; 2], v6: [bool; 2], shared: Arc<SharedStats> },
+    /// New remote description for one side.
+    Configure { id: PairId, side: LegSide, remote: Box<RemoteSpec> },
+    /// Close the pair, publish its final figures, then answer on `done`.
+    Close { id: PairId, done: SyncSender<()> },
+    /// Close everything and end the thread.
+    Shutdown,
+}
+
+/// One side of a pair, as the worker holds it.
+struct Side {
+    rules: SideRules,
+    /// Counters of packets received from this side's peer; `lost` and `jitter_ms` are filled
+    /// from `rx` when published.
+    counters: DirectionStats,
+    rx: RtpReceiveStats,
+    /// Last field: the sockets close before the lease returns their ports.
+    sockets: Leased<UdpSocket>,
+}
+
+impl Side {
+    fn socket(&self, which: Socket) -> &UdpSocket {
+        match which {
+            Socket::Rtp => &self.sockets.rtp,
+            Socket::Rtcp => &self.sockets.rtcp,
+        }
+    }
+
+    fn figures(&self) -> DirectionStats {
+        let clock_rate = self.rules.remote().map_or(0, |r| r.clock_rate);
+        DirectionStats {
+            lost: self.rx.lost(),
+            jitter_ms: self.rx.jitter_ms(clock_rate),
+            ..self.counters
+        }
+    }
+}
+
+struct Pair {
+    id: PairId,
+    /// Indexed by side: 0 = A, 1 = B.
+    sides: [Side; 2],
+    last_packet: Option<Instant>,
+    shared: Arc<SharedStats>,
+    /// Per socket (token order): already on the carry list for the next round.
+    carried: [bool; 4],
+}
+
+impl Pair {
+    fn publish(&self, side: usize, epoch: Instant) {
+        self.shared.publish(side, &self.sides[side].figures(), self.last_packet, epoch);
+    }
+}
+
+/// The worker's state; lives on its thread.
+pub(crate) struct Worker {
+    poll: Poll,
+    events: Events,
+    commands: Receiver<Command>,
+    /// Slab of pairs; a token's slot indexes it.
+    pairs: Vec<Option<Pair>>,
+    free: Vec<usize>,
+    by_id: HashMap<PairId, usize>,
+    batch: Batch,
+    /// Sockets to serve again next round, and the list being built for the round after. Their
+    /// capacity covers every socket, so pushing never allocates.
+    carry: Vec<Token>,
+    next_carry: Vec<Token>,
+    /// The relay's time origin for published instants and RTP arrival clocks.
+    epoch: Instant,
+}
+
+fn token(slot: usize, side: usize, which: Socket) -> Token {
+    Token(slot * 4 + side * 2 + usize::from(which == Socket::Rtcp))
+}
+
+fn untoken(t: Token) -> (usize, usize, Socket) {
+    let which = if t.0 & 1 == 0 { Socket::Rtp } else { Socket::Rtcp };
+    (t.0 / 4, (t.0 / 2) & 1, which)
+}
+
+impl Worker {
+    pub(crate) fn new(poll: Poll, commands: Receiver<Command>, epoch: Instant) -> Worker {
+        Worker {
+            poll,
+            events: Events::with_capacity(EVENTS),
+            commands,
+            pairs: Vec::new(),
+            free: Vec::new(),
+            by_id: HashMap::new(),
+            batch: Batch::new(),
+            carry: Vec::new(),
+            next_carry: Vec::new(),
+            epoch,
+        }
+    }
+
+    /// Runs until a `Shutdown` command or until every sender is gone.
+    pub(crate) fn run(mut self) {
+        loop {
+            let timeout = if self.carry.is_empty() { None } else { Some(Duration::ZERO) };
+            if let Err(e) = self.poll.poll(&mut self.events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                tracing::error!(error = %e, "media worker: poll failed, stopping");
+                return;
+            }
+            if !self.apply_commands() {
+                return;
+            }
+            // Sockets left busy by the last round first; their flags clear as they are taken.
+            let mut carry = std::mem::take(&mut self.carry);
+            for t in carry.drain(..) {
+                let (slot, _, _) = untoken(t);
+                if let Some(Some(pair)) = self.pairs.get_mut(slot) {
+                    pair.carried[t.0 & 3] = false;
+                }
+                self.serve(t);
+            }
+            // Hand the drained (empty, still allocated) list back for reuse.
+            self.carry = carry;
+            // The event list is moved out while `serve` borrows `self`; an empty `Events` does
+            // not allocate.
+            let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+            for e in events.iter() {
+                if e.token() != WAKER {
+                    self.serve(e.token());
+                }
+            }
+            self.events = events;
+            std::mem::swap(&mut self.carry, &mut self.next_carry);
+        }
+    }
+
+    /// Applies pending commands; `false` on shutdown.
+    fn apply_commands(&mut self) -> bool {
+        loop {
+            match self.commands.try_recv() {
+                Ok(Command::Open { id, sides, v6, shared }) => self.open(id, sides, v6, shared),
+                Ok(Command::Configure { id, side, remote }) => {
+                    if let Some(pair) = self.by_id.get(&id).and_then(|&s| self.pairs[s].as_mut()) {
+                        pair.sides[side_index(side)].rules.configure(&remote);
+                    }
+                }
+                Ok(Command::Close { id, done }) => {
+                    self.close(id);
+                    // The closer may have given up waiting; nothing to do then.
+                    let _ = done.send(());
+                }
+                Ok(Command::Shutdown) | Err(TryRecvError::Disconnected) => {
+                    for slot in 0..self.pairs.len() {
+                        if let Some(id) = self.pairs[slot].as_ref().map(|p| p.id) {
+                            self.close(id);
+                        }
+                    }
+                    return false;
+                }
+                Err(TryRecvError::Empty) => return true,
+            }
+        }
+    }
+
+    fn open(
+        &mut self,
+        id: PairId,
+        sides: [Leased<UdpSocket>; 2],
+        v6: [bool; 2],
+        shared: Arc<SharedStats>,
+    ) {
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.pairs.push(None);
+            self.pairs.len() - 1
+        });
+        let [a, b] = sides;
+        let side = |sockets, v6| Side {
+            rules: SideRules::new(v6),
+            counters: DirectionStats::default(),
+            rx: RtpReceiveStats::new(),
+            sockets,
+        };
+        let mut pair = Pair {
+            id,
+            sides: [side(a, v6[0]), side(b, v6[1])],
+            last_packet: None,
+            shared,
+            carried: [false; 4],
+        };
+        if let Err(e) = self.register(&mut pair, slot) {
+            // The pair is dropped here: sockets closed, ports returned. Its figures stay zero.
+            tracing::error!(pair = id.0, error = %e, "media worker: cannot watch the pair");
+            let _ = self.deregister(&mut pair);
+            self.free.push(slot);
+            return;
+        }
+        self.pairs[slot] = Some(pair);
+        self.by_id.insert(id, slot);
+        // Every socket can be on the carry list once: keep room for all of them.
+        let sockets = 4 * self.pairs.len();
+        self.carry.reserve(sockets.saturating_sub(self.carry.len()));
+        self.next_carry.reserve(sockets.saturating_sub(self.next_carry.len()));
+    }
+
+    fn register(&self, pair: &mut Pair, slot: usize) -> io::Result<()> {
+        let registry = self.poll.registry();
+        for (side, s) in pair.sides.iter_mut().enumerate() {
+            registry.register(
+                &mut s.sockets.rtp,
+                token(slot, side, Socket::Rtp),
+                Interest::READABLE,
+            )?;
+            registry.register(
+                &mut s.sockets.rtcp,
+                token(slot, side, Socket::Rtcp),
+                Interest::READABLE,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn deregister(&self, pair: &mut Pair) -> io::Result<()> {
+        let registry = self.poll.registry();
+        for s in &mut pair.sides {
+            // A socket that was never registered fails here; the others still go.
+            let r1 = registry.deregister(&mut s.sockets.rtp);
+            let r2 = registry.deregister(&mut s.sockets.rtcp);
+            r1.and(r2)?;
+        }
+        Ok(())
+    }
+
+    fn close(&mut self, id: PairId) {
+        let Some(slot) = self.by_id.remove(&id) else { return };
+        let Some(mut pair) = self.pairs[slot].take() else { return };
+        pair.publish(0, self.epoch);
+        pair.publish(1, self.epoch);
+        let _ = self.deregister(&mut pair);
+        // Forget its sockets in the carry lists: the slot may be reused.
+        self.carry.retain(|t| untoken(*t).0 != slot);
+        self.next_carry.retain(|t| untoken(*t).0 != slot);
+        self.free.push(slot);
+        // `pair` drops here: sockets close, then the leases return the ports.
+    }
+
+    /// Serves one readable socket for up to [`MAX_BATCHES`] batches.
+    fn serve(&mut self, t: Token) {
+        let (slot, side, which) = untoken(t);
+        let Some(Some(pair)) = self.pairs.get_mut(slot) else { return };
+        for _ in 0..MAX_BATCHES {
+            let fd = pair.sides[side].socket(which).as_raw_fd();
+            let n = match self.batch.recv(fd) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // WouldBlock: drained. Other errors (a pending ICMP error surfaces once, then
+                // the socket works again): leave it until the next readiness event.
+                Err(_) => return,
+            };
+            relay_batch(pair, side, which, &mut self.batch, n, self.epoch);
+            pair.publish(side, self.epoch);
+            if n < BATCH {
+                // The queue was empty before the batch filled; a datagram arriving after that
+                // raises a new edge.
+                return;
+            }
+        }
+        // Still busy after MAX_BATCHES: serve it again next round, once.
+        let flag = t.0 & 3;
+        if !pair.carried[flag] {
+            pair.carried[flag] = true;
+            self.next_carry.push(t);
+        }
+    }
+}
+
+fn side_index(side: LegSide) -> usize {
+    match side {
+        LegSide::A => 0,
+        LegSide::B => 1,
+    }
+}
+
+/// RTP clock units elapsed since `epoch` at `rate` Hz, wrapping like an RTP timestamp.
+fn rtp_clock(elapsed: Duration, rate: u32) -> u32 {
+    let rate = u64::from(rate);
+    let units = elapsed
+        .as_secs()
+        .wrapping_mul(rate)
+        .wrapping_add(u64::from(elapsed.subsec_nanos()) * rate / 1_000_000_000);
+    units as u32
+}
+
+/// The packet path: relays the `n` datagrams in `batch`, received on side `x`'s `which` socket.
+fn relay_batch(
+    pair: &mut Pair,
+    x: usize,
+    which: Socket,
+    batch: &mut Batch,
+    n: usize,
+    epoch: Instant,
+) {
+    // One clock read per batch, not per packet.
+    let now = Instant::now();
+    let (xs, ys) = match &mut pair.sides {
+        [a, b] if x == 0 => (a, &*b),
+        [a, b] => (b, &*a),
+    };
+    let clock_rate = xs.rules.remote().map_or(0, |r| r.clock_rate);
+    let arrival = rtp_clock(now.saturating_duration_since(epoch), clock_rate);
+    let mut accepted = false;
+    for i in 0..n {
+        let Some((data, src)) = batch.datagram(i) else {
+            xs.counters.dropped += 1;
+            continue;
+        };
+        let (kind, latch, out) = match packet::inspect(&xs.rules, &ys.rules, which, data, src) {
+            Verdict::Reject(_) => {
+                xs.counters.dropped += 1;
+                continue;
+            }
+            Verdict::Accept { kind, latch, out } => (kind, latch, out),
+        };
+        accepted = true;
+        if latch {
+            xs.rules.latch(kind, src);
+        }
+        let len = data.len();
+        match kind {
+            Kind::Rtp => {
+                xs.counters.packets += 1;
+                xs.counters.bytes += len as u64;
+                if let Some(h) = RtpFields::parse(data) {
+                    xs.rx.handle_rtp(h.ssrc, h.seq, h.timestamp, arrival);
+                }
+                if out.is_ok()
+                    && let Some(remote) = xs.rules.remote()
+                {
+                    packet::rewrite_payload_type(data, &remote.pt_map);
+                }
+            }
+            Kind::Rtcp => xs.counters.rtcp_packets += 1,
+        }
+        match out {
+            Ok(out) if out.via == Socket::Rtp => {
+                // Sent with the others of this batch by the sendmmsg below.
+                if !batch.queue(i, len, out.to, tag(kind)) {
+                    xs.counters.dropped += 1;
+                }
+            }
+            Ok(out) => {
+                // RTCP to a separate RTCP port: a few per second, sent on its own.
+                if send_one(ys.socket(Socket::Rtcp), data_of(batch, i), out.to).is_err() {
+                    xs.counters.dropped += 1;
+                }
+            }
+            Err(_) => xs.counters.dropped += 1,
+        }
+    }
+    let counts = batch.flush(ys.socket(Socket::Rtp).as_raw_fd());
+    xs.counters.forwarded += u64::from(counts.sent[tag(Kind::Rtp)]);
+    xs.counters.dropped += u64::from(counts.failed[0] + counts.failed[1]);
+    if accepted {
+        pair.last_packet = Some(now);
+    }
+}
+
+fn tag(kind: Kind) -> usize {
+    match kind {
+        Kind::Rtp => 0,
+        Kind::Rtcp => 1,
+    }
+}
+
+fn data_of(batch: &mut Batch, i: usize) -> &[u8] {
+    batch.datagram(i).map_or(&[], |(d, _)| d)
+}
+
+fn send_one(socket: &UdpSocket, data: &[u8], to: SocketAddr) -> io::Result<()> {
+    socket.send_to(data, to).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip() {
+        for slot in [0, 1, 7, 1 << 20] {
+            for side in 0..2 {
+                for which in [Socket::Rtp, Socket::Rtcp] {
+                    let t = token(slot, side, which);
+                    assert_ne!(t, WAKER);
+                    assert_eq!(untoken(t), (slot, side, which));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rtp_clock_counts_in_clock_units() {
+        assert_eq!(rtp_clock(Duration::from_millis(20), 8000), 160);
+        assert_eq!(rtp_clock(Duration::from_millis(1500), 48000), 72000);
+        assert_eq!(rtp_clock(Duration::from_secs(3600), 90000), 324_000_000);
+        // Wraps instead of overflowing after a long uptime.
+        let _ = rtp_clock(Duration::from_secs(u64::MAX / 2), 90000);
+    }
+}

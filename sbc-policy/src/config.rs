@@ -82,7 +82,7 @@ pub struct PolicyConfig {
     /// Default: [`crate::auth::DEFAULT_MAX_NONCES`] (200 000, about 12 MiB when full).
     pub max_nonces: usize,
     /// Key of the nonce HMAC. Must be set (at least 16 random bytes) when a realm is
-    /// configured; all shards and restarts that should accept each other's nonces share it.
+    /// configured; all SBC instances and restarts that should accept each other's nonces share it.
     /// Default: empty.
     pub nonce_secret: Secret,
 }

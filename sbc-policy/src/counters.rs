@@ -1,6 +1,13 @@
 //! Counters of every decision, as a plain snapshot the shell exports as metrics.
+//!
+//! Every packet of every receive task bumps one of them, so each counter is striped: a thread
+//! adds to its own cell (on its own cache line) and a snapshot sums the cells. One shared atomic
+//! would make all cores fight over one cache line on every packet.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crate::shard::SHARDS;
 
 /// A snapshot of [`crate::Policy::counters`]. Totals count since start; the fields marked
 /// "now" are gauges. Bans that ended count as active until the next
@@ -83,24 +90,59 @@ pub struct PolicyCounters {
     pub nonces_untracked: u64,
 }
 
-/// Declares the live counters: one relaxed atomic per total of [`PolicyCounters`] that is
-/// counted as it happens (the gauges and the table statistics are read from their tables).
+/// A total that any thread may bump without sharing a cache line with the others.
+#[derive(Debug, Default)]
+pub(crate) struct Counter {
+    cells: [Padded; SHARDS],
+}
+
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Padded(AtomicU64);
+
+/// Hands each thread its cell, round robin.
+static NEXT_CELL: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static CELL: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+impl Counter {
+    /// Adds `n`. Relaxed: counters order nothing.
+    pub(crate) fn add(&self, n: u64) {
+        let i = CELL.with(|c| {
+            if c.get() == usize::MAX {
+                c.set(NEXT_CELL.fetch_add(1, Ordering::Relaxed) % SHARDS);
+            }
+            c.get()
+        });
+        self.cells[i].0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The total.
+    pub(crate) fn load(&self) -> u64 {
+        self.cells.iter().map(|c| c.0.load(Ordering::Relaxed)).sum()
+    }
+}
+
+/// Declares the live counters: one [`Counter`] per total of [`PolicyCounters`] that is counted as
+/// it happens (the gauges and the table statistics are read from their tables).
 macro_rules! live_counters {
     ($($field:ident),* $(,)?) => {
         /// The totals, bumped from any thread.
         #[derive(Debug, Default)]
         pub(crate) struct Counters {
-            $(pub(crate) $field: AtomicU64,)*
+            $(pub(crate) $field: Counter,)*
             /// Bans restored from the state file (reported inside `bans_added`).
-            pub(crate) bans_restored: AtomicU64,
+            pub(crate) bans_restored: Counter,
         }
 
         impl Counters {
             /// The totals; table statistics and gauges are left at 0 for the caller to fill.
             pub(crate) fn snapshot(&self) -> PolicyCounters {
                 PolicyCounters {
-                    $($field: self.$field.load(Ordering::Relaxed),)*
-                    bans_added: self.bans_restored.load(Ordering::Relaxed),
+                    $($field: self.$field.load(),)*
+                    bans_added: self.bans_restored.load(),
                     ..PolicyCounters::default()
                 }
             }
@@ -138,8 +180,8 @@ live_counters!(
 );
 
 impl Counters {
-    /// Counts one event. Relaxed: counters order nothing.
-    pub(crate) fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
+    /// Counts one event.
+    pub(crate) fn bump(counter: &Counter) {
+        counter.add(1);
     }
 }

@@ -26,9 +26,11 @@
 //! A `Policy` is `Sync` and every method takes `&self`: the shell shares one (in an `Arc`) among
 //! its receive tasks and all signalling shards, so a ban made anywhere is seen everywhere and a
 //! trunk's CAC limit is exact however calls are spread over shards. The per-packet path takes no
-//! lock that all threads share: bans are read from a striped index (no lock at all while nobody
-//! is banned), per-source tables are striped by a keyed hash, and CAC slots are reserved with a
-//! compare-and-swap per count.
+//! lock that all threads share: a source that is not banned passes a counting filter with one
+//! read (a banned one is confirmed in a striped index of read locks), per-source tables are
+//! striped by a keyed hash, counters are striped per thread, and CAC slots are reserved with a
+//! compare-and-swap per count. Measured single-threaded (`per_packet_cost`, an ignored test):
+//! about 40 ns for a banned source, 65 ns for a trusted one, 80 ns with the rate limiter.
 //!
 //! # Driving contract (sans-IO)
 //!

@@ -631,11 +631,11 @@ impl Engine {
         let method = req.method().map(|m| m.to_string()).unwrap_or_default();
         let now_unix = self.unix_time(now);
         let source = flow.remote.ip();
-        // A request may carry credentials for several realms (RFC 3261 section 22.3); the one
-        // for ours is checked, the others read as missing.
         let request_uri = std::str::from_utf8(&request_uri).unwrap_or("");
-        // Not `values()`: a credentials value is one comma-separated list of auth-params, never
-        // split (RFC 3261 section 25.1); each header line is one set of credentials.
+        // A request may carry credentials for several realms (RFC 3261 section 22.3); the one
+        // for ours is checked, the others read as missing. Not `values()`: a credentials value
+        // is one comma-separated list of auth-params, never split (RFC 3261 section 25.1); each
+        // header line is one set of credentials.
         let values: Vec<Bytes> =
             req.headers.iter().filter(|h| h.name == answer).map(|h| h.value.clone()).collect();
         let mut outcome = None;

@@ -196,6 +196,12 @@ lab__dump_logs() {
         echo "---- tail of $(basename "$f")"
         tail -n 10 "$f"
     done
+    # Logs of peers other than SIPp (baresip, ...): NAME.ua.log.
+    for f in "$OUT"/*.ua.log; do
+        [[ -s $f ]] || continue
+        echo "---- tail of $(basename "$f")"
+        tail -n "${LAB_DUMP_LINES:-40}" "$f"
+    done
     # The last scenario screen of each SIPp: how many calls reached each message.
     for f in "$OUT"/*.stdout; do
         [[ $f == */sbc.stdout ]] && continue

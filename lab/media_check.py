@@ -20,7 +20,12 @@ tool we did not write.
 
   media_check.py tone --pcap F --sbc IP.. --to IP --hz F [--tolerance 25]
       Decodes the G.711 RTP the SBC sent to IP (PCMU or PCMA by payload type) and requires
-      that the strongest frequency is F +- tolerance Hz.
+      that the strongest frequency is F +- tolerance Hz. (With no SBC in the path, give the
+      sending UA's address as --sbc to judge what that UA sent to IP.)
+
+  media_check.py count --pcap F --src IP --dst IP [--min-packets N] [--from T] [--to-time T]
+      Counts the RTP packets sent from IP to IP and requires at least N (default 1). Needs no
+      SBC: in direct mode it shows that two UAs exchanged media.
 
 Exit status 0 when every check holds, 1 otherwise; each check prints one line.
 """
@@ -209,6 +214,14 @@ def cmd_tone(a):
     return 0 if ok else 1
 
 
+def cmd_count(a):
+    n = sum(1 for p in rtp_rows(a) if p["src"] == a.src and p["dst"] == a.dst)
+    ok = n >= a.min_packets
+    verdict = "ok" if ok else "FAIL"
+    print(f"{verdict}: {n} RTP packets {a.src} -> {a.dst} (need {a.min_packets})")
+    return 0 if ok else 1
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -230,8 +243,15 @@ def main():
             p.add_argument("--to", required=True)
             p.add_argument("--hz", type=float, required=True)
             p.add_argument("--tolerance", type=float, default=25)
+    p = sub.add_parser("count")
+    p.add_argument("--pcap", required=True)
+    p.add_argument("--src", required=True)
+    p.add_argument("--dst", required=True)
+    p.add_argument("--min-packets", type=int, default=1)
+    p.add_argument("--from", dest="from_t", type=float)
+    p.add_argument("--to-time", dest="to_t", type=float)
     a = ap.parse_args()
-    return {"sdp": cmd_sdp, "rtp": cmd_rtp, "tone": cmd_tone}[a.cmd](a)
+    return {"sdp": cmd_sdp, "rtp": cmd_rtp, "tone": cmd_tone, "count": cmd_count}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -124,7 +124,8 @@ impl Row {
                 format!("{}.{:02}", m.mos_x100 / 100, m.mos_x100 % 100)
             }
         };
-        let jitter = |m: &MediaLegStats| format!("{}.{:03}", m.jitter_us / 1000, m.jitter_us % 1000);
+        let jitter =
+            |m: &MediaLegStats| format!("{}.{:03}", m.jitter_us / 1000, m.jitter_us % 1000);
         Row {
             record_id: r.record_id.clone(),
             start: utc_ms(r.start),

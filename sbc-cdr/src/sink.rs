@@ -13,6 +13,7 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -46,7 +47,8 @@ enum Msg {
 #[derive(Debug)]
 pub struct CdrSink {
     tx: SyncSender<Msg>,
-    thread: Option<JoinHandle<()>>,
+    /// Taken by the first `stop`.
+    thread: Mutex<Option<JoinHandle<()>>>,
     dropped: metrics::Counter,
 }
 
@@ -97,7 +99,7 @@ impl CdrSink {
             run(rx, Recorder::with_instance(instance), writer, journal);
         })?;
         let dropped = metrics::counter!("sbc_cdr_events_dropped_total");
-        Ok((CdrSink { tx, thread: Some(thread), dropped }, report))
+        Ok((CdrSink { tx, thread: Mutex::new(Some(thread)), dropped }, report))
     }
 
     /// Hands one event to the thread, never waiting.
@@ -112,9 +114,11 @@ impl CdrSink {
 
     /// Writes everything queued, completes the current file, syncs the journal and stops the
     /// thread. Blocks: call it off the runtime (shutdown).
-    pub fn stop(mut self) {
-        let _ = self.tx.send(Msg::Stop);
-        if let Some(t) = self.thread.take() {
+    /// Later calls return at once. Events recorded after it are dropped.
+    pub fn stop(&self) {
+        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(t) = thread {
+            let _ = self.tx.send(Msg::Stop);
             let _ = t.join();
         }
     }
@@ -185,7 +189,12 @@ fn run(
     }
 }
 
-fn handle(ev: CallEvent, recorder: &mut Recorder, writer: &mut Writer, journal: Option<&mut Journal>) {
+fn handle(
+    ev: CallEvent,
+    recorder: &mut Recorder,
+    writer: &mut Writer,
+    journal: Option<&mut Journal>,
+) {
     let call = ev.call;
     let media = matches!(ev.kind, CallEventKind::Media { .. });
     match recorder.handle(ev) {

@@ -440,7 +440,10 @@ pub(crate) mod tests {
         w.push(rec(2, t(0)));
         assert_eq!(w.run(t(0)), vec!["t-2"]);
         let files = names(&c.pickup_dir);
-        assert_eq!(files, vec!["cdr-20261103T100000.000Z-1.jsonl", "cdr-20261103T100000.000Z.jsonl"]);
+        assert_eq!(
+            files,
+            vec!["cdr-20261103T100000.000Z-1.jsonl", "cdr-20261103T100000.000Z.jsonl"]
+        );
         let line = fs::read_to_string(c.pickup_dir.join(&files[1])).unwrap();
         let v: serde_json::Value = serde_json::from_str(line.trim_end()).unwrap();
         assert_eq!(v["disposition"], "answered");

@@ -34,6 +34,7 @@ fn config(targets: &[&str], ring: Duration) -> Config {
         max_headers: 128,
         drain_grace: Duration::from_secs(1),
         metrics: None,
+        records: None,
         // No media timeout: most scenarios run long on the fake clock without RTP.
         media: MediaConfig {
             defaults: MediaOptions {

@@ -40,6 +40,8 @@ pub struct Config {
     pub media: MediaConfig,
     /// Where Prometheus scrapes `/metrics`, if anywhere (`admin.metrics`).
     pub metrics: Option<SocketAddr>,
+    /// CDR files and their journal (`records:`); without it, records are only logged.
+    pub records: Option<sbc_cdr::sink::SinkConfig>,
 }
 
 /// RFC 3261 timer base values.

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use metrics::Counter;
+use sbc_cdr::sink::CdrSink;
 use sbc_cdr::{CallEvent, CallEventKind, Disposition, Recorder};
 use sbc_media::backend::RelayBackend;
 use sbc_media::relay::{Relay, RelayConfig};
@@ -55,6 +56,9 @@ pub enum StartError {
     /// The media relay could not start (its worker threads or wake-up channels).
     #[error("cannot start the media relay: {0}")]
     Media(io::Error),
+    /// The CDR journal could not be read, or the CDR thread could not start.
+    #[error("cannot start the CDR writer: {0}")]
+    Records(io::Error),
 }
 
 // Messages dominate the queue; boxing them would add an allocation per message.
@@ -109,6 +113,9 @@ pub struct Sbc {
     done: Vec<tokio::task::JoinHandle<()>>,
     /// Kept so that the media workers live as long as the SBC; dropped after the shards.
     relay: Arc<Relay>,
+    /// The CDR thread, when `records:` is configured; stopped last, after the shards' final
+    /// events.
+    records: Option<Arc<CdrSink>>,
 }
 
 /// Context shared by the receive tasks.
@@ -176,6 +183,22 @@ impl Sbc {
             workers = relay.workers(),
             "media relay started"
         );
+        // Before any call: the previous run's unfinished records are written first.
+        let records = match &config.records {
+            Some(rc) => {
+                let (sink, report) =
+                    CdrSink::start(rc.clone(), SystemTime::now()).map_err(StartError::Records)?;
+                tracing::info!(
+                    dir = %rc.writer.pickup_dir.display(),
+                    recovered = report.recovered,
+                    interrupted = report.interrupted,
+                    ended = report.ended,
+                    "CDR writer started"
+                );
+                Some(Arc::new(sink))
+            }
+            None => None,
+        };
         for (shard, rx) in receivers.into_iter().enumerate() {
             let backend: Arc<dyn RelayBackend> = Arc::clone(&relay) as Arc<dyn RelayBackend>;
             let mut engine = Engine::with_relay(
@@ -192,6 +215,7 @@ impl Sbc {
                 router.clone(),
                 Arc::clone(&calls),
                 shard,
+                records.clone(),
             )));
         }
         for (i, sock) in output.udp.iter().enumerate() {
@@ -205,7 +229,7 @@ impl Sbc {
         for l in &config.listeners {
             tracing::info!(name = %l.name, addr = %l.addr, transports = ?l.transports, "listening");
         }
-        Ok(Sbc { config, shards: senders, calls, stats, done, relay })
+        Ok(Sbc { config, shards: senders, calls, stats, done, relay, records })
     }
 
     /// Calls in progress across all shards.
@@ -249,6 +273,10 @@ impl Sbc {
         }
         // The shards are gone, so no call holds media any more: stop the workers.
         self.relay.shutdown();
+        // Every shard's last events are in the CDR channel: write them, complete the file.
+        if let Some(records) = self.records {
+            let _ = tokio::task::spawn_blocking(move || records.stop()).await;
+        }
     }
 }
 
@@ -295,6 +323,7 @@ async fn run_shard(
     router: Router,
     calls: Arc<Vec<AtomicUsize>>,
     shard: usize,
+    records: Option<Arc<CdrSink>>,
 ) {
     let mut recorder = Recorder::new();
     let calls_started = metrics::counter!("sbc_calls_started_total");
@@ -341,12 +370,21 @@ async fn run_shard(
             match &kind {
                 CallEventKind::Started { .. } => calls_started.increment(1),
                 CallEventKind::Ended { disposition, .. } => {
-                    metrics::counter!("sbc_calls_ended_total", "disposition" => disposition_label(*disposition))
+                    metrics::counter!("sbc_calls_ended_total", "disposition" => disposition.label())
                         .increment(1)
+                }
+                CallEventKind::Rejected { .. } => {
+                    let d = Disposition::Rejected.label();
+                    metrics::counter!("sbc_calls_ended_total", "disposition" => d).increment(1)
                 }
                 _ => {}
             }
-            if let Some(record) = recorder.handle(CallEvent { call, at: SystemTime::now(), kind }) {
+            // One wall-clock reading per event, shared by the log and the CDR thread.
+            let event = CallEvent { call, at: SystemTime::now(), kind };
+            if let Some(r) = &records {
+                r.record(event.clone());
+            }
+            if let Some(record) = recorder.handle(event) {
                 tracing::info!(
                     call = record.call.0,
                     disposition = ?record.disposition,
@@ -361,17 +399,6 @@ async fn run_shard(
         }
         calls[shard].store(engine.call_count(), Ordering::Relaxed);
         calls_active.set(engine.call_count() as f64);
-    }
-}
-
-fn disposition_label(d: Disposition) -> &'static str {
-    match d {
-        Disposition::Answered => "answered",
-        Disposition::Busy => "busy",
-        Disposition::NoAnswer => "no_answer",
-        Disposition::Cancelled => "cancelled",
-        Disposition::Failed => "failed",
-        Disposition::Rejected => "rejected",
     }
 }
 

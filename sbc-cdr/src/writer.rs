@@ -216,6 +216,13 @@ impl Writer {
     /// survives a power cut. On failure the file stays sealed and is retried.
     fn commit(&mut self, done: &mut Vec<String>) -> io::Result<()> {
         let Some(f) = &mut self.current else { return Ok(()) };
+        if f.ids.is_empty() {
+            // Opened, but every write failed (disk full): there is nothing to hand over, and an
+            // empty file would only puzzle the collector.
+            let _ = fs::remove_file(&f.tmp);
+            self.current = None;
+            return Ok(());
+        }
         f.sealed = true;
         f.file.sync_all()?;
         let final_path = final_path(&self.cfg.pickup_dir, &f.tmp)?;

@@ -38,6 +38,8 @@ pub struct SinkConfig {
     pub channel: usize,
 }
 
+// Events dominate the channel; boxing them would add an allocation per event.
+#[allow(clippy::large_enum_variant)]
 enum Msg {
     Event(CallEvent),
     Stop,

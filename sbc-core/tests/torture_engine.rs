@@ -27,6 +27,7 @@ fn config() -> Config {
         metrics: None,
         records: None,
         media: MediaConfig::default(),
+        policy: Default::default(),
         tcp: TcpConfig { idle_timeout: Duration::from_secs(60), max_connections: 16 },
         listeners: vec![ListenerConfig {
             name: "access".into(),

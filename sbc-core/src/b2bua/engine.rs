@@ -4,7 +4,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use rand::rngs::StdRng;
@@ -14,14 +14,16 @@ use sbc_media::backend::RelayBackend;
 use sbc_media::{
     LegMedia, LegSide, MediaError, MediaPlane, MediaSessionId, MediaSummary, VirtualBackend,
 };
-use sbc_policy::{AdmissionRequest, Permit, Policy, Verdict};
+use sbc_policy::auth::AuthOutcome;
+use sbc_policy::{AdmissionRequest, AuthRequest, Offence, Permit, Policy, RejectMode, Verdict};
 
 use super::dialog::Dialog;
 use super::health::{ProbeCounter, TrunkHealth};
 use super::ids::{CallKey, decode_call_id, make_call_id, make_tag};
+use super::registrar;
 use super::routing::{self, Origin};
 use super::session_timer::{DEFAULT_SE, MIN_SE, SessionTimer};
-use crate::config::{Config, ListenerId, Transport, TrunkId};
+use crate::config::{Config, ListenerId, Side, Transport, TrunkId};
 use crate::sip::{self, HeaderName, Host, Limits, Message, Method, Uri};
 use crate::transaction::{TransactionLayer, TxnEvent, TxnId, shard_of_branch};
 use crate::transport::{Flow, Transmit};
@@ -64,6 +66,11 @@ pub struct EngineStats {
     pub calls_created: u64,
     /// Calls ended.
     pub calls_ended: u64,
+    /// Requests dropped unanswered because their source is banned (banned after the shell's
+    /// pre-parse check let them through, or on their own User-Agent).
+    pub dropped_banned: u64,
+    /// REGISTERs answered 200 by the local registrar answer.
+    pub registers_accepted: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -126,7 +133,13 @@ struct Call {
     attempts: Vec<(TrunkId, usize)>,
     attempt: usize,
     media: MediaSessionId,
+    /// Admission slots of the inbound side (global, source, inbound trunk): released when the
+    /// call is dropped, whatever ended it.
     _permit: Permit,
+    /// Slots of the current attempt's outbound trunk, replaced on failover.
+    out_permit: Option<Permit>,
+    /// Retry-After of the last outbound refusal, sent if that refusal is the caller's answer.
+    retry_after: Option<u32>,
     ring_deadline: Option<Instant>,
     reinvite: Option<ReInvite>,
     /// Server transactions waiting for a relayed answer; answered 487/481 if the call ends first.
@@ -196,7 +209,11 @@ pub struct Engine {
     limits: Limits,
     txns: TransactionLayer,
     media: MediaPlane,
-    policy: Policy,
+    /// Shared with every shard and the shell's receive tasks (bans and CAC are process-wide).
+    policy: Arc<Policy>,
+    /// A monotonic instant and the wall-clock time at it, set by the shell: digest nonces and
+    /// the Date of a REGISTER answer need Unix time, and the engine reads no clock.
+    wall: Option<(Instant, SystemTime)>,
     slots: Vec<Slot>,
     free: Vec<u32>,
     /// Leg-A Call-IDs are chosen by peers: SipHash map (STYLE section 3).
@@ -237,12 +254,17 @@ impl Engine {
             .map(|l| SocketAddr::new(l.advertise, l.addr.port()).to_string())
             .collect();
         Engine {
+            config: Arc::clone(&config),
             txns: TransactionLayer::new(config.timers, shard, seed ^ 0x7478_6e73),
             limits: Limits { max_size: config.max_message_size, max_headers: config.max_headers },
-            config,
             shard,
             media: MediaPlane::with_seed(relay, seed ^ 0x006d_6564_6961),
-            policy: Policy::new(),
+            policy: Arc::new(Policy::with_config(config.policy_rules()).unwrap_or_else(|e| {
+                // Configs from the file were checked at load; a hand-built one may not be.
+                tracing::error!(error = %e, "invalid policy config: admitting everything");
+                Policy::new()
+            })),
+            wall: None,
             slots: Vec::new(),
             free: Vec::new(),
             by_a_call_id: HashMap::new(),
@@ -278,12 +300,29 @@ impl Engine {
         self.prober = Some(Prober { health, counters: HashMap::new() });
     }
 
+    /// Shares the process-wide policy (the shell gives every shard the same one).
+    pub fn set_policy(&mut self, policy: Arc<Policy>) {
+        self.policy = policy;
+    }
+
+    /// The policy this shard asks.
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.policy
+    }
+
+    /// Tells the engine the wall-clock time at `now` (the shell calls it before each input;
+    /// tests once). Without it Unix time reads as 0 plus the time since the first input.
+    pub fn set_wall_clock(&mut self, now: Instant, wall: SystemTime) {
+        self.wall = Some((now, wall));
+    }
+
     /// Raw bytes from a flow: parsed here; malformed requests get a 4xx/5xx if one can be formed.
     pub fn handle_datagram(&mut self, now: Instant, flow: Flow, data: Bytes) {
         match sip::parse_with(data.clone(), &self.limits) {
             Ok(msg) => self.handle_message(now, flow, msg),
             Err(err) => {
                 self.stats.malformed += 1;
+                self.policy.record(now, flow.remote.ip(), Offence::Malformed);
                 tracing::debug!(remote = %flow.remote, %err, "malformed message");
                 if let Some(resp) = sip::error_response(&data, &err) {
                     self.txns.send_stateless(flow, resp);
@@ -294,8 +333,32 @@ impl Engine {
 
     /// A parsed message from a flow.
     pub fn handle_message(&mut self, now: Instant, flow: Flow, msg: Message) {
+        if msg.is_request() && !self.screen_request(now, flow, &msg) {
+            return;
+        }
         self.txns.handle_message(now, msg, flow);
         self.drain_txn_events(now);
+    }
+
+    /// Before any transaction exists: a request naming a scanner in its User-Agent is an
+    /// offence, and a request from a banned source is dropped unanswered (the shell drops most
+    /// of them before parsing; this catches the ones queued before the ban, and the request that
+    /// triggers it).
+    fn screen_request(&mut self, now: Instant, flow: Flow, msg: &Message) -> bool {
+        let ip = flow.remote.ip();
+        let out_of_dialog = !msg.to().is_ok_and(|t| t.tag().is_some());
+        if out_of_dialog
+            && let Some(ua) = msg.header(&HeaderName::UserAgent)
+            && self.policy.is_scanner(ua)
+            && let Some(ban) = self.policy.record(now, ip, Offence::Scanner)
+        {
+            tracing::debug!(remote = %flow.remote, ?ban, "scanner User-Agent: banned");
+        }
+        if self.policy.is_banned(now, ip) {
+            self.stats.dropped_banned += 1;
+            return false;
+        }
+        true
     }
 
     /// The shell could not reach `flow` (TCP connect refused, connection lost): requests pending
@@ -455,6 +518,7 @@ impl Engine {
                 // An address of record is a SIP URI (RFC 3261 section 10.2; RFC 4475 3.3.4).
                 self.reply(now, txn, &req, 400, "To Is Not a SIP URI");
             }
+            Some(Method::Register) => self.on_register(now, txn, req, flow),
             Some(Method::Options) => {
                 let mut r = req.response_to(200, "OK", Some(&make_tag(&mut self.rng)));
                 r.push(HeaderName::Allow, Bytes::from_static(ALLOW.as_bytes()));
@@ -465,13 +529,9 @@ impl Engine {
             Some(Method::Bye | Method::Prack | Method::Update | Method::Info | Method::Notify) => {
                 self.reply(now, txn, &req, 481, "Call/Transaction Does Not Exist");
             }
-            Some(
-                Method::Register
-                | Method::Subscribe
-                | Method::Publish
-                | Method::Message
-                | Method::Refer,
-            ) => self.reject(now, txn, &req, 405, "Method Not Allowed"),
+            Some(Method::Subscribe | Method::Publish | Method::Message | Method::Refer) => {
+                self.reject(now, txn, &req, 405, "Method Not Allowed")
+            }
             _ => self.reject(now, txn, &req, 501, "Not Implemented"),
         }
     }
@@ -520,6 +580,127 @@ impl Engine {
         self.txns.respond(now, txn, r);
     }
 
+    /// Answers a policy refusal: 403, or 503 with Retry-After.
+    fn refuse(
+        &mut self,
+        now: Instant,
+        txn: TxnId,
+        req: &Message,
+        status: u16,
+        retry_after: Option<u32>,
+    ) {
+        let reason = if status == 403 { "Forbidden" } else { "Service Unavailable" };
+        let mut r = req.response_to(status, reason, Some(&make_tag(&mut self.rng)));
+        if let Some(s) = retry_after {
+            r.push_fmt(HeaderName::RetryAfter, format_args!("{s}"));
+        }
+        self.txns.respond(now, txn, r);
+    }
+
+    /// Wall-clock Unix seconds at `now` (see [`Engine::set_wall_clock`]).
+    fn unix_time(&self, now: Instant) -> u64 {
+        let Some((at, wall)) = self.wall else {
+            return 0;
+        };
+        let wall = match now.checked_duration_since(at) {
+            Some(ahead) => wall.checked_add(ahead),
+            None => wall.checked_sub(at.duration_since(now)),
+        };
+        wall.and_then(|w| w.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs())
+    }
+
+    /// Digest authentication of a request from an access listener with a realm: `true` when
+    /// it may go on (no realm, or credentials accepted); otherwise it has been answered with a
+    /// challenge, the same for every user (RFC 3261 section 22: 401 with WWW-Authenticate for
+    /// REGISTER, 407 with Proxy-Authenticate for everything else, one header per algorithm).
+    fn authenticated(
+        &mut self,
+        now: Instant,
+        txn: TxnId,
+        req: &Message,
+        flow: Flow,
+        listener: ListenerId,
+    ) -> bool {
+        let register = req.method() == Some(&Method::Register);
+        let (code, reason, ask, answer) = match register {
+            true => (401, "Unauthorized", HeaderName::WwwAuthenticate, HeaderName::Authorization),
+            false => (
+                407,
+                "Proxy Authentication Required",
+                HeaderName::ProxyAuthenticate,
+                HeaderName::ProxyAuthorization,
+            ),
+        };
+        let request_uri = req.request_uri().map(|u| u.raw.clone()).unwrap_or_default();
+        let method = req.method().map(|m| m.to_string()).unwrap_or_default();
+        let now_unix = self.unix_time(now);
+        let source = flow.remote.ip();
+        let request_uri = std::str::from_utf8(&request_uri).unwrap_or("");
+        // A request may carry credentials for several realms (RFC 3261 section 22.3); the one
+        // for ours is checked, the others read as missing. Not `values()`: a credentials value
+        // is one comma-separated list of auth-params, never split (RFC 3261 section 25.1); each
+        // header line is one set of credentials.
+        let values: Vec<Bytes> =
+            req.headers.iter().filter(|h| h.name == answer).map(|h| h.value.clone()).collect();
+        let mut outcome = None;
+        let candidates = values.iter().map(|v| Some(&v[..]));
+        let candidates: Vec<Option<&[u8]>> =
+            if values.is_empty() { vec![None] } else { candidates.collect() };
+        for credentials in candidates {
+            let check = AuthRequest { now_unix, source, method: &method, request_uri, credentials };
+            match self.policy.authenticate(now, listener.0, &check) {
+                None => return true,
+                Some(AuthOutcome::Missing) => outcome = Some(AuthOutcome::Missing),
+                Some(o) => {
+                    outcome = Some(o);
+                    break;
+                }
+            }
+        }
+        let Some(outcome) = outcome else {
+            return true;
+        };
+        let stale = match outcome {
+            AuthOutcome::Ok { .. } => return true,
+            AuthOutcome::Stale | AuthOutcome::Replayed => true,
+            AuthOutcome::Missing | AuthOutcome::Failed(_) => false,
+        };
+        let Some(auth) = self.policy.authenticator(listener.0) else {
+            return true;
+        };
+        let challenges = auth.challenges(now_unix, source, stale);
+        let mut r = req.response_to(code, reason, Some(&make_tag(&mut self.rng)));
+        for c in challenges {
+            r.push(ask.clone(), c);
+        }
+        self.txns.respond(now, txn, r);
+        false
+    }
+
+    /// REGISTER: bans, lists and the REGISTER rate, then digest authentication on access
+    /// listeners with a realm, answered 200 by a minimal local registrar answer. The SBC keeps
+    /// no binding and routes no call to a registered user yet (issue 6 adds relaying to an
+    /// upstream registrar and a local registrar with bindings); elsewhere REGISTER stays 405.
+    fn on_register(&mut self, now: Instant, txn: TxnId, req: Message, flow: Flow) {
+        if let Verdict::Reject { status, retry_after } =
+            self.policy.admit_register(now, flow.remote.ip(), flow.listener.0)
+        {
+            return self.refuse(now, txn, &req, status, retry_after);
+        }
+        let access =
+            self.config.listeners.get(flow.listener.0).is_some_and(|l| l.side == Side::Access);
+        if !access || self.policy.authenticator(flow.listener.0).is_none() {
+            return self.reject(now, txn, &req, 405, "Method Not Allowed");
+        }
+        if !self.authenticated(now, txn, &req, flow, flow.listener) {
+            return;
+        }
+        let date = registrar::http_date(self.unix_time(now));
+        let r = registrar::accept(&req, &make_tag(&mut self.rng), &date);
+        self.stats.registers_accepted += 1;
+        self.txns.respond(now, txn, r);
+    }
+
     // ---- new calls -------------------------------------------------------------------------
 
     fn on_new_invite(&mut self, now: Instant, txn: TxnId, req: Message, flow: Flow) {
@@ -548,14 +729,42 @@ impl Engine {
         let Some(ruri) = req.request_uri().cloned() else {
             return;
         };
+        // Access users prove who they are before anything is decided for them (RFC 3261
+        // section 22.3: a proxy-style 407, so the caller's UA answers with
+        // Proxy-Authorization).
+        if let Origin::Access(listener) = origin
+            && !self.authenticated(now, txn, &req, flow, listener)
+        {
+            return;
+        }
         let user = ruri.user_str().map(str::to_owned);
         let domain = match &ruri.host {
             Some(Host::Name(n)) => std::str::from_utf8(n).ok().map(str::to_owned),
             _ => None,
         };
+        // Admission before routing: rate limits count every new call attempt, routable or
+        // not, and a refused caller learns nothing about the numbering plan.
+        let admission = AdmissionRequest {
+            source: flow.remote.ip(),
+            inbound_trunk: origin.trunk().map(|t| t.0),
+            callee: user.as_deref().unwrap_or(""),
+        };
+        let permit = match self.policy.admit_on(now, flow.listener.0, &admission) {
+            Verdict::Admit(p) => p,
+            Verdict::Reject { status, retry_after } => {
+                let (phrase, why) = match status {
+                    403 => ("Forbidden", "policy"),
+                    _ => ("Service Unavailable", "admission limit"),
+                };
+                self.emit_rejected(&req, flow, origin.trunk(), status, phrase, why);
+                return self.refuse(now, txn, &req, status, retry_after);
+            }
+        };
         let Some((_, route)) =
             routing::select(&self.config, origin, user.as_deref(), domain.as_deref())
         else {
+            // Probing for users or domains that do not exist is how scanners map a system.
+            self.policy.record(now, flow.remote.ip(), Offence::UnknownUser);
             return self.reply(now, txn, &req, 404, "Not Found");
         };
         let ring_timeout = route.ring_timeout;
@@ -568,24 +777,6 @@ impl Engine {
         if attempts.is_empty() {
             return self.reply(now, txn, &req, 503, "Service Unavailable");
         }
-        let admission = AdmissionRequest {
-            source: flow.remote.ip(),
-            inbound_trunk: origin.trunk().map(|t| t.0),
-            callee: user.as_deref().unwrap_or(""),
-        };
-        let permit = match self.policy.admit(now, &admission) {
-            Verdict::Admit(p) => p,
-            Verdict::Reject { status, retry_after } => {
-                let reason = if status == 403 { "Forbidden" } else { "Service Unavailable" };
-                let why = if status == 403 { "policy" } else { "admission limit" };
-                self.emit_rejected(&req, flow, origin.trunk(), status, reason, why);
-                let mut r = req.response_to(status, reason, Some(&make_tag(&mut self.rng)));
-                if let Some(s) = retry_after {
-                    r.push_fmt(HeaderName::RetryAfter, format_args!("{s}"));
-                }
-                return self.txns.respond(now, txn, r);
-            }
-        };
 
         // Leg A: we are the UAS. Our To tag is fixed now so every response carries the same one.
         let Some(call_id) = req.call_id().cloned() else {
@@ -654,6 +845,8 @@ impl Engine {
             attempt: 0,
             media,
             _permit: permit,
+            out_permit: None,
+            retry_after: None,
             ring_deadline: Some(now + ring_timeout),
             reinvite: None,
             pending_servers: Vec::new(),
@@ -810,6 +1003,25 @@ impl Engine {
             return;
         };
         let invite = &*invite;
+        let callee_in = invite.request_uri().and_then(|u| u.user_str()).unwrap_or("");
+        // Each attempt asks for its own outbound slots; the previous attempt's go back first.
+        if let Some(call) = self.call_mut(key) {
+            call.out_permit = None;
+        }
+        match self.policy.admit_outbound(now, trunk_id.0, callee_in) {
+            Verdict::Admit(p) => {
+                if let Some(call) = self.call_mut(key) {
+                    call.out_permit = Some(p);
+                    call.retry_after = None;
+                }
+            }
+            Verdict::Reject { status, retry_after } => {
+                if let Some(call) = self.call_mut(key) {
+                    call.retry_after = retry_after;
+                }
+                return self.fail_attempt(now, key, status, "Service Unavailable", None);
+            }
+        }
         let trunk = &config.trunks[trunk_id.0];
         let target = trunk.targets[target_idx];
         let listener = trunk.listener;
@@ -817,7 +1029,6 @@ impl Engine {
         let sent_by = self.sent_by[listener.0].clone();
         let contact = self.contact_for(listener, target.transport);
 
-        let callee_in = invite.request_uri().and_then(|u| u.user_str()).unwrap_or("");
         let callee = routing::rewrite(&trunk.rewrite, callee_in);
         let target_hp = target.addr.to_string();
         let transport_param =
@@ -981,16 +1192,30 @@ impl Engine {
         reason: &str,
         reason_hdr: Option<Bytes>,
     ) {
+        let forbidden = {
+            let listener = self.call(key).map_or(0, |c| c.a.flow.listener.0);
+            self.policy.reject_mode(listener) == RejectMode::Forbidden
+        };
         let Some(call) = self.call_mut(key) else {
             return;
         };
         let (Some(txn), Some(req)) = (call.a_invite.take(), call.a_invite_req.as_deref()) else {
             return;
         };
+        // An outbound refusal (trunk CAC or rate) that is the caller's answer is answered as
+        // the caller's listener says: 503 with Retry-After, or 403.
+        let refusal = call.retry_after.take().filter(|_| code == 503);
+        let (code, reason) = match refusal {
+            Some(_) if forbidden => (403, "Forbidden"),
+            _ => (code, reason),
+        };
         let mut r =
             req.response_to(code, reason, Some(&String::from_utf8_lossy(&call.a.local_tag)));
         if let Some(h) = reason_hdr {
             r.push(HeaderName::Reason, h);
+        }
+        if let Some(secs) = refusal.filter(|_| !forbidden) {
+            r.push_fmt(HeaderName::RetryAfter, format_args!("{secs}"));
         }
         self.owners.remove(&txn);
         self.txns.respond(now, txn, r);

@@ -6,6 +6,11 @@
 //! one [`Engine`] and is the only thing that touches it, so no lock guards call state. Shard inputs
 //! are bounded channels: when a shard is saturated, datagrams are dropped and counted (UDP peers
 //! retransmit), never queued without limit.
+//!
+//! Before anything is parsed or copied, each datagram, accepted connection and TCP frame is
+//! checked against the edge policy ([`Policy::check_source`]): a banned, denied or over-rate
+//! source is dropped silently and counted. The one [`Policy`] is shared by all receive tasks and
+//! shards; a policy task owns its timers, its ban log, the nftables push and the state file.
 
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
@@ -25,12 +30,18 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
+use sbc_policy::{DropReason, Offence, Policy, SourceVerdict};
+
 use crate::b2bua::health::TrunkHealth;
 use crate::b2bua::{Engine, Event, ids};
 use crate::config::{Config, ListenerId, Transport};
 use crate::sip::{self, HeaderName, Limits, Message, stream};
 use crate::transaction::shard_of_branch;
 use crate::transport::{Flow, Transmit};
+
+#[cfg(feature = "nftables")]
+mod nft;
+mod policy;
 
 /// Depth of each shard's input queue; beyond it datagrams are dropped (and counted).
 const SHARD_QUEUE: usize = 65_536;
@@ -59,6 +70,9 @@ pub enum StartError {
     /// The CDR journal could not be read, or the CDR thread could not start.
     #[error("cannot start the CDR writer: {0}")]
     Records(io::Error),
+    /// The policy settings were refused (a config built in code; files are checked at load).
+    #[error("invalid policy: {0}")]
+    Policy(sbc_policy::ConfigError),
 }
 
 // Messages dominate the queue; boxing them would add an allocation per message.
@@ -107,6 +121,7 @@ struct Output {
 /// The running SBC.
 pub struct Sbc {
     config: Arc<Config>,
+    policy: Arc<Policy>,
     shards: Vec<mpsc::Sender<ShardInput>>,
     calls: Arc<Vec<AtomicUsize>>,
     stats: Arc<ShellStats>,
@@ -127,11 +142,19 @@ struct Router {
     stats: Arc<ShellStats>,
     output: Arc<Output>,
     config: Arc<Config>,
+    policy: Arc<Policy>,
 }
 
 impl Sbc {
     /// Binds every listener and starts the shards. Must run inside a tokio runtime.
     pub async fn start(config: Arc<Config>) -> Result<Sbc, StartError> {
+        // Every ban change is queued: the policy task logs it and, with nftables, pushes it.
+        let mut rules = config.policy_rules();
+        rules.queue_ban_changes = true;
+        let policy = Arc::new(Policy::with_config(rules).map_err(StartError::Policy)?);
+        if let Some(path) = &config.policy.ban_file {
+            policy::load_bans(&policy, path);
+        }
         let mut udp = vec![None; config.listeners.len()];
         let mut tcp = Vec::new();
         for (i, l) in config.listeners.iter().enumerate() {
@@ -165,6 +188,7 @@ impl Sbc {
             stats: Arc::clone(&stats),
             output: Arc::clone(&output),
             config: Arc::clone(&config),
+            policy: Arc::clone(&policy),
         };
         let calls = Arc::new((0..config.shards).map(|_| AtomicUsize::new(0)).collect::<Vec<_>>());
         let seed_base: u64 = rand::random();
@@ -209,6 +233,7 @@ impl Sbc {
             );
             // One shard probes trunks with OPTIONS; all read the result.
             engine.set_health(Instant::now(), Arc::clone(&health), shard == 0);
+            engine.set_policy(Arc::clone(&policy));
             done.push(tokio::spawn(run_shard(
                 engine,
                 rx,
@@ -229,7 +254,16 @@ impl Sbc {
         for l in &config.listeners {
             tracing::info!(name = %l.name, addr = %l.addr, transports = ?l.transports, "listening");
         }
-        Ok(Sbc { config, shards: senders, calls, stats, done, relay, records })
+        let mut ports: Vec<u16> = config.listeners.iter().map(|l| l.addr.port()).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        done.push(policy::spawn(Arc::clone(&policy), &config.policy, ports));
+        Ok(Sbc { config, policy, shards: senders, calls, stats, done, relay, records })
+    }
+
+    /// The edge policy shared by every receive task and shard.
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.policy
     }
 
     /// Calls in progress across all shards.
@@ -273,6 +307,9 @@ impl Sbc {
         }
         // The shards are gone, so no call holds media any more: stop the workers.
         self.relay.shutdown();
+        if let Some(path) = &self.config.policy.ban_file {
+            policy::save_bans(&self.policy, path);
+        }
         // Every shard's last events are in the CDR channel: write them, complete the file.
         if let Some(records) = self.records {
             let _ = tokio::task::spawn_blocking(move || records.stop()).await;
@@ -327,6 +364,9 @@ async fn run_shard(
 ) {
     let mut recorder = Recorder::new();
     let calls_started = metrics::counter!("sbc_calls_started_total");
+    let dropped_banned = metrics::counter!("sbc_sip_requests_dropped_banned_total");
+    let registers = metrics::counter!("sbc_registrations_answered_total");
+    let mut seen = engine.stats();
     let calls_active = metrics::gauge!("sbc_calls_active", "shard" => shard.to_string());
     loop {
         let deadline = engine.poll_timeout();
@@ -342,6 +382,7 @@ async fn run_shard(
             None => Some(rx.recv().await),
         };
         let now = Instant::now();
+        engine.set_wall_clock(now, SystemTime::now());
         match input {
             Some(Some(ShardInput::Message(flow, msg))) => {
                 engine.handle_message(now, flow, msg);
@@ -399,6 +440,10 @@ async fn run_shard(
         }
         calls[shard].store(engine.call_count(), Ordering::Relaxed);
         calls_active.set(engine.call_count() as f64);
+        let stats = engine.stats();
+        dropped_banned.increment(stats.dropped_banned - seen.dropped_banned);
+        registers.increment(stats.registers_accepted - seen.registers_accepted);
+        seen = stats;
     }
 }
 
@@ -453,6 +498,12 @@ async fn udp_receive(listener: ListenerId, sock: Arc<UdpSocket>, router: Router)
                 continue;
             }
         };
+        // Before anything is copied or parsed: a banned or denied flood costs a lookup.
+        if router.policy.check_source(Instant::now(), remote.ip(), listener.0)
+            != SourceVerdict::Allow
+        {
+            continue;
+        }
         if n == 0 || buf[..n].iter().all(|b| matches!(b, b'\r' | b'\n' | 0)) {
             continue; // keep-alive
         }
@@ -475,6 +526,7 @@ impl Router {
             Ok(m) => m,
             Err(err) => {
                 self.stats.malformed.increment(1);
+                self.policy.record(Instant::now(), flow.remote.ip(), Offence::Malformed);
                 tracing::debug!(remote = %flow.remote, %err, "malformed message");
                 if let Some(resp) = sip::error_response(&data, &err) {
                     reply(resp);
@@ -520,6 +572,14 @@ async fn tcp_accept(listener: ListenerId, sock: TcpListener, router: Router) {
         };
         if open.load(Ordering::Relaxed) >= router.config.tcp.max_connections {
             router.stats.refused_connections.increment(1);
+            drop(stream);
+            continue;
+        }
+        // A banned or denied source is closed at once, before a task or buffer exists for it.
+        if let SourceVerdict::Drop(reason) =
+            router.policy.check_source(Instant::now(), remote.ip(), listener.0)
+            && reason != DropReason::RateLimited
+        {
             drop(stream);
             continue;
         }
@@ -599,9 +659,19 @@ async fn serve_connection(
         loop {
             match stream::next_frame(&mut buf, &router.limits) {
                 Ok(Some(stream::Frame::Message(data))) => {
-                    router.dispatch(flow, data, |resp| {
-                        let _ = reply.try_send(resp);
-                    });
+                    match router.policy.check_source(
+                        Instant::now(),
+                        flow.remote.ip(),
+                        flow.listener.0,
+                    ) {
+                        SourceVerdict::Allow => router.dispatch(flow, data, |resp| {
+                            let _ = reply.try_send(resp);
+                        }),
+                        // Over its rate: this message is dropped, the connection stays.
+                        SourceVerdict::Drop(DropReason::RateLimited) => {}
+                        // Banned meanwhile (or denied): the connection goes.
+                        SourceVerdict::Drop(_) => break 'conn,
+                    }
                 }
                 Ok(Some(stream::Frame::Ping)) => {
                     // RFC 5626 section 3.5.1: a CRLF pong.
@@ -612,6 +682,7 @@ async fn serve_connection(
                     // The stream cannot be re-synchronised: close it (RFC 3261 section 18.3).
                     tracing::debug!(remote = %flow.remote, %err, "closing unframeable tcp stream");
                     router.stats.malformed.increment(1);
+                    router.policy.record(Instant::now(), flow.remote.ip(), Offence::Malformed);
                     break 'conn;
                 }
             }

@@ -35,6 +35,7 @@ fn config(targets: &[&str], ring: Duration) -> Config {
         drain_grace: Duration::from_secs(1),
         metrics: None,
         capture: Default::default(),
+        records: None,
         policy: Default::default(),
         // No media timeout: most scenarios run long on the fake clock without RTP.
         media: MediaConfig {

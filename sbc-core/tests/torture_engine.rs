@@ -25,6 +25,7 @@ fn config() -> Config {
         max_headers: 128,
         drain_grace: Duration::from_secs(1),
         metrics: None,
+        records: None,
         media: MediaConfig::default(),
         capture: Default::default(),
         policy: Default::default(),

@@ -163,6 +163,10 @@ struct Call {
     txns: Vec<TxnId>,
     /// Session timer per leg (RFC 4028): leg A offered in its INVITE, leg B from its 2xx.
     session: [Option<SessionTimer>; 2],
+    /// Reason phrase of the final response that decided the call, for its record.
+    final_phrase: Option<String>,
+    /// Reason header (RFC 3326) received with what ended the call, for its record.
+    cause: Option<String>,
     /// Current deadline of each leg's session timer (stale heap entries are skipped).
     session_due: [Option<Instant>; 2],
 }
@@ -753,6 +757,8 @@ impl Engine {
         };
         let Some(origin) = routing::classify(&self.config, flow.listener, flow.remote.ip()) else {
             tracing::debug!(remote = %flow.remote, "INVITE from an unknown source on a trunk listener");
+            // Access control on a trunk listener: a policy refusal, recorded as such.
+            self.emit_rejected(&req, flow, None, 403, "Forbidden", "unknown source");
             return self.reply(now, txn, &req, 403, "Forbidden");
         };
         let Some(ruri) = req.request_uri().cloned() else {
@@ -781,6 +787,11 @@ impl Engine {
         let permit = match self.policy.admit_on(now, flow.listener.0, &admission) {
             Verdict::Admit(p) => p,
             Verdict::Reject { status, retry_after } => {
+                let (phrase, why) = match status {
+                    403 => ("Forbidden", "policy"),
+                    _ => ("Service Unavailable", "admission limit"),
+                };
+                self.emit_rejected(&req, flow, origin.trunk(), status, phrase, why);
                 return self.refuse(now, txn, &req, status, retry_after);
             }
         };
@@ -843,6 +854,9 @@ impl Engine {
                 caller,
                 callee: user.clone().unwrap_or_default(),
                 source: flow.remote,
+                call_id: String::from_utf8_lossy(&call_id).into_owned(),
+                listener: self.config.listeners[flow.listener.0].name.clone(),
+                trunk: origin.trunk().map(|t| self.config.trunks[t.0].name.clone()),
             },
         );
         let call = Call {
@@ -875,6 +889,8 @@ impl Engine {
             txns: Vec::new(),
             session: [a_session, None],
             session_due: [None, None],
+            final_phrase: None,
+            cause: None,
         };
         self.stats.calls_created += 1;
         self.slots[key.index as usize].call = Some(Box::new(call));
@@ -980,6 +996,37 @@ impl Engine {
 
     fn emit(&mut self, call: CallRef, kind: CallEventKind) {
         self.events.push_back(Event::Call { call, kind });
+    }
+
+    /// Records an INVITE refused by policy before any call existed (its own call ref, so that
+    /// it gets its own record).
+    fn emit_rejected(
+        &mut self,
+        req: &Message,
+        flow: Flow,
+        trunk: Option<TrunkId>,
+        status: u16,
+        phrase: &str,
+        why: &str,
+    ) {
+        self.next_call_ref += 1;
+        let call_ref = CallRef(self.next_call_ref);
+        let user = |u: Option<&Uri>| u.and_then(|u| u.user_str().map(str::to_owned));
+        let kind = CallEventKind::Rejected {
+            caller: user(req.from().ok().as_ref().map(|f| &f.uri)).unwrap_or_default(),
+            callee: user(req.request_uri()).unwrap_or_default(),
+            source: flow.remote,
+            call_id: req
+                .call_id()
+                .map(|c| String::from_utf8_lossy(c).into_owned())
+                .unwrap_or_default(),
+            listener: self.config.listeners[flow.listener.0].name.clone(),
+            trunk: trunk.map(|t| self.config.trunks[t.0].name.clone()),
+            status,
+            phrase: phrase.to_owned(),
+            reason: why.to_owned(),
+        };
+        self.emit(call_ref, kind);
     }
 
     /// Sends the INVITE of the current attempt on a brand-new leg B.
@@ -1123,6 +1170,7 @@ impl Engine {
             }
         }
         let b_cseq = b.local_cseq;
+        let b_call_id = String::from_utf8_lossy(&b.call_id).into_owned();
         let b_txn = self.txns.send_request(now, msg, flow, &sent_by);
         let Some(call) = self.call_mut(key) else {
             return;
@@ -1140,7 +1188,11 @@ impl Engine {
             CallEventKind::Attempted {
                 trunk: config.trunks[trunk_id.0].name.clone(),
                 target: target.addr,
+                caller: caller
+                    .map(|c| String::from_utf8_lossy(&c).into_owned())
+                    .unwrap_or_default(),
                 callee,
+                call_id: b_call_id,
             },
         );
     }
@@ -1166,6 +1218,8 @@ impl Engine {
             self.start_attempt(now, key);
             return;
         }
+        call.final_phrase = Some(reason.to_owned());
+        call.cause = reason_hdr.as_ref().map(|h| String::from_utf8_lossy(h).into_owned());
         self.answer_a_invite(now, key, code, reason, reason_hdr);
         let disposition = match code {
             486 | 600 => Disposition::Busy,
@@ -1910,6 +1964,10 @@ impl Engine {
             self.end_call(now, key, Disposition::Cancelled, 487, ReleaseSide::Caller, None);
             return;
         }
+        if let Some(call) = self.call_mut(key) {
+            call.cause =
+                req.header(&HeaderName::Reason).map(|h| String::from_utf8_lossy(h).into_owned());
+        }
         self.send_bye(now, key, other);
         let released_by =
             if side == LegSide::A { ReleaseSide::Caller } else { ReleaseSide::Callee };
@@ -2165,13 +2223,16 @@ impl Engine {
                 self.owners.insert(*txn, (key, Role::Orphan(Box::new(b))));
             }
         }
+        let phrase = call.final_phrase.clone().unwrap_or_else(|| default_phrase(status).to_owned());
         self.emit(
             call.call_ref,
             CallEventKind::Ended {
                 disposition,
                 status,
+                phrase,
                 released_by,
                 reason: reason.map(str::to_owned),
+                cause: call.cause.clone(),
             },
         );
         // The permit drops with the call: admission slots come back whatever the path.
@@ -2182,6 +2243,24 @@ impl Call {
     /// For a request we relayed, which leg it came from: leg A requests carry leg A's Call-ID.
     fn by_side_of(&self, request: &Message) -> LegSide {
         if request.call_id() == Some(&self.a.call_id) { LegSide::A } else { LegSide::B }
+    }
+}
+
+/// The RFC 3261 section 21 phrase of the statuses the SBC ends calls with itself.
+fn default_phrase(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        404 => "Not Found",
+        408 => "Request Timeout",
+        480 => "Temporarily Unavailable",
+        486 => "Busy Here",
+        487 => "Request Terminated",
+        488 => "Not Acceptable Here",
+        500 => "Server Internal Error",
+        503 => "Service Unavailable",
+        504 => "Server Time-out",
+        600 => "Busy Everywhere",
+        _ => "",
     }
 }
 

@@ -19,6 +19,9 @@ use regex::Regex;
 use sbc_cdr::capture::{
     CaptureConfig, CaptureMode, InterceptConfig, Retention, SignallingCapture, TargetRules,
 };
+use sbc_cdr::record::Format;
+use sbc_cdr::sink::SinkConfig;
+use sbc_cdr::writer::WriterConfig;
 use sbc_policy::{
     AccessLists, Algorithm, AuthUser, BanConfig, Credential, KNOWN_SCANNERS, ListenerPolicy,
     OffenceRule, OffenceRules, PolicyConfig, Rate, RealmConfig, RejectMode, TrunkLimits,
@@ -112,13 +115,17 @@ file_structs! {
     FileConfig { sip: Option<FileSip>, listeners: Option<List<FileListener>>,
         trunks: Option<Vec<S<FileTrunk>>>, routes: Option<Vec<S<FileRoute>>>,
         admin: Option<FileAdmin>, media: Option<S<FileMedia>>, policy: Option<S<FilePolicy>>,
-        capture: Option<S<FileCapture>> }
+        capture: Option<S<FileCapture>>, records: Option<S<FileRecords>> }
     FileCapture { mode: Str, dir: Str, max_files: Num, max_age: Str, queue: Num,
         flush_interval: Str, max_open: Num, intercept: Option<S<FileIntercept>>,
         signalling: Option<S<FileSignalling>> }
     FileIntercept { dir: Str, max_files: Num, max_age: Str, targets: Option<Vec<S<FileTarget>>> }
     FileTarget { caller: Str, callee: Str, trunk: Str }
     FileSignalling { dir: Str, rotate_size: Num, rotate_interval: Str, keep: Num }
+    FileRecords { format: Str, dir: Str, pickup_dir: Str, prefix: Str, rotate: Option<FileRotate>,
+        retention: Option<FileRetention>, journal: Str, journal_max_bytes: Num, queue: Num }
+    FileRotate { interval: Str, max_bytes: Num }
+    FileRetention { max_age: Str, max_files: Num }
     FileMedia { ports: Str, workers: Num, dscp: Num, nat: Option<S<bool>>, codecs: Option<List>,
         inactivity_timeout: Str }
     FileLegMedia { address: Str, advertise: Str, nat: Option<S<bool>>, codecs: Option<List>,
@@ -323,8 +330,10 @@ fn convert(cx: &mut Ctx, f: &S<FileConfig>) -> Option<Config> {
     let media = f.value.media.as_ref().map_or(Some(MediaConfig::default()), |m| media(cx, m));
     let capture =
         f.value.capture.as_ref().map_or(Some(CaptureConfig::default()), |c| capture(cx, c, &ts));
+    let records = f.value.records.as_ref().map(|r| records(cx, r));
     Some(Config {
         capture: capture?,
+        records: records.map_or(Some(None), |r| r.map(Some))?,
         media: media?,
         policy: policy?,
         metrics: metrics.map_or(Some(None), |m| m.map(Some))?,
@@ -338,6 +347,70 @@ fn convert(cx: &mut Ctx, f: &S<FileConfig>) -> Option<Config> {
         trunks: ts.items.into_iter().collect::<Option<_>>()?,
         routes: rs.items.into_iter().collect::<Option<_>>()?,
     })
+}
+
+/// The `records:` section: CDR files, their rotation and retention, the journal.
+fn records(cx: &mut Ctx, fr: &S<FileRecords>) -> Option<SinkConfig> {
+    let (at, r) = (fr.referenced, &fr.value);
+    let (no_rotate, no_retention) = Default::default();
+    let rotate: &FileRotate = r.rotate.as_ref().unwrap_or(&no_rotate);
+    let retention: &FileRetention = r.retention.as_ref().unwrap_or(&no_retention);
+    let format = cx.need(at, "format", &r.format).and_then(|v| cx.check(v, record_format));
+    let dir = cx.need(at, "dir", &r.dir).and_then(|v| cx.check(v, path));
+    let pickup = r.pickup_dir.as_ref().map(|v| cx.check(v, path));
+    let prefix = cx.or(&r.prefix, (), valid_name);
+    let interval = cx.or(&rotate.interval, Duration::from_secs(900), positive);
+    let max_bytes = within("max_bytes", 1024, 1 << 40);
+    let max_bytes = cx.or(&rotate.max_bytes, 64 << 20, max_bytes);
+    let max_age = retention.max_age.as_ref().map(|v| cx.check(v, positive));
+    let max_files = within("max_files", 1, 1_000_000);
+    let max_files = retention.max_files.as_ref().map(|v| cx.check(v, max_files));
+    let journal = r.journal.as_ref().map(|v| cx.check(v, path));
+    let journal_max = within("journal_max_bytes", 4096, 1 << 40);
+    let journal_max = cx.or(&r.journal_max_bytes, 16 << 20, journal_max);
+    let queue = cx.or(&r.queue, 100_000, within("queue", 1, 10_000_000));
+    let dir = dir?;
+    prefix?;
+    let pickup_dir = match pickup {
+        Some(p) => p?,
+        None => dir.clone(),
+    };
+    let journal = match journal {
+        Some(j) => j?,
+        None => dir.join(".journal"),
+    };
+    Some(SinkConfig {
+        writer: WriterConfig {
+            format: format?,
+            dir,
+            pickup_dir,
+            prefix: r.prefix.as_ref().map_or_else(|| "cdr".to_owned(), |p| p.value.clone()),
+            rotate_interval: interval?,
+            rotate_bytes: max_bytes?,
+            max_age: max_age.map_or(Some(None), |a| a.map(Some))?,
+            max_files: max_files.map_or(Some(None), |m| m.map(|m| Some(m as usize)))?,
+            queue: queue? as usize,
+        },
+        journal: Some(journal),
+        journal_max_bytes: journal_max?,
+        // Events in flight between the shards and the CDR thread: a few seconds of a busy SBC.
+        channel: 65_536,
+    })
+}
+
+fn record_format(s: &str) -> Parsed<Format> {
+    match s {
+        "csv" => Ok(Format::Csv),
+        "jsonl" => Ok(Format::Jsonl),
+        _ => Err(format!("unknown record format {s:?} (expected csv or jsonl)")),
+    }
+}
+
+fn path(s: &str) -> Parsed<PathBuf> {
+    match s.is_empty() {
+        true => Err("path must not be empty".into()),
+        false => Ok(PathBuf::from(s)),
+    }
 }
 
 fn timers(cx: &mut Ctx, t: &FileTimers) -> Option<TimerConfig> {

@@ -44,6 +44,8 @@ pub struct Config {
     pub metrics: Option<SocketAddr>,
     /// PCAP captures and lawful intercept (`capture:`). Its target list prints as a count only.
     pub capture: sbc_cdr::capture::CaptureConfig,
+    /// CDR files and their journal (`records:`); without it, records are only logged.
+    pub records: Option<sbc_cdr::sink::SinkConfig>,
     /// Edge policy (`policy`, `listeners[].policy`, `trunks[].limits`).
     pub policy: PolicySettings,
 }

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use metrics::Counter;
+use sbc_cdr::sink::CdrSink;
 use sbc_cdr::{CallEvent, CallEventKind, Disposition, Recorder};
 use sbc_media::backend::RelayBackend;
 use sbc_media::relay::{Relay, RelayConfig};
@@ -71,6 +72,9 @@ pub enum StartError {
     /// The capture thread or its directories could not be set up.
     #[error("cannot start captures: {0}")]
     Capture(io::Error),
+    /// The CDR journal could not be read, or the CDR thread could not start.
+    #[error("cannot start the CDR writer: {0}")]
+    Records(io::Error),
     /// The policy settings were refused (a config built in code; files are checked at load).
     #[error("invalid policy: {0}")]
     Policy(sbc_policy::ConfigError),
@@ -132,6 +136,9 @@ pub struct Sbc {
     relay: Arc<Relay>,
     /// The capture thread, stopped last so that every capture is complete on disk.
     capture: Option<sbc_cdr::capture::CaptureThread>,
+    /// The CDR thread, when `records:` is configured; stopped last, after the shards' final
+    /// events.
+    records: Option<Arc<CdrSink>>,
 }
 
 /// Context shared by the receive tasks.
@@ -226,6 +233,22 @@ impl Sbc {
         } else {
             (None, None)
         };
+        // Before any call: the previous run's unfinished records are written first.
+        let records = match &config.records {
+            Some(rc) => {
+                let (sink, report) =
+                    CdrSink::start(rc.clone(), SystemTime::now()).map_err(StartError::Records)?;
+                tracing::info!(
+                    dir = %rc.writer.pickup_dir.display(),
+                    recovered = report.recovered,
+                    interrupted = report.interrupted,
+                    ended = report.ended,
+                    "CDR writer started"
+                );
+                Some(Arc::new(sink))
+            }
+            None => None,
+        };
         for (shard, rx) in receivers.into_iter().enumerate() {
             let backend: Arc<dyn RelayBackend> = Arc::clone(&relay) as Arc<dyn RelayBackend>;
             let mut engine = Engine::with_relay(
@@ -245,6 +268,7 @@ impl Sbc {
                 router.clone(),
                 Arc::clone(&calls),
                 shard,
+                records.clone(),
             )));
         }
         for (i, sock) in output.udp.iter().enumerate() {
@@ -271,6 +295,7 @@ impl Sbc {
             done,
             relay,
             capture: capture_thread,
+            records,
         })
     }
 
@@ -327,6 +352,10 @@ impl Sbc {
         if let Some(path) = &self.config.policy.ban_file {
             policy::save_bans(&self.policy, path);
         }
+        // Every shard's last events are in the CDR channel: write them, complete the file.
+        if let Some(records) = self.records {
+            let _ = tokio::task::spawn_blocking(move || records.stop()).await;
+        }
     }
 }
 
@@ -374,6 +403,7 @@ async fn run_shard(
     router: Router,
     calls: Arc<Vec<AtomicUsize>>,
     shard: usize,
+    records: Option<Arc<CdrSink>>,
 ) {
     let mut recorder = Recorder::new();
     let calls_started = metrics::counter!("sbc_calls_started_total");
@@ -439,12 +469,21 @@ async fn run_shard(
             match &kind {
                 CallEventKind::Started { .. } => calls_started.increment(1),
                 CallEventKind::Ended { disposition, .. } => {
-                    metrics::counter!("sbc_calls_ended_total", "disposition" => disposition_label(*disposition))
+                    metrics::counter!("sbc_calls_ended_total", "disposition" => disposition.label())
                         .increment(1)
+                }
+                CallEventKind::Rejected { .. } => {
+                    let d = Disposition::Rejected.label();
+                    metrics::counter!("sbc_calls_ended_total", "disposition" => d).increment(1)
                 }
                 _ => {}
             }
-            if let Some(record) = recorder.handle(CallEvent { call, at: SystemTime::now(), kind }) {
+            // One wall-clock reading per event, shared by the log and the CDR thread.
+            let event = CallEvent { call, at: SystemTime::now(), kind };
+            if let Some(r) = &records {
+                r.record(event.clone());
+            }
+            if let Some(record) = recorder.handle(event) {
                 tracing::info!(
                     call = record.call.0,
                     disposition = ?record.disposition,
@@ -469,17 +508,6 @@ async fn run_shard(
         dropped_banned.increment(stats.dropped_banned - seen.dropped_banned);
         registers.increment(stats.registers_accepted - seen.registers_accepted);
         seen = stats;
-    }
-}
-
-fn disposition_label(d: Disposition) -> &'static str {
-    match d {
-        Disposition::Answered => "answered",
-        Disposition::Busy => "busy",
-        Disposition::NoAnswer => "no_answer",
-        Disposition::Cancelled => "cancelled",
-        Disposition::Failed => "failed",
-        Disposition::Rejected => "rejected",
     }
 }
 

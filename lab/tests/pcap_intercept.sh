@@ -48,4 +48,19 @@ else
     lab_fail "pcap check failed (see pcap_check.txt)"
 fi
 
+# sngrep, the other tool operators read SIP captures with, must see both legs' dialogs.
+if ! command -v sngrep >/dev/null; then
+    lab_fail "sngrep is not installed"
+else
+    for f in "$OUT"/captures/intercept/*.pcap; do
+        [[ -e $f ]] || continue
+        dialogs=$(timeout 20 sngrep -N -I "$f" 2>&1 | grep -o 'Dialog count: [0-9]*' | tail -n 1)
+        if [[ $dialogs == "Dialog count: 2" ]]; then
+            lab_step "sngrep reads $(basename "$f"): $dialogs (leg A and leg B)"
+        else
+            lab_fail "sngrep on $(basename "$f"): '${dialogs:-nothing}', expected 2 dialogs"
+        fi
+    done
+fi
+
 lab_end

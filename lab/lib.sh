@@ -196,6 +196,12 @@ lab__dump_logs() {
         echo "---- tail of $(basename "$f")"
         tail -n 10 "$f"
     done
+    # Logs of peers other than SIPp (baresip, ...): NAME.ua.log.
+    for f in "$OUT"/*.ua.log; do
+        [[ -s $f ]] || continue
+        echo "---- tail of $(basename "$f")"
+        tail -n "${LAB_DUMP_LINES:-40}" "$f"
+    done
     # The last scenario screen of each SIPp: how many calls reached each message.
     for f in "$OUT"/*.stdout; do
         [[ $f == */sbc.stdout ]] && continue
@@ -584,4 +590,66 @@ received_media_port() {
         sleep 0.1
     done
     return 1
+}
+
+# ---------------------------------------------------------------------------------------
+# Policy tests: metrics, success ratios, the SBC process
+# ---------------------------------------------------------------------------------------
+
+# sbc_metrics [ADDR]: print the SBC's Prometheus page (admin.metrics, default 127.0.0.1:9090)
+# as "name{labels} value" lines; empty output if it cannot be read.
+sbc_metrics() {
+    python3 - "${1:-127.0.0.1:9090}" <<'PY' 2>/dev/null
+import sys, urllib.request
+text = urllib.request.urlopen(f"http://{sys.argv[1]}/metrics", timeout=5).read().decode()
+for line in text.splitlines():
+    if line and not line.startswith("#"):
+        print(line)
+PY
+}
+
+# metric NAME [ADDR]: the value of one series (NAME with its labels exactly as exported, e.g.
+# 'sbc_policy_packets_total{verdict="banned"}'), 0 if absent.
+metric() {
+    sbc_metrics "${2:-}" | awk -v n="$1" '{ v = $NF; $NF = ""; sub(/ $/, ""); if ($0 == n) { print v; f = 1 } }
+        END { if (!f) print 0 }'
+}
+
+# sbc_process_pid: the SBC's own PID (SBC_PID is its timeout(1) wrapper).
+sbc_process_pid() {
+    [[ -n ${SBC_PID:-} ]] || return 1
+    pgrep -P "$SBC_PID" -x sbc | head -n 1
+}
+
+# sbc_rss_kib: resident memory of the SBC in KiB.
+sbc_rss_kib() {
+    local pid
+    pid=$(sbc_process_pid) || return 1
+    awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status"
+}
+
+# uac_wait_ratio NAME MIN_PERCENT: like uac_wait, but passes when at least MIN_PERCENT of the
+# CALLS were successful (SIPp's exit status is then not required to be 0).
+uac_wait_ratio() {
+    local name=$1 min=$2
+    local pid=${LAB_SIPP_PID[$name]:-} calls=${LAB_UAC_CALLS[$name]:-0}
+    [[ -n $pid ]] || {
+        lab_fail "uac_wait_ratio: no UAC named $name"
+        return
+    }
+    wait "$pid" 2>/dev/null
+    unset 'LAB_SIPP_PID[$name]'
+    local s f
+    s=$(sipp_stat "$OUT/$name.csv" 'SuccessfulCall(C)')
+    f=$(sipp_stat "$OUT/$name.csv" 'FailedCall(C)')
+    if awk -v s="${s:-0}" -v c="$calls" -v m="$min" 'BEGIN { exit !(c > 0 && s * 100 >= m * c) }'; then
+        lab_step "UAC $name: ${s} successful, ${f:-?} failed of $calls calls (>= $min % required)"
+    else
+        lab_fail "UAC $name: ${s:-?} successful, ${f:-?} failed of $calls calls (< $min %)"
+    fi
+}
+
+# require_tool NAME PACKAGE: fail the test (never skip) when a peer is missing.
+require_tool() {
+    command -v "$1" >/dev/null || lab_abort "$1 not found (install the $2 package: bash lab/test-all.sh does)"
 }

@@ -20,7 +20,12 @@ tool we did not write.
 
   media_check.py tone --pcap F --sbc IP.. --to IP --hz F [--tolerance 25]
       Decodes the G.711 RTP the SBC sent to IP (PCMU or PCMA by payload type) and requires
-      that the strongest frequency is F +- tolerance Hz.
+      that the strongest frequency is F +- tolerance Hz. (With no SBC in the path, give the
+      sending UA's address as --sbc to judge what that UA sent to IP.)
+
+  media_check.py count --pcap F --src IP --dst IP [--min-packets N] [--from T] [--to-time T]
+      Counts the RTP packets sent from IP to IP and requires at least N (default 1). Needs no
+      SBC: in direct mode it shows that two UAs exchanged media.
 
 Exit status 0 when every check holds, 1 otherwise; each check prints one line.
 """
@@ -101,13 +106,18 @@ def cmd_rtp(a):
     for p in rtp_rows(a):
         flows[(p["src"], p["sport"], p["dst"], p["dport"])] += 1
         src_sbc, dst_sbc = p["src"] in sbc, p["dst"] in sbc
+        marked = p["ssrc"] in forbidden or p["ssrc"].replace("0x", "") in forbidden
+        if marked and not src_sbc:
+            # Injected by the test (an attacker), not the UA's own RTP.
+            counts["injected"] += 1
+            continue
         if not src_sbc and not dst_sbc:
             counts["direct"] += 1
         elif not src_sbc:
             counts[("in", p["src"])] += 1
         elif not dst_sbc:
             counts[("out", p["dst"])] += 1
-            if p["ssrc"] in forbidden or p["ssrc"].replace("0x", "") in forbidden:
+            if marked:
                 leaked += 1
     for (s, sp, d, dp), n in sorted(flows.items()):
         print(f"flow: {s}:{sp} -> {d}:{dp} {n} RTP packets")
@@ -119,7 +129,10 @@ def cmd_rtp(a):
         print(f"FAIL: {leaked} packets with a forbidden SSRC were relayed by the SBC")
         rc = 1
     elif forbidden:
-        print("ok: no packet with a forbidden SSRC left the SBC")
+        print(f"ok: none of the {counts['injected']} packets with a forbidden SSRC left the SBC")
+        if counts["injected"] == 0:
+            print("FAIL: no injected packet reached the SBC, so the check proves nothing")
+            rc = 1
     for name, src, dst in (("caller->callee", a.caller, a.callee),
                            ("callee->caller", a.callee, a.caller)):
         sent, relayed = counts[("in", src)], counts[("out", dst)]
@@ -131,7 +144,7 @@ def cmd_rtp(a):
                 print(f"FAIL: {name}: the SBC relayed {relayed} of {sent} packets; expected none")
                 rc = 1
             else:
-                print(f"ok: {name}: the SBC relayed none of {sent} packets (held)")
+                print(f"ok: {name}: the SBC relayed none of {sent} packets, as expected")
             continue
         if sent == 0 and a.min_packets == 0:
             print(f"skip: {name}: no RTP reached the SBC")
@@ -201,6 +214,14 @@ def cmd_tone(a):
     return 0 if ok else 1
 
 
+def cmd_count(a):
+    n = sum(1 for p in rtp_rows(a) if p["src"] == a.src and p["dst"] == a.dst)
+    ok = n >= a.min_packets
+    verdict = "ok" if ok else "FAIL"
+    print(f"{verdict}: {n} RTP packets {a.src} -> {a.dst} (need {a.min_packets})")
+    return 0 if ok else 1
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -222,8 +243,15 @@ def main():
             p.add_argument("--to", required=True)
             p.add_argument("--hz", type=float, required=True)
             p.add_argument("--tolerance", type=float, default=25)
+    p = sub.add_parser("count")
+    p.add_argument("--pcap", required=True)
+    p.add_argument("--src", required=True)
+    p.add_argument("--dst", required=True)
+    p.add_argument("--min-packets", type=int, default=1)
+    p.add_argument("--from", dest="from_t", type=float)
+    p.add_argument("--to-time", dest="to_t", type=float)
     a = ap.parse_args()
-    return {"sdp": cmd_sdp, "rtp": cmd_rtp, "tone": cmd_tone}[a.cmd](a)
+    return {"sdp": cmd_sdp, "rtp": cmd_rtp, "tone": cmd_tone, "count": cmd_count}[a.cmd](a)
 
 
 if __name__ == "__main__":

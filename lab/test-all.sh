@@ -3,7 +3,8 @@
 # what .ci/run executes).
 #
 #   1. installs the lab's peers with apt-get if any is missing (sip-tester, tshark,
-#      iproute2, procps); a peer that cannot be installed is a failure, never a skip
+#      iproute2, procps, baresip-core, sox, sipvicious, nftables); a peer that cannot be
+#      installed is a failure, never a skip
 #   2. cargo fmt --all -- --check
 #   3. cargo clippy --workspace --all-targets -- -D warnings
 #   4. cargo test --workspace
@@ -62,10 +63,20 @@ install_peers() {
     { command -v ip >/dev/null && command -v ss >/dev/null; } || missing+=(iproute2)
     command -v pgrep >/dev/null || missing+=(procps)
     command -v python3 >/dev/null || missing+=(python3)
+    # baresip (headless, G.711 + aufile) and sox (its tone files): media_baresip.
+    command -v baresip >/dev/null || missing+=(baresip-core)
+    command -v sox >/dev/null || missing+=(sox)
+    # The edge-policy tests: attack tools (sipvicious) and kernel bans (nft, setpriv).
+    { command -v svmap >/dev/null && command -v svwar >/dev/null && command -v svcrack >/dev/null; } ||
+        missing+=(sipvicious)
+    command -v nft >/dev/null || missing+=(nftables)
+    command -v setpriv >/dev/null || missing+=(util-linux)
+    # sngrep: pcap_intercept checks that it opens the capture files.
+    command -v sngrep >/dev/null || missing+=(sngrep)
     # libfuzzer-sys compiles libFuzzer (C++) for the fuzz step.
     command -v c++ >/dev/null || missing+=(g++)
     if ((${#missing[@]} == 0)); then
-        echo "peers present: $(sipp -v 2>/dev/null | grep -o 'SIPp v[^ ]*' | head -n 1), $(tshark -v 2>/dev/null | head -n 1)"
+        echo "peers present: $(sipp -v 2>/dev/null | grep -o 'SIPp v[^ ]*' | head -n 1), $(tshark -v 2>/dev/null | head -n 1), $(baresip -h 2>&1 | grep -o 'baresip v[^ ]*' | head -n 1), sox $(sox --version 2>/dev/null | grep -o 'v[0-9.]*'), $(nft --version 2>/dev/null)"
         return 0
     fi
     echo "installing missing peers: ${missing[*]}"
@@ -78,7 +89,9 @@ install_peers() {
         timeout 900 apt-get install -y --no-install-recommends "${missing[@]}" || return 1
     command -v sipp >/dev/null && command -v tshark >/dev/null && command -v dumpcap >/dev/null &&
         command -v ip >/dev/null && command -v ss >/dev/null && command -v pgrep >/dev/null &&
-        command -v c++ >/dev/null
+        command -v c++ >/dev/null && command -v baresip >/dev/null && command -v sox >/dev/null &&
+        command -v svmap >/dev/null && command -v svwar >/dev/null && command -v svcrack >/dev/null &&
+        command -v nft >/dev/null && command -v setpriv >/dev/null && command -v sngrep >/dev/null
 }
 echo "==== peers"
 if install_peers; then

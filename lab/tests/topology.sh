@@ -11,8 +11,8 @@
 # leg A (to/from 127.0.0.1:5060) or leg B (to/from 127.0.0.2:5070) and fails if any
 # Call-ID, From/To tag, Via branch, Via sent-by host:port, Contact URI or Contact
 # host:port of one leg appears anywhere in a message of the other leg, the SBC's own two
-# sockets excepted. Bare IPs of the other side (e.g. the caller's 127.0.0.11 in an SDP c=
-# line when media is not anchored) are reported as warnings only. At least 20 Call-IDs
+# sockets excepted, nor any bare IP of the other side (--strict-hosts: media is anchored, so
+# the caller's 127.0.0.11 must not appear in an SDP sent to the callee). At least 20 Call-IDs
 # per leg are required, and every SIP message must belong to exactly one leg.
 #
 # Expectations on the SBC: besides completing the 20 calls, nothing identifying one side
@@ -41,7 +41,7 @@ if lab_is_direct; then
 else
     lab_step "checking topology hiding on topology.pcap"
     if python3 "$LAB_DIR/topology_check.py" --pcap "$OUT/topology.pcap" \
-        --leg-a 127.0.0.1:5060 --leg-b 127.0.0.2:5070 --min-calls 20 >"$OUT/topology_check.txt" 2>&1; then
+        --leg-a 127.0.0.1:5060 --leg-b 127.0.0.2:5070 --min-calls 20 --strict-hosts >"$OUT/topology_check.txt" 2>&1; then
         sed 's/^/   /' "$OUT/topology_check.txt" | grep -vE '^   (LEAK|warning)' | tail -n 4
     else
         sed 's/^/   /' "$OUT/topology_check.txt" | head -n 30

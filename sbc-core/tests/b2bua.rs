@@ -34,6 +34,9 @@ fn config(targets: &[&str], ring: Duration) -> Config {
         max_headers: 128,
         drain_grace: Duration::from_secs(1),
         metrics: None,
+        capture: Default::default(),
+        records: None,
+        policy: Default::default(),
         // No media timeout: most scenarios run long on the fake clock without RTP.
         media: MediaConfig {
             defaults: MediaOptions {
@@ -207,9 +210,21 @@ impl Net {
     fn assert_idle(&mut self) {
         assert_eq!(self.engine.call_count(), 0, "calls left");
         assert_eq!(self.engine.media_session_count(), 0, "media sessions left");
+        self.assert_no_permits();
         self.advance(Duration::from_secs(64));
         assert_eq!(self.engine.transaction_count(), 0, "transactions left");
         assert_eq!(self.engine.owner_count(), 0, "transaction owners left");
+    }
+
+    /// No admission slot is held: every call gave back its permits, whatever ended it.
+    fn assert_no_permits(&self) {
+        let policy = self.engine.policy();
+        assert_eq!(policy.active(), 0, "admission permits left");
+        for t in 0..8 {
+            if let Some(usage) = policy.trunk_calls(t) {
+                assert_eq!(usage, sbc_policy::TrunkCalls::default(), "trunk {t} slots left");
+            }
+        }
     }
 }
 
@@ -1011,4 +1026,443 @@ fn no_media_ports_is_503_and_bad_sdp_is_488_with_a_warning() {
         hdr(&refusal, HeaderName::Warning)
     );
     net.assert_idle();
+}
+
+#[test]
+fn leg_call_ids_are_reported_per_attempt_when_asked() {
+    let mut net = Net::new(config(&[UAS, UAS2], Duration::from_secs(60)));
+    // Not asked for: nothing is queued.
+    establish(&mut net, "no-report");
+    assert_eq!(net.engine.poll_leg_id(), None);
+
+    net.engine.report_leg_ids();
+    net.uac_sends(&invite("c-legs", "", true));
+    net.take(UAC);
+    let b1 = net.take_one(UAS);
+    net.uas_sends(&uas_response(&b1, 503, "Service Unavailable", "x", "", ""));
+    net.take(UAS);
+    let b2 = net.take_one(UAS2);
+    let legs: Vec<_> = std::iter::from_fn(|| net.engine.poll_leg_id()).collect();
+    let ids: Vec<(LegSide, String)> =
+        legs.iter().map(|l| (l.side, String::from_utf8_lossy(&l.call_id).into_owned())).collect();
+    assert_eq!(
+        ids,
+        vec![
+            (LegSide::A, "c-legs".to_owned()),
+            (LegSide::B, hdr(&b1, HeaderName::CallId)),
+            (LegSide::B, hdr(&b2, HeaderName::CallId)),
+        ]
+    );
+    // All three belong to the call of the Started event.
+    let started = net
+        .events
+        .iter()
+        .rev()
+        .find_map(|Event::Call { call, kind }| {
+            matches!(kind, CallEventKind::Started { .. }).then_some(*call)
+        })
+        .unwrap();
+    assert!(legs.iter().all(|l| l.call == started));
+}
+
+// ---- edge policy ------------------------------------------------------------------------------
+
+/// `config` with a policy: trunk limits on trunk 0, and `edit` for the rest.
+fn policy_config(targets: &[&str], edit: impl FnOnce(&mut sbc_policy::PolicyConfig)) -> Config {
+    let mut cfg = config(targets, Duration::from_secs(60));
+    edit(&mut cfg.policy.rules);
+    cfg
+}
+
+const REALM: &str = "sbc.test";
+const RURI: &str = "sip:100@127.0.0.1:5060";
+
+fn digest_config() -> Config {
+    policy_config(&[UAS], |p| {
+        p.realms = vec![sbc_policy::RealmConfig {
+            realm: REALM.into(),
+            users: vec![sbc_policy::AuthUser {
+                name: "alice".into(),
+                credential: sbc_policy::Credential::Password("s3cret".into()),
+            }],
+        }];
+        p.auth_algorithms = vec![sbc_policy::Algorithm::Sha256];
+        p.nonce_secret = b"0123456789abcdef0123456789abcdef".to_vec().into();
+        p.nonce_lifetime = Duration::from_secs(300);
+        p.listeners =
+            vec![sbc_policy::ListenerPolicy { realm: Some(REALM.into()), ..Default::default() }];
+        p.offences.auth_failure =
+            Some(sbc_policy::OffenceRule { threshold: 3, window: Duration::from_secs(60) });
+    })
+}
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A parameter of a challenge header value.
+fn challenge_param(challenge: &str, name: &str) -> String {
+    let start = challenge.find(&format!("{name}=")).unwrap() + name.len() + 1;
+    let v = &challenge[start..];
+    match v.strip_prefix('"') {
+        Some(q) => q[..q.find('"').unwrap()].to_owned(),
+        None => v.split(',').next().unwrap().trim().to_owned(),
+    }
+}
+
+/// The credentials a UA computes for `challenge` (qop=auth, SHA-256).
+fn credentials(challenge: &str, user: &str, password: &str, method: &str, uri: &str) -> String {
+    let nonce = challenge_param(challenge, "nonce");
+    let realm = challenge_param(challenge, "realm");
+    let ha1 = sha256_hex(&format!("{user}:{realm}:{password}"));
+    let ha2 = sha256_hex(&format!("{method}:{uri}"));
+    let resp = sha256_hex(&format!("{ha1}:{nonce}:00000001:c0ffee:auth:{ha2}"));
+    format!(
+        "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", \
+         response=\"{resp}\", algorithm=SHA-256, cnonce=\"c0ffee\", nc=00000001, qop=auth"
+    )
+}
+
+fn register(call_id: &str, cseq: u32, extra: &str) -> String {
+    format!(
+        "REGISTER sip:127.0.0.1:5060 SIP/2.0\n\
+Via: SIP/2.0/UDP 127.0.0.10:5061;branch=z9hG4bK-r-{call_id}-{cseq}\n\
+Max-Forwards: 70\n\
+From: <sip:alice@sbc.test>;tag=rtag\n\
+To: <sip:alice@sbc.test>\n\
+Call-ID: {call_id}\n\
+CSeq: {cseq} REGISTER\n\
+Contact: <sip:alice@127.0.0.10:5061>\n\
+Expires: 600\n\
+{extra}Content-Length: 0\n\n"
+    )
+}
+
+/// The final response to the UAC, skipping 100 Trying.
+fn final_to_uac(net: &mut Net) -> Message {
+    let mut msgs: Vec<Message> =
+        net.take(UAC).into_iter().filter(|m| m.code().is_some_and(|c| c >= 200)).collect();
+    assert_eq!(msgs.len(), 1, "{:?}", msgs.iter().map(summary).collect::<Vec<_>>());
+    msgs.remove(0)
+}
+
+/// A response's shape without what differs per request (nonce, tags, Call-ID, branch, CSeq).
+fn shape(m: &Message) -> String {
+    let mut out = format!("{} ", m.code().unwrap());
+    for h in &m.headers {
+        let value = String::from_utf8_lossy(&h.value).into_owned();
+        let value = match h.name {
+            HeaderName::ProxyAuthenticate | HeaderName::WwwAuthenticate => {
+                value.replace(&challenge_param(&value, "nonce"), "NONCE")
+            }
+            HeaderName::Via | HeaderName::CallId | HeaderName::CSeq => "*".into(),
+            HeaderName::From | HeaderName::To => value.split(";tag=").next().unwrap().into(),
+            _ => value,
+        };
+        out += &format!("{}: {value}\n", h.name.as_str());
+    }
+    out
+}
+
+#[test]
+fn invite_is_challenged_407_then_accepted_with_the_right_credentials() {
+    let mut net = Net::new(digest_config());
+    net.engine.set_wall_clock(net.now, std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+    net.uac_sends(&invite("d1", "", true));
+    let ch = final_to_uac(&mut net);
+    assert_eq!(ch.code(), Some(407));
+    assert!(net.take(UAS).is_empty(), "nothing reaches the trunk before authentication");
+    let challenge = hdr(&ch, HeaderName::ProxyAuthenticate);
+    assert!(challenge.starts_with("Digest realm=\"sbc.test\", nonce=\""), "{challenge}");
+    assert!(challenge.contains("algorithm=SHA-256, qop=\"auth\""));
+    // The caller ACKs the 407 and retries with credentials (same Call-ID, next CSeq).
+    let auth = credentials(&challenge, "alice", "s3cret", "INVITE", RURI);
+    let retry = invite("d1", &format!("Proxy-Authorization: {auth}\n"), true)
+        .replace("CSeq: 1 INVITE", "CSeq: 2 INVITE")
+        .replace("branch=z9hG4bK-a-d1", "branch=z9hG4bK-a-d1b");
+    net.uac_sends(&retry);
+    let b_invite = net.take_one(UAS);
+    assert_eq!(b_invite.method(), Some(&sip::Method::Invite));
+    assert!(
+        b_invite.header(&HeaderName::ProxyAuthorization).is_none(),
+        "credentials stay on leg A"
+    );
+    net.take(UAC);
+    net.uas_sends(&uas_response(&b_invite, 200, "OK", "btag", "", SDP));
+    net.take(UAS);
+    let ok = net.take_one(UAC);
+    net.uac_sends(&uac_request("ACK", &ok, 2, "", ""));
+    net.uac_sends(&uac_request("BYE", &ok, 3, "", ""));
+    let bye = net.take(UAS).into_iter().find(|m| m.method() == Some(&sip::Method::Bye)).unwrap();
+    net.uas_sends(&uas_response(&bye, 200, "OK", "", "", ""));
+    assert_eq!(net.take_one(UAC).code(), Some(200), "the BYE is answered");
+    // The same credentials again (a replay, new branch) are not accepted: fresh challenge.
+    let replay = retry
+        .replace("branch=z9hG4bK-a-d1b", "branch=z9hG4bK-a-d1c")
+        .replace("Call-ID: d1", "Call-ID: d1r");
+    net.uac_sends(&replay);
+    let again = final_to_uac(&mut net);
+    assert_eq!(again.code(), Some(407));
+    assert!(hdr(&again, HeaderName::ProxyAuthenticate).ends_with("stale=true"));
+    let c = net.engine.policy().counters();
+    assert_eq!((c.auth_challenged, c.auth_ok, c.auth_replayed, c.auth_failed), (1, 1, 1, 0));
+    net.assert_idle();
+}
+
+#[test]
+fn wrong_password_and_unknown_user_get_the_same_answer_and_failures_ban() {
+    let mut net = Net::new(digest_config());
+    let mut answers = Vec::new();
+    for (i, user, password) in [(1, "alice", "guess"), (2, "mallory", "guess")] {
+        let id = format!("w{i}");
+        net.uac_sends(&invite(&id, "", true));
+        let challenge = hdr(&final_to_uac(&mut net), HeaderName::ProxyAuthenticate);
+        let auth = credentials(&challenge, user, password, "INVITE", RURI);
+        let retry = invite(&id, &format!("Proxy-Authorization: {auth}\n"), true)
+            .replace("CSeq: 1 INVITE", "CSeq: 2 INVITE")
+            .replace(&format!("branch=z9hG4bK-a-{id}"), &format!("branch=z9hG4bK-a-{id}b"));
+        net.uac_sends(&retry);
+        answers.push(final_to_uac(&mut net));
+    }
+    assert_eq!(answers[0].code(), Some(407));
+    assert!(!hdr(&answers[0], HeaderName::ProxyAuthenticate).contains("stale"));
+    assert_eq!(shape(&answers[0]), shape(&answers[1]), "a known user fails like an unknown one");
+    assert!(net.take(UAS).is_empty());
+    // The third failure (threshold 3) bans the source: its answer is the last it gets.
+    net.uac_sends(&invite(
+        "w3",
+        "Proxy-Authorization: Digest username=\"alice\", realm=\"sbc.test\", \
+        nonce=\"00\", uri=\"sip:100@127.0.0.1:5060\", response=\"00\"\n",
+        true,
+    ));
+    assert_eq!(final_to_uac(&mut net).code(), Some(407));
+    assert!(net.engine.policy().is_banned(net.now, addr(UAC).ip()));
+    net.uac_sends(&invite("w4", "", true));
+    assert!(net.take(UAC).is_empty(), "a banned source is dropped silently");
+    assert_eq!(net.engine.stats().dropped_banned, 1);
+    assert_eq!(net.engine.policy().counters().offences_auth_failure, 3);
+}
+
+#[test]
+fn expired_nonce_is_answered_stale() {
+    let mut net = Net::new(digest_config());
+    net.engine.set_wall_clock(net.now, std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+    net.uac_sends(&invite("s1", "", true));
+    let challenge = hdr(&final_to_uac(&mut net), HeaderName::ProxyAuthenticate);
+    net.advance(Duration::from_secs(301));
+    net.take(UAC); // the 407's retransmissions (the test sends no ACK)
+    let auth = credentials(&challenge, "alice", "s3cret", "INVITE", RURI);
+    net.uac_sends(&invite("s2", &format!("Proxy-Authorization: {auth}\n"), true));
+    let stale = final_to_uac(&mut net);
+    assert_eq!(stale.code(), Some(407));
+    assert!(hdr(&stale, HeaderName::ProxyAuthenticate).ends_with(", stale=true"));
+    assert_eq!(net.engine.policy().counters().auth_stale, 1);
+}
+
+#[test]
+fn register_is_challenged_401_then_answered_200_locally() {
+    let mut net = Net::new(digest_config());
+    net.engine.set_wall_clock(net.now, std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+    net.uac_sends(&register("reg1", 1, ""));
+    let ch = final_to_uac(&mut net);
+    assert_eq!(ch.code(), Some(401));
+    let challenge = hdr(&ch, HeaderName::WwwAuthenticate);
+    assert!(ch.header(&HeaderName::ProxyAuthenticate).is_none());
+    let auth = credentials(&challenge, "alice", "s3cret", "REGISTER", "sip:127.0.0.1:5060");
+    net.uac_sends(&register("reg1", 2, &format!("Authorization: {auth}\n")));
+    let ok = final_to_uac(&mut net);
+    assert_eq!(ok.code(), Some(200));
+    assert_eq!(hdr(&ok, HeaderName::Contact), "<sip:alice@127.0.0.10:5061>;expires=600");
+    let date = HeaderName::from_bytes(&Bytes::from_static(b"Date"));
+    assert_eq!(hdr(&ok, date), "Fri, 15 Jan 2027 08:00:00 GMT");
+    assert!(net.take(UAS).is_empty(), "REGISTER is answered locally");
+    assert_eq!(net.engine.stats().registers_accepted, 1);
+    // Without a realm on the listener REGISTER is not served.
+    let mut plain = Net::new(config(&[UAS], Duration::from_secs(60)));
+    plain.uac_sends(&register("reg2", 1, ""));
+    assert_eq!(final_to_uac(&mut plain).code(), Some(405));
+}
+
+fn cac_config() -> Config {
+    policy_config(&[UAS], |p| {
+        p.trunks = vec![sbc_policy::TrunkLimits { max_outbound: Some(2), ..Default::default() }];
+        p.emergency_numbers = vec!["112".into()];
+        p.cac_retry_after = Duration::from_secs(9);
+    })
+}
+
+#[test]
+fn trunk_cac_answers_503_with_retry_after_and_permits_come_back() {
+    let mut net = Net::new(cac_config());
+    let (_b1, ok1) = establish(&mut net, "cac1");
+    // The second call rings (early dialogs hold their slot too).
+    net.uac_sends(&invite("cac2", "", true));
+    net.take(UAC);
+    let b2 = net.take_one(UAS);
+    assert_eq!(net.engine.policy().trunk_calls(0).unwrap().outbound, 2);
+    net.uac_sends(&invite("cac3", "", true));
+    let full = final_to_uac(&mut net);
+    assert_eq!(full.code(), Some(503));
+    assert_eq!(hdr(&full, HeaderName::RetryAfter), "9");
+    assert!(net.take(UAS).is_empty(), "the refused call never reaches the trunk");
+    // An emergency call connects while the trunk is full.
+    let emergency =
+        invite("cac4", "", true).replace("sip:100@127.0.0.1:5060", "sip:112@127.0.0.1:5060");
+    net.uac_sends(&emergency);
+    net.take(UAC);
+    let b4 = net.take_one(UAS);
+    assert!(b4.request_uri().unwrap().to_string().starts_with("sip:112@"));
+    assert_eq!(net.engine.policy().counters().emergency_calls, 1);
+    // The ringing call is refused by the callee: its slot comes back, a new call fits.
+    net.uas_sends(&uas_response(&b2, 486, "Busy Here", "b2", "", ""));
+    net.take(UAS);
+    assert_eq!(final_to_uac(&mut net).code(), Some(486));
+    net.uas_sends(&uas_response(&b4, 603, "Decline", "b4", "", ""));
+    net.take(UAS);
+    net.take(UAC);
+    net.uac_sends(&invite("cac5", "", true));
+    net.take(UAC);
+    let b5 = net.take_one(UAS);
+    net.uas_sends(&uas_response(&b5, 180, "Ringing", "b5", "", ""));
+    // Caller cancels it; the answered call hangs up: every slot is free again.
+    net.uac_sends(
+        &invite("cac5", "", false)
+            .replacen("INVITE sip", "CANCEL sip", 1)
+            .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL"),
+    );
+    let cancel =
+        net.take(UAS).into_iter().find(|m| m.method() == Some(&sip::Method::Cancel)).unwrap();
+    net.uas_sends(&uas_response(&cancel, 200, "OK", "", "", ""));
+    net.uas_sends(&uas_response(&b5, 487, "Request Terminated", "b5", "", ""));
+    net.uac_sends(&uac_request("BYE", &ok1, 2, "", ""));
+    let bye = net.take(UAS).into_iter().find(|m| m.method() == Some(&sip::Method::Bye)).unwrap();
+    net.uas_sends(&uas_response(&bye, 200, "OK", "", "", ""));
+    net.take(UAC);
+    assert_eq!(net.engine.policy().counters().rejected_trunk_cac, 1);
+    net.assert_idle();
+}
+
+#[test]
+fn outbound_refusal_fails_over_to_the_next_trunk() {
+    let mut net = Net::new(policy_config(&[UAS, UAS2], |p| {
+        p.trunks = vec![sbc_policy::TrunkLimits { max_total: Some(1), ..Default::default() }];
+    }));
+    let (_b, ok) = establish(&mut net, "fo1");
+    // Trunk 0 is full: the second call goes to trunk 1 at once.
+    net.uac_sends(&invite("fo2", "", true));
+    net.take(UAC);
+    assert!(net.take(UAS).is_empty());
+    let b2 = net.take_one(UAS2);
+    net.peer_sends(UAS2, &uas_response(&b2, 480, "Temporarily Unavailable", "x", "", ""));
+    net.take(UAS2);
+    let r = final_to_uac(&mut net);
+    assert_eq!(r.code(), Some(480));
+    assert!(r.header(&HeaderName::RetryAfter).is_none(), "not the refusal's Retry-After");
+    net.uac_sends(&uac_request("BYE", &ok, 2, "", ""));
+    let bye = net.take(UAS).into_iter().find(|m| m.method() == Some(&sip::Method::Bye)).unwrap();
+    net.uas_sends(&uas_response(&bye, 200, "OK", "", "", ""));
+    net.assert_idle();
+}
+
+#[test]
+fn inbound_trunk_cac_on_a_forbidden_listener_answers_403() {
+    let mut cfg = policy_config(&[UAS], |p| {
+        p.trunks = vec![sbc_policy::TrunkLimits { max_inbound: Some(1), ..Default::default() }];
+        p.listeners = vec![
+            Default::default(),
+            sbc_policy::ListenerPolicy {
+                reject: sbc_policy::RejectMode::Forbidden,
+                ..Default::default()
+            },
+        ];
+    });
+    // Calls from the trunk (127.0.0.20/30 on the trunk listener) go back out to it.
+    cfg.routes.push(RouteConfig {
+        name: "in".into(),
+        matcher: RouteMatch { trunk: Some(TrunkId(0)), ..Default::default() },
+        trunks: vec![TrunkId(0)],
+        ring_timeout: Duration::from_secs(60),
+    });
+    let mut net = Net::new(cfg);
+    let peer = "127.0.0.21:5090";
+    net.peer_sends(peer, &invite("in1", "", true));
+    assert!(net.take(peer).iter().any(|m| m.code() == Some(100)));
+    net.take(UAS);
+    net.peer_sends(peer, &invite("in2", "", true));
+    let r = net.take(peer).into_iter().find(|m| m.code().is_some_and(|c| c >= 200)).unwrap();
+    assert_eq!(r.code(), Some(403));
+    assert!(r.header(&HeaderName::RetryAfter).is_none());
+}
+
+#[test]
+fn emergency_calls_bypass_the_source_call_rate_and_are_counted() {
+    let mut net = Net::new(policy_config(&[UAS], |p| {
+        p.source_call_rate = Some(sbc_policy::Rate::new(1, Duration::from_secs(10)));
+        p.emergency_numbers = vec!["112".into()];
+    }));
+    net.uac_sends(&invite("r1", "", true));
+    net.take(UAC);
+    net.take_one(UAS);
+    net.uac_sends(&invite("r2", "", true));
+    let r = final_to_uac(&mut net);
+    assert_eq!(r.code(), Some(503));
+    assert_eq!(hdr(&r, HeaderName::RetryAfter), "10");
+    net.uac_sends(
+        &invite("r3", "", true).replace("sip:100@127.0.0.1:5060", "sip:112@127.0.0.1:5060"),
+    );
+    net.take(UAC);
+    assert_eq!(net.take_one(UAS).method(), Some(&sip::Method::Invite));
+    let c = net.engine.policy().counters();
+    assert_eq!((c.emergency_calls, c.emergency_active, c.rejected_source_rate), (1, 1, 1));
+}
+
+#[test]
+fn scanners_unknown_users_and_garbage_lead_to_bans() {
+    let mut cfg = policy_config(&[UAS], |p| {
+        p.scanner_user_agents = vec!["friendly-scanner".into()];
+        let rule =
+            |n| Some(sbc_policy::OffenceRule { threshold: n, window: Duration::from_secs(60) });
+        p.offences.scanner = rule(1);
+        p.offences.unknown_user = rule(3);
+        p.offences.malformed = rule(2);
+    });
+    cfg.routes[0].matcher.prefix = Some("1".into());
+    let mut net = Net::new(cfg);
+    // A scanner's first OPTIONS gets no answer, nor does anything after it.
+    net.uac_sends("OPTIONS sip:127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.10:5061;branch=z9hG4bKs1\nFrom: <sip:s@x>;tag=1\nTo: <sip:127.0.0.1>\nCall-ID: s1\nCSeq: 1 OPTIONS\nUser-Agent: friendly-scanner\nContent-Length: 0\n\n");
+    assert!(net.take(UAC).is_empty());
+    assert_eq!(net.engine.transaction_count(), 0, "no transaction for a dropped request");
+    assert!(net.engine.policy().is_banned(net.now, addr(UAC).ip()));
+    // 404s: the third one bans.
+    let prober = "127.0.0.30:5061";
+    let flow = Flow { listener: ListenerId(0), transport: Transport::Udp, remote: addr(prober) };
+    for i in 0..3 {
+        let probe = invite(&format!("p{i}"), "", true)
+            .replace("sip:100@127.0.0.1:5060", &format!("sip:9{i}@127.0.0.1:5060"))
+            .replace("127.0.0.10:5061", prober);
+        net.input(flow, &probe);
+        let r = net.take(prober).into_iter().find(|m| m.code().is_some_and(|c| c >= 200));
+        assert_eq!(r.map(|m| m.code()), Some(Some(404)));
+    }
+    assert!(net.engine.policy().is_banned(net.now, addr(prober).ip()));
+    // Two unparseable datagrams ban a third source.
+    let junk = "127.0.0.31:5061";
+    let flow = Flow { listener: ListenerId(0), transport: Transport::Udp, remote: addr(junk) };
+    for _ in 0..2 {
+        net.engine.handle_datagram(net.now, flow, Bytes::from_static(b"INVITE nonsense\r\n\r\n"));
+    }
+    assert!(net.engine.policy().is_banned(net.now, addr(junk).ip()));
+    let c = net.engine.policy().counters();
+    assert_eq!((c.offences_scanner, c.offences_unknown_user, c.offences_malformed), (1, 3, 2));
+    assert_eq!(c.bans_active, 3);
+    // Trunk sources are never banned, whatever they send.
+    for _ in 0..5 {
+        net.engine.handle_datagram(
+            net.now,
+            Flow { listener: ListenerId(1), transport: Transport::Udp, remote: addr(UAS) },
+            Bytes::from_static(b"garbage\r\n\r\n"),
+        );
+    }
+    assert!(!net.engine.policy().is_banned(net.now, addr(UAS).ip()));
 }

@@ -25,7 +25,10 @@ fn config() -> Config {
         max_headers: 128,
         drain_grace: Duration::from_secs(1),
         metrics: None,
+        records: None,
         media: MediaConfig::default(),
+        capture: Default::default(),
+        policy: Default::default(),
         tcp: TcpConfig { idle_timeout: Duration::from_secs(60), max_connections: 16 },
         listeners: vec![ListenerConfig {
             name: "access".into(),

@@ -12,7 +12,8 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 use crate::LegSide;
 
@@ -182,4 +183,18 @@ pub trait RelayBackend: Send + Sync {
     fn stats(&self, pair: PairId) -> Option<PairStats>;
     /// Closes the pair's sockets, returns its ports to the range and its final figures.
     fn close(&self, pair: PairId) -> Option<PairStats>;
+    /// Sets (or with `None` removes) the pair's capture tap: from the next packet on, every
+    /// datagram received on the pair's sockets and every datagram it sends goes to `tap`. The
+    /// default does nothing (a backend without packets has nothing to show).
+    fn tap(&self, pair: PairId, tap: Option<Arc<dyn PacketTap>>) {
+        let _ = (pair, tap);
+    }
+}
+
+/// Receives copies of the datagrams of tapped pairs (lawful intercept and troubleshooting
+/// captures). Called on a media worker thread for each packet of a tapped pair, so it must
+/// neither block nor allocate: copy into a pre-allocated slot and hand it off, or drop it.
+pub trait PacketTap: Send + Sync + fmt::Debug {
+    /// A datagram from `from` to `to` (one of them is the pair's own socket), seen at `at`.
+    fn packet(&self, at: SystemTime, from: SocketAddr, to: SocketAddr, data: &[u8]);
 }

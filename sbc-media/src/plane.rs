@@ -30,7 +30,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::backend::{DirectionStats, Latch, PairPorts, PairSpec, RelayBackend, RemoteSpec};
+use crate::backend::{
+    DirectionStats, Latch, PacketTap, PairPorts, PairSpec, RelayBackend, RemoteSpec,
+};
 use crate::negotiate::{
     clock_rate, effective_direction, has_rtcp_mux, localize, main_codec, prepare_answer,
     prepare_offer, remote_addresses,
@@ -238,6 +240,16 @@ impl MediaPlane {
         Some(session.summary(received))
     }
 
+    /// Sets (or removes) the capture tap of a call: on its pairs now and on every pair it opens
+    /// later (a stream added by a re-INVITE). No-op for an unknown session.
+    pub fn tap(&mut self, id: MediaSessionId, tap: Option<Arc<dyn PacketTap>>) {
+        let Some(session) = self.sessions.get_mut(&id) else { return };
+        for pair in session.streams.iter().flatten() {
+            self.backend.tap(pair.ports.id, tap.clone());
+        }
+        session.tap = tap;
+    }
+
     /// The call ended: closes all its pairs (their ports go back to the range) and returns the
     /// final figures. `None` for an unknown session.
     pub fn release(&mut self, id: MediaSessionId) -> Option<MediaSummary> {
@@ -280,6 +292,8 @@ struct Session {
     last_change: Option<Instant>,
     /// Figures of pairs already closed (streams disabled mid-call), per side received from.
     closed: [DirectionStats; 2],
+    /// Capture tap given to every pair of the call.
+    tap: Option<Arc<dyn PacketTap>>,
 }
 
 /// An offer in flight: as the offerer sent it, and as the SBC sent it on.
@@ -360,6 +374,7 @@ impl Session {
             codecs: [None, None],
             last_change: None,
             closed: [DirectionStats::default(); 2],
+            tap: None,
         }
     }
 
@@ -383,7 +398,12 @@ impl Session {
                 continue;
             }
             match backend.open(spec) {
-                Ok(ports) => opened.push((i, ports)),
+                Ok(ports) => {
+                    if let Some(tap) = &self.tap {
+                        backend.tap(ports.id, Some(Arc::clone(tap)));
+                    }
+                    opened.push((i, ports))
+                }
                 Err(e) => {
                     for (_, ports) in opened {
                         backend.close(ports.id);

@@ -6,17 +6,31 @@
 //! `Proxy-Authenticate`) header value, and builds a challenge with
 //! [`Authenticator::challenges`] when the outcome is not [`AuthOutcome::Ok`].
 //!
-//! **Nonces are stateless**: `hex(timestamp) || hex(HMAC-SHA256(secret, timestamp || source IP
-//! || realm))[..32]`. Any shard that shares the secret can check one; a nonce expires after the
-//! configured lifetime (the client is then told `stale=true` and retries without asking the
-//! user) and is bound to the source address, so a nonce sniffed or obtained elsewhere is
-//! worthless. Replays from the same address within the lifetime are not detected (`nc` is not
-//! tracked). **No user enumeration**: an unknown user is checked against a dummy HA1 with the
-//! same work as a known one and fails with the same [`AuthFailure::BadCredentials`].
+//! **Nonces are stateless to issue**: `hex(timestamp) || hex(salt) || hex(HMAC-SHA256(secret,
+//! timestamp || salt || source IP || realm))[..32]`, the salt a per-process counter so that no
+//! two challenges carry the same nonce. Any thread that shares the secret can check one; a nonce
+//! expires after the configured lifetime (the client is then told `stale=true` and retries
+//! without asking the user) and is bound to the source address, so a nonce sniffed or obtained
+//! elsewhere is worthless.
+//!
+//! **Replays are refused**: the digest `uri` must be the Request-URI (RFC 3261 section 22.4), and
+//! the highest nonce count (`nc`) accepted per nonce is remembered until the nonce expires; a
+//! request whose `nc` is not above it (or a second use of a nonce without `qop`) is
+//! [`AuthOutcome::Replayed`] and gets a fresh challenge. Only requests whose response matched are
+//! remembered, so the table grows only with the credentials of real users; it is capped, and
+//! when full of live nonces new ones are accepted untracked (counted), not refused: locking every
+//! user out is worse than losing replay detection for a moment.
+//!
+//! **No user enumeration**: an unknown user is checked against a dummy HA1 with the same work as
+//! a known one and fails with the same [`AuthFailure::BadCredentials`]. A right response with a
+//! nonce that is not (or no longer) ours, e.g. issued before a restart with another secret, is
+//! [`AuthOutcome::Stale`]: the user knows the password, only the nonce must be renewed.
 
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use hmac::{Hmac, KeyInit, Mac};
@@ -24,15 +38,20 @@ use md5::Md5;
 use sha2::{Digest, Sha256};
 
 use crate::config::{Algorithm, AuthUser, ConfigError, Credential};
+use crate::shard::{Sharded, share};
 
 /// Longest credentials header value looked at; longer ones are malformed.
 const MAX_CREDENTIALS_LEN: usize = 4096;
 /// Most auth-params in one credentials value.
 const MAX_PARAMS: usize = 32;
-/// How far in the future a nonce timestamp may lie (clocks of shards sharing a secret).
+/// How far in the future a nonce timestamp may lie (clocks of SBCs sharing a secret).
 const NONCE_SKEW_SECS: u64 = 60;
 /// Hex characters of the truncated HMAC in a nonce (128 bits).
 const NONCE_MAC_HEX: usize = 32;
+/// Hex characters of a nonce: timestamp, salt, MAC.
+const NONCE_HEX: usize = 16 + 16 + NONCE_MAC_HEX;
+/// Nonces whose highest `nc` is remembered, by default (see [`Authenticator::with_max_nonces`]).
+pub const DEFAULT_MAX_NONCES: usize = 200_000;
 
 /// The result of checking a request's credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,8 +61,13 @@ pub enum AuthOutcome {
         /// The authenticated username.
         user: String,
     },
-    /// The credentials are right but the nonce expired: challenge again with `stale=true`.
+    /// The credentials are right but the nonce expired or is not ours (another source, another
+    /// secret): challenge again with `stale=true`.
     Stale,
+    /// The credentials are right but were used before with this nonce and nonce count: a
+    /// replayed request. Challenge again with `stale=true` (a confused client recovers, a replay
+    /// cannot answer); not an offence, as a client may legitimately resend.
+    Replayed,
     /// The credentials are wrong: challenge again and record [`crate::Offence::AuthFailure`].
     Failed(AuthFailure),
     /// No credentials for this realm: challenge (not an offence).
@@ -58,14 +82,18 @@ pub enum AuthFailure {
     Malformed,
     /// An algorithm or `qop` this realm does not offer.
     UnsupportedAlgorithm,
-    /// A nonce we did not issue, or issued to another source.
+    /// A nonce we did not issue, or issued to another source, with a response that does not
+    /// match either.
     BadNonce,
     /// The response does not match: unknown user or wrong password.
     BadCredentials,
+    /// The digest `uri` is not the Request-URI (RFC 3261 section 22.4): credentials computed for
+    /// another request.
+    UriMismatch,
 }
 
-/// Checks digest credentials of one realm and builds its challenges.
-#[derive(Clone)]
+/// Checks digest credentials of one realm and builds its challenges. Shared by every thread:
+/// issuing and checking take no lock; the nonce-count table is striped.
 pub struct Authenticator {
     realm: String,
     users: HashMap<String, Ha1s>,
@@ -76,6 +104,20 @@ pub struct Authenticator {
     nonce_lifetime: u64,
     algorithms: Vec<Algorithm>,
     opaque: Option<String>,
+    /// Makes every nonce unique (two challenges to one source in one second differ).
+    salt: AtomicU64,
+    /// Highest `nc` accepted per (timestamp, salt) of a live nonce.
+    uses: Sharded<Mutex<NonceUses>>,
+    /// Nonces accepted without tracking because their stripe was full of live ones.
+    untracked: AtomicU64,
+}
+
+/// One stripe of the nonce-count table.
+#[derive(Debug, Default)]
+struct NonceUses {
+    /// (timestamp, salt) -> highest nc accepted.
+    map: HashMap<(u64, u64), u32>,
+    cap: usize,
 }
 
 /// A user's HA1 (lowercase hex) per algorithm.
@@ -139,7 +181,22 @@ impl Authenticator {
             nonce_lifetime: nonce_lifetime.as_secs(),
             algorithms: vec![Algorithm::Sha256, Algorithm::Md5],
             opaque: None,
+            salt: AtomicU64::new(0),
+            uses: nonce_table(DEFAULT_MAX_NONCES),
+            untracked: AtomicU64::new(0),
         })
+    }
+
+    /// The same authenticator remembering the nonce count of at most `max` live nonces (at
+    /// least 16).
+    pub fn with_max_nonces(mut self, max: usize) -> Self {
+        self.uses = nonce_table(max.max(crate::shard::SHARDS));
+        self
+    }
+
+    /// Nonces accepted without replay tracking because the table was full.
+    pub fn untracked_nonces(&self) -> u64 {
+        self.untracked.load(Ordering::Relaxed)
     }
 
     /// The same authenticator offering `algorithms`, preferred first (RFC 8760 section 2.4).
@@ -194,12 +251,13 @@ impl Authenticator {
     }
 
     /// Checks an `Authorization` / `Proxy-Authorization` value from `source` for a request of
-    /// `method` (None when the request has none). Never panics on wire input.
+    /// `method` to `request_uri` (None when the request has none). Never panics on wire input.
     pub fn verify(
         &self,
         now_unix: u64,
         source: IpAddr,
         method: &str,
+        request_uri: &str,
         authorization: Option<&[u8]>,
     ) -> AuthOutcome {
         let Some(value) = authorization else {
@@ -219,35 +277,77 @@ impl Authenticator {
         if self.opaque.is_some() && creds.opaque != self.opaque {
             return AuthOutcome::Failed(AuthFailure::Malformed);
         }
-        let Some(issued) = self.check_nonce(&creds.nonce, source) else {
-            return AuthOutcome::Failed(AuthFailure::BadNonce);
-        };
-        if issued > now_unix + NONCE_SKEW_SECS {
-            return AuthOutcome::Failed(AuthFailure::BadNonce);
+        // RFC 3261 section 22.4 / RFC 2617 section 3.2.2.5: the digest covers this request's
+        // URI; credentials made for another request do not authorise this one.
+        if creds.uri != request_uri {
+            return AuthOutcome::Failed(AuthFailure::UriMismatch);
         }
-        // Same work for known and unknown users: one HA1 lookup, two hashes, one comparison.
+        // Same work for known and unknown users, valid or invalid nonces: one HA1 lookup, two
+        // hashes, one comparison, then the nonce MAC.
         let known = self.users.get(&creds.username).and_then(|h| h.get(algorithm));
         let ha1 = known.or(self.dummy.get(algorithm)).unwrap_or_default();
         let expected = response(algorithm, ha1, &creds, method);
         let matches = ct_eq(expected.as_bytes(), creds.response.to_ascii_lowercase().as_bytes());
+        let nonce = self
+            .check_nonce(&creds.nonce, source)
+            .filter(|(issued, _)| *issued <= now_unix + NONCE_SKEW_SECS);
         if !matches || known.is_none() {
-            return AuthOutcome::Failed(AuthFailure::BadCredentials);
+            let why =
+                if nonce.is_some() { AuthFailure::BadCredentials } else { AuthFailure::BadNonce };
+            return AuthOutcome::Failed(why);
         }
-        if now_unix >= issued.saturating_add(self.nonce_lifetime) {
+        let Some((issued, salt)) = nonce else {
             return AuthOutcome::Stale;
+        };
+        let expires = issued.saturating_add(self.nonce_lifetime);
+        if now_unix >= expires {
+            return AuthOutcome::Stale;
+        }
+        // Without qop there is no nonce count: such a nonce is good for one request.
+        let nc = match creds.qop {
+            Some(_) => u32::from_str_radix(&creds.nc, 16).unwrap_or(0),
+            None => 1,
+        };
+        if !self.remember_use((issued, salt), nc, now_unix) {
+            return AuthOutcome::Replayed;
         }
         AuthOutcome::Ok { user: creds.username }
     }
 
+    /// Records `nc` for a live nonce; `false` if it is not above the highest one seen.
+    fn remember_use(&self, nonce: (u64, u64), nc: u32, now_unix: u64) -> bool {
+        let mut uses = self.uses.of(&nonce).lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(highest) = uses.map.get_mut(&nonce) {
+            if nc <= *highest {
+                return false;
+            }
+            *highest = nc;
+            return true;
+        }
+        if uses.map.len() >= uses.cap {
+            // Rare: only when the stripe is full. Expired nonces are answered stale anyway.
+            let lifetime = self.nonce_lifetime;
+            uses.map.retain(|(issued, _), _| now_unix < issued.saturating_add(lifetime));
+            if uses.map.len() >= uses.cap {
+                self.untracked.fetch_add(1, Ordering::Relaxed);
+                return true;
+            }
+        }
+        uses.map.insert(nonce, nc);
+        true
+    }
+
     fn nonce(&self, now_unix: u64, source: IpAddr) -> String {
-        let mut nonce = format!("{now_unix:016x}");
-        nonce.push_str(&self.nonce_mac(now_unix, source)[..NONCE_MAC_HEX]);
+        let salt = self.salt.fetch_add(1, Ordering::Relaxed);
+        let mut nonce = format!("{now_unix:016x}{salt:016x}");
+        nonce.push_str(&self.nonce_mac(now_unix, salt, source)[..NONCE_MAC_HEX]);
         nonce
     }
 
-    fn nonce_mac(&self, ts: u64, source: IpAddr) -> String {
+    fn nonce_mac(&self, ts: u64, salt: u64, source: IpAddr) -> String {
         let mut mac = self.mac.clone();
         mac.update(&ts.to_be_bytes());
+        mac.update(&salt.to_be_bytes());
         match source.to_canonical() {
             IpAddr::V4(v4) => mac.update(&v4.octets()),
             IpAddr::V6(v6) => mac.update(&v6.octets()),
@@ -256,17 +356,23 @@ impl Authenticator {
         hex(&mac.finalize().into_bytes())
     }
 
-    /// The timestamp of a nonce we issued to `source`.
-    fn check_nonce(&self, nonce: &str, source: IpAddr) -> Option<u64> {
-        if nonce.len() != 16 + NONCE_MAC_HEX || !nonce.bytes().all(|b| b.is_ascii_hexdigit()) {
+    /// The timestamp and salt of a nonce we issued to `source`.
+    fn check_nonce(&self, nonce: &str, source: IpAddr) -> Option<(u64, u64)> {
+        if nonce.len() != NONCE_HEX || !nonce.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
-        let (ts_hex, mac_hex) = nonce.split_at(16);
+        let (ts_hex, rest) = nonce.split_at(16);
+        let (salt_hex, mac_hex) = rest.split_at(16);
         let ts = u64::from_str_radix(ts_hex, 16).ok()?;
-        let expected = self.nonce_mac(ts, source);
+        let salt = u64::from_str_radix(salt_hex, 16).ok()?;
+        let expected = self.nonce_mac(ts, salt, source);
         let given = mac_hex.to_ascii_lowercase();
-        ct_eq(&expected.as_bytes()[..NONCE_MAC_HEX], given.as_bytes()).then_some(ts)
+        ct_eq(&expected.as_bytes()[..NONCE_MAC_HEX], given.as_bytes()).then_some((ts, salt))
     }
+}
+
+fn nonce_table(max: usize) -> Sharded<Mutex<NonceUses>> {
+    Sharded::new(|i| Mutex::new(NonceUses { map: HashMap::new(), cap: share(max, i) }))
 }
 
 fn ha1s(user: &AuthUser, realm: &str) -> Result<Ha1s, ConfigError> {
@@ -493,6 +599,8 @@ mod tests {
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
     const NOW: u64 = 1_800_000_000;
+    /// The Request-URI the test requests carry (and their digest `uri`).
+    const URI: &str = "sip:bob@sbc.example";
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -522,6 +630,11 @@ mod tests {
 
     /// What a UA answers to `challenge`.
     fn answer(challenge: &str, user: &str, password: &str, method: &str) -> String {
+        answer_nc(challenge, user, password, method, 1)
+    }
+
+    /// What a UA answers to `challenge` with nonce count `nc`.
+    fn answer_nc(challenge: &str, user: &str, password: &str, method: &str, nc: u32) -> String {
         let alg = if param_of(challenge, "algorithm") == "MD5" {
             Algorithm::Md5
         } else {
@@ -535,7 +648,7 @@ mod tests {
             nonce: nonce.into(),
             uri: "sip:bob@sbc.example".into(),
             cnonce: "0a4f113b".into(),
-            nc: "00000001".into(),
+            nc: format!("{nc:08x}"),
             qop: Some("auth".into()),
             ..Credentials::default()
         };
@@ -544,7 +657,7 @@ mod tests {
         format!(
             "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", \
              uri=\"sip:bob@sbc.example\", response=\"{resp}\", algorithm={}, cnonce=\"0a4f113b\", \
-             nc=00000001, qop=auth",
+             nc={nc:08x}, qop=auth",
             alg.token()
         )
     }
@@ -595,10 +708,10 @@ mod tests {
         assert!(challenges[0].ends_with("qop=\"auth\""));
         for ch in &challenges {
             let value = answer(ch, "alice", "s3cret", "REGISTER");
-            let out = a.verify(NOW + 10, src, "REGISTER", Some(value.as_bytes()));
+            let out = a.verify(NOW + 10, src, "REGISTER", URI, Some(value.as_bytes()));
             assert_eq!(out, AuthOutcome::Ok { user: "alice".into() });
             // The method is part of the digest.
-            let out = a.verify(NOW + 10, src, "INVITE", Some(value.as_bytes()));
+            let out = a.verify(NOW + 10, src, "INVITE", URI, Some(value.as_bytes()));
             assert_eq!(out, AuthOutcome::Failed(AuthFailure::BadCredentials));
         }
     }
@@ -610,12 +723,12 @@ mod tests {
         let [sha, md5] = <[String; 2]>::try_from(a.challenges(NOW, src, false)).unwrap();
         let ok = answer(&md5, "bob", "hunter2", "INVITE");
         assert_eq!(
-            a.verify(NOW, src, "INVITE", Some(ok.as_bytes())),
+            a.verify(NOW, src, "INVITE", URI, Some(ok.as_bytes())),
             AuthOutcome::Ok { user: "bob".into() }
         );
         let other = answer(&sha, "bob", "hunter2", "INVITE");
         assert_eq!(
-            a.verify(NOW, src, "INVITE", Some(other.as_bytes())),
+            a.verify(NOW, src, "INVITE", URI, Some(other.as_bytes())),
             AuthOutcome::Failed(AuthFailure::BadCredentials)
         );
     }
@@ -627,14 +740,20 @@ mod tests {
         let ch = a.challenge(NOW, src, false);
         let wrong = answer(&ch, "alice", "guess", "REGISTER");
         let unknown = answer(&ch, "mallory", "guess", "REGISTER");
-        let w = a.verify(NOW, src, "REGISTER", Some(wrong.as_bytes()));
-        let u = a.verify(NOW, src, "REGISTER", Some(unknown.as_bytes()));
+        let w = a.verify(NOW, src, "REGISTER", URI, Some(wrong.as_bytes()));
+        let u = a.verify(NOW, src, "REGISTER", URI, Some(unknown.as_bytes()));
         assert_eq!(w, AuthOutcome::Failed(AuthFailure::BadCredentials));
         assert_eq!(w, u);
-        // The next challenge does not depend on who asked.
-        assert_eq!(a.challenges(NOW, src, false), a.challenges(NOW, src, false));
+        // The next challenge does not depend on who asked: only the nonce differs, and every
+        // nonce is new.
+        let (c1, c2) = (a.challenges(NOW, src, false), a.challenges(NOW, src, false));
+        let mask = |v: &[String]| -> Vec<String> {
+            v.iter().map(|c| c.replace(param_of(c, "nonce"), "N")).collect()
+        };
+        assert_eq!(mask(&c1), mask(&c2));
+        assert_ne!(param_of(&c1[0], "nonce"), param_of(&c2[0], "nonce"));
         // Even an unknown user guessing the dummy cannot get in: there is no such user.
-        let expired = a.verify(NOW + 1000, src, "REGISTER", Some(unknown.as_bytes()));
+        let expired = a.verify(NOW + 1000, src, "REGISTER", URI, Some(unknown.as_bytes()));
         assert_eq!(expired, AuthOutcome::Failed(AuthFailure::BadCredentials));
     }
 
@@ -643,20 +762,26 @@ mod tests {
         let a = auth();
         let ch = a.challenge(NOW, ip("192.0.2.10"), false);
         let value = answer(&ch, "alice", "s3cret", "REGISTER");
+        // From another address the nonce is not valid: the right password only renews it.
         assert_eq!(
-            a.verify(NOW, ip("192.0.2.11"), "REGISTER", Some(value.as_bytes())),
+            a.verify(NOW, ip("192.0.2.11"), "REGISTER", URI, Some(value.as_bytes())),
+            AuthOutcome::Stale
+        );
+        let wrong = answer(&ch, "alice", "guess", "REGISTER");
+        assert_eq!(
+            a.verify(NOW, ip("192.0.2.11"), "REGISTER", URI, Some(wrong.as_bytes())),
             AuthOutcome::Failed(AuthFailure::BadNonce)
         );
         // The same address seen through a dual-stack socket is the same source.
         assert!(matches!(
-            a.verify(NOW, ip("::ffff:192.0.2.10"), "REGISTER", Some(value.as_bytes())),
+            a.verify(NOW, ip("::ffff:192.0.2.10"), "REGISTER", URI, Some(value.as_bytes())),
             AuthOutcome::Ok { .. }
         ));
         // Another secret does not accept our nonces.
         let other = Authenticator::new(&[], "sbc.example", &[7; 16], Duration::from_secs(300));
         let other = other.unwrap();
         assert_eq!(
-            other.verify(NOW, ip("192.0.2.10"), "REGISTER", Some(value.as_bytes())),
+            other.verify(NOW, ip("192.0.2.10"), "REGISTER", URI, Some(value.as_bytes())),
             AuthOutcome::Failed(AuthFailure::BadNonce)
         );
     }
@@ -667,16 +792,16 @@ mod tests {
         let src = ip("2001:db8::10");
         let ch = a.challenge(NOW, src, false);
         let value = answer(&ch, "alice", "s3cret", "REGISTER");
-        let at = |t| a.verify(t, src, "REGISTER", Some(value.as_bytes()));
+        let at = |t| a.verify(t, src, "REGISTER", URI, Some(value.as_bytes()));
         assert!(matches!(at(NOW + 299), AuthOutcome::Ok { .. }));
         assert_eq!(at(NOW + 300), AuthOutcome::Stale);
         let wrong = answer(&ch, "alice", "nope", "REGISTER");
         assert_eq!(
-            a.verify(NOW + 300, src, "REGISTER", Some(wrong.as_bytes())),
+            a.verify(NOW + 300, src, "REGISTER", URI, Some(wrong.as_bytes())),
             AuthOutcome::Failed(AuthFailure::BadCredentials)
         );
-        // A nonce from the future was not issued by a sane clock.
-        assert_eq!(at(NOW - NONCE_SKEW_SECS - 1), AuthOutcome::Failed(AuthFailure::BadNonce));
+        // A nonce from the future was not issued by a sane clock: renewed.
+        assert_eq!(at(NOW - NONCE_SKEW_SECS - 1), AuthOutcome::Stale);
         assert!(a.challenge(NOW, src, true).ends_with(", stale=true"));
     }
 
@@ -691,7 +816,7 @@ mod tests {
         let later = format!("{:016x}{}", NOW + 1000, &nonce[16..]);
         let forged = value.replace(nonce, &later);
         assert_eq!(
-            a.verify(NOW, src, "REGISTER", Some(forged.as_bytes())),
+            a.verify(NOW, src, "REGISTER", URI, Some(forged.as_bytes())),
             AuthOutcome::Failed(AuthFailure::BadNonce)
         );
     }
@@ -700,16 +825,16 @@ mod tests {
     fn missing_other_realm_and_unsupported() {
         let a = auth().with_algorithms(&[Algorithm::Sha256]).unwrap();
         let src = ip("192.0.2.10");
-        assert_eq!(a.verify(NOW, src, "INVITE", None), AuthOutcome::Missing);
+        assert_eq!(a.verify(NOW, src, "INVITE", URI, None), AuthOutcome::Missing);
         let ch = a.challenge(NOW, src, false);
         let value = answer(&ch, "alice", "s3cret", "INVITE");
         let other = value.replace("realm=\"sbc.example\"", "realm=\"elsewhere\"");
-        assert_eq!(a.verify(NOW, src, "INVITE", Some(other.as_bytes())), AuthOutcome::Missing);
+        assert_eq!(a.verify(NOW, src, "INVITE", URI, Some(other.as_bytes())), AuthOutcome::Missing);
         let md5 = value.replace("algorithm=SHA-256", "algorithm=MD5");
         let unsupported = AuthOutcome::Failed(AuthFailure::UnsupportedAlgorithm);
-        assert_eq!(a.verify(NOW, src, "INVITE", Some(md5.as_bytes())), unsupported);
+        assert_eq!(a.verify(NOW, src, "INVITE", URI, Some(md5.as_bytes())), unsupported);
         let sess = value.replace("algorithm=SHA-256", "algorithm=SHA-256-sess");
-        assert_eq!(a.verify(NOW, src, "INVITE", Some(sess.as_bytes())), unsupported);
+        assert_eq!(a.verify(NOW, src, "INVITE", URI, Some(sess.as_bytes())), unsupported);
         assert!(auth().with_algorithms(&[]).is_err());
     }
 
@@ -721,10 +846,10 @@ mod tests {
         assert!(ch.contains(", opaque=\"op\\\"aque\""));
         let value = answer(&ch, "alice", "s3cret", "REGISTER");
         let malformed = AuthOutcome::Failed(AuthFailure::Malformed);
-        assert_eq!(a.verify(NOW, src, "REGISTER", Some(value.as_bytes())), malformed);
+        assert_eq!(a.verify(NOW, src, "REGISTER", URI, Some(value.as_bytes())), malformed);
         let with = format!("{value}, opaque=\"op\\\"aque\"");
         assert!(matches!(
-            a.verify(NOW, src, "REGISTER", Some(with.as_bytes())),
+            a.verify(NOW, src, "REGISTER", URI, Some(with.as_bytes())),
             AuthOutcome::Ok { .. }
         ));
     }
@@ -748,7 +873,7 @@ mod tests {
             resp.to_ascii_uppercase()
         );
         assert!(matches!(
-            a.verify(NOW, src, "REGISTER", Some(value.as_bytes())),
+            a.verify(NOW, src, "REGISTER", "sip:sbc.example", Some(value.as_bytes())),
             AuthOutcome::Ok { .. }
         ));
     }
@@ -786,11 +911,93 @@ mod tests {
             many.as_bytes(),
         ];
         for case in cases {
-            match a.verify(NOW, src, "REGISTER", Some(case)) {
+            match a.verify(NOW, src, "REGISTER", URI, Some(case)) {
                 AuthOutcome::Failed(_) => {}
                 other => panic!("{:?}: {other:?}", String::from_utf8_lossy(case)),
             }
         }
+    }
+
+    #[test]
+    fn digest_uri_must_be_the_request_uri() {
+        let a = auth();
+        let src = ip("192.0.2.10");
+        let ch = a.challenge(NOW, src, false);
+        let value = answer(&ch, "alice", "s3cret", "INVITE");
+        assert_eq!(
+            a.verify(NOW, src, "INVITE", "sip:carol@sbc.example", Some(value.as_bytes())),
+            AuthOutcome::Failed(AuthFailure::UriMismatch)
+        );
+        assert!(matches!(
+            a.verify(NOW, src, "INVITE", URI, Some(value.as_bytes())),
+            AuthOutcome::Ok { .. }
+        ));
+    }
+
+    #[test]
+    fn replays_are_refused_and_nonce_counts_must_grow() {
+        let a = auth();
+        let src = ip("192.0.2.10");
+        let ch = a.challenge(NOW, src, false);
+        let first = answer(&ch, "alice", "s3cret", "REGISTER");
+        let check = |v: &str| a.verify(NOW + 1, src, "REGISTER", URI, Some(v.as_bytes()));
+        assert!(matches!(check(&first), AuthOutcome::Ok { .. }));
+        assert_eq!(check(&first), AuthOutcome::Replayed);
+        // The same nonce with the next count (a client reusing its nonce) is fine, once.
+        let second = answer_nc(&ch, "alice", "s3cret", "REGISTER", 2);
+        assert!(matches!(check(&second), AuthOutcome::Ok { .. }));
+        assert_eq!(check(&second), AuthOutcome::Replayed);
+        assert_eq!(check(&first), AuthOutcome::Replayed);
+        // A replay with a wrong password is a plain failure (an offence), not a replay.
+        let wrong = answer_nc(&ch, "alice", "guess", "REGISTER", 2);
+        assert_eq!(check(&wrong), AuthOutcome::Failed(AuthFailure::BadCredentials));
+        // Two challenges in the same second carry different nonces, each good on its own.
+        let other = answer(&a.challenge(NOW, src, false), "alice", "s3cret", "REGISTER");
+        assert!(matches!(check(&other), AuthOutcome::Ok { .. }));
+    }
+
+    #[test]
+    fn a_nonce_without_qop_is_good_for_one_request() {
+        let a = auth();
+        let src = ip("192.0.2.10");
+        let nonce = a.nonce(NOW, src);
+        let c = Credentials { nonce: nonce.clone(), uri: URI.into(), ..Credentials::default() };
+        let ha1 = hash_hex(Algorithm::Md5, &[b"alice", b"sbc.example", b"s3cret"]);
+        let resp = response(Algorithm::Md5, &ha1, &c, "REGISTER");
+        let value = format!(
+            "Digest username=\"alice\", realm=\"sbc.example\", nonce=\"{nonce}\", \
+             uri=\"{URI}\", response=\"{resp}\""
+        );
+        let check = || a.verify(NOW, src, "REGISTER", URI, Some(value.as_bytes()));
+        assert!(matches!(check(), AuthOutcome::Ok { .. }));
+        assert_eq!(check(), AuthOutcome::Replayed);
+    }
+
+    #[test]
+    fn a_full_nonce_table_accepts_untracked_and_expired_nonces_make_room() {
+        let a = auth().with_max_nonces(16);
+        let src = ip("192.0.2.10");
+        let mut accepted = 0;
+        for _ in 0..200 {
+            let value = answer(&a.challenge(NOW, src, false), "alice", "s3cret", "REGISTER");
+            if matches!(
+                a.verify(NOW, src, "REGISTER", URI, Some(value.as_bytes())),
+                AuthOutcome::Ok { .. }
+            ) {
+                accepted += 1;
+            }
+        }
+        assert_eq!(accepted, 200);
+        assert!(a.untracked_nonces() >= 200 - 16);
+        // Once the tracked nonces expired, a new one is tracked again (its stripe, of room 1,
+        // only held expired ones).
+        let before = a.untracked_nonces();
+        let later = NOW + 301;
+        let value = answer(&a.challenge(later, src, false), "alice", "s3cret", "REGISTER");
+        let check = || a.verify(later, src, "REGISTER", URI, Some(value.as_bytes()));
+        assert!(matches!(check(), AuthOutcome::Ok { .. }));
+        assert_eq!(check(), AuthOutcome::Replayed);
+        assert_eq!(a.untracked_nonces(), before);
     }
 
     #[test]

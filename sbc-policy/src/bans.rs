@@ -3,7 +3,16 @@
 //! Offences are counted per source and kind in a fixed window; reaching a kind's threshold bans
 //! the source. A repeat within [`BanConfig::memory`] escalates (`duration * factor^n`, capped).
 //! Expiry runs on a deadline heap with lazy deletion, so [`crate::Policy::poll_timeout`] is a
-//! peek and expiry never scans the table. Every ban added or lifted can be queued as a
+//! peek and expiry never scans the table.
+//!
+//! The table is shared by every thread of the process: a ban made by one signalling shard must
+//! stop the source's packets in every receive task. [`Bans`] keeps the full table (strikes,
+//! deadlines, change queue) behind one lock, taken only when a ban is made, lifted or expires,
+//! and mirrors "banned until" into a striped index of read locks, which is all the per-packet
+//! check reads. In front of the index a counting filter (one small counter per hash slot) tells
+//! a source that is not banned apart with one shared read, no lock and no write: the
+//! per-packet check of an innocent source costs the same whether bans exist or not. Lock order:
+//! table, then index stripe. Every ban added or lifted can be queued as a
 //! [`BanChange`] for the shell to push into a kernel set; expiry is not queued, because the
 //! kernel element carries the same timeout. Active bans survive a restart through a small text
 //! file written by [`Bans::write`] and read by [`Bans::load`].
@@ -13,11 +22,14 @@ use std::collections::hash_map::Entry;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::fmt;
 use std::io;
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ipnetwork::IpNetwork;
 
 use crate::config::{BanConfig, OffenceRule, OffenceRules};
+use crate::shard::Sharded;
 use crate::source::SourceKey;
 
 /// Misbehaviour the shell or core reports with [`crate::Policy::record`].
@@ -118,6 +130,19 @@ impl std::error::Error for BanFileError {
     }
 }
 
+/// Slots of the ban filter (128 KiB): with the 100 000 bans of a full default table, about 4 in 5
+/// innocent sources still pass on the filter alone.
+const FILTER_SLOTS: usize = 1 << 16;
+
+/// The filter slot of a source: a multiplicative hash (a collision only costs a read lock).
+fn filter_slot(key: &SourceKey) -> usize {
+    let bits = match key {
+        SourceKey::V4(v4) => u64::from(v4.to_bits()),
+        SourceKey::V6(hi) => *hi ^ (*hi >> 29),
+    };
+    (bits.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 48) as usize
+}
+
 /// First line of the state file; the version changes when the format does.
 const HEADER: &str = "# sbc-policy bans v1";
 /// Bound of the change queue; the oldest change is dropped (and counted) beyond it. Userspace
@@ -137,41 +162,187 @@ struct BanEntry {
     active: bool,
 }
 
-/// The ban table, with its deadline heap and change queue.
+/// The bans, shared by all threads: the table behind a lock, and a striped index of the bans in
+/// force for the per-packet check.
 #[derive(Debug)]
 pub(crate) struct Bans {
+    table: Mutex<BanTable>,
+    /// "Banned until", per source; expired entries are removed when their deadline is handled
+    /// and ignored until then.
+    index: Sharded<RwLock<HashMap<SourceKey, Instant>>>,
+    /// Entries in `index`: zero lets the check skip hashing (the common case).
+    indexed: AtomicUsize,
+    /// Entries of `index` per hash slot (written under the table lock only). A zero slot means
+    /// "not banned" without touching the index.
+    filter: Box<[AtomicU16]>,
+    /// Bumped whenever a ban is added, restored or lifted (the state file is then stale).
+    version: AtomicU64,
+}
+
+impl Bans {
+    pub(crate) fn new(cfg: BanConfig, queue_changes: bool) -> Bans {
+        Bans {
+            table: Mutex::new(BanTable::new(cfg, queue_changes)),
+            index: Sharded::new(|_| RwLock::new(HashMap::new())),
+            indexed: AtomicUsize::new(0),
+            filter: (0..FILTER_SLOTS).map(|_| AtomicU16::new(0)).collect(),
+            version: AtomicU64::new(0),
+        }
+    }
+
+    /// The per-packet check: a read of the filter, and one read lock of one stripe only for a
+    /// source whose filter slot is taken (banned, or sharing a slot with a banned source).
+    pub(crate) fn is_banned(&self, now: Instant, key: &SourceKey) -> bool {
+        if self.indexed.load(Ordering::Relaxed) == 0
+            || self.filter[filter_slot(key)].load(Ordering::Relaxed) == 0
+        {
+            return false;
+        }
+        let stripe = self.index.of(key).read().unwrap_or_else(PoisonError::into_inner);
+        stripe.get(key).is_some_and(|until| now < *until)
+    }
+
+    /// Bans `key` for the escalated duration; returns it, or `None` when the table is full.
+    pub(crate) fn ban(&self, now: Instant, key: SourceKey) -> Option<Duration> {
+        let mut table = self.lock();
+        let out = table.ban(now, key);
+        self.sync(&mut table);
+        out
+    }
+
+    /// Lifts a ban (and forgets its strikes).
+    pub(crate) fn unban(&self, key: &SourceKey) -> bool {
+        let mut table = self.lock();
+        let out = table.unban(key);
+        self.sync(&mut table);
+        out
+    }
+
+    /// Ends due bans and forgets due strikes.
+    pub(crate) fn handle_timeout(&self, now: Instant) {
+        let mut table = self.lock();
+        table.handle_timeout(now);
+        self.sync(&mut table);
+    }
+
+    pub(crate) fn load(
+        &self,
+        data: &[u8],
+        now: Instant,
+        now_system: SystemTime,
+        protected: impl Fn(SourceKey) -> bool,
+    ) -> Result<LoadedBans, BanFileError> {
+        let mut table = self.lock();
+        let out = table.load(data, now, now_system, protected);
+        self.sync(&mut table);
+        out
+    }
+
+    pub(crate) fn write(
+        &self,
+        now: Instant,
+        now_system: SystemTime,
+        out: &mut dyn io::Write,
+    ) -> io::Result<()> {
+        // Render under the lock (cheap), write after it: `out` may be slow.
+        let mut text = Vec::new();
+        self.lock().write(now, now_system, &mut text)?;
+        out.write_all(&text)
+    }
+
+    pub(crate) fn poll_change(&self) -> Option<BanChange> {
+        self.lock().poll_change()
+    }
+
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.lock().next_deadline()
+    }
+
+    pub(crate) fn version(&self) -> u64 {
+        self.version.load(Ordering::Relaxed)
+    }
+
+    /// (active, added, refused_full, changes_dropped)
+    pub(crate) fn stats(&self) -> (usize, u64, u64, u64) {
+        let t = self.lock();
+        (t.active, t.added, t.refused_full, t.changes_dropped)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BanTable> {
+        // Every update of the table completes or is a no-op; a panic elsewhere cannot leave it
+        // half-changed.
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Mirrors what the last operation changed into the index.
+    fn sync(&self, table: &mut BanTable) {
+        if table.touched.is_empty() {
+            return;
+        }
+        self.version.fetch_add(1, Ordering::Relaxed);
+        for (key, until) in table.touched.drain(..) {
+            let mut stripe = self.index.of(&key).write().unwrap_or_else(PoisonError::into_inner);
+            let slot = &self.filter[filter_slot(&key)];
+            match until {
+                Some(until) => {
+                    if stripe.insert(key, until).is_none() {
+                        self.indexed.fetch_add(1, Ordering::Relaxed);
+                        // Saturating: a slot that reached the top stays "maybe" for good.
+                        let _ = slot.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                            (n < u16::MAX).then_some(n + 1)
+                        });
+                    }
+                }
+                None => {
+                    if stripe.remove(&key).is_some() {
+                        self.indexed.fetch_sub(1, Ordering::Relaxed);
+                        let _ = slot.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                            (n > 0 && n < u16::MAX).then(|| n - 1)
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The ban table, with its deadline heap and change queue (single-threaded; see [`Bans`]).
+#[derive(Debug)]
+struct BanTable {
     cfg: BanConfig,
     entries: HashMap<SourceKey, BanEntry>,
     /// Ban ends and strike forgets; stale items are skipped when popped.
     deadlines: BinaryHeap<Reverse<(Instant, SourceKey)>>,
     active: usize,
     changes: Option<VecDeque<BanChange>>,
-    pub(crate) added: u64,
-    pub(crate) refused_full: u64,
-    pub(crate) changes_dropped: u64,
+    /// Sources whose "banned until" changed (`None`: no longer banned), for [`Bans::sync`].
+    touched: Vec<(SourceKey, Option<Instant>)>,
+    added: u64,
+    refused_full: u64,
+    changes_dropped: u64,
 }
 
-impl Bans {
-    pub(crate) fn new(cfg: BanConfig, queue_changes: bool) -> Bans {
-        Bans {
+impl BanTable {
+    fn new(cfg: BanConfig, queue_changes: bool) -> BanTable {
+        BanTable {
             cfg,
             entries: HashMap::new(),
             deadlines: BinaryHeap::new(),
             active: 0,
             changes: queue_changes.then(VecDeque::new),
+            touched: Vec::new(),
             added: 0,
             refused_full: 0,
             changes_dropped: 0,
         }
     }
 
-    pub(crate) fn is_banned(&self, now: Instant, key: &SourceKey) -> bool {
-        // The common case (no bans at all) skips hashing.
-        !self.entries.is_empty() && self.entries.get(key).is_some_and(|e| now < e.until)
+    #[cfg(test)]
+    fn is_banned(&self, now: Instant, key: &SourceKey) -> bool {
+        self.entries.get(key).is_some_and(|e| now < e.until)
     }
 
-    /// Bans `key` for the escalated duration; returns it, or `None` when the table is full.
-    pub(crate) fn ban(&mut self, now: Instant, key: SourceKey) -> Option<Duration> {
+    fn ban(&mut self, now: Instant, key: SourceKey) -> Option<Duration> {
         let len = self.entries.len();
         let entry = match self.entries.entry(key) {
             Entry::Occupied(o) => o.into_mut(),
@@ -194,16 +365,17 @@ impl Bans {
         }
         let timeout = entry.until - now;
         self.deadlines.push(Reverse((entry.until, key)));
+        self.touched.push((key, Some(entry.until)));
         self.added += 1;
         self.push_change(BanChange::Added { network: key.network(), timeout });
         Some(timeout)
     }
 
-    /// Lifts a ban (and forgets its strikes).
-    pub(crate) fn unban(&mut self, key: &SourceKey) -> bool {
+    fn unban(&mut self, key: &SourceKey) -> bool {
         let Some(entry) = self.entries.remove(key) else {
             return false;
         };
+        self.touched.push((*key, None));
         if entry.active {
             self.active -= 1;
             self.push_change(BanChange::Removed { network: key.network() });
@@ -211,16 +383,16 @@ impl Bans {
         true
     }
 
-    pub(crate) fn active(&self) -> usize {
+    #[cfg(test)]
+    fn active(&self) -> usize {
         self.active
     }
 
-    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+    fn next_deadline(&self) -> Option<Instant> {
         self.deadlines.peek().map(|Reverse((at, _))| *at)
     }
 
-    /// Ends due bans and forgets due strikes.
-    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+    fn handle_timeout(&mut self, now: Instant) {
         while let Some(Reverse((at, key))) = self.deadlines.peek().copied() {
             if at > now {
                 break;
@@ -232,6 +404,7 @@ impl Bans {
             if entry.active && entry.until <= now {
                 entry.active = false;
                 self.active -= 1;
+                self.touched.push((key, None));
                 self.deadlines.push(Reverse((entry.forget_at, key)));
             } else if !entry.active && entry.forget_at <= now {
                 self.entries.remove(&key);
@@ -239,7 +412,7 @@ impl Bans {
         }
     }
 
-    pub(crate) fn poll_change(&mut self) -> Option<BanChange> {
+    fn poll_change(&mut self) -> Option<BanChange> {
         self.changes.as_mut()?.pop_front()
     }
 
@@ -255,7 +428,7 @@ impl Bans {
     }
 
     /// Writes the active bans: one `network until_unix_seconds strikes` line each.
-    pub(crate) fn write(
+    fn write(
         &self,
         now: Instant,
         now_system: SystemTime,
@@ -283,7 +456,7 @@ impl Bans {
 
     /// Restores the bans of a state file that are still running, except for `protected`
     /// sources.
-    pub(crate) fn load(
+    fn load(
         &mut self,
         data: &[u8],
         now: Instant,
@@ -335,6 +508,7 @@ impl Bans {
         }
         let timeout = entry.until - now;
         self.deadlines.push(Reverse((entry.until, key)));
+        self.touched.push((key, Some(entry.until)));
         self.push_change(BanChange::Added { network: key.network(), timeout });
         true
     }
@@ -449,7 +623,7 @@ mod tests {
     #[test]
     fn ban_expires_and_escalates_up_to_the_max() {
         let t0 = Instant::now();
-        let mut b = Bans::new(cfg(), false);
+        let mut b = BanTable::new(cfg(), false);
         let k = key("192.0.2.1");
         assert_eq!(b.ban(t0, k), Some(10 * S));
         assert!(b.is_banned(t0 + 9 * S, &k));
@@ -475,7 +649,7 @@ mod tests {
     #[test]
     fn a_ban_after_its_end_but_before_the_timeout_is_handled_counts_once() {
         let t0 = Instant::now();
-        let mut b = Bans::new(cfg(), false);
+        let mut b = BanTable::new(cfg(), false);
         let k = key("192.0.2.1");
         b.ban(t0, k);
         // The shell was late: the ban ended but handle_timeout has not run yet.
@@ -490,7 +664,7 @@ mod tests {
     #[test]
     fn table_cap_refuses_new_bans() {
         let t0 = Instant::now();
-        let mut b = Bans::new(cfg(), false);
+        let mut b = BanTable::new(cfg(), false);
         for i in 1..=3 {
             assert!(b.ban(t0, key(&format!("192.0.2.{i}"))).is_some());
         }
@@ -502,11 +676,11 @@ mod tests {
     #[test]
     fn changes_are_queued_only_when_asked_and_bounded() {
         let t0 = Instant::now();
-        let mut off = Bans::new(cfg(), false);
+        let mut off = BanTable::new(cfg(), false);
         off.ban(t0, key("192.0.2.1"));
         assert_eq!(off.poll_change(), None);
 
-        let mut on = Bans::new(BanConfig { max_entries: 10_000, ..cfg() }, true);
+        let mut on = BanTable::new(BanConfig { max_entries: 10_000, ..cfg() }, true);
         let k = key("2001:db8::1");
         on.ban(t0, k);
         let net: IpNetwork = "2001:db8::/64".parse().unwrap();
@@ -524,7 +698,7 @@ mod tests {
     fn persistence_round_trip_drops_expired_and_protected() {
         let t0 = Instant::now();
         let wall = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let mut b = Bans::new(BanConfig { max_entries: 10, ..cfg() }, false);
+        let mut b = BanTable::new(BanConfig { max_entries: 10, ..cfg() }, false);
         b.ban(t0, key("192.0.2.1"));
         b.ban(t0 + 3 * S, key("2001:db8::7"));
         b.ban(t0 + 3 * S, key("192.0.2.2"));
@@ -541,7 +715,7 @@ mod tests {
         // Restart 7 s of wall time later, with a new monotonic clock: the first ban has ended,
         // the IPv6 one is now allow-listed, the third has 11 s left.
         let t9 = t0 + 1000 * S;
-        let mut r = Bans::new(BanConfig { max_entries: 10, ..cfg() }, true);
+        let mut r = BanTable::new(BanConfig { max_entries: 10, ..cfg() }, true);
         let protected = key("2001:db8::1");
         let loaded = r.load(&file, t9, wall + 7 * S, |k| k == protected).unwrap();
         assert_eq!(loaded, LoadedBans { restored: 1, expired: 1, skipped: 1 });
@@ -561,7 +735,7 @@ mod tests {
     fn load_is_lenient_with_lines_and_strict_with_the_header() {
         let t0 = Instant::now();
         let wall = UNIX_EPOCH + Duration::from_secs(1000);
-        let mut b = Bans::new(cfg(), false);
+        let mut b = BanTable::new(cfg(), false);
         assert!(matches!(b.load(b"junk\n", t0, wall, |_| false), Err(BanFileError::NotABanFile)));
         assert!(matches!(b.load(b"", t0, wall, |_| false), Err(BanFileError::NotABanFile)));
         let file = b"# sbc-policy bans v1\n\n192.0.2.1/24 2000 1\nx y z\n192.0.2.1/32 2000\n\
@@ -602,5 +776,27 @@ mod tests {
         assert_eq!(o.len(), 2);
         o.cleanup(t0 + 124 * S);
         assert_eq!(o.len(), 0);
+    }
+
+    #[test]
+    fn the_shared_index_and_its_filter_follow_the_table() {
+        let t0 = Instant::now();
+        let bans = Bans::new(BanConfig { max_entries: 10_000, ..cfg() }, false);
+        let banned: Vec<SourceKey> = (0..5000u32).map(|i| SourceKey::V4((i * 7).into())).collect();
+        for k in &banned {
+            assert!(bans.ban(t0, *k).is_some());
+        }
+        assert!(banned.iter().all(|k| bans.is_banned(t0, k)));
+        let innocent = (0..5000u32).map(|i| SourceKey::V4((i * 7 + 1).into()));
+        assert_eq!(innocent.clone().filter(|k| bans.is_banned(t0, k)).count(), 0);
+        assert!(bans.unban(&banned[0]));
+        assert!(!bans.is_banned(t0, &banned[0]));
+        // Expiry empties the index and every filter slot.
+        bans.handle_timeout(t0 + 10 * S);
+        assert!(banned.iter().all(|k| !bans.is_banned(t0 + 10 * S, k)));
+        assert_eq!(bans.indexed.load(Ordering::Relaxed), 0);
+        assert!(bans.filter.iter().all(|n| n.load(Ordering::Relaxed) == 0));
+        let (active, added, _, _) = bans.stats();
+        assert_eq!((active, added), (0, 5000));
     }
 }

@@ -12,6 +12,8 @@ use ipnetwork::IpNetwork;
 
 /// User-Agent substrings of well-known SIP scanners, for configs that want a starting list for
 /// [`PolicyConfig::scanner_user_agents`] (it is not the default: the default detects nothing).
+/// Only names no real phone sends: "PortSIP VoIP SDK", often seen in fraud attempts, is left out
+/// because softphones built on that SDK send it too.
 pub const KNOWN_SCANNERS: &[&str] = &[
     "friendly-scanner",
     "sipvicious",
@@ -22,7 +24,6 @@ pub const KNOWN_SCANNERS: &[&str] = &[
     "iWar",
     "SIVuS",
     "Gulp",
-    "PortSIP VoIP SDK",
 ];
 
 /// Everything the policy decides with.
@@ -44,10 +45,12 @@ pub struct PolicyConfig {
     pub source_call_rate: Option<Rate>,
     /// REGISTER requests per source; allow-listed sources are exempt. Default: `None`.
     pub source_register_rate: Option<Rate>,
-    /// Cap on the sources each per-source rate limiter tracks, so a flood of spoofed addresses
-    /// cannot grow memory without bound. Sources seen while the table is full share one
-    /// overflow bucket until [`PolicyConfig::cleanup_interval`] reclaims idle keys.
-    /// Default: 100 000 (about 4 MiB per limiter).
+    /// Cap on the sources each per-source rate limiter tracks (and on the sources whose
+    /// concurrent calls are counted), so a flood of spoofed addresses cannot grow memory without
+    /// bound. The tables are split in 16 stripes of an equal share; a source seen while its
+    /// stripe is full shares that stripe's overflow bucket until
+    /// [`PolicyConfig::cleanup_interval`] reclaims idle keys. Default: 100 000 (about 4 MiB per
+    /// limiter).
     pub max_tracked_sources: usize,
     /// How often [`crate::Policy::handle_timeout`] drops idle rate-limiter keys and expired
     /// offence windows. Default: 10 s.
@@ -75,8 +78,11 @@ pub struct PolicyConfig {
     pub auth_algorithms: Vec<Algorithm>,
     /// How long a nonce is accepted; older ones answer `stale=true`. Default: 300 s.
     pub nonce_lifetime: Duration,
+    /// Live nonces whose highest nonce count is remembered (replay detection), per realm.
+    /// Default: [`crate::auth::DEFAULT_MAX_NONCES`] (200 000, about 12 MiB when full).
+    pub max_nonces: usize,
     /// Key of the nonce HMAC. Must be set (at least 16 random bytes) when a realm is
-    /// configured; all shards and restarts that should accept each other's nonces share it.
+    /// configured; all SBC instances and restarts that should accept each other's nonces share it.
     /// Default: empty.
     pub nonce_secret: Secret,
 }
@@ -101,6 +107,7 @@ impl Default for PolicyConfig {
             realms: Vec::new(),
             auth_algorithms: vec![Algorithm::Sha256, Algorithm::Md5],
             nonce_lifetime: Duration::from_secs(300),
+            max_nonces: crate::auth::DEFAULT_MAX_NONCES,
             nonce_secret: Secret::default(),
         }
     }

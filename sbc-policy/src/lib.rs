@@ -18,13 +18,25 @@
 //!    a kind's threshold is reached within its window; repeats escalate. Allow-listed sources
 //!    are never banned.
 //!
-//! Digest authentication lives in [`auth`]; [`Policy::authenticator`] gives a listener's realm.
+//! Digest authentication lives in [`auth`]; [`Policy::authenticator`] gives a listener's realm
+//! and [`Policy::authenticate`] checks a request against it, counts and records failures.
+//!
+//! # One policy per process
+//!
+//! A `Policy` is `Sync` and every method takes `&self`: the shell shares one (in an `Arc`) among
+//! its receive tasks and all signalling shards, so a ban made anywhere is seen everywhere and a
+//! trunk's CAC limit is exact however calls are spread over shards. The per-packet path takes no
+//! lock that all threads share: a source that is not banned passes a counting filter with one
+//! read (a banned one is confirmed in a striped index of read locks), per-source tables are
+//! striped by a keyed hash, counters are striped per thread, and CAC slots are reserved with a
+//! compare-and-swap per count. Measured single-threaded (`per_packet_cost`, an ignored test):
+//! about 40 ns for a banned source, 65 ns for a trusted one, 80 ns with the rate limiter.
 //!
 //! # Driving contract (sans-IO)
 //!
-//! - Every input carries `now`. After each input, drain [`Policy::poll_ban_change`] (when
-//!   kernel enforcement is on), then ask [`Policy::poll_timeout`] and call
-//!   [`Policy::handle_timeout`] at that instant; calling it early is harmless. Bans expire on
+//! - Every input carries `now`. One owner (the shell's policy task) drains
+//!   [`Policy::poll_ban_change`] (when kernel enforcement is on), asks [`Policy::poll_timeout`]
+//!   and calls [`Policy::handle_timeout`] at that instant; calling it early is harmless. Bans expire on
 //!   their own in every check; the timeout keeps the counters true and reclaims the memory of
 //!   idle sources (rate-limiter keys, offence windows, call counts).
 //! - Every table has a cap and an overflow action, so a flood of spoofed sources costs bounded
@@ -42,7 +54,7 @@
 //! use std::time::{Duration, Instant};
 //! use sbc_policy::*;
 //!
-//! let mut policy = Policy::with_config(PolicyConfig {
+//! let policy = Policy::with_config(PolicyConfig {
 //!     source_message_rate: Some(Rate::per_second(50)),
 //!     trunks: vec![TrunkLimits { max_inbound: Some(10), ..TrunkLimits::default() }],
 //!     emergency_numbers: vec!["112".into()],
@@ -81,6 +93,7 @@ mod config;
 mod counters;
 mod policy;
 mod rate;
+mod shard;
 mod source;
 
 pub use bans::{BanChange, BanFileError, LoadedBans, Offence};
@@ -91,5 +104,7 @@ pub use config::{
 };
 pub use counters::PolicyCounters;
 pub use ipnetwork::IpNetwork;
-pub use policy::{AdmissionRequest, DropReason, Permit, Policy, SourceVerdict, Verdict};
+pub use policy::{
+    AdmissionRequest, AuthRequest, DropReason, Permit, Policy, SourceVerdict, TrunkCalls, Verdict,
+};
 pub use source::SourceKey;

@@ -1,19 +1,28 @@
-//! [`Policy`]: the source checks, admission, offences and bans of one signalling shard.
+//! [`Policy`]: the source checks, admission, offences and bans of the whole process.
+//!
+//! One `Policy` is shared (in an `Arc`) by every receive task and signalling shard: a ban made
+//! by one shard must stop the source everywhere, and a trunk's CAC limit must hold exactly
+//! across shards. Every method takes `&self`. What a packet touches is read-mostly or striped:
+//! the CIDR tries are immutable, bans are read from a striped index of read locks (none taken
+//! while nobody is banned), per-source tables (rate-limiter state, offence windows, call
+//! counts) are split into stripes by a keyed hash, and call counts are atomics that a call
+//! reserves with one compare-and-swap each, so two shards can never both take the last slot.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::IpAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::auth::Authenticator;
+use crate::auth::{AuthOutcome, Authenticator};
 use crate::bans::{BanChange, BanFileError, Bans, LoadedBans, Offence, Offences};
 use crate::config::{
     ConfigError, ListenerPolicy, OffenceRule, PolicyConfig, RejectMode, TrunkLimits,
 };
-use crate::counters::PolicyCounters;
+use crate::counters::{Counters, PolicyCounters};
 use crate::rate::{DirectLimiter, Epoch, KeyedLimiter};
+use crate::shard::{Sharded, share};
 use crate::source::{Listed, Lists, SourceKey};
 
 /// Only this much of a User-Agent is searched for scanner names.
@@ -39,6 +48,21 @@ impl<'a> AdmissionRequest<'a> {
     }
 }
 
+/// What the core knows about a request that carries (or should carry) digest credentials.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthRequest<'a> {
+    /// Wall-clock time, Unix seconds (nonces carry it).
+    pub now_unix: u64,
+    /// Source address (nonces are bound to it).
+    pub source: IpAddr,
+    /// Request method, e.g. `REGISTER`.
+    pub method: &'a str,
+    /// The Request-URI as received (the digest `uri` must equal it).
+    pub request_uri: &'a str,
+    /// The `Authorization` (REGISTER) or `Proxy-Authorization` (INVITE) value, if any.
+    pub credentials: Option<&'a [u8]>,
+}
+
 /// The answer.
 #[derive(Debug)]
 pub enum Verdict {
@@ -55,18 +79,33 @@ pub enum Verdict {
 
 /// A call's admission slots (global, trunk, source counts), released on drop whatever ends the
 /// call. It may be dropped on any thread.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Permit {
-    /// Counts this permit holds one unit of; shared with the policy that issued it.
+    /// Counts this permit holds one unit of (already counted); shared with the policy.
     slots: Vec<Arc<AtomicUsize>>,
 }
 
 impl Permit {
-    fn new(slots: Vec<Arc<AtomicUsize>>) -> Permit {
-        for slot in &slots {
-            slot.fetch_add(1, Ordering::Relaxed);
+    /// Takes one unit of `count` if it is below `max` (always when `max` is `None`). Atomic: of
+    /// two threads racing for the last unit, exactly one gets it.
+    fn take(&mut self, count: &Arc<AtomicUsize>, max: Option<u32>) -> bool {
+        let taken = match max {
+            None => {
+                count.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            // A read-modify-write on one atomic is totally ordered, so relaxed is enough: the
+            // counts guard capacity, not other memory.
+            Some(max) => count
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    (n < max as usize).then_some(n + 1)
+                })
+                .is_ok(),
+        };
+        if taken {
+            self.slots.push(Arc::clone(count));
         }
-        Permit { slots }
+        taken
     }
 
     /// Takes over the slots of `other` (e.g. the outbound trunk's), to release them together.
@@ -77,7 +116,6 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        // Counts only: relaxed ordering is enough; the policy reads them for decisions only.
         for slot in &self.slots {
             slot.fetch_sub(1, Ordering::Relaxed);
         }
@@ -107,35 +145,51 @@ pub enum DropReason {
     RateLimited,
 }
 
-/// The policy of one signalling shard. See the crate docs for the driving contract.
+/// Calls a trunk holds now (see [`Policy::trunk_calls`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TrunkCalls {
+    /// Calls from the trunk.
+    pub inbound: usize,
+    /// Calls (attempts) to the trunk.
+    pub outbound: usize,
+    /// Both directions.
+    pub total: usize,
+}
+
+/// The policy of the process. See the crate docs for the driving contract.
 #[derive(Debug)]
 pub struct Policy {
-    epoch: Epoch,
+    // ---- immutable after construction ----
     global: Lists,
     /// Every allow entry, global and per listener: these sources are never banned.
     protected: Lists,
     listeners: Vec<Listener>,
     default_listener: Listener,
-    message_rate: Option<KeyedLimiter>,
-    call_rate: Option<KeyedLimiter>,
-    register_rate: Option<KeyedLimiter>,
-    trunks: Vec<Trunk>,
-    /// Concurrent calls per source on listeners with a per-source cap.
-    source_calls: HashMap<SourceKey, Arc<AtomicUsize>>,
-    max_tracked_sources: usize,
-    active: Arc<AtomicUsize>,
-    emergency_active: Arc<AtomicUsize>,
     emergency: HashSet<String>,
     scanners: Vec<Vec<u8>>,
-    bans: Bans,
-    offences: Offences,
     realms: Vec<Authenticator>,
     cac_retry_after: u32,
     cleanup_interval: Duration,
     /// Whether anything can accumulate per source (and so needs the periodic cleanup).
     tracks_sources: bool,
-    next_cleanup: Option<Instant>,
-    counters: PolicyCounters,
+    // ---- shared, concurrent ----
+    /// Advanced by every check (monotonic, see `rate`).
+    epoch: Epoch,
+    message_rate: Option<KeyedLimiter>,
+    call_rate: Option<KeyedLimiter>,
+    register_rate: Option<KeyedLimiter>,
+    trunks: Vec<Trunk>,
+    /// Concurrent calls per source on listeners with a per-source cap.
+    source_calls: Sharded<Mutex<SourceCalls>>,
+    active: Arc<AtomicUsize>,
+    emergency_active: Arc<AtomicUsize>,
+    bans: Bans,
+    offences: Sharded<Mutex<Offences>>,
+    /// Set once a cleanup is due, so the hot path reads a flag instead of taking a lock.
+    cleanup_armed: AtomicBool,
+    /// Owned by whoever drives [`Policy::handle_timeout`] (the shell's policy task).
+    next_cleanup: Mutex<Option<Instant>>,
+    counters: Counters,
 }
 
 #[derive(Debug, Default)]
@@ -155,6 +209,13 @@ struct Trunk {
     inbound: Arc<AtomicUsize>,
     outbound: Arc<AtomicUsize>,
     total: Arc<AtomicUsize>,
+}
+
+/// One stripe of the per-source call counts.
+#[derive(Debug, Default)]
+struct SourceCalls {
+    map: HashMap<SourceKey, Arc<AtomicUsize>>,
+    cap: usize,
 }
 
 /// Why a request was refused, before it is turned into a status.
@@ -254,20 +315,12 @@ impl Policy {
             || register_rate.is_some()
             || cfg.listeners.iter().any(|l| l.max_calls_per_source.is_some())
             || Offence::ALL.iter().any(|o| o.rule(&cfg.offences).is_some());
+        let (offence_rules, max_offenders) = (cfg.offences, cfg.bans.max_offenders);
         Ok(Policy {
-            epoch,
             global: Lists::new(&cfg.access),
             protected,
             listeners,
             default_listener: Listener::default(),
-            message_rate,
-            call_rate,
-            register_rate,
-            trunks,
-            source_calls: HashMap::new(),
-            max_tracked_sources: cap,
-            active: Arc::default(),
-            emergency_active: Arc::default(),
             emergency: cfg.emergency_numbers.iter().cloned().collect(),
             scanners: cfg
                 .scanner_user_agents
@@ -275,14 +328,27 @@ impl Policy {
                 .filter(|s| !s.is_empty())
                 .map(|s| s.as_bytes().to_ascii_lowercase())
                 .collect(),
-            bans: Bans::new(cfg.bans, cfg.queue_ban_changes),
-            offences: Offences::new(cfg.offences, cfg.bans.max_offenders),
             realms,
             cac_retry_after: retry_secs(cfg.cac_retry_after),
             cleanup_interval: cfg.cleanup_interval,
             tracks_sources,
-            next_cleanup: None,
-            counters: PolicyCounters::default(),
+            epoch,
+            message_rate,
+            call_rate,
+            register_rate,
+            trunks,
+            source_calls: Sharded::new(|i| {
+                Mutex::new(SourceCalls { map: HashMap::new(), cap: share(cap, i) })
+            }),
+            active: Arc::default(),
+            emergency_active: Arc::default(),
+            bans: Bans::new(cfg.bans, cfg.queue_ban_changes),
+            offences: Sharded::new(|i| {
+                Mutex::new(Offences::new(offence_rules, share(max_offenders, i)))
+            }),
+            cleanup_armed: AtomicBool::new(false),
+            next_cleanup: Mutex::new(None),
+            counters: Counters::default(),
         })
     }
 
@@ -290,35 +356,36 @@ impl Policy {
 
     /// The per-packet check, before parsing: bans, deny and allow lists, the listener's
     /// allow-only rule, and the per-source message rate. Allow-listed sources skip the rate.
-    pub fn check_source(&mut self, now: Instant, ip: IpAddr, listener: usize) -> SourceVerdict {
+    pub fn check_source(&self, now: Instant, ip: IpAddr, listener: usize) -> SourceVerdict {
         let key = SourceKey::of(ip);
-        // A banned flood costs one hash lookup.
+        // A banned flood costs one hash lookup under a read lock.
         if self.bans.is_banned(now, &key) {
-            self.counters.dropped_banned += 1;
+            Counters::bump(&self.counters.dropped_banned);
             return SourceVerdict::Drop(DropReason::Banned);
         }
         match self.screen(ip, Some(listener)) {
             Err(DropReason::Denied) => {
-                self.counters.dropped_denied += 1;
+                Counters::bump(&self.counters.dropped_denied);
                 return SourceVerdict::Drop(DropReason::Denied);
             }
             Err(reason) => {
-                self.counters.dropped_not_allowed += 1;
+                Counters::bump(&self.counters.dropped_not_allowed);
                 return SourceVerdict::Drop(reason);
             }
             Ok(true) => {}
-            Ok(false) if self.message_rate.is_some() => {
-                self.arm_cleanup(now);
-                self.epoch.set(now);
-                if self.message_rate.as_ref().is_some_and(|l| l.check(&key).is_err()) {
-                    self.counters.dropped_rate += 1;
-                    self.offend(now, key, Offence::RateExceeded);
-                    return SourceVerdict::Drop(DropReason::RateLimited);
+            Ok(false) => {
+                if let Some(limiter) = &self.message_rate {
+                    self.arm_cleanup(now);
+                    self.epoch.set(now);
+                    if limiter.check(&key).is_err() {
+                        Counters::bump(&self.counters.dropped_rate);
+                        self.offend(now, key, Offence::RateExceeded);
+                        return SourceVerdict::Drop(DropReason::RateLimited);
+                    }
                 }
             }
-            Ok(false) => {}
         }
-        self.counters.packets_allowed += 1;
+        Counters::bump(&self.counters.packets_allowed);
         SourceVerdict::Allow
     }
 
@@ -332,7 +399,7 @@ impl Policy {
 
     /// Decides on a new dialog when the listener is not known: the default listener settings
     /// apply (no per-source CAC, 503 for limits). Prefer [`Policy::admit_on`].
-    pub fn admit(&mut self, now: Instant, request: &AdmissionRequest<'_>) -> Verdict {
+    pub fn admit(&self, now: Instant, request: &AdmissionRequest<'_>) -> Verdict {
         self.admit_call(now, None, request)
     }
 
@@ -340,7 +407,7 @@ impl Policy {
     /// the callee is an emergency number, per-source and inbound-trunk CAC and calls per second.
     /// Trunks and allow-listed sources skip the per-source limits.
     pub fn admit_on(
-        &mut self,
+        &self,
         now: Instant,
         listener: usize,
         request: &AdmissionRequest<'_>,
@@ -350,17 +417,21 @@ impl Policy {
 
     /// Decides on sending a call to `trunk` (each attempt of a failover chain asks): its
     /// outbound and total CAC, and its outbound calls per second. Join the permit to the call's
-    /// (or keep it with the attempt). A refusal is always a 503: the core tries the next trunk.
-    pub fn admit_outbound(&mut self, now: Instant, trunk: usize, callee: &str) -> Verdict {
+    /// (or keep it with the attempt). A refusal is always a 503: the core tries the next trunk,
+    /// and answers the caller as its listener says ([`Policy::reject_mode`]) when none is left.
+    pub fn admit_outbound(&self, now: Instant, trunk: usize, callee: &str) -> Verdict {
+        let mut permit = Permit::default();
         let Some(t) = self.trunks.get(trunk) else {
-            self.counters.outbound_admitted += 1;
-            return Verdict::Admit(Permit::new(Vec::new()));
+            Counters::bump(&self.counters.outbound_admitted);
+            return Verdict::Admit(permit);
         };
-        let slots = vec![Arc::clone(&t.outbound), Arc::clone(&t.total)];
-        if !self.emergency.contains(callee) {
-            let full = is_full(&t.outbound, t.limits.max_outbound)
-                || is_full(&t.total, t.limits.max_total);
-            if full {
+        if self.emergency.contains(callee) {
+            permit.take(&t.outbound, None);
+            permit.take(&t.total, None);
+        } else {
+            let taken = permit.take(&t.outbound, t.limits.max_outbound)
+                && permit.take(&t.total, t.limits.max_total);
+            if !taken {
                 return self.refuse(RejectMode::ServiceUnavailable, Refusal::TrunkCac);
             }
             self.epoch.set(now);
@@ -368,33 +439,33 @@ impl Policy {
                 return self.refuse(RejectMode::ServiceUnavailable, Refusal::TrunkRate(wait));
             }
         }
-        self.counters.outbound_admitted += 1;
-        Verdict::Admit(Permit::new(slots))
+        Counters::bump(&self.counters.outbound_admitted);
+        Verdict::Admit(permit)
     }
 
     /// Decides on a REGISTER from `source` on `listener`: bans and lists (403), then the
     /// per-source REGISTER rate (allow-listed sources skip it). The permit holds nothing.
-    pub fn admit_register(&mut self, now: Instant, source: IpAddr, listener: usize) -> Verdict {
+    pub fn admit_register(&self, now: Instant, source: IpAddr, listener: usize) -> Verdict {
         let key = SourceKey::of(source);
         let mode = self.listener(Some(listener)).reject;
         let trusted = match self.screen_request(now, key, source, Some(listener)) {
             Ok(trusted) => trusted,
             Err(refusal) => return self.refuse(mode, refusal),
         };
-        if !trusted && self.register_rate.is_some() {
+        if !trusted && let Some(limiter) = &self.register_rate {
             self.arm_cleanup(now);
             self.epoch.set(now);
-            if let Some(Err(wait)) = self.register_rate.as_ref().map(|l| l.check(&key)) {
+            if let Err(wait) = limiter.check(&key) {
                 self.offend(now, key, Offence::RateExceeded);
                 return self.refuse(mode, Refusal::RegisterRate(wait));
             }
         }
-        self.counters.registers_admitted += 1;
-        Verdict::Admit(Permit::new(Vec::new()))
+        Counters::bump(&self.counters.registers_admitted);
+        Verdict::Admit(Permit::default())
     }
 
     fn admit_call(
-        &mut self,
+        &self,
         now: Instant,
         listener: Option<usize>,
         req: &AdmissionRequest<'_>,
@@ -416,54 +487,75 @@ impl Policy {
             },
             _ => None,
         };
-        let mut slots = vec![Arc::clone(&self.active)];
         let trunk = req.inbound_trunk.and_then(|t| self.trunks.get(t));
-        if let Some(t) = trunk {
-            slots.extend([Arc::clone(&t.inbound), Arc::clone(&t.total)]);
-        }
+        let mut permit = Permit::default();
+        permit.take(&self.active, None);
         if emergency {
             // Emergency calls bypass rate limits and CAC, but still hold their slots so the
             // counts stay true.
-            slots.push(Arc::clone(&self.emergency_active));
-            slots.extend(source_slot.map(|(slot, _)| slot));
-            self.counters.emergency_calls += 1;
-            self.counters.calls_admitted += 1;
-            return Verdict::Admit(Permit::new(slots));
+            permit.take(&self.emergency_active, None);
+            if let Some((slot, _)) = &source_slot {
+                permit.take(slot, None);
+            }
+            if let Some(t) = trunk {
+                permit.take(&t.inbound, None);
+                permit.take(&t.total, None);
+            }
+            Counters::bump(&self.counters.emergency_calls);
+            Counters::bump(&self.counters.calls_admitted);
+            return Verdict::Admit(permit);
         }
-        // CAC first: a refusal changes nothing there, while the rate limiters spend a cell.
-        if source_slot.as_ref().is_some_and(|(slot, max)| is_full(slot, Some(*max))) {
+        // CAC first: a refusal changes nothing there (the permit gives back what it took),
+        // while the rate limiters spend a cell.
+        if let Some((slot, max)) = &source_slot
+            && !permit.take(slot, Some(*max))
+        {
             return self.refuse(mode, Refusal::SourceCac);
         }
-        let trunk_full = trunk.is_some_and(|t| {
-            is_full(&t.inbound, t.limits.max_inbound) || is_full(&t.total, t.limits.max_total)
-        });
-        if trunk_full {
-            return self.refuse(mode, Refusal::TrunkCac);
+        if let Some(t) = trunk {
+            let taken = permit.take(&t.inbound, t.limits.max_inbound)
+                && permit.take(&t.total, t.limits.max_total);
+            if !taken {
+                return self.refuse(mode, Refusal::TrunkCac);
+            }
         }
         self.epoch.set(now);
         if !trusted && let Some(Err(wait)) = self.call_rate.as_ref().map(|l| l.check(&key)) {
             self.offend(now, key, Offence::RateExceeded);
             return self.refuse(mode, Refusal::SourceRate(wait));
         }
-        let trunk = req.inbound_trunk.and_then(|t| self.trunks.get(t));
         if let Some(Err(wait)) =
             trunk.and_then(|t| t.inbound_cps.as_ref()).map(DirectLimiter::check)
         {
             return self.refuse(mode, Refusal::TrunkRate(wait));
         }
-        slots.extend(source_slot.map(|(slot, _)| slot));
-        self.counters.calls_admitted += 1;
-        Verdict::Admit(Permit::new(slots))
+        Counters::bump(&self.counters.calls_admitted);
+        Verdict::Admit(permit)
     }
 
-    /// Calls currently holding a permit.
+    /// How refusals are answered on `listener` (an unknown index gets the default, 503).
+    pub fn reject_mode(&self, listener: usize) -> RejectMode {
+        self.listener(Some(listener)).reject
+    }
+
+    /// Calls holding a permit now (emergency calls included).
     pub fn active(&self) -> usize {
         self.active.load(Ordering::Relaxed)
     }
 
+    /// What trunk `trunk` holds now, or `None` for an unknown index.
+    pub fn trunk_calls(&self, trunk: usize) -> Option<TrunkCalls> {
+        let t = self.trunks.get(trunk)?;
+        Some(TrunkCalls {
+            inbound: t.inbound.load(Ordering::Relaxed),
+            outbound: t.outbound.load(Ordering::Relaxed),
+            total: t.total.load(Ordering::Relaxed),
+        })
+    }
+
     /// Calls admitted since start.
     pub fn admitted(&self) -> u64 {
-        self.counters.calls_admitted
+        self.counters.calls_admitted.load()
     }
 
     // ---- digest authentication ------------------------------------------------------------
@@ -479,28 +571,56 @@ impl Policy {
         self.realms.iter().find(|a| a.realm() == name)
     }
 
+    /// Checks the credentials of a request that arrived on `listener` against its realm
+    /// (`None` when the listener has none: nothing to check). Counts the outcome and records a
+    /// failure as [`Offence::AuthFailure`]. Answer anything but `Ok` with a challenge from
+    /// [`Policy::authenticator`], `stale=true` for `Stale` and `Replayed`, the same way for
+    /// every user: the response must not tell a wrong password from an unknown user.
+    pub fn authenticate(
+        &self,
+        now: Instant,
+        listener: usize,
+        req: &AuthRequest<'_>,
+    ) -> Option<AuthOutcome> {
+        let auth = self.authenticator(listener)?;
+        let outcome =
+            auth.verify(req.now_unix, req.source, req.method, req.request_uri, req.credentials);
+        let c = &self.counters;
+        Counters::bump(match &outcome {
+            AuthOutcome::Ok { .. } => &c.auth_ok,
+            AuthOutcome::Missing => &c.auth_challenged,
+            AuthOutcome::Stale => &c.auth_stale,
+            AuthOutcome::Replayed => &c.auth_replayed,
+            AuthOutcome::Failed(_) => &c.auth_failed,
+        });
+        if matches!(outcome, AuthOutcome::Failed(_)) {
+            self.record(now, req.source, Offence::AuthFailure);
+        }
+        Some(outcome)
+    }
+
     // ---- offences and bans ----------------------------------------------------------------
 
     /// Records an offence by `ip`; returns the ban length when it got the source banned.
     /// Allow-listed sources are counted but never banned.
-    pub fn record(&mut self, now: Instant, ip: IpAddr, offence: Offence) -> Option<Duration> {
+    pub fn record(&self, now: Instant, ip: IpAddr, offence: Offence) -> Option<Duration> {
         self.offend(now, SourceKey::of(ip), offence)
     }
 
-    fn offend(&mut self, now: Instant, key: SourceKey, offence: Offence) -> Option<Duration> {
-        let c = &mut self.counters;
-        *match offence {
-            Offence::RateExceeded => &mut c.offences_rate_exceeded,
-            Offence::AuthFailure => &mut c.offences_auth_failure,
-            Offence::UnknownUser => &mut c.offences_unknown_user,
-            Offence::Malformed => &mut c.offences_malformed,
-            Offence::Scanner => &mut c.offences_scanner,
-        } += 1;
+    fn offend(&self, now: Instant, key: SourceKey, offence: Offence) -> Option<Duration> {
+        let c = &self.counters;
+        Counters::bump(match offence {
+            Offence::RateExceeded => &c.offences_rate_exceeded,
+            Offence::AuthFailure => &c.offences_auth_failure,
+            Offence::UnknownUser => &c.offences_unknown_user,
+            Offence::Malformed => &c.offences_malformed,
+            Offence::Scanner => &c.offences_scanner,
+        });
         if self.bans.is_banned(now, &key) || self.is_protected(key) {
             return None;
         }
         self.arm_cleanup(now);
-        if !self.offences.record(now, key, offence) {
+        if !lock(self.offences.of(&key)).record(now, key, offence) {
             return None;
         }
         self.bans.ban(now, key)
@@ -508,7 +628,7 @@ impl Policy {
 
     /// Bans `ip` (its /64 for IPv6) by hand, escalating like an offence would; `None` when the
     /// source is allow-listed or the table is full.
-    pub fn ban(&mut self, now: Instant, ip: IpAddr) -> Option<Duration> {
+    pub fn ban(&self, now: Instant, ip: IpAddr) -> Option<Duration> {
         let key = SourceKey::of(ip);
         if self.is_protected(key) {
             return None;
@@ -517,7 +637,7 @@ impl Policy {
     }
 
     /// Lifts the ban of `ip` and forgets its strikes; `false` if it had none.
-    pub fn unban(&mut self, ip: IpAddr) -> bool {
+    pub fn unban(&self, ip: IpAddr) -> bool {
         self.bans.unban(&SourceKey::of(ip))
     }
 
@@ -528,8 +648,14 @@ impl Policy {
 
     /// The next queued ban change for the kernel set (only with
     /// [`PolicyConfig::queue_ban_changes`]). Drain it after every input.
-    pub fn poll_ban_change(&mut self) -> Option<BanChange> {
+    pub fn poll_ban_change(&self) -> Option<BanChange> {
         self.bans.poll_change()
+    }
+
+    /// A number that changes whenever a ban is added, restored or lifted: the state file needs
+    /// writing when it differs from the one it was written at.
+    pub fn bans_version(&self) -> u64 {
+        self.bans.version()
     }
 
     /// The active bans as a state file (see [`Policy::write_bans`]).
@@ -554,7 +680,7 @@ impl Policy {
     /// Restores the bans of a state file that have not ended, skipping sources now
     /// allow-listed and lines that do not parse. Restored bans are queued as ban changes.
     pub fn load_bans(
-        &mut self,
+        &self,
         data: &[u8],
         now: Instant,
         now_system: SystemTime,
@@ -563,13 +689,13 @@ impl Policy {
         let loaded = self
             .bans
             .load(data, now, now_system, |k| !protected.is_empty() && protected.allows_any_of(k))?;
-        self.counters.bans_added += loaded.restored as u64;
+        self.counters.bans_restored.add(loaded.restored as u64);
         Ok(loaded)
     }
 
     /// [`Policy::load_bans`] from a reader (at most 64 MiB are read).
     pub fn read_bans(
-        &mut self,
+        &self,
         input: impl io::Read,
         now: Instant,
         now_system: SystemTime,
@@ -583,10 +709,12 @@ impl Policy {
     // ---- time -----------------------------------------------------------------------------
 
     /// Ends due bans and, every cleanup interval, forgets idle sources (rate-limiter keys,
-    /// offence windows, per-source call counts). Early calls are harmless.
-    pub fn handle_timeout(&mut self, now: Instant) {
+    /// offence windows, per-source call counts). Early calls are harmless. One caller at a time
+    /// is expected (the shell's policy task); concurrent calls are safe but redundant.
+    pub fn handle_timeout(&self, now: Instant) {
         self.bans.handle_timeout(now);
-        if self.next_cleanup.is_none_or(|at| now < at) {
+        let mut next = lock(&self.next_cleanup);
+        if next.is_none_or(|at| now < at) {
             return;
         }
         self.epoch.set(now);
@@ -595,17 +723,23 @@ impl Policy {
         {
             limiter.cleanup();
         }
-        self.offences.cleanup(now);
-        self.source_calls.retain(|_, n| n.load(Ordering::Relaxed) > 0);
-        self.next_cleanup = None;
+        for stripe in self.offences.iter() {
+            lock(stripe).cleanup(now);
+        }
+        for stripe in self.source_calls.iter() {
+            lock(stripe).map.retain(|_, n| n.load(Ordering::Relaxed) > 0);
+        }
+        *next = None;
+        self.cleanup_armed.store(false, Ordering::Relaxed);
         if self.tracked_sources() > 0 {
-            self.next_cleanup = Some(now + self.cleanup_interval);
+            *next = Some(now + self.cleanup_interval);
+            self.cleanup_armed.store(true, Ordering::Relaxed);
         }
     }
 
     /// When [`Policy::handle_timeout`] wants to run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.bans.next_deadline(), self.next_cleanup) {
+        match (self.bans.next_deadline(), *lock(&self.next_cleanup)) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -615,19 +749,20 @@ impl Policy {
     pub fn counters(&self) -> PolicyCounters {
         let limiters = [&self.message_rate, &self.call_rate, &self.register_rate];
         let limiters = limiters.into_iter().flatten();
-        PolicyCounters {
-            offences_ignored_full: self.offences.ignored_full,
-            bans_added: self.counters.bans_added + self.bans.added,
-            bans_refused_full: self.bans.refused_full,
-            ban_changes_dropped: self.bans.changes_dropped,
-            bans_active: self.bans.active() as u64,
-            active_calls: self.active.load(Ordering::Relaxed) as u64,
-            emergency_active: self.emergency_active.load(Ordering::Relaxed) as u64,
-            rate_keys_tracked: limiters.clone().map(|l| l.len() as u64).sum(),
-            rate_keys_overflowed: limiters.map(KeyedLimiter::overflowed).sum(),
-            offenders_tracked: self.offences.len() as u64,
-            ..self.counters
-        }
+        let (bans_active, bans_added, bans_refused_full, ban_changes_dropped) = self.bans.stats();
+        let mut c = self.counters.snapshot();
+        c.offences_ignored_full = self.offences.iter().map(|o| lock(o).ignored_full).sum();
+        c.bans_added += bans_added;
+        c.bans_refused_full = bans_refused_full;
+        c.ban_changes_dropped = ban_changes_dropped;
+        c.bans_active = bans_active as u64;
+        c.active_calls = self.active.load(Ordering::Relaxed) as u64;
+        c.emergency_active = self.emergency_active.load(Ordering::Relaxed) as u64;
+        c.rate_keys_tracked = limiters.clone().map(|l| l.len() as u64).sum();
+        c.rate_keys_overflowed = limiters.map(KeyedLimiter::overflowed).sum();
+        c.offenders_tracked = self.offences.iter().map(|o| lock(o).len() as u64).sum();
+        c.nonces_untracked = self.realms.iter().map(Authenticator::untracked_nonces).sum();
+        c
     }
 
     // ---- internals ------------------------------------------------------------------------
@@ -673,46 +808,55 @@ impl Policy {
         !self.protected.is_empty() && self.protected.allows_any_of(key)
     }
 
-    /// The call count of a source, created on first use; `None` when the table is full of
+    /// The call count of a source, created on first use; `None` when its stripe is full of
     /// sources with live calls.
-    fn source_slot(&mut self, key: SourceKey) -> Option<Arc<AtomicUsize>> {
-        if let Some(slot) = self.source_calls.get(&key) {
+    fn source_slot(&self, key: SourceKey) -> Option<Arc<AtomicUsize>> {
+        let mut stripe = lock(self.source_calls.of(&key));
+        if let Some(slot) = stripe.map.get(&key) {
             return Some(Arc::clone(slot));
         }
-        if self.source_calls.len() >= self.max_tracked_sources {
+        if stripe.map.len() >= stripe.cap {
             // Rare (only with more sources in calls than the cap): reclaim ended ones first.
-            self.source_calls.retain(|_, n| n.load(Ordering::Relaxed) > 0);
-            if self.source_calls.len() >= self.max_tracked_sources {
+            stripe.map.retain(|_, n| n.load(Ordering::Relaxed) > 0);
+            if stripe.map.len() >= stripe.cap {
                 return None;
             }
         }
-        Some(Arc::clone(self.source_calls.entry(key).or_default()))
+        Some(Arc::clone(stripe.map.entry(key).or_default()))
     }
 
     fn tracked_sources(&self) -> usize {
         let limiters = [&self.message_rate, &self.call_rate, &self.register_rate];
         let keys: usize = limiters.into_iter().flatten().map(KeyedLimiter::len).sum();
-        keys + self.offences.len() + self.source_calls.len()
+        let offenders: usize = self.offences.iter().map(|o| lock(o).len()).sum();
+        let calls: usize = self.source_calls.iter().map(|s| lock(s).map.len()).sum();
+        keys + offenders + calls
     }
 
-    fn arm_cleanup(&mut self, now: Instant) {
-        if self.tracks_sources && self.next_cleanup.is_none() {
-            self.next_cleanup = Some(now + self.cleanup_interval);
+    fn arm_cleanup(&self, now: Instant) {
+        // The flag keeps the per-packet cost to one relaxed load once armed.
+        if !self.tracks_sources || self.cleanup_armed.load(Ordering::Relaxed) {
+            return;
         }
+        let mut next = lock(&self.next_cleanup);
+        if next.is_none() {
+            *next = Some(now + self.cleanup_interval);
+        }
+        self.cleanup_armed.store(true, Ordering::Relaxed);
     }
 
-    fn refuse(&mut self, mode: RejectMode, refusal: Refusal) -> Verdict {
-        let c = &mut self.counters;
+    fn refuse(&self, mode: RejectMode, refusal: Refusal) -> Verdict {
+        let c = &self.counters;
         let (counter, wait) = match refusal {
-            Refusal::Denied => (&mut c.rejected_denied, None),
-            Refusal::Banned => (&mut c.rejected_banned, None),
-            Refusal::SourceRate(w) => (&mut c.rejected_source_rate, Some(retry_secs(w))),
-            Refusal::TrunkRate(w) => (&mut c.rejected_trunk_rate, Some(retry_secs(w))),
-            Refusal::RegisterRate(w) => (&mut c.rejected_register_rate, Some(retry_secs(w))),
-            Refusal::SourceCac => (&mut c.rejected_source_cac, Some(self.cac_retry_after)),
-            Refusal::TrunkCac => (&mut c.rejected_trunk_cac, Some(self.cac_retry_after)),
+            Refusal::Denied => (&c.rejected_denied, None),
+            Refusal::Banned => (&c.rejected_banned, None),
+            Refusal::SourceRate(w) => (&c.rejected_source_rate, Some(retry_secs(w))),
+            Refusal::TrunkRate(w) => (&c.rejected_trunk_rate, Some(retry_secs(w))),
+            Refusal::RegisterRate(w) => (&c.rejected_register_rate, Some(retry_secs(w))),
+            Refusal::SourceCac => (&c.rejected_source_cac, Some(self.cac_retry_after)),
+            Refusal::TrunkCac => (&c.rejected_trunk_cac, Some(self.cac_retry_after)),
         };
-        *counter += 1;
+        Counters::bump(counter);
         match (wait, mode) {
             // Policy refusals and 403 listeners: no retry.
             (None, _) | (_, RejectMode::Forbidden) => {
@@ -725,8 +869,10 @@ impl Policy {
     }
 }
 
-fn is_full(count: &AtomicUsize, max: Option<u32>) -> bool {
-    max.is_some_and(|max| count.load(Ordering::Relaxed) >= max as usize)
+/// Locks a policy mutex. Every update under these locks completes or changes nothing, so a
+/// panic on another thread cannot leave the data half-changed: poisoning is ignored.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Whole seconds for Retry-After, rounded up, at least 1.
@@ -746,7 +892,7 @@ fn realms(cfg: &PolicyConfig) -> Result<Vec<Authenticator>, ConfigError> {
         }
         let secret = cfg.nonce_secret.as_bytes();
         let auth = Authenticator::new(&r.users, &r.realm, secret, cfg.nonce_lifetime)?;
-        out.push(auth.with_algorithms(&cfg.auth_algorithms)?);
+        out.push(auth.with_algorithms(&cfg.auth_algorithms)?.with_max_nonces(cfg.max_nonces));
     }
     Ok(out)
 }
@@ -785,7 +931,7 @@ mod tests {
 
     #[test]
     fn permits_are_released_on_drop() {
-        let mut p = Policy::new();
+        let p = Policy::new();
         let req = AdmissionRequest {
             source: "127.0.0.1".parse().unwrap(),
             inbound_trunk: None,
@@ -803,7 +949,7 @@ mod tests {
 
     #[test]
     fn the_default_policy_admits_everything_and_never_wakes() {
-        let mut p = Policy::default();
+        let p = Policy::default();
         let now = Instant::now();
         for i in 0..1000u32 {
             let src = IpAddr::from(std::net::Ipv4Addr::from(i));
@@ -829,7 +975,7 @@ mod tests {
         fn is_send<T: Send>() {}
         is_send::<Permit>();
         is_send::<Policy>();
-        let mut p = Policy::with_config(PolicyConfig {
+        let p = Policy::with_config(PolicyConfig {
             trunks: vec![TrunkLimits { max_inbound: Some(1), ..TrunkLimits::default() }],
             ..PolicyConfig::default()
         })
@@ -846,7 +992,7 @@ mod tests {
 
     #[test]
     fn lists_drop_silently_listener_first() {
-        let mut p = Policy::with_config(PolicyConfig {
+        let p = Policy::with_config(PolicyConfig {
             access: AccessLists { allow: vec![], deny: nets(&["198.51.100.0/24"]) },
             listeners: vec![
                 ListenerPolicy {
@@ -896,7 +1042,7 @@ mod tests {
 
     #[test]
     fn message_rate_then_ban_then_expiry() {
-        let mut p = Policy::with_config(flood_config()).unwrap();
+        let p = Policy::with_config(flood_config()).unwrap();
         let t0 = Instant::now();
         let src = ip("203.0.113.9");
         let verdicts: Vec<_> = (0..20).map(|_| p.check_source(t0, src, 0)).collect();
@@ -929,7 +1075,7 @@ mod tests {
 
     #[test]
     fn repeat_offenders_are_banned_longer() {
-        let mut p = Policy::with_config(flood_config()).unwrap();
+        let p = Policy::with_config(flood_config()).unwrap();
         let mut t = Instant::now();
         let src = ip("203.0.113.9");
         for expected in [60, 120, 240, 480] {
@@ -949,7 +1095,7 @@ mod tests {
 
     #[test]
     fn allow_listed_sources_are_never_limited_or_banned() {
-        let mut p = Policy::with_config(PolicyConfig {
+        let p = Policy::with_config(PolicyConfig {
             offences: OffenceRules { scanner: rule(1), ..flood_config().offences },
             ..flood_config()
         })
@@ -969,7 +1115,7 @@ mod tests {
 
     #[test]
     fn an_allow_listed_ipv6_host_protects_its_64() {
-        let mut p = Policy::with_config(PolicyConfig {
+        let p = Policy::with_config(PolicyConfig {
             listeners: vec![ListenerPolicy {
                 access: AccessLists { allow: nets(&["2001:db8:0:1::5/128"]), deny: vec![] },
                 ..ListenerPolicy::default()
@@ -985,7 +1131,7 @@ mod tests {
 
     #[test]
     fn ipv6_sources_share_their_64() {
-        let mut p = Policy::with_config(flood_config()).unwrap();
+        let p = Policy::with_config(flood_config()).unwrap();
         let now = Instant::now();
         for i in 0..10u16 {
             let src = IpAddr::from([0x2001, 0xdb8, 0, 7, i, i, i, i]);
@@ -1005,7 +1151,7 @@ mod tests {
 
     #[test]
     fn a_spoofed_flood_keeps_memory_bounded() {
-        let mut p = Policy::with_config(PolicyConfig {
+        let p = Policy::with_config(PolicyConfig {
             max_tracked_sources: 1000,
             bans: BanConfig { max_offenders: 500, max_entries: 200, ..BanConfig::default() },
             offences: OffenceRules { malformed: rule(1), ..OffenceRules::default() },
@@ -1035,7 +1181,7 @@ mod tests {
 
     #[test]
     fn source_call_rate_answers_by_listener_mode() {
-        let mut p = Policy::with_config(PolicyConfig {
+        let p = Policy::with_config(PolicyConfig {
             source_call_rate: Some(Rate::new(1, 4 * S)),
             emergency_numbers: vec!["112".into()],
             listeners: vec![
@@ -1064,7 +1210,7 @@ mod tests {
 
     #[test]
     fn trunk_cac_with_emergency_bypass() {
-        let mut p = Policy::with_config(PolicyConfig {
+        let p = Policy::with_config(PolicyConfig {
             trunks: vec![TrunkLimits { max_inbound: Some(10), ..TrunkLimits::default() }],
             emergency_numbers: vec!["112".into(), "911".into()],
             cac_retry_after: 7 * S,
@@ -1094,7 +1240,7 @@ mod tests {
 
     #[test]
     fn outbound_and_total_cac_and_cps_per_trunk() {
-        let mut p = Policy::with_config(PolicyConfig {
+        let p = Policy::with_config(PolicyConfig {
             trunks: vec![TrunkLimits {
                 max_outbound: Some(2),
                 max_total: Some(3),
@@ -1136,7 +1282,7 @@ mod tests {
 
     #[test]
     fn per_source_cac_on_access_listeners() {
-        let mut p = Policy::with_config(PolicyConfig {
+        let p = Policy::with_config(PolicyConfig {
             listeners: vec![
                 ListenerPolicy { max_calls_per_source: Some(2), ..ListenerPolicy::default() },
                 ListenerPolicy::default(),
@@ -1157,14 +1303,14 @@ mod tests {
         // Ended sources are forgotten by the cleanup.
         assert_eq!(p.poll_timeout(), Some(now + 10 * S));
         p.handle_timeout(now + 10 * S);
-        assert!(p.source_calls.is_empty());
+        assert!(p.source_calls.iter().all(|s| lock(s).map.is_empty()));
         assert_eq!(p.poll_timeout(), None);
         assert_eq!(p.counters().rejected_source_cac, 1);
     }
 
     #[test]
     fn register_rate() {
-        let mut p = Policy::with_config(PolicyConfig {
+        let p = Policy::with_config(PolicyConfig {
             source_register_rate: Some(Rate::new(2, 60 * S)),
             ..PolicyConfig::default()
         })
@@ -1181,7 +1327,7 @@ mod tests {
 
     #[test]
     fn scanners_are_recognised_and_banned() {
-        let mut p = Policy::with_config(PolicyConfig {
+        let p = Policy::with_config(PolicyConfig {
             scanner_user_agents: crate::KNOWN_SCANNERS.iter().map(|s| s.to_string()).collect(),
             offences: OffenceRules { scanner: rule(1), ..OffenceRules::default() },
             queue_ban_changes: true,
@@ -1217,7 +1363,7 @@ mod tests {
             queue_ban_changes: true,
             ..PolicyConfig::default()
         };
-        let mut p = Policy::with_config(cfg()).unwrap();
+        let p = Policy::with_config(cfg()).unwrap();
         let t0 = Instant::now();
         let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         for _ in 0..3 {
@@ -1230,7 +1376,7 @@ mod tests {
         // The file also holds a ban of a source allow-listed since.
         file.extend_from_slice(b"192.0.2.9/32 1800000100 1\n");
 
-        let mut q = Policy::with_config(cfg()).unwrap();
+        let q = Policy::with_config(cfg()).unwrap();
         let t1 = Instant::now() + 3600 * S;
         let loaded = q.read_bans(&file[..], t1, wall + 60 * S).unwrap();
         assert_eq!(loaded, LoadedBans { restored: 2, expired: 0, skipped: 1 });
@@ -1240,7 +1386,7 @@ mod tests {
         assert_eq!(q.counters().bans_active, 2);
         assert!(matches!(q.poll_ban_change(), Some(BanChange::Added { .. })));
         // Past their end, nothing is restored.
-        let mut r = Policy::with_config(cfg()).unwrap();
+        let r = Policy::with_config(cfg()).unwrap();
         let loaded = r.load_bans(&file, t1, wall + 700 * S).unwrap();
         assert_eq!(loaded.restored, 0);
         assert!(r.load_bans(b"not a ban file", t1, wall).is_err());
@@ -1307,5 +1453,170 @@ mod tests {
         assert_eq!(retry_secs(Duration::from_millis(1)), 1);
         assert_eq!(retry_secs(Duration::ZERO), 1);
         assert_eq!(retry_secs(Duration::from_millis(2001)), 3);
+    }
+
+    #[test]
+    fn cac_is_exact_across_threads() {
+        fn is_sync<T: Sync + Send>() {}
+        is_sync::<Policy>();
+        let p = Arc::new(
+            Policy::with_config(PolicyConfig {
+                trunks: vec![TrunkLimits {
+                    max_inbound: Some(10),
+                    max_outbound: Some(7),
+                    ..TrunkLimits::default()
+                }],
+                ..PolicyConfig::default()
+            })
+            .unwrap(),
+        );
+        let now = Instant::now();
+        let barrier = Arc::new(std::sync::Barrier::new(8));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (p, barrier) = (Arc::clone(&p), Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let mut held = Vec::new();
+                    for _ in 0..500 {
+                        if let Verdict::Admit(permit) =
+                            p.admit_on(now, 0, &call("192.0.2.1", Some(0), "1"))
+                        {
+                            held.push(permit);
+                        }
+                        if let Verdict::Admit(permit) = p.admit_outbound(now, 0, "1") {
+                            held.push(permit);
+                        }
+                    }
+                    held
+                })
+            })
+            .collect();
+        let held: Vec<Permit> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+        // However the threads interleaved, exactly the limits were handed out.
+        assert_eq!(held.len(), 10 + 7);
+        let usage = p.trunk_calls(0).unwrap();
+        assert_eq!((usage.inbound, usage.outbound, usage.total), (10, 7, 17));
+        let c = p.counters();
+        assert_eq!(c.rejected_trunk_cac, 8 * 500 * 2 - 17);
+        drop(held);
+        assert_eq!(p.trunk_calls(0).unwrap(), TrunkCalls::default());
+        assert_eq!(p.active(), 0);
+    }
+
+    #[test]
+    fn a_ban_made_on_one_thread_stops_the_source_on_every_other() {
+        let p = Arc::new(
+            Policy::with_config(PolicyConfig {
+                offences: OffenceRules { scanner: rule(1), ..OffenceRules::default() },
+                ..PolicyConfig::default()
+            })
+            .unwrap(),
+        );
+        let now = Instant::now();
+        let src = ip("203.0.113.50");
+        assert_eq!(p.check_source(now, src, 0), SourceVerdict::Allow);
+        let q = Arc::clone(&p);
+        std::thread::spawn(move || q.record(now, src, Offence::Scanner)).join().unwrap();
+        let r = Arc::clone(&p);
+        let seen = std::thread::spawn(move || r.check_source(now, src, 1)).join().unwrap();
+        assert_eq!(seen, SourceVerdict::Drop(DropReason::Banned));
+        // Other sources are untouched; the ban ends on time, on every thread.
+        assert_eq!(p.check_source(now, ip("203.0.113.51"), 0), SourceVerdict::Allow);
+        let v0 = p.bans_version();
+        p.handle_timeout(now + 600 * S);
+        assert_eq!(p.check_source(now + 600 * S, src, 0), SourceVerdict::Allow);
+        assert!(p.unban(src) || !p.is_banned(now, src));
+        assert!(p.bans_version() >= v0);
+    }
+
+    #[test]
+    fn authenticate_counts_outcomes_and_bans_after_failures() {
+        let users =
+            vec![AuthUser { name: "1001".into(), credential: Credential::Password("pw".into()) }];
+        let p = Policy::with_config(PolicyConfig {
+            realms: vec![RealmConfig { realm: "lab".into(), users }],
+            nonce_secret: vec![3; 32].into(),
+            listeners: vec![ListenerPolicy {
+                realm: Some("lab".into()),
+                ..ListenerPolicy::default()
+            }],
+            offences: OffenceRules { auth_failure: rule(3), ..OffenceRules::default() },
+            ..PolicyConfig::default()
+        })
+        .unwrap();
+        let now = Instant::now();
+        let src = ip("198.51.100.20");
+        let req = |creds: Option<&'static [u8]>| AuthRequest {
+            now_unix: 1_800_000_000,
+            source: src,
+            method: "REGISTER",
+            request_uri: "sip:lab",
+            credentials: creds,
+        };
+        // No realm on listener 1: nothing to check.
+        assert!(p.authenticate(now, 1, &req(None)).is_none());
+        assert_eq!(p.authenticate(now, 0, &req(None)), Some(AuthOutcome::Missing));
+        let bad: &'static [u8] = b"Digest username=\"1001\", realm=\"lab\", nonce=\"x\", \
+                                    uri=\"sip:lab\", response=\"00\"";
+        for _ in 0..3 {
+            assert!(matches!(
+                p.authenticate(now, 0, &req(Some(bad))),
+                Some(AuthOutcome::Failed(_))
+            ));
+        }
+        assert!(p.is_banned(now, src));
+        let c = p.counters();
+        assert_eq!((c.auth_challenged, c.auth_failed, c.offences_auth_failure), (1, 3, 3));
+        assert_eq!(c.bans_active, 1);
+    }
+
+    /// Cost of the per-packet check, by case (`cargo test -p sbc-policy --release -- --ignored
+    /// --nocapture per_packet_cost`); prints ns per check with 1 and 2 threads.
+    #[test]
+    #[ignore = "timing, not a check"]
+    fn per_packet_cost() {
+        let p = Arc::new(
+            Policy::with_config(PolicyConfig {
+                access: AccessLists { allow: nets(&["192.0.2.0/28"]), deny: vec![] },
+                source_message_rate: Some(Rate::per_second(1_000_000)),
+                offences: OffenceRules { scanner: rule(1), ..OffenceRules::default() },
+                ..PolicyConfig::default()
+            })
+            .unwrap(),
+        );
+        let t0 = Instant::now();
+        p.record(t0, ip("203.0.113.66"), Offence::Scanner);
+        const N: u32 = 2_000_000;
+        for (case, src) in
+            [("trusted", "192.0.2.1"), ("rate-checked", "198.51.100.1"), ("banned", "203.0.113.66")]
+        {
+            for threads in [1, 2] {
+                let start = Instant::now();
+                let handles: Vec<_> = (0..threads)
+                    .map(|t| {
+                        let p = Arc::clone(&p);
+                        std::thread::spawn(move || {
+                            let base = ip(src);
+                            for i in 0..N {
+                                // Spread the rate-checked case over sources (and stripes).
+                                let src = match base {
+                                    IpAddr::V4(v4) if case == "rate-checked" => {
+                                        IpAddr::from(std::net::Ipv4Addr::from(
+                                            v4.to_bits() + (i % 1000) + t * 1000,
+                                        ))
+                                    }
+                                    other => other,
+                                };
+                                std::hint::black_box(p.check_source(t0, src, 0));
+                            }
+                        })
+                    })
+                    .collect();
+                handles.into_iter().for_each(|h| h.join().unwrap());
+                let ns = start.elapsed().as_nanos() as f64 / f64::from(N);
+                println!("{case:>12}, {threads} thread(s): {ns:.0} ns per check per thread");
+            }
+        }
     }
 }

@@ -1,16 +1,19 @@
 //! Rate limiters on governor's GCRA, driven by the time the caller passes in.
 //!
-//! governor normally reads a clock itself; here a [`PolicyClock`] is set to the caller's `now`
-//! before every check, so the limiters are as deterministic as the rest of the policy. The keyed
-//! limiters store their state in a [`CappedStore`]: governor's own stores grow with every new
-//! key, and their API cannot tell a known key from a new one, which a cap that spares the
-//! sources already tracked needs.
+//! governor normally reads a clock itself; here a [`PolicyClock`] is advanced to the caller's
+//! `now` before every check, so the limiters are as deterministic as the rest of the policy. The
+//! clock only moves forward: threads checking at nearly the same moment may pass `now`s a few
+//! microseconds apart, and the later one wins (a check then sees at most that much more credit).
+//! The keyed limiters store their state in a [`CappedStore`]: governor's own stores grow with
+//! every new key, and their API cannot tell a known key from a new one, which a cap that spares
+//! the sources already tracked needs. The store is striped ([`Sharded`]), so receive tasks on
+//! different cores do not take turns on one lock for every packet.
 
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use governor::clock::Clock;
@@ -21,19 +24,21 @@ use governor::state::{InMemoryState, NotKeyed, StateStore};
 use governor::{Quota, RateLimiter};
 
 use crate::config::{ConfigError, Rate};
+use crate::shard::{Sharded, share};
 use crate::source::SourceKey;
 
 /// The policy's monotonic time as governor reads it: nanoseconds since the first `now` the
-/// policy saw. Clones share the time (the limiters hold clones; the policy sets it).
+/// policy saw. Clones share the time (the limiters hold clones; the policy advances it).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct PolicyClock {
     nanos: Arc<AtomicU64>,
 }
 
 impl PolicyClock {
-    pub(crate) fn set(&self, since_epoch: Duration) {
+    /// Moves the clock to `since_epoch` unless it is already later.
+    pub(crate) fn advance(&self, since_epoch: Duration) {
         let ns = u64::try_from(since_epoch.as_nanos()).unwrap_or(u64::MAX);
-        self.nanos.store(ns, Ordering::Relaxed);
+        self.nanos.fetch_max(ns, Ordering::Relaxed);
     }
 }
 
@@ -48,15 +53,15 @@ impl Clock for PolicyClock {
 /// Maps the caller's `Instant`s onto the [`PolicyClock`].
 #[derive(Debug, Default)]
 pub(crate) struct Epoch {
-    start: Option<Instant>,
+    start: OnceLock<Instant>,
     pub(crate) clock: PolicyClock,
 }
 
 impl Epoch {
-    /// Sets the shared clock to `now`. Times before the first one seen read as the epoch.
-    pub(crate) fn set(&mut self, now: Instant) {
-        let start = *self.start.get_or_insert(now);
-        self.clock.set(now.saturating_duration_since(start));
+    /// Advances the shared clock to `now`. Times before the first one seen read as the epoch.
+    pub(crate) fn set(&self, now: Instant) {
+        let start = *self.start.get_or_init(|| now);
+        self.clock.advance(now.saturating_duration_since(start));
     }
 }
 
@@ -136,12 +141,13 @@ impl DirectLimiter {
     }
 }
 
-/// A governor state store that tracks at most `cap` keys. Keys seen while it is full share one
-/// overflow state, so a flood of new sources is still limited (as one source) and tracked
-/// sources keep their own budget. Each state is governor's "theoretical arrival time".
+/// A governor state store that tracks at most `cap` keys, striped. Keys seen while their stripe
+/// is full share that stripe's overflow state, so a flood of new sources is still limited (as
+/// one source per stripe) and tracked sources keep their own budget. Each state is governor's
+/// "theoretical arrival time".
 #[derive(Debug)]
 pub(crate) struct CappedStore<K> {
-    inner: Mutex<CappedInner<K>>,
+    shards: Sharded<Mutex<CappedInner<K>>>,
     overflowed: Arc<AtomicU64>,
 }
 
@@ -154,13 +160,15 @@ struct CappedInner<K> {
 
 impl<K> CappedStore<K> {
     fn new(cap: usize, overflowed: Arc<AtomicU64>) -> CappedStore<K> {
-        let inner = CappedInner { map: HashMap::new(), cap, overflow: None };
-        CappedStore { inner: Mutex::new(inner), overflowed }
+        let shards = Sharded::new(|i| {
+            Mutex::new(CappedInner { map: HashMap::new(), cap: share(cap, i), overflow: None })
+        });
+        CappedStore { shards, overflowed }
     }
 
-    fn lock(&self) -> MutexGuard<'_, CappedInner<K>> {
-        // Only the owning policy locks it, and no code under the lock can panic mid-update.
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(m: &Mutex<CappedInner<K>>) -> MutexGuard<'_, CappedInner<K>> {
+        // No code under the lock can panic mid-update, so a poisoned stripe is still consistent.
+        m.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -171,7 +179,7 @@ impl<K: Hash + Eq + Clone> StateStore for CappedStore<K> {
     where
         F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
     {
-        let mut inner = self.lock();
+        let mut inner = Self::lock(self.shards.of(key));
         if let Some(tat) = inner.map.get_mut(key) {
             let (out, next) = f(Some(Nanos::from(*tat)))?;
             *tat = next.as_u64();
@@ -192,27 +200,31 @@ impl<K: Hash + Eq + Clone> StateStore for CappedStore<K> {
 impl<K: Hash + Eq + Clone> ShrinkableKeyedStateStore<K> for CappedStore<K> {
     fn retain_recent(&self, drop_below: Nanos) {
         let below = drop_below.as_u64();
-        let mut inner = self.lock();
-        inner.map.retain(|_, tat| *tat > below);
-        if inner.overflow.is_some_and(|tat| tat <= below) {
-            inner.overflow = None;
+        for shard in self.shards.iter() {
+            let mut inner = Self::lock(shard);
+            inner.map.retain(|_, tat| *tat > below);
+            if inner.overflow.is_some_and(|tat| tat <= below) {
+                inner.overflow = None;
+            }
         }
     }
 
     fn shrink_to_fit(&self) {
-        let mut inner = self.lock();
-        // Shrink only after a flood has receded, not on every cleanup.
-        if inner.map.capacity() > 4 * inner.map.len().max(1024) {
-            inner.map.shrink_to_fit();
+        for shard in self.shards.iter() {
+            let mut inner = Self::lock(shard);
+            // Shrink only after a flood has receded, not on every cleanup.
+            if inner.map.capacity() > 4 * inner.map.len().max(1024) {
+                inner.map.shrink_to_fit();
+            }
         }
     }
 
     fn len(&self) -> usize {
-        self.lock().map.len()
+        self.shards.iter().map(|s| Self::lock(s).map.len()).sum()
     }
 
     fn is_empty(&self) -> bool {
-        self.lock().map.is_empty()
+        self.shards.iter().all(|s| Self::lock(s).map.is_empty())
     }
 }
 
@@ -228,7 +240,7 @@ mod tests {
 
     #[test]
     fn burst_then_refill() {
-        let mut epoch = Epoch::default();
+        let epoch = Epoch::default();
         let t0 = Instant::now();
         let l =
             KeyedLimiter::new(&Rate::per_second(2).with_burst(4), 10, &epoch.clock, "t").unwrap();
@@ -255,7 +267,7 @@ mod tests {
 
     #[test]
     fn key_cap_holds_and_cleanup_reclaims() {
-        let mut epoch = Epoch::default();
+        let epoch = Epoch::default();
         let t0 = Instant::now();
         let l = KeyedLimiter::new(&Rate::per_second(1), 100, &epoch.clock, "t").unwrap();
         epoch.set(t0);
@@ -270,8 +282,9 @@ mod tests {
             assert!(l.len() <= 100);
         }
         assert_eq!(l.len(), 100);
-        // 99 new sources got a slot each; the other 9 901 shared one bucket of 1/s.
-        assert_eq!(admitted, 99 + 1);
+        // 99 new sources got a slot each; the other 9 901 shared their stripe's bucket of 1/s
+        // (every stripe filled up: 10 000 random sources spread over 16 stripes of 6 or 7).
+        assert_eq!(admitted, 99 + crate::shard::SHARDS);
         assert_eq!(l.overflowed(), 9_901);
         // A tracked source keeps its own state while the table is full.
         assert!(l.check(&tracked).is_err());
@@ -287,7 +300,7 @@ mod tests {
 
     #[test]
     fn cleanup_keeps_sources_still_limited() {
-        let mut epoch = Epoch::default();
+        let epoch = Epoch::default();
         let t0 = Instant::now();
         let l = KeyedLimiter::new(&Rate::new(1, Duration::from_secs(10)), 10, &epoch.clock, "t")
             .unwrap();
@@ -301,7 +314,7 @@ mod tests {
 
     #[test]
     fn direct_limiter_and_invalid_rates() {
-        let mut epoch = Epoch::default();
+        let epoch = Epoch::default();
         let t0 = Instant::now();
         let l = DirectLimiter::new(&Rate::per_second(1), &epoch.clock, "t").unwrap();
         epoch.set(t0);

@@ -4,24 +4,26 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sbc_cdr::{CallEventKind, CallRef, Disposition, MediaLegStats, ReleaseSide};
-use sbc_media::backend::RelayBackend;
+use sbc_media::backend::{PacketTap, RelayBackend};
 use sbc_media::{
     LegMedia, LegSide, MediaError, MediaPlane, MediaSessionId, MediaSummary, VirtualBackend,
 };
-use sbc_policy::{AdmissionRequest, Permit, Policy, Verdict};
+use sbc_policy::auth::AuthOutcome;
+use sbc_policy::{AdmissionRequest, AuthRequest, Offence, Permit, Policy, RejectMode, Verdict};
 
 use super::dialog::Dialog;
 use super::health::{ProbeCounter, TrunkHealth};
 use super::ids::{CallKey, decode_call_id, make_call_id, make_tag};
+use super::registrar;
 use super::routing::{self, Origin};
 use super::session_timer::{DEFAULT_SE, MIN_SE, SessionTimer};
-use crate::config::{Config, ListenerId, Transport, TrunkId};
+use crate::config::{Config, ListenerId, Side, Transport, TrunkId};
 use crate::sip::{self, HeaderName, Host, Limits, Message, Method, Uri};
 use crate::transaction::{TransactionLayer, TxnEvent, TxnId, shard_of_branch};
 use crate::transport::{Flow, Transmit};
@@ -55,6 +57,19 @@ pub enum Event {
     },
 }
 
+/// The Call-ID of one leg of a call, reported (when asked for with
+/// [`Engine::report_leg_ids`]) so that a shell can tell which messages belong to which call, e.g.
+/// for captures. Leg B gets one per attempt (each failover attempt has its own Call-ID).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegCallId {
+    /// The call.
+    pub call: CallRef,
+    /// Which leg.
+    pub side: LegSide,
+    /// Its Call-ID.
+    pub call_id: Bytes,
+}
+
 /// Counters of one shard.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EngineStats {
@@ -64,6 +79,11 @@ pub struct EngineStats {
     pub calls_created: u64,
     /// Calls ended.
     pub calls_ended: u64,
+    /// Requests dropped unanswered because their source is banned (banned after the shell's
+    /// pre-parse check let them through, or on their own User-Agent).
+    pub dropped_banned: u64,
+    /// REGISTERs answered 200 by the local registrar answer.
+    pub registers_accepted: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -126,7 +146,13 @@ struct Call {
     attempts: Vec<(TrunkId, usize)>,
     attempt: usize,
     media: MediaSessionId,
+    /// Admission slots of the inbound side (global, source, inbound trunk): released when the
+    /// call is dropped, whatever ended it.
     _permit: Permit,
+    /// Slots of the current attempt's outbound trunk, replaced on failover.
+    out_permit: Option<Permit>,
+    /// Retry-After of the last outbound refusal, sent if that refusal is the caller's answer.
+    retry_after: Option<u32>,
     ring_deadline: Option<Instant>,
     reinvite: Option<ReInvite>,
     /// Server transactions waiting for a relayed answer; answered 487/481 if the call ends first.
@@ -137,6 +163,10 @@ struct Call {
     txns: Vec<TxnId>,
     /// Session timer per leg (RFC 4028): leg A offered in its INVITE, leg B from its 2xx.
     session: [Option<SessionTimer>; 2],
+    /// Reason phrase of the final response that decided the call, for its record.
+    final_phrase: Option<String>,
+    /// Reason header (RFC 3326) received with what ended the call, for its record.
+    cause: Option<String>,
     /// Current deadline of each leg's session timer (stale heap entries are skipped).
     session_due: [Option<Instant>; 2],
 }
@@ -192,7 +222,11 @@ pub struct Engine {
     limits: Limits,
     txns: TransactionLayer,
     media: MediaPlane,
-    policy: Policy,
+    /// Shared with every shard and the shell's receive tasks (bans and CAC are process-wide).
+    policy: Arc<Policy>,
+    /// A monotonic instant and the wall-clock time at it, set by the shell: digest nonces and
+    /// the Date of a REGISTER answer need Unix time, and the engine reads no clock.
+    wall: Option<(Instant, SystemTime)>,
     slots: Vec<Slot>,
     free: Vec<u32>,
     /// Leg-A Call-IDs are chosen by peers: SipHash map (STYLE section 3).
@@ -208,6 +242,9 @@ pub struct Engine {
     stats: EngineStats,
     health: Arc<TrunkHealth>,
     prober: Option<Prober>,
+    /// Queue of [`LegCallId`]s; filled only once a shell asked for them (otherwise nobody would
+    /// drain it). Drained after every input like `events`.
+    leg_ids: Option<VecDeque<LegCallId>>,
 }
 
 impl Engine {
@@ -233,12 +270,17 @@ impl Engine {
             .map(|l| SocketAddr::new(l.advertise, l.addr.port()).to_string())
             .collect();
         Engine {
+            config: Arc::clone(&config),
             txns: TransactionLayer::new(config.timers, shard, seed ^ 0x7478_6e73),
             limits: Limits { max_size: config.max_message_size, max_headers: config.max_headers },
-            config,
             shard,
             media: MediaPlane::with_seed(relay, seed ^ 0x006d_6564_6961),
-            policy: Policy::new(),
+            policy: Arc::new(Policy::with_config(config.policy_rules()).unwrap_or_else(|e| {
+                // Configs from the file were checked at load; a hand-built one may not be.
+                tracing::error!(error = %e, "invalid policy config: admitting everything");
+                Policy::new()
+            })),
+            wall: None,
             slots: Vec::new(),
             free: Vec::new(),
             by_a_call_id: HashMap::new(),
@@ -252,6 +294,7 @@ impl Engine {
             stats: EngineStats::default(),
             health,
             prober: None,
+            leg_ids: None,
         }
     }
 
@@ -274,12 +317,29 @@ impl Engine {
         self.prober = Some(Prober { health, counters: HashMap::new() });
     }
 
+    /// Shares the process-wide policy (the shell gives every shard the same one).
+    pub fn set_policy(&mut self, policy: Arc<Policy>) {
+        self.policy = policy;
+    }
+
+    /// The policy this shard asks.
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.policy
+    }
+
+    /// Tells the engine the wall-clock time at `now` (the shell calls it before each input;
+    /// tests once). Without it Unix time reads as 0 plus the time since the first input.
+    pub fn set_wall_clock(&mut self, now: Instant, wall: SystemTime) {
+        self.wall = Some((now, wall));
+    }
+
     /// Raw bytes from a flow: parsed here; malformed requests get a 4xx/5xx if one can be formed.
     pub fn handle_datagram(&mut self, now: Instant, flow: Flow, data: Bytes) {
         match sip::parse_with(data.clone(), &self.limits) {
             Ok(msg) => self.handle_message(now, flow, msg),
             Err(err) => {
                 self.stats.malformed += 1;
+                self.policy.record(now, flow.remote.ip(), Offence::Malformed);
                 tracing::debug!(remote = %flow.remote, %err, "malformed message");
                 if let Some(resp) = sip::error_response(&data, &err) {
                     self.txns.send_stateless(flow, resp);
@@ -290,8 +350,32 @@ impl Engine {
 
     /// A parsed message from a flow.
     pub fn handle_message(&mut self, now: Instant, flow: Flow, msg: Message) {
+        if msg.is_request() && !self.screen_request(now, flow, &msg) {
+            return;
+        }
         self.txns.handle_message(now, msg, flow);
         self.drain_txn_events(now);
+    }
+
+    /// Before any transaction exists: a request naming a scanner in its User-Agent is an
+    /// offence, and a request from a banned source is dropped unanswered (the shell drops most
+    /// of them before parsing; this catches the ones queued before the ban, and the request that
+    /// triggers it).
+    fn screen_request(&mut self, now: Instant, flow: Flow, msg: &Message) -> bool {
+        let ip = flow.remote.ip();
+        let out_of_dialog = !msg.to().is_ok_and(|t| t.tag().is_some());
+        if out_of_dialog
+            && let Some(ua) = msg.header(&HeaderName::UserAgent)
+            && self.policy.is_scanner(ua)
+            && let Some(ban) = self.policy.record(now, ip, Offence::Scanner)
+        {
+            tracing::debug!(remote = %flow.remote, ?ban, "scanner User-Agent: banned");
+        }
+        if self.policy.is_banned(now, ip) {
+            self.stats.dropped_banned += 1;
+            return false;
+        }
+        true
     }
 
     /// The shell could not reach `flow` (TCP connect refused, connection lost): requests pending
@@ -376,6 +460,24 @@ impl Engine {
         self.events.pop_front()
     }
 
+    /// From now on, report each leg's Call-ID through [`Engine::poll_leg_id`]; the shell must
+    /// then drain it after every input, like [`Engine::poll_event`].
+    pub fn report_leg_ids(&mut self) {
+        self.leg_ids.get_or_insert_with(VecDeque::new);
+    }
+
+    /// Next leg Call-ID (see [`Engine::report_leg_ids`]).
+    pub fn poll_leg_id(&mut self) -> Option<LegCallId> {
+        self.leg_ids.as_mut()?.pop_front()
+    }
+
+    /// Sets (or removes) the capture tap of a call's media: its relay pairs copy every packet to
+    /// `tap`. The shell calls it when it decides to capture the call.
+    pub fn tap_media(&mut self, call: CallRef, tap: Option<Arc<dyn PacketTap>>) {
+        // A call's media session id is its call reference (see `on_new_invite`).
+        self.media.tap(MediaSessionId(call.0), tap);
+    }
+
     /// Earliest deadline of this shard.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let txn = self.txns.poll_timeout().map(|(at, _)| at);
@@ -451,6 +553,7 @@ impl Engine {
                 // An address of record is a SIP URI (RFC 3261 section 10.2; RFC 4475 3.3.4).
                 self.reply(now, txn, &req, 400, "To Is Not a SIP URI");
             }
+            Some(Method::Register) => self.on_register(now, txn, req, flow),
             Some(Method::Options) => {
                 let mut r = req.response_to(200, "OK", Some(&make_tag(&mut self.rng)));
                 r.push(HeaderName::Allow, Bytes::from_static(ALLOW.as_bytes()));
@@ -461,13 +564,9 @@ impl Engine {
             Some(Method::Bye | Method::Prack | Method::Update | Method::Info | Method::Notify) => {
                 self.reply(now, txn, &req, 481, "Call/Transaction Does Not Exist");
             }
-            Some(
-                Method::Register
-                | Method::Subscribe
-                | Method::Publish
-                | Method::Message
-                | Method::Refer,
-            ) => self.reject(now, txn, &req, 405, "Method Not Allowed"),
+            Some(Method::Subscribe | Method::Publish | Method::Message | Method::Refer) => {
+                self.reject(now, txn, &req, 405, "Method Not Allowed")
+            }
             _ => self.reject(now, txn, &req, 501, "Not Implemented"),
         }
     }
@@ -516,6 +615,127 @@ impl Engine {
         self.txns.respond(now, txn, r);
     }
 
+    /// Answers a policy refusal: 403, or 503 with Retry-After.
+    fn refuse(
+        &mut self,
+        now: Instant,
+        txn: TxnId,
+        req: &Message,
+        status: u16,
+        retry_after: Option<u32>,
+    ) {
+        let reason = if status == 403 { "Forbidden" } else { "Service Unavailable" };
+        let mut r = req.response_to(status, reason, Some(&make_tag(&mut self.rng)));
+        if let Some(s) = retry_after {
+            r.push_fmt(HeaderName::RetryAfter, format_args!("{s}"));
+        }
+        self.txns.respond(now, txn, r);
+    }
+
+    /// Wall-clock Unix seconds at `now` (see [`Engine::set_wall_clock`]).
+    fn unix_time(&self, now: Instant) -> u64 {
+        let Some((at, wall)) = self.wall else {
+            return 0;
+        };
+        let wall = match now.checked_duration_since(at) {
+            Some(ahead) => wall.checked_add(ahead),
+            None => wall.checked_sub(at.duration_since(now)),
+        };
+        wall.and_then(|w| w.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs())
+    }
+
+    /// Digest authentication of a request from an access listener with a realm: `true` when
+    /// it may go on (no realm, or credentials accepted); otherwise it has been answered with a
+    /// challenge, the same for every user (RFC 3261 section 22: 401 with WWW-Authenticate for
+    /// REGISTER, 407 with Proxy-Authenticate for everything else, one header per algorithm).
+    fn authenticated(
+        &mut self,
+        now: Instant,
+        txn: TxnId,
+        req: &Message,
+        flow: Flow,
+        listener: ListenerId,
+    ) -> bool {
+        let register = req.method() == Some(&Method::Register);
+        let (code, reason, ask, answer) = match register {
+            true => (401, "Unauthorized", HeaderName::WwwAuthenticate, HeaderName::Authorization),
+            false => (
+                407,
+                "Proxy Authentication Required",
+                HeaderName::ProxyAuthenticate,
+                HeaderName::ProxyAuthorization,
+            ),
+        };
+        let request_uri = req.request_uri().map(|u| u.raw.clone()).unwrap_or_default();
+        let method = req.method().map(|m| m.to_string()).unwrap_or_default();
+        let now_unix = self.unix_time(now);
+        let source = flow.remote.ip();
+        let request_uri = std::str::from_utf8(&request_uri).unwrap_or("");
+        // A request may carry credentials for several realms (RFC 3261 section 22.3); the one
+        // for ours is checked, the others read as missing. Not `values()`: a credentials value
+        // is one comma-separated list of auth-params, never split (RFC 3261 section 25.1); each
+        // header line is one set of credentials.
+        let values: Vec<Bytes> =
+            req.headers.iter().filter(|h| h.name == answer).map(|h| h.value.clone()).collect();
+        let mut outcome = None;
+        let candidates = values.iter().map(|v| Some(&v[..]));
+        let candidates: Vec<Option<&[u8]>> =
+            if values.is_empty() { vec![None] } else { candidates.collect() };
+        for credentials in candidates {
+            let check = AuthRequest { now_unix, source, method: &method, request_uri, credentials };
+            match self.policy.authenticate(now, listener.0, &check) {
+                None => return true,
+                Some(AuthOutcome::Missing) => outcome = Some(AuthOutcome::Missing),
+                Some(o) => {
+                    outcome = Some(o);
+                    break;
+                }
+            }
+        }
+        let Some(outcome) = outcome else {
+            return true;
+        };
+        let stale = match outcome {
+            AuthOutcome::Ok { .. } => return true,
+            AuthOutcome::Stale | AuthOutcome::Replayed => true,
+            AuthOutcome::Missing | AuthOutcome::Failed(_) => false,
+        };
+        let Some(auth) = self.policy.authenticator(listener.0) else {
+            return true;
+        };
+        let challenges = auth.challenges(now_unix, source, stale);
+        let mut r = req.response_to(code, reason, Some(&make_tag(&mut self.rng)));
+        for c in challenges {
+            r.push(ask.clone(), c);
+        }
+        self.txns.respond(now, txn, r);
+        false
+    }
+
+    /// REGISTER: bans, lists and the REGISTER rate, then digest authentication on access
+    /// listeners with a realm, answered 200 by a minimal local registrar answer. The SBC keeps
+    /// no binding and routes no call to a registered user yet (issue 6 adds relaying to an
+    /// upstream registrar and a local registrar with bindings); elsewhere REGISTER stays 405.
+    fn on_register(&mut self, now: Instant, txn: TxnId, req: Message, flow: Flow) {
+        if let Verdict::Reject { status, retry_after } =
+            self.policy.admit_register(now, flow.remote.ip(), flow.listener.0)
+        {
+            return self.refuse(now, txn, &req, status, retry_after);
+        }
+        let access =
+            self.config.listeners.get(flow.listener.0).is_some_and(|l| l.side == Side::Access);
+        if !access || self.policy.authenticator(flow.listener.0).is_none() {
+            return self.reject(now, txn, &req, 405, "Method Not Allowed");
+        }
+        if !self.authenticated(now, txn, &req, flow, flow.listener) {
+            return;
+        }
+        let date = registrar::http_date(self.unix_time(now));
+        let r = registrar::accept(&req, &make_tag(&mut self.rng), &date);
+        self.stats.registers_accepted += 1;
+        self.txns.respond(now, txn, r);
+    }
+
     // ---- new calls -------------------------------------------------------------------------
 
     fn on_new_invite(&mut self, now: Instant, txn: TxnId, req: Message, flow: Flow) {
@@ -537,19 +757,49 @@ impl Engine {
         };
         let Some(origin) = routing::classify(&self.config, flow.listener, flow.remote.ip()) else {
             tracing::debug!(remote = %flow.remote, "INVITE from an unknown source on a trunk listener");
+            // Access control on a trunk listener: a policy refusal, recorded as such.
+            self.emit_rejected(&req, flow, None, 403, "Forbidden", "unknown source");
             return self.reply(now, txn, &req, 403, "Forbidden");
         };
         let Some(ruri) = req.request_uri().cloned() else {
             return;
         };
+        // Access users prove who they are before anything is decided for them (RFC 3261
+        // section 22.3: a proxy-style 407, so the caller's UA answers with
+        // Proxy-Authorization).
+        if let Origin::Access(listener) = origin
+            && !self.authenticated(now, txn, &req, flow, listener)
+        {
+            return;
+        }
         let user = ruri.user_str().map(str::to_owned);
         let domain = match &ruri.host {
             Some(Host::Name(n)) => std::str::from_utf8(n).ok().map(str::to_owned),
             _ => None,
         };
+        // Admission before routing: rate limits count every new call attempt, routable or
+        // not, and a refused caller learns nothing about the numbering plan.
+        let admission = AdmissionRequest {
+            source: flow.remote.ip(),
+            inbound_trunk: origin.trunk().map(|t| t.0),
+            callee: user.as_deref().unwrap_or(""),
+        };
+        let permit = match self.policy.admit_on(now, flow.listener.0, &admission) {
+            Verdict::Admit(p) => p,
+            Verdict::Reject { status, retry_after } => {
+                let (phrase, why) = match status {
+                    403 => ("Forbidden", "policy"),
+                    _ => ("Service Unavailable", "admission limit"),
+                };
+                self.emit_rejected(&req, flow, origin.trunk(), status, phrase, why);
+                return self.refuse(now, txn, &req, status, retry_after);
+            }
+        };
         let Some((_, route)) =
             routing::select(&self.config, origin, user.as_deref(), domain.as_deref())
         else {
+            // Probing for users or domains that do not exist is how scanners map a system.
+            self.policy.record(now, flow.remote.ip(), Offence::UnknownUser);
             return self.reply(now, txn, &req, 404, "Not Found");
         };
         let ring_timeout = route.ring_timeout;
@@ -562,22 +812,6 @@ impl Engine {
         if attempts.is_empty() {
             return self.reply(now, txn, &req, 503, "Service Unavailable");
         }
-        let admission = AdmissionRequest {
-            source: flow.remote.ip(),
-            inbound_trunk: origin.trunk().map(|t| t.0),
-            callee: user.as_deref().unwrap_or(""),
-        };
-        let permit = match self.policy.admit(now, &admission) {
-            Verdict::Admit(p) => p,
-            Verdict::Reject { status, retry_after } => {
-                let reason = if status == 403 { "Forbidden" } else { "Service Unavailable" };
-                let mut r = req.response_to(status, reason, Some(&make_tag(&mut self.rng)));
-                if let Some(s) = retry_after {
-                    r.push_fmt(HeaderName::RetryAfter, format_args!("{s}"));
-                }
-                return self.txns.respond(now, txn, r);
-            }
-        };
 
         // Leg A: we are the UAS. Our To tag is fixed now so every response carries the same one.
         let Some(call_id) = req.call_id().cloned() else {
@@ -620,6 +854,9 @@ impl Engine {
                 caller,
                 callee: user.clone().unwrap_or_default(),
                 source: flow.remote,
+                call_id: String::from_utf8_lossy(&call_id).into_owned(),
+                listener: self.config.listeners[flow.listener.0].name.clone(),
+                trunk: origin.trunk().map(|t| self.config.trunks[t.0].name.clone()),
             },
         );
         let call = Call {
@@ -643,6 +880,8 @@ impl Engine {
             attempt: 0,
             media,
             _permit: permit,
+            out_permit: None,
+            retry_after: None,
             ring_deadline: Some(now + ring_timeout),
             reinvite: None,
             pending_servers: Vec::new(),
@@ -650,11 +889,16 @@ impl Engine {
             txns: Vec::new(),
             session: [a_session, None],
             session_due: [None, None],
+            final_phrase: None,
+            cause: None,
         };
         self.stats.calls_created += 1;
         self.slots[key.index as usize].call = Some(Box::new(call));
         let leg_a = leg_media(&self.config, origin.listener(), origin.trunk());
         self.media.set_leg(media, LegSide::A, leg_a);
+        if let Some(q) = &mut self.leg_ids {
+            q.push_back(LegCallId { call: call_ref, side: LegSide::A, call_id: call_id.clone() });
+        }
         self.by_a_call_id.insert(call_id, key);
         self.own(txn, key, Role::AInvite);
         self.timers.push(Reverse((now + ring_timeout, key, CallTimer::Ring)));
@@ -754,6 +998,37 @@ impl Engine {
         self.events.push_back(Event::Call { call, kind });
     }
 
+    /// Records an INVITE refused by policy before any call existed (its own call ref, so that
+    /// it gets its own record).
+    fn emit_rejected(
+        &mut self,
+        req: &Message,
+        flow: Flow,
+        trunk: Option<TrunkId>,
+        status: u16,
+        phrase: &str,
+        why: &str,
+    ) {
+        self.next_call_ref += 1;
+        let call_ref = CallRef(self.next_call_ref);
+        let user = |u: Option<&Uri>| u.and_then(|u| u.user_str().map(str::to_owned));
+        let kind = CallEventKind::Rejected {
+            caller: user(req.from().ok().as_ref().map(|f| &f.uri)).unwrap_or_default(),
+            callee: user(req.request_uri()).unwrap_or_default(),
+            source: flow.remote,
+            call_id: req
+                .call_id()
+                .map(|c| String::from_utf8_lossy(c).into_owned())
+                .unwrap_or_default(),
+            listener: self.config.listeners[flow.listener.0].name.clone(),
+            trunk: trunk.map(|t| self.config.trunks[t.0].name.clone()),
+            status,
+            phrase: phrase.to_owned(),
+            reason: why.to_owned(),
+        };
+        self.emit(call_ref, kind);
+    }
+
     /// Sends the INVITE of the current attempt on a brand-new leg B.
     fn start_attempt(&mut self, now: Instant, key: CallKey) {
         let shard = self.shard;
@@ -766,6 +1041,25 @@ impl Engine {
             return;
         };
         let invite = &*invite;
+        let callee_in = invite.request_uri().and_then(|u| u.user_str()).unwrap_or("");
+        // Each attempt asks for its own outbound slots; the previous attempt's go back first.
+        if let Some(call) = self.call_mut(key) {
+            call.out_permit = None;
+        }
+        match self.policy.admit_outbound(now, trunk_id.0, callee_in) {
+            Verdict::Admit(p) => {
+                if let Some(call) = self.call_mut(key) {
+                    call.out_permit = Some(p);
+                    call.retry_after = None;
+                }
+            }
+            Verdict::Reject { status, retry_after } => {
+                if let Some(call) = self.call_mut(key) {
+                    call.retry_after = retry_after;
+                }
+                return self.fail_attempt(now, key, status, "Service Unavailable", None);
+            }
+        }
         let trunk = &config.trunks[trunk_id.0];
         let target = trunk.targets[target_idx];
         let listener = trunk.listener;
@@ -773,7 +1067,6 @@ impl Engine {
         let sent_by = self.sent_by[listener.0].clone();
         let contact = self.contact_for(listener, target.transport);
 
-        let callee_in = invite.request_uri().and_then(|u| u.user_str()).unwrap_or("");
         let callee = routing::rewrite(&trunk.rewrite, callee_in);
         let target_hp = target.addr.to_string();
         let transport_param =
@@ -826,6 +1119,13 @@ impl Engine {
             contact,
             sent_by: sent_by.clone(),
         };
+        if let (Some(q), Some(call)) = (&mut self.leg_ids, slot_call_mut(&mut self.slots, key)) {
+            q.push_back(LegCallId {
+                call: call.call_ref,
+                side: LegSide::B,
+                call_id: b.call_id.clone(),
+            });
+        }
         let mut msg = b.request(Method::Invite, None);
         let mf = invite.max_forwards().unwrap_or(70).saturating_sub(1).min(70);
         msg.set(HeaderName::MaxForwards, Bytes::from(mf.to_string()));
@@ -870,6 +1170,7 @@ impl Engine {
             }
         }
         let b_cseq = b.local_cseq;
+        let b_call_id = String::from_utf8_lossy(&b.call_id).into_owned();
         let b_txn = self.txns.send_request(now, msg, flow, &sent_by);
         let Some(call) = self.call_mut(key) else {
             return;
@@ -887,7 +1188,11 @@ impl Engine {
             CallEventKind::Attempted {
                 trunk: config.trunks[trunk_id.0].name.clone(),
                 target: target.addr,
+                caller: caller
+                    .map(|c| String::from_utf8_lossy(&c).into_owned())
+                    .unwrap_or_default(),
                 callee,
+                call_id: b_call_id,
             },
         );
     }
@@ -913,6 +1218,8 @@ impl Engine {
             self.start_attempt(now, key);
             return;
         }
+        call.final_phrase = Some(reason.to_owned());
+        call.cause = reason_hdr.as_ref().map(|h| String::from_utf8_lossy(h).into_owned());
         self.answer_a_invite(now, key, code, reason, reason_hdr);
         let disposition = match code {
             486 | 600 => Disposition::Busy,
@@ -930,16 +1237,30 @@ impl Engine {
         reason: &str,
         reason_hdr: Option<Bytes>,
     ) {
+        let forbidden = {
+            let listener = self.call(key).map_or(0, |c| c.a.flow.listener.0);
+            self.policy.reject_mode(listener) == RejectMode::Forbidden
+        };
         let Some(call) = self.call_mut(key) else {
             return;
         };
         let (Some(txn), Some(req)) = (call.a_invite.take(), call.a_invite_req.as_deref()) else {
             return;
         };
+        // An outbound refusal (trunk CAC or rate) that is the caller's answer is answered as
+        // the caller's listener says: 503 with Retry-After, or 403.
+        let refusal = call.retry_after.take().filter(|_| code == 503);
+        let (code, reason) = match refusal {
+            Some(_) if forbidden => (403, "Forbidden"),
+            _ => (code, reason),
+        };
         let mut r =
             req.response_to(code, reason, Some(&String::from_utf8_lossy(&call.a.local_tag)));
         if let Some(h) = reason_hdr {
             r.push(HeaderName::Reason, h);
+        }
+        if let Some(secs) = refusal.filter(|_| !forbidden) {
+            r.push_fmt(HeaderName::RetryAfter, format_args!("{secs}"));
         }
         self.owners.remove(&txn);
         self.txns.respond(now, txn, r);
@@ -1643,6 +1964,10 @@ impl Engine {
             self.end_call(now, key, Disposition::Cancelled, 487, ReleaseSide::Caller, None);
             return;
         }
+        if let Some(call) = self.call_mut(key) {
+            call.cause =
+                req.header(&HeaderName::Reason).map(|h| String::from_utf8_lossy(h).into_owned());
+        }
         self.send_bye(now, key, other);
         let released_by =
             if side == LegSide::A { ReleaseSide::Caller } else { ReleaseSide::Callee };
@@ -1898,13 +2223,16 @@ impl Engine {
                 self.owners.insert(*txn, (key, Role::Orphan(Box::new(b))));
             }
         }
+        let phrase = call.final_phrase.clone().unwrap_or_else(|| default_phrase(status).to_owned());
         self.emit(
             call.call_ref,
             CallEventKind::Ended {
                 disposition,
                 status,
+                phrase,
                 released_by,
                 reason: reason.map(str::to_owned),
+                cause: call.cause.clone(),
             },
         );
         // The permit drops with the call: admission slots come back whatever the path.
@@ -1915,6 +2243,24 @@ impl Call {
     /// For a request we relayed, which leg it came from: leg A requests carry leg A's Call-ID.
     fn by_side_of(&self, request: &Message) -> LegSide {
         if request.call_id() == Some(&self.a.call_id) { LegSide::A } else { LegSide::B }
+    }
+}
+
+/// The RFC 3261 section 21 phrase of the statuses the SBC ends calls with itself.
+fn default_phrase(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        404 => "Not Found",
+        408 => "Request Timeout",
+        480 => "Temporarily Unavailable",
+        486 => "Busy Here",
+        487 => "Request Terminated",
+        488 => "Not Acceptable Here",
+        500 => "Server Internal Error",
+        503 => "Service Unavailable",
+        504 => "Server Time-out",
+        600 => "Busy Everywhere",
+        _ => "",
     }
 }
 

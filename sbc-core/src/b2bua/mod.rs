@@ -6,6 +6,18 @@
 //! plane ([`sbc_media::MediaPlane`]), admission is asked of [`sbc_policy::Policy`], and call progress
 //! is reported as [`Event::Call`] for the records crate.
 //!
+//! # Edge policy in the engine
+//!
+//! The policy ([`Engine::set_policy`], one per process) is asked at each decision point: a new
+//! out-of-dialog request with a scanner User-Agent is an offence, and a request from a banned
+//! source is dropped before a transaction exists; INVITE and REGISTER from an access listener
+//! with a realm are challenged (407/401) until their digest credentials check; a new INVITE is
+//! admitted per listener and source (rates, CAC; 403 or 503 + Retry-After) before routing, and
+//! a 404 for an unknown user counts as an offence; each attempt toward a trunk takes that
+//! trunk's outbound slots, and a refusal fails over like a 503. The call holds its permits, so
+//! every slot comes back when the call ends, however it ends. An authenticated REGISTER gets a
+//! local `200 OK` ([`registrar`]).
+//!
 //! # Driving the engine
 //!
 //! An [`Engine`] is one shard: it owns its calls and its [`crate::transaction::TransactionLayer`].
@@ -23,7 +35,8 @@ pub mod dialog;
 mod engine;
 pub mod health;
 pub mod ids;
+pub mod registrar;
 pub mod routing;
 pub mod session_timer;
 
-pub use engine::{Engine, EngineStats, Event};
+pub use engine::{Engine, EngineStats, Event, LegCallId};

@@ -11,18 +11,28 @@ use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnetwork::IpNetwork;
 use regex::Regex;
+use sbc_cdr::capture::{
+    CaptureConfig, CaptureMode, InterceptConfig, Retention, SignallingCapture, TargetRules,
+};
+use sbc_cdr::record::Format;
+use sbc_cdr::sink::SinkConfig;
+use sbc_cdr::writer::WriterConfig;
+use sbc_policy::{
+    AccessLists, Algorithm, AuthUser, BanConfig, Credential, KNOWN_SCANNERS, ListenerPolicy,
+    OffenceRule, OffenceRules, PolicyConfig, Rate, RealmConfig, RejectMode, TrunkLimits,
+};
 use serde::Deserialize;
 use serde_saphyr::{Location, MessageFormatter, Spanned, UserMessageFormatter};
 
 use super::{
     Config, HeaderPolicy, HeaderRewrite, KeepAliveConfig, ListenerConfig, ListenerId, MediaConfig,
-    MediaOptions, RewriteConfig, RouteConfig, RouteMatch, Side, Target, TcpConfig, TimerConfig,
-    Transport, TrunkConfig, TrunkId,
+    MediaOptions, NftablesConfig, PolicySettings, RewriteConfig, RouteConfig, RouteMatch, Side,
+    Target, TcpConfig, TimerConfig, Transport, TrunkConfig, TrunkId,
 };
 
 /// One problem in a config file, located.
@@ -88,6 +98,7 @@ type S<T> = Spanned<T>;
 type List<T = String> = S<Vec<S<T>>>;
 type Str = Option<S<String>>;
 type Num = Option<S<u64>>;
+type Bool = Option<S<bool>>;
 
 /// Declares the structs that mirror the file: unknown keys are errors; absent keys are `None` or
 /// empty. Required keys are `Option`s too, checked by [`Ctx::need`]: serde-saphyr would stop at
@@ -103,7 +114,18 @@ macro_rules! file_structs {
 file_structs! {
     FileConfig { sip: Option<FileSip>, listeners: Option<List<FileListener>>,
         trunks: Option<Vec<S<FileTrunk>>>, routes: Option<Vec<S<FileRoute>>>,
-        admin: Option<FileAdmin>, media: Option<S<FileMedia>> }
+        admin: Option<FileAdmin>, media: Option<S<FileMedia>>, policy: Option<S<FilePolicy>>,
+        capture: Option<S<FileCapture>>, records: Option<S<FileRecords>> }
+    FileCapture { mode: Str, dir: Str, max_files: Num, max_age: Str, queue: Num,
+        flush_interval: Str, max_open: Num, intercept: Option<S<FileIntercept>>,
+        signalling: Option<S<FileSignalling>> }
+    FileIntercept { dir: Str, max_files: Num, max_age: Str, targets: Option<Vec<S<FileTarget>>> }
+    FileTarget { caller: Str, callee: Str, trunk: Str }
+    FileSignalling { dir: Str, rotate_size: Num, rotate_interval: Str, keep: Num }
+    FileRecords { format: Str, dir: Str, pickup_dir: Str, prefix: Str, rotate: Option<FileRotate>,
+        retention: Option<FileRetention>, journal: Str, journal_max_bytes: Num, queue: Num }
+    FileRotate { interval: Str, max_bytes: Num }
+    FileRetention { max_age: Str, max_files: Num }
     FileMedia { ports: Str, workers: Num, dscp: Num, nat: Option<S<bool>>, codecs: Option<List>,
         inactivity_timeout: Str }
     FileLegMedia { address: Str, advertise: Str, nat: Option<S<bool>>, codecs: Option<List>,
@@ -114,10 +136,11 @@ file_structs! {
     FileTimers { t1: Str, t2: Str, t4: Str }
     FileTcp { idle_timeout: Str, max_connections: Num }
     FileListener { name: Str, side: Str, address: Str, port: Num, advertise: Str,
-        transports: Option<List>, media: Option<S<FileLegMedia>> }
+        transports: Option<List>, media: Option<S<FileLegMedia>>,
+        policy: Option<S<FileListenerPolicy>> }
     FileTrunk { name: Str, listener: Str, targets: Option<List>, sources: Option<List>,
         options: Option<FileKeepAlive>, rewrite: Option<FileRewrite>, headers: Option<FileHeaders>,
-        media: Option<S<FileLegMedia>> }
+        media: Option<S<FileLegMedia>>, limits: Option<FileTrunkLimits> }
     FileKeepAlive { interval: Str, down_after: Num, up_after: Num }
     FileRewrite { strip: Num, prepend: Str, regex: Option<S<FileRegex>> }
     FileRegex { #[serde(rename = "match")] pattern: Str, replace: Str }
@@ -128,6 +151,24 @@ file_structs! {
     FileRoute { name: Str, #[serde(rename = "match")] matcher: Option<FileMatch>,
         trunks: Option<List>, ring_timeout: Str }
     FileMatch { listener: Str, trunk: Str, prefix: Str, user_regex: Str, domain: Str }
+    FilePolicy { allow: Option<List>, deny: Option<List>, source_message_rate: Str,
+        source_call_rate: Str, source_register_rate: Str, max_tracked_sources: Num,
+        cleanup_interval: Str, cac_retry_after: Str, emergency_numbers: Option<List>,
+        scanner_user_agents: Option<List>, offences: Option<FileOffences>,
+        bans: Option<FileBans>, nftables: Option<S<FileNftables>>, auth: Option<S<FileAuth>> }
+    FileOffences { rate_exceeded: Str, auth_failure: Str, unknown_user: Str, malformed: Str,
+        scanner: Str }
+    FileBans { duration: Str, factor: Num, max_duration: Str, memory: Str, max_entries: Num,
+        max_offenders: Num, state_file: Str }
+    FileNftables { enabled: Bool, table: Str, set: Str }
+    FileAuth { nonce_secret: Str, nonce_lifetime: Str, algorithms: Option<List>,
+        max_nonces: Num, realms: Option<Vec<S<FileRealm>>> }
+    FileRealm { realm: Str, users: Option<Vec<S<FileUser>>> }
+    FileUser { name: Str, password: Str, ha1: Str, algorithm: Str }
+    FileListenerPolicy { allow: Option<List>, deny: Option<List>, allow_only: Bool, reject: Num,
+        max_calls_per_source: Num, realm: Str }
+    FileTrunkLimits { inbound_cps: Str, outbound_cps: Str, max_inbound: Num, max_outbound: Num,
+        max_total: Num }
 }
 
 /// Collects located errors. Converters return best-effort values and record every problem;
@@ -284,10 +325,17 @@ fn convert(cx: &mut Ctx, f: &S<FileConfig>) -> Option<Config> {
     let no_admin = FileAdmin::default();
     let admin = f.value.admin.as_ref().unwrap_or(&no_admin);
     let metrics = admin.metrics.as_ref().map(|m| cx.check(m, socket_addr));
+    let policy = policy(cx, f, entries, ft, &ls, &ts);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let media = f.value.media.as_ref().map_or(Some(MediaConfig::default()), |m| media(cx, m));
+    let capture =
+        f.value.capture.as_ref().map_or(Some(CaptureConfig::default()), |c| capture(cx, c, &ts));
+    let records = f.value.records.as_ref().map(|r| records(cx, r));
     Some(Config {
+        capture: capture?,
+        records: records.map_or(Some(None), |r| r.map(Some))?,
         media: media?,
+        policy: policy?,
         metrics: metrics.map_or(Some(None), |m| m.map(Some))?,
         timers: timers?,
         shards: shards.map(|n| if n == 0 { cores } else { n as usize })?,
@@ -299,6 +347,70 @@ fn convert(cx: &mut Ctx, f: &S<FileConfig>) -> Option<Config> {
         trunks: ts.items.into_iter().collect::<Option<_>>()?,
         routes: rs.items.into_iter().collect::<Option<_>>()?,
     })
+}
+
+/// The `records:` section: CDR files, their rotation and retention, the journal.
+fn records(cx: &mut Ctx, fr: &S<FileRecords>) -> Option<SinkConfig> {
+    let (at, r) = (fr.referenced, &fr.value);
+    let (no_rotate, no_retention) = Default::default();
+    let rotate: &FileRotate = r.rotate.as_ref().unwrap_or(&no_rotate);
+    let retention: &FileRetention = r.retention.as_ref().unwrap_or(&no_retention);
+    let format = cx.need(at, "format", &r.format).and_then(|v| cx.check(v, record_format));
+    let dir = cx.need(at, "dir", &r.dir).and_then(|v| cx.check(v, path));
+    let pickup = r.pickup_dir.as_ref().map(|v| cx.check(v, path));
+    let prefix = cx.or(&r.prefix, (), valid_name);
+    let interval = cx.or(&rotate.interval, Duration::from_secs(900), positive);
+    let max_bytes = within("max_bytes", 1024, 1 << 40);
+    let max_bytes = cx.or(&rotate.max_bytes, 64 << 20, max_bytes);
+    let max_age = retention.max_age.as_ref().map(|v| cx.check(v, positive));
+    let max_files = within("max_files", 1, 1_000_000);
+    let max_files = retention.max_files.as_ref().map(|v| cx.check(v, max_files));
+    let journal = r.journal.as_ref().map(|v| cx.check(v, path));
+    let journal_max = within("journal_max_bytes", 4096, 1 << 40);
+    let journal_max = cx.or(&r.journal_max_bytes, 16 << 20, journal_max);
+    let queue = cx.or(&r.queue, 100_000, within("queue", 1, 10_000_000));
+    let dir = dir?;
+    prefix?;
+    let pickup_dir = match pickup {
+        Some(p) => p?,
+        None => dir.clone(),
+    };
+    let journal = match journal {
+        Some(j) => j?,
+        None => dir.join(".journal"),
+    };
+    Some(SinkConfig {
+        writer: WriterConfig {
+            format: format?,
+            dir,
+            pickup_dir,
+            prefix: r.prefix.as_ref().map_or_else(|| "cdr".to_owned(), |p| p.value.clone()),
+            rotate_interval: interval?,
+            rotate_bytes: max_bytes?,
+            max_age: max_age.map_or(Some(None), |a| a.map(Some))?,
+            max_files: max_files.map_or(Some(None), |m| m.map(|m| Some(m as usize)))?,
+            queue: queue? as usize,
+        },
+        journal: Some(journal),
+        journal_max_bytes: journal_max?,
+        // Events in flight between the shards and the CDR thread: a few seconds of a busy SBC.
+        channel: 65_536,
+    })
+}
+
+fn record_format(s: &str) -> Parsed<Format> {
+    match s {
+        "csv" => Ok(Format::Csv),
+        "jsonl" => Ok(Format::Jsonl),
+        _ => Err(format!("unknown record format {s:?} (expected csv or jsonl)")),
+    }
+}
+
+fn path(s: &str) -> Parsed<PathBuf> {
+    match s.is_empty() {
+        true => Err("path must not be empty".into()),
+        false => Ok(PathBuf::from(s)),
+    }
 }
 
 fn timers(cx: &mut Ctx, t: &FileTimers) -> Option<TimerConfig> {
@@ -445,6 +557,125 @@ fn media(cx: &mut Ctx, fm: &S<FileMedia>) -> Option<MediaConfig> {
     })
 }
 
+/// The `capture:` section. No message about an intercept target names its content: the target
+/// list must not reach a log (a config error is logged).
+fn capture(cx: &mut Ctx, fc: &S<FileCapture>, ts: &Table<TrunkConfig>) -> Option<CaptureConfig> {
+    let (c, d) = (&fc.value, CaptureConfig::default());
+    let mode = cx.or(&c.mode, CaptureMode::None, capture_mode);
+    let dir = c.dir.as_ref().map(|v| PathBuf::from(&v.value));
+    let max_files = c.max_files.as_ref().map(|n| cx.check(n, within("max_files", 1, 10_000_000)));
+    let max_age = c.max_age.as_ref().map(|a| cx.check(a, positive));
+    let queue = cx.or(&c.queue, d.queue as u64, within("queue", 16, 1 << 20));
+    let flush = cx.or(&c.flush_interval, d.flush_interval, positive);
+    let max_open = cx.or(&c.max_open, d.max_open as u64, within("max_open", 1, 1 << 20));
+    let intercept = c.intercept.as_ref().map(|i| intercept(cx, i, ts));
+    let signalling = c.signalling.as_ref().map(|s| signalling(cx, s));
+    if let Some(m) = &c.mode {
+        if mode == Some(CaptureMode::All) && dir.is_none() {
+            cx.at(m.referenced, "capture mode all needs `dir`".into());
+        }
+        if mode == Some(CaptureMode::Targets) && c.intercept.is_none() {
+            cx.at(m.referenced, "capture mode targets needs an `intercept` section".into());
+        }
+    }
+    let (intercept, intercept_retention) = match intercept {
+        Some(i) => {
+            let (i, r) = i?;
+            (Some(i), r)
+        }
+        None => (None, d.intercept_retention),
+    };
+    Some(CaptureConfig {
+        mode: mode?,
+        dir,
+        retention: Retention {
+            max_files: match max_files {
+                Some(n) => Some(n? as usize),
+                None => d.retention.max_files,
+            },
+            max_age: max_age.map_or(Some(None), |a| a.map(Some))?,
+        },
+        intercept,
+        intercept_retention,
+        signalling: signalling.map_or(Some(None), |s| s.map(Some))?,
+        queue: queue? as usize,
+        flush_interval: flush?,
+        max_open: max_open? as usize,
+    })
+}
+
+fn capture_mode(s: &str) -> Parsed<CaptureMode> {
+    match s {
+        "none" => Ok(CaptureMode::None),
+        "targets" => Ok(CaptureMode::Targets),
+        "all" => Ok(CaptureMode::All),
+        _ => Err(format!("invalid capture mode {s:?} (none, targets or all)")),
+    }
+}
+
+/// Says what is wrong with a target regex without repeating it.
+const BAD_RE: &str = "is not a valid regular expression";
+
+fn intercept(
+    cx: &mut Ctx,
+    fi: &S<FileIntercept>,
+    ts: &Table<TrunkConfig>,
+) -> Option<(InterceptConfig, Retention)> {
+    let i = &fi.value;
+    let dir = cx.need(fi.referenced, "dir", &i.dir).map(|d| PathBuf::from(&d.value));
+    let max_files = i.max_files.as_ref().map(|n| cx.check(n, within("max_files", 1, 10_000_000)));
+    let max_age = i.max_age.as_ref().map(|a| cx.check(a, positive));
+    // Every target is checked, also after a bad one; only then is the list refused.
+    let (mut rules, mut valid) = (TargetRules::new(), true);
+    for (index, t) in i.targets.as_deref().unwrap_or_default().iter().enumerate() {
+        let v = &t.value;
+        let given = [v.caller.is_some(), v.callee.is_some(), v.trunk.is_some()];
+        let added = match (&v.caller, &v.callee, &v.trunk) {
+            _ if given.iter().filter(|&&g| g).count() != 1 => {
+                Err((t.referenced, "needs exactly one of caller, callee, trunk"))
+            }
+            (Some(re), _, _) => {
+                rules.clone().caller(&re.value).map_err(|_| (re.referenced, BAD_RE))
+            }
+            (_, Some(re), _) => {
+                rules.clone().callee(&re.value).map_err(|_| (re.referenced, BAD_RE))
+            }
+            (_, _, Some(name)) if ts.resolve(&name.value).is_err() => {
+                Err((name.referenced, "does not name a defined trunk"))
+            }
+            (_, _, Some(name)) => Ok(rules.clone().trunk(&name.value)),
+            (None, None, None) => continue,
+        };
+        match added {
+            Ok(more) => rules = more,
+            Err((at, what)) => {
+                cx.at(at, format!("intercept target {index} {what}"));
+                valid = false;
+            }
+        }
+    }
+    let targets = valid.then_some(rules);
+    let retention = Retention {
+        max_files: max_files.map_or(Some(None), |n| n.map(|n| Some(n as usize)))?,
+        max_age: max_age.map_or(Some(None), |a| a.map(Some))?,
+    };
+    Some((InterceptConfig { dir: dir?, targets: targets? }, retention))
+}
+
+fn signalling(cx: &mut Ctx, fs: &S<FileSignalling>) -> Option<SignallingCapture> {
+    let s = &fs.value;
+    let dir = cx.need(fs.referenced, "dir", &s.dir).map(|d| PathBuf::from(&d.value));
+    let size = cx.or(&s.rotate_size, 100 << 20, within("rotate_size", 4096, 1 << 40));
+    let interval = cx.or(&s.rotate_interval, Duration::from_secs(3600), positive);
+    let keep = cx.or(&s.keep, 24, within("keep", 1, 1_000_000));
+    Some(SignallingCapture {
+        dir: dir?,
+        rotate_bytes: size?,
+        rotate_interval: interval?,
+        keep: keep? as usize,
+    })
+}
+
 /// `MIN-MAX`: an even first port and room for at least one RTP/RTCP pair.
 fn port_range(s: &str) -> Parsed<(u16, u16)> {
     let bad = || format!("invalid port range {s:?} (e.g. 30000-39999)");
@@ -540,6 +771,378 @@ fn recognisable(name: &str, ls: &Table<ListenerConfig>, ts: &Table<TrunkConfig>)
         (true, false) => "no sources, not on a trunk-side listener",
     };
     Err(format!("trunk {name} can never be recognised as a call source ({why})"))
+}
+
+/// The defaults of the `policy` section (also when it is absent): what an SBC on the public
+/// internet needs out of the box without limiting legitimate load. Per-source message rate:
+/// 1000/s with bursts of 2000, an order of magnitude above a busy office behind one NAT (a phone
+/// sends one or two messages a second); trunk sources and targets are exempt. Scanners
+/// (`KNOWN_SCANNERS`) are banned on their first request; 200 rate drops in 10 s, 10 failed
+/// authentications, 20 requests for unknown users or 20 malformed messages in a minute ban a
+/// source for 10 min, doubling on each repeat within a day, up to a day.
+fn default_rules() -> PolicyConfig {
+    let rule = |threshold, window| Some(OffenceRule { threshold, window });
+    PolicyConfig {
+        source_message_rate: Some(Rate::per_second(1000).with_burst(2000)),
+        scanner_user_agents: KNOWN_SCANNERS.iter().map(|s| s.to_string()).collect(),
+        offences: OffenceRules {
+            rate_exceeded: rule(200, Duration::from_secs(10)),
+            auth_failure: rule(10, Duration::from_secs(60)),
+            unknown_user: rule(20, Duration::from_secs(60)),
+            malformed: rule(20, Duration::from_secs(60)),
+            scanner: rule(1, Duration::from_secs(60)),
+        },
+        ..PolicyConfig::default()
+    }
+}
+
+fn policy(
+    cx: &mut Ctx,
+    f: &S<FileConfig>,
+    listeners: &[S<FileListener>],
+    trunks: &[S<FileTrunk>],
+    ls: &Table<ListenerConfig>,
+    ts: &Table<TrunkConfig>,
+) -> Option<PolicySettings> {
+    let no_policy =
+        S { value: FilePolicy::default(), referenced: f.referenced, defined: f.defined };
+    let fp = f.value.policy.as_ref().unwrap_or(&no_policy);
+    let (at, p) = (fp.referenced, &fp.value);
+    let d = default_rules();
+    let mut rules = PolicyConfig {
+        access: AccessLists {
+            allow: cx.each("network", p.allow.as_ref(), false, cidr),
+            deny: cx.each("network", p.deny.as_ref(), false, cidr),
+        },
+        ..d.clone()
+    };
+    rules.source_message_rate =
+        cx.or(&p.source_message_rate, d.source_message_rate, rate).unwrap_or_default();
+    rules.source_call_rate = cx.or(&p.source_call_rate, None, rate).unwrap_or_default();
+    rules.source_register_rate = cx.or(&p.source_register_rate, None, rate).unwrap_or_default();
+    let tracked = within("max_tracked_sources", 16, 100_000_000);
+    rules.max_tracked_sources =
+        cx.or(&p.max_tracked_sources, 100_000, tracked).unwrap_or_default() as usize;
+    rules.cleanup_interval =
+        cx.or(&p.cleanup_interval, d.cleanup_interval, positive).unwrap_or_default();
+    rules.cac_retry_after =
+        cx.or(&p.cac_retry_after, d.cac_retry_after, positive).unwrap_or_default();
+    if p.emergency_numbers.is_some() {
+        rules.emergency_numbers = cx.each("number", p.emergency_numbers.as_ref(), false, number);
+    }
+    if p.scanner_user_agents.is_some() {
+        let ua = p.scanner_user_agents.as_ref();
+        rules.scanner_user_agents = cx.each("user agent", ua, false, header_value);
+    }
+    let no_offences = FileOffences::default();
+    let o = p.offences.as_ref().unwrap_or(&no_offences);
+    let r = d.offences;
+    rules.offences = OffenceRules {
+        rate_exceeded: cx.or(&o.rate_exceeded, r.rate_exceeded, offence_rule).unwrap_or_default(),
+        auth_failure: cx.or(&o.auth_failure, r.auth_failure, offence_rule).unwrap_or_default(),
+        unknown_user: cx.or(&o.unknown_user, r.unknown_user, offence_rule).unwrap_or_default(),
+        malformed: cx.or(&o.malformed, r.malformed, offence_rule).unwrap_or_default(),
+        scanner: cx.or(&o.scanner, r.scanner, offence_rule).unwrap_or_default(),
+    };
+    let no_bans = FileBans::default();
+    let b = p.bans.as_ref().unwrap_or(&no_bans);
+    let db = BanConfig::default();
+    let sizes = |key| within(key, 1, 100_000_000);
+    let bans = BanConfig {
+        duration: cx.or(&b.duration, db.duration, positive).unwrap_or_default(),
+        factor: cx.or(&b.factor, u64::from(db.factor), within("factor", 1, 100)).unwrap_or_default()
+            as u32,
+        max_duration: cx.or(&b.max_duration, db.max_duration, positive).unwrap_or_default(),
+        memory: cx.or(&b.memory, db.memory, duration).unwrap_or_default(),
+        max_entries: cx
+            .or(&b.max_entries, db.max_entries as u64, sizes("max_entries"))
+            .unwrap_or_default() as usize,
+        max_offenders: cx.or(&b.max_offenders, 100_000, sizes("max_offenders")).unwrap_or_default()
+            as usize,
+    };
+    if let (Some(max), true) = (&b.max_duration, bans.max_duration < bans.duration) {
+        cx.at(max.referenced, "max_duration is less than duration".into());
+    }
+    rules.bans = bans;
+    let ban_file = b.state_file.as_ref().and_then(|v| cx.check(v, state_file));
+    let nftables = p.nftables.as_ref().and_then(|n| nftables(cx, n));
+    rules.queue_ban_changes = nftables.is_some();
+    let realm_names = match &p.auth {
+        Some(a) => auth(cx, a, &mut rules),
+        None => Vec::new(),
+    };
+    rules.listeners = listeners
+        .iter()
+        .zip(&ls.items)
+        .map(|(fl, l)| listener_policy(cx, fl, l.as_ref(), &realm_names))
+        .collect();
+    rules.trunks = trunks.iter().map(|t| trunk_limits(cx, &t.value)).collect();
+    let trusted = ts.items.iter().flatten().flat_map(|t| {
+        let targets = t.targets.iter().map(|t| IpNetwork::from(t.addr.ip()));
+        t.sources.iter().copied().chain(targets)
+    });
+    let mut checked = rules.clone();
+    checked.access.allow.extend(trusted);
+    if cx.errors.is_empty()
+        && let Err(e) = sbc_policy::Policy::with_config(checked)
+    {
+        // The checks above cover what the policy refuses; this catches a mismatch.
+        cx.at(at, format!("policy: {e}"));
+    }
+    Some(PolicySettings { rules, ban_file, nftables })
+}
+
+fn nftables(cx: &mut Ctx, n: &S<FileNftables>) -> Option<NftablesConfig> {
+    let v = &n.value;
+    let enabled = v.enabled.as_ref().is_some_and(|e| e.value);
+    let table = cx.or(&v.table, "sbc".to_owned(), nft_name);
+    let set = cx.or(&v.set, "banned".to_owned(), nft_name);
+    let (table, set) = (table?, set?);
+    enabled.then_some(NftablesConfig { table, set })
+}
+
+/// Reads `policy.auth` into `rules`; returns the realm names (for `listeners[].policy.realm`).
+fn auth(cx: &mut Ctx, a: &S<FileAuth>, rules: &mut PolicyConfig) -> Vec<String> {
+    let v = &a.value;
+    rules.nonce_lifetime =
+        cx.or(&v.nonce_lifetime, rules.nonce_lifetime, positive).unwrap_or_default();
+    let nonces = within("max_nonces", 16, 100_000_000);
+    rules.max_nonces =
+        cx.or(&v.max_nonces, rules.max_nonces as u64, nonces).unwrap_or_default() as usize;
+    if v.algorithms.is_some() {
+        rules.auth_algorithms = cx.each("algorithm", v.algorithms.as_ref(), true, algorithm);
+    }
+    rules.nonce_secret = match &v.nonce_secret {
+        Some(secret) => cx.check(secret, nonce_secret).unwrap_or_default().into_bytes().into(),
+        // Random per start: nonces then do not survive a restart, and clients holding one are
+        // told `stale=true` and re-authenticate without asking the user.
+        None => rand::random::<[u8; 32]>().to_vec().into(),
+    };
+    let mut names: Vec<String> = Vec::new();
+    for r in v.realms.iter().flatten() {
+        let name = cx.need(r.referenced, "realm", &r.value.realm);
+        let name = name.and_then(|n| {
+            let parsed = cx.check(n, realm_name)?;
+            if names.contains(&parsed) {
+                cx.at(n.referenced, format!("realm {parsed:?} is defined twice"));
+                return None;
+            }
+            Some(parsed)
+        });
+        let mut users: Vec<AuthUser> = Vec::new();
+        for u in r.value.users.iter().flatten() {
+            if let Some(user) = auth_user(cx, u) {
+                if users.iter().any(|x| x.name == user.name) {
+                    let at = u.value.name.as_ref().map_or(u.referenced, |n| n.referenced);
+                    cx.at(at, format!("user {:?} is listed twice", user.name));
+                } else {
+                    users.push(user);
+                }
+            }
+        }
+        if let Some(name) = name {
+            names.push(name.clone());
+            rules.realms.push(RealmConfig { realm: name, users });
+        }
+    }
+    names
+}
+
+fn auth_user(cx: &mut Ctx, u: &S<FileUser>) -> Option<AuthUser> {
+    let v = &u.value;
+    let name = cx.need(u.referenced, "name", &v.name).and_then(|n| cx.check(n, digest_name));
+    let credential = match (&v.password, &v.ha1) {
+        (Some(pw), None) => {
+            if let Some(alg) = &v.algorithm {
+                cx.at(alg.referenced, "algorithm goes with ha1, not with password".into());
+            }
+            cx.check(pw, |s: &str| match s.is_empty() {
+                true => Err("password must not be empty".into()),
+                false => Ok(Credential::Password(s.to_owned())),
+            })
+        }
+        (None, Some(ha1)) => {
+            let alg = cx.or(&v.algorithm, Algorithm::Md5, algorithm).unwrap_or(Algorithm::Md5);
+            cx.check(ha1, |s: &str| ha1_hex(alg, s))
+        }
+        (Some(pw), Some(_)) => {
+            cx.at(pw.referenced, "give either password or ha1, not both".into());
+            None
+        }
+        (None, None) => {
+            cx.at(u.referenced, "missing field `password` or `ha1`".into());
+            None
+        }
+    };
+    Some(AuthUser { name: name?, credential: credential? })
+}
+
+fn listener_policy(
+    cx: &mut Ctx,
+    fl: &S<FileListener>,
+    l: Option<&ListenerConfig>,
+    realms: &[String],
+) -> ListenerPolicy {
+    let Some(fp) = &fl.value.policy else {
+        return ListenerPolicy::default();
+    };
+    let p = &fp.value;
+    let reject = cx.or(&p.reject, RejectMode::ServiceUnavailable, |&n: &u64| match n {
+        503 => Ok(RejectMode::ServiceUnavailable),
+        403 => Ok(RejectMode::Forbidden),
+        _ => Err(format!("reject must be 503 or 403, got {n}")),
+    });
+    let max = within("max_calls_per_source", 1, 1_000_000);
+    let per_source = p.max_calls_per_source.as_ref().and_then(|v| cx.check(v, max));
+    let realm = p.realm.as_ref().and_then(|r| {
+        cx.check(r, |name: &str| {
+            if !realms.iter().any(|n| n == name) {
+                return Err(format!("unknown realm {name:?} (define it in policy.auth.realms)"));
+            }
+            match l.map(|l| l.side) {
+                Some(Side::Trunk) => Err("realm applies to access listeners only".into()),
+                _ => Ok(name.to_owned()),
+            }
+        })
+    });
+    ListenerPolicy {
+        access: AccessLists {
+            allow: cx.each("network", p.allow.as_ref(), false, cidr),
+            deny: cx.each("network", p.deny.as_ref(), false, cidr),
+        },
+        allow_only: p.allow_only.as_ref().is_some_and(|b| b.value),
+        reject: reject.unwrap_or_default(),
+        max_calls_per_source: per_source.map(|n| n as u32),
+        realm,
+    }
+}
+
+fn trunk_limits(cx: &mut Ctx, t: &FileTrunk) -> TrunkLimits {
+    let Some(l) = &t.limits else {
+        return TrunkLimits::default();
+    };
+    let count = |key| within(key, 1, 10_000_000);
+    let max = |cx: &mut Ctx, v: &Num, key| v.as_ref().and_then(|v| cx.check(v, count(key)));
+    TrunkLimits {
+        inbound_cps: cx.or(&l.inbound_cps, None, rate).unwrap_or_default(),
+        outbound_cps: cx.or(&l.outbound_cps, None, rate).unwrap_or_default(),
+        max_inbound: max(cx, &l.max_inbound, "max_inbound").map(|n| n as u32),
+        max_outbound: max(cx, &l.max_outbound, "max_outbound").map(|n| n as u32),
+        max_total: max(cx, &l.max_total, "max_total").map(|n| n as u32),
+    }
+}
+
+/// `N/s`, `N/m`, `N/h` or `N/DURATION` (`30/2s`), optionally followed by ` burst M`; or `off`.
+fn rate(s: &str) -> Parsed<Option<Rate>> {
+    if s == "off" {
+        return Ok(None);
+    }
+    let bad = || format!("invalid rate {s:?} (e.g. 50/s, 300/m, 30/2s burst 60, off)");
+    let (rate, burst) = match s.split_once(" burst ") {
+        Some((r, b)) => (r.trim(), Some(b.trim())),
+        None => (s, None),
+    };
+    let (count, per) = rate.split_once('/').ok_or_else(bad)?;
+    let count: u32 = count.trim().parse().map_err(|_| bad())?;
+    let per = match per.trim() {
+        "s" => Duration::from_secs(1),
+        "m" => Duration::from_secs(60),
+        "h" => Duration::from_secs(3600),
+        d => duration(d).map_err(|_| bad())?,
+    };
+    if count == 0 || per.is_zero() {
+        return Err(format!("rate {s:?} must allow at least 1 per non-zero period"));
+    }
+    let burst = match burst {
+        Some(b) => match b.parse::<u32>() {
+            Ok(b) if b > 0 => b,
+            _ => return Err(bad()),
+        },
+        None => 0,
+    };
+    Ok(Some(Rate::new(count, per).with_burst(burst)))
+}
+
+/// `N in DURATION` (`10 in 1m`): ban after N offences of a kind within the window; or `off`.
+fn offence_rule(s: &str) -> Parsed<Option<OffenceRule>> {
+    if s == "off" {
+        return Ok(None);
+    }
+    let bad = || format!("invalid offence rule {s:?} (e.g. 10 in 1m, or off)");
+    let (n, window) = s.split_once(" in ").ok_or_else(bad)?;
+    let threshold: u32 = n.trim().parse().map_err(|_| bad())?;
+    let window = duration(window.trim())?;
+    if threshold == 0 || window.is_zero() {
+        return Err(format!("offence rule {s:?}: threshold and window must be > 0"));
+    }
+    Ok(Some(OffenceRule { threshold, window }))
+}
+
+/// An emergency number: a Request-URI user part, matched exactly.
+fn number(s: &str) -> Parsed<String> {
+    match only(s, "+*#") {
+        true => Ok(s.to_owned()),
+        false => Err(format!("invalid emergency number {s:?} (digits, +, *, #)")),
+    }
+}
+
+fn state_file(s: &str) -> Parsed<PathBuf> {
+    match s.is_empty() {
+        true => Err("state_file must not be empty".into()),
+        false => Ok(PathBuf::from(s)),
+    }
+}
+
+/// An nftables identifier (`nft` accepts letters, digits and `_`, starting with a letter).
+fn nft_name(s: &str) -> Parsed<String> {
+    let starts = s.chars().next().is_some_and(|c| c.is_ascii_alphabetic());
+    match starts && only(s, "_") && s.len() <= 32 {
+        true => Ok(s.to_owned()),
+        false => Err(format!("invalid nftables name {s:?} (a letter, then letters, digits, _)")),
+    }
+}
+
+fn algorithm(s: &str) -> Parsed<Algorithm> {
+    match s.to_ascii_uppercase().as_str() {
+        "SHA-256" => Ok(Algorithm::Sha256),
+        "MD5" => Ok(Algorithm::Md5),
+        _ => Err(format!("unknown algorithm {s:?} (expected SHA-256 or MD5)")),
+    }
+}
+
+fn nonce_secret(s: &str) -> Parsed<String> {
+    match s.len() >= 16 {
+        true => Ok(s.to_owned()),
+        false => Err("nonce_secret must have at least 16 characters".into()),
+    }
+}
+
+/// A realm string: printable, no quote or backslash (it goes into a quoted-string).
+fn realm_name(s: &str) -> Parsed<String> {
+    let ok = !s.is_empty() && s.chars().all(|c| c.is_ascii_graphic() && c != '"' && c != '\\');
+    match ok {
+        true => Ok(s.to_owned()),
+        false => Err(format!("invalid realm {s:?} (printable ASCII, no quotes, no spaces)")),
+    }
+}
+
+/// A digest username: what a `user` part may hold, no quote or backslash.
+fn digest_name(s: &str) -> Parsed<String> {
+    match only(s, "-_.!~*'()&=+$,;?/@") {
+        true => Ok(s.to_owned()),
+        false => Err(format!("invalid user name {s:?}")),
+    }
+}
+
+fn ha1_hex(alg: Algorithm, s: &str) -> Parsed<Credential> {
+    let len = match alg {
+        Algorithm::Md5 => 32,
+        Algorithm::Sha256 => 64,
+    };
+    match s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        true => Ok(Credential::Ha1 { algorithm: alg, hex: s.to_owned() }),
+        false => Err(format!("ha1 must be {len} hex digits for {}", alg.token())),
+    }
 }
 
 /// Whether `s` is not empty and made of ASCII letters, digits and `extra`.
@@ -796,7 +1399,10 @@ r (None, None, Some("00"), Some(Regex("^0")), Some("a.example")) [TrunkId(0), Tr
         let cases = [
             ("listeners: [\n", "1:12: unclosed bracket '['"),
             ("sip: {}\n", "1:1: missing field `listeners`"),
-            ("listeners:\n- name: a\n  bogus: 1\n", &format!("3:3: {unknown}, transports, media")),
+            (
+                "listeners:\n- name: a\n  bogus: 1\n",
+                &format!("3:3: {unknown}, transports, media, policy"),
+            ),
             ("listeners:\n  - {name: a, port: -1}\n", "2:21: invalid u64"),
             ("listeners: {a: 1}\n", "1:12: expected sequence start"),
         ];
@@ -839,5 +1445,166 @@ t.yaml:8:77: duration "30" needs a unit: ms, s, m or h"#;
         for bad in ",s,1.5s,-1s,1 s,1d,4S,1ms5,99999999999999999999h".split(',') {
             assert!(duration(bad).is_err(), "{bad:?}");
         }
+    }
+
+    const BASE: &str = "listeners:
+  - {name: a, side: access, address: 127.0.0.1, port: 5060}
+  - {name: t, side: trunk, address: 127.0.0.1, port: 5070}
+trunks:
+  - {name: c, listener: t, targets: [\"192.0.2.1:5060\"], sources: [198.51.100.0/24]}
+";
+
+    #[test]
+    fn policy_defaults_protect_without_limiting_trunks() {
+        let c = load_str("t.yaml", BASE).expect("valid");
+        let r = &c.policy_rules();
+        assert_eq!(r.source_message_rate, Some(Rate::per_second(1000).with_burst(2000)));
+        assert_eq!((r.source_call_rate, r.source_register_rate), (None, None));
+        let nets: Vec<String> = r.access.allow.iter().map(ToString::to_string).collect();
+        assert_eq!(nets, ["198.51.100.0/24", "192.0.2.1/32"], "trunk sources and targets");
+        assert!(r.scanner_user_agents.iter().any(|s| s == "friendly-scanner"));
+        assert_eq!(r.offences.scanner.map(|o| o.threshold), Some(1));
+        assert_eq!(r.offences.auth_failure.map(|o| o.threshold), Some(10));
+        assert!(r.realms.is_empty() && r.emergency_numbers.is_empty());
+        assert_eq!(r.listeners.len(), 2);
+        assert_eq!(r.trunks.len(), 1);
+        assert!(c.policy.ban_file.is_none() && c.policy.nftables.is_none());
+        assert!(!r.queue_ban_changes);
+    }
+
+    #[test]
+    fn policy_section_maps_every_key() {
+        let text = format!(
+            "{}policy:
+  allow: [10.0.0.0/8]
+  deny: [0.0.0.0/0]
+  source_message_rate: 30/2s burst 60
+  source_call_rate: 5/s
+  source_register_rate: off
+  max_tracked_sources: 5000
+  cleanup_interval: 5s
+  cac_retry_after: 7s
+  emergency_numbers: [\"112\", \"911\"]
+  scanner_user_agents: [evil-scan]
+  offences: {{rate_exceeded: off, auth_failure: 3 in 1m, unknown_user: 5 in 30s, malformed: 2 in 10s, scanner: 1 in 1h}}
+  bans: {{duration: 1m, factor: 3, max_duration: 1h, memory: 2h, max_entries: 50, max_offenders: 60, state_file: /tmp/bans.txt}}
+  nftables: {{enabled: true, table: sbc_lab, set: bad}}
+  auth:
+    nonce_secret: 0123456789abcdef
+    nonce_lifetime: 60s
+    algorithms: [MD5]
+    max_nonces: 1000
+    realms:
+      - realm: lab.example
+        users:
+          - {{name: \"1001\", password: secret}}
+          - {{name: bob, ha1: 0123456789abcdef0123456789ABCDEF}}
+",
+            BASE.replace(
+                "port: 5060}",
+                "port: 5060, policy: {allow: [192.0.2.0/24], deny: [192.0.2.66/32], \
+                 allow_only: true, reject: 403, max_calls_per_source: 4, realm: lab.example}}",
+            )
+            .replace(
+                "sources: [198.51.100.0/24]}",
+                "sources: [198.51.100.0/24], limits: {inbound_cps: 10/s, outbound_cps: 20/s, \
+                 max_inbound: 10, max_outbound: 11, max_total: 12}}",
+            )
+        );
+        let c = load_str("t.yaml", &text).expect("valid");
+        let r = &c.policy.rules;
+        assert_eq!(r.access.deny.len(), 1);
+        assert_eq!(r.access.allow.len(), 1);
+        assert_eq!(c.policy_rules().access.allow.len(), 3);
+        assert_eq!(
+            r.source_message_rate,
+            Some(Rate::new(30, Duration::from_secs(2)).with_burst(60))
+        );
+        assert_eq!(r.source_call_rate, Some(Rate::per_second(5)));
+        assert_eq!(r.source_register_rate, None);
+        assert_eq!((r.max_tracked_sources, r.cleanup_interval), (5000, Duration::from_secs(5)));
+        assert_eq!(r.cac_retry_after, Duration::from_secs(7));
+        assert_eq!(r.emergency_numbers, ["112", "911"]);
+        assert_eq!(r.scanner_user_agents, ["evil-scan"]);
+        assert_eq!(r.offences.rate_exceeded, None);
+        let rule = |n, s| Some(OffenceRule { threshold: n, window: Duration::from_secs(s) });
+        assert_eq!(r.offences.auth_failure, rule(3, 60));
+        assert_eq!(r.offences.unknown_user, rule(5, 30));
+        assert_eq!(r.offences.malformed, rule(2, 10));
+        assert_eq!(r.offences.scanner, rule(1, 3600));
+        let b = r.bans;
+        assert_eq!(
+            (b.duration, b.factor, b.max_duration),
+            (Duration::from_secs(60), 3, Duration::from_secs(3600))
+        );
+        assert_eq!((b.memory, b.max_entries, b.max_offenders), (Duration::from_secs(7200), 50, 60));
+        assert_eq!(c.policy.ban_file, Some(PathBuf::from("/tmp/bans.txt")));
+        let nft = NftablesConfig { table: "sbc_lab".into(), set: "bad".into() };
+        assert_eq!(c.policy.nftables, Some(nft));
+        assert!(r.queue_ban_changes);
+        assert_eq!(r.nonce_secret.as_bytes(), b"0123456789abcdef");
+        assert_eq!((r.nonce_lifetime, r.max_nonces), (Duration::from_secs(60), 1000));
+        assert_eq!(r.auth_algorithms, [Algorithm::Md5]);
+        assert_eq!(r.realms.len(), 1);
+        assert_eq!(r.realms[0].users[0].credential, Credential::Password("secret".into()));
+        assert!(matches!(
+            r.realms[0].users[1].credential,
+            Credential::Ha1 { algorithm: Algorithm::Md5, .. }
+        ));
+        let l = &r.listeners[0];
+        assert_eq!(
+            (l.allow_only, l.reject, l.max_calls_per_source),
+            (true, RejectMode::Forbidden, Some(4))
+        );
+        assert_eq!(l.realm.as_deref(), Some("lab.example"));
+        assert_eq!((l.access.allow.len(), l.access.deny.len()), (1, 1));
+        let t = &r.trunks[0];
+        assert_eq!(
+            (t.inbound_cps, t.outbound_cps),
+            (Some(Rate::per_second(10)), Some(Rate::per_second(20)))
+        );
+        assert_eq!((t.max_inbound, t.max_outbound, t.max_total), (Some(10), Some(11), Some(12)));
+        // A random secret when none is given.
+        let c =
+            load_str("t.yaml", &format!("{BASE}policy: {{auth: {{realms: [{{realm: r}}]}}}}\n"));
+        assert_eq!(c.expect("valid").policy.rules.nonce_secret.as_bytes().len(), 32);
+    }
+
+    #[test]
+    fn policy_errors_are_located() {
+        let text = format!(
+            "{}policy:
+  source_message_rate: 10 per second
+  source_call_rate: 0/s
+  offences: {{auth_failure: ten in 1m, scanner: 0 in 1m}}
+  bans: {{duration: 1h, max_duration: 1m, state_file: \"\"}}
+  nftables: {{enabled: true, table: 9x}}
+  auth:
+    nonce_secret: short
+    algorithms: [SHA-512]
+    realms:
+      - realm: r
+        users: [{{name: a, password: x, ha1: ab}}, {{name: b}}, {{name: c, ha1: abc}}, {{name: c, password: y, algorithm: MD5}}]
+",
+            BASE.replace("port: 5060}", "port: 5060, policy: {reject: 486, realm: nope}}")
+                .replace("port: 5070}", "port: 5070, policy: {realm: r}}")
+        );
+        let expected = r#"t.yaml:2:78: reject must be 503 or 403, got 486
+t.yaml:2:90: unknown realm "nope" (define it in policy.auth.realms)
+t.yaml:3:76: realm applies to access listeners only
+t.yaml:7:24: invalid rate "10 per second" (e.g. 50/s, 300/m, 30/2s burst 60, off)
+t.yaml:8:21: rate "0/s" must allow at least 1 per non-zero period
+t.yaml:9:28: invalid offence rule "ten in 1m" (e.g. 10 in 1m, or off)
+t.yaml:9:48: offence rule "0 in 1m": threshold and window must be > 0
+t.yaml:10:38: max_duration is less than duration
+t.yaml:10:54: state_file must not be empty
+t.yaml:11:36: invalid nftables name "9x" (a letter, then letters, digits, _)
+t.yaml:13:19: nonce_secret must have at least 16 characters
+t.yaml:14:18: unknown algorithm "SHA-512" (expected SHA-256 or MD5)
+t.yaml:17:37: give either password or ha1, not both
+t.yaml:17:50: missing field `password` or `ha1`
+t.yaml:17:76: ha1 must be 32 hex digits for MD5
+t.yaml:17:116: algorithm goes with ha1, not with password"#;
+        assert_eq!(errors(&text), expected.lines().collect::<Vec<_>>());
     }
 }

@@ -8,10 +8,12 @@
 pub mod file;
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnetwork::IpNetwork;
 use regex::Regex;
+use sbc_policy::PolicyConfig;
 
 pub use file::{ConfigError, load, load_str};
 
@@ -40,6 +42,58 @@ pub struct Config {
     pub media: MediaConfig,
     /// Where Prometheus scrapes `/metrics`, if anywhere (`admin.metrics`).
     pub metrics: Option<SocketAddr>,
+    /// PCAP captures and lawful intercept (`capture:`). Its target list prints as a count only.
+    pub capture: sbc_cdr::capture::CaptureConfig,
+    /// CDR files and their journal (`records:`); without it, records are only logged.
+    pub records: Option<sbc_cdr::sink::SinkConfig>,
+    /// Edge policy (`policy`, `listeners[].policy`, `trunks[].limits`).
+    pub policy: PolicySettings,
+}
+
+impl Config {
+    /// The rules the policy runs with: [`PolicySettings::rules`] with every trunk's sources and
+    /// targets added to the global allow list. Trunks are trusted peers: they are never
+    /// rate-limited per source nor banned, and a deny list's broader prefix does not shut them
+    /// out (the longest prefix decides).
+    pub fn policy_rules(&self) -> PolicyConfig {
+        let mut rules = self.policy.rules.clone();
+        for t in &self.trunks {
+            let targets = t.targets.iter().map(|t| IpNetwork::from(t.addr.ip()));
+            for net in t.sources.iter().copied().chain(targets) {
+                if !rules.access.allow.contains(&net) {
+                    rules.access.allow.push(net);
+                }
+            }
+        }
+        rules
+    }
+}
+
+/// The edge policy: what sbc-policy decides with, and what the shell does around it.
+///
+/// `Default` is the admit-everything policy of [`PolicyConfig::default`] with no state file and
+/// no kernel enforcement (what configs built in code get); the YAML layer fills in its own
+/// protective defaults (see `docs/configuration.md`).
+#[derive(Debug, Clone, Default)]
+pub struct PolicySettings {
+    /// The decisions: lists, rates, CAC, offences, bans, digest realms. Listener entries are
+    /// indexed like [`Config::listeners`], trunk entries like [`Config::trunks`].
+    pub rules: PolicyConfig,
+    /// Where the bans are kept across restarts (`policy.bans.state_file`), if anywhere.
+    pub ban_file: Option<PathBuf>,
+    /// Kernel enforcement of bans (`policy.nftables`), when enabled.
+    pub nftables: Option<NftablesConfig>,
+}
+
+/// Where bans are pushed in the kernel: an nftables table of family `inet`, holding the set
+/// `set` (IPv4 addresses), `set` + `6` (IPv6 /64 prefixes) and a chain dropping their packets
+/// to the SBC's SIP ports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NftablesConfig {
+    /// Table name.
+    pub table: String,
+    /// Base name of the sets.
+    pub set: String,
 }
 
 /// RFC 3261 timer base values.

@@ -6,6 +6,11 @@
 //! one [`Engine`] and is the only thing that touches it, so no lock guards call state. Shard inputs
 //! are bounded channels: when a shard is saturated, datagrams are dropped and counted (UDP peers
 //! retransmit), never queued without limit.
+//!
+//! Before anything is parsed or copied, each datagram, accepted connection and TCP frame is
+//! checked against the edge policy ([`Policy::check_source`]): a banned, denied or over-rate
+//! source is dropped silently and counted. The one [`Policy`] is shared by all receive tasks and
+//! shards; a policy task owns its timers, its ban log, the nftables push and the state file.
 
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
@@ -17,6 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use metrics::Counter;
+use sbc_cdr::sink::CdrSink;
 use sbc_cdr::{CallEvent, CallEventKind, Disposition, Recorder};
 use sbc_media::backend::RelayBackend;
 use sbc_media::relay::{Relay, RelayConfig};
@@ -24,12 +30,20 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
+use sbc_policy::{DropReason, Offence, Policy, SourceVerdict};
+
+use self::capture::ShardTap;
 use crate::b2bua::health::TrunkHealth;
 use crate::b2bua::{Engine, Event, ids};
 use crate::config::{Config, ListenerId, Transport};
 use crate::sip::{self, HeaderName, Limits, Message, stream};
 use crate::transaction::shard_of_branch;
 use crate::transport::{Flow, Transmit};
+
+mod capture;
+#[cfg(feature = "nftables")]
+mod nft;
+mod policy;
 
 /// Depth of each shard's input queue; beyond it datagrams are dropped (and counted).
 const SHARD_QUEUE: usize = 65_536;
@@ -55,12 +69,22 @@ pub enum StartError {
     /// The media relay could not start (its worker threads or wake-up channels).
     #[error("cannot start the media relay: {0}")]
     Media(io::Error),
+    /// The capture thread or its directories could not be set up.
+    #[error("cannot start captures: {0}")]
+    Capture(io::Error),
+    /// The CDR journal could not be read, or the CDR thread could not start.
+    #[error("cannot start the CDR writer: {0}")]
+    Records(io::Error),
+    /// The policy settings were refused (a config built in code; files are checked at load).
+    #[error("invalid policy: {0}")]
+    Policy(sbc_policy::ConfigError),
 }
 
 // Messages dominate the queue; boxing them would add an allocation per message.
 #[allow(clippy::large_enum_variant)]
 enum ShardInput {
-    Message(Flow, Message),
+    /// A parsed message, with its arrival time and bytes when captures are enabled.
+    Message(Flow, Message, Option<(SystemTime, Bytes)>),
     FlowFailed(Flow),
     Drain,
     Terminate,
@@ -103,12 +127,18 @@ struct Output {
 /// The running SBC.
 pub struct Sbc {
     config: Arc<Config>,
+    policy: Arc<Policy>,
     shards: Vec<mpsc::Sender<ShardInput>>,
     calls: Arc<Vec<AtomicUsize>>,
     stats: Arc<ShellStats>,
     done: Vec<tokio::task::JoinHandle<()>>,
     /// Kept so that the media workers live as long as the SBC; dropped after the shards.
     relay: Arc<Relay>,
+    /// The capture thread, stopped last so that every capture is complete on disk.
+    capture: Option<sbc_cdr::capture::CaptureThread>,
+    /// The CDR thread, when `records:` is configured; stopped last, after the shards' final
+    /// events.
+    records: Option<Arc<CdrSink>>,
 }
 
 /// Context shared by the receive tasks.
@@ -120,11 +150,21 @@ struct Router {
     stats: Arc<ShellStats>,
     output: Arc<Output>,
     config: Arc<Config>,
+    /// Keep the bytes and arrival time of each message for the capture tap.
+    capture: bool,
+    policy: Arc<Policy>,
 }
 
 impl Sbc {
     /// Binds every listener and starts the shards. Must run inside a tokio runtime.
     pub async fn start(config: Arc<Config>) -> Result<Sbc, StartError> {
+        // Every ban change is queued: the policy task logs it and, with nftables, pushes it.
+        let mut rules = config.policy_rules();
+        rules.queue_ban_changes = true;
+        let policy = Arc::new(Policy::with_config(rules).map_err(StartError::Policy)?);
+        if let Some(path) = &config.policy.ban_file {
+            policy::load_bans(&policy, path);
+        }
         let mut udp = vec![None; config.listeners.len()];
         let mut tcp = Vec::new();
         for (i, l) in config.listeners.iter().enumerate() {
@@ -158,6 +198,8 @@ impl Sbc {
             stats: Arc::clone(&stats),
             output: Arc::clone(&output),
             config: Arc::clone(&config),
+            capture: config.capture.is_enabled(),
+            policy: Arc::clone(&policy),
         };
         let calls = Arc::new((0..config.shards).map(|_| AtomicUsize::new(0)).collect::<Vec<_>>());
         let seed_base: u64 = rand::random();
@@ -176,6 +218,37 @@ impl Sbc {
             workers = relay.workers(),
             "media relay started"
         );
+        // The capture thread, when anything is captured; each shard feeds it SIP, each tapped
+        // relay pair RTP. The target list is not logged, only how many targets there are.
+        let (capture, capture_thread) = if config.capture.is_enabled() {
+            let (handle, thread) = sbc_cdr::capture::CaptureHandle::start(config.capture.clone())
+                .map_err(StartError::Capture)?;
+            tracing::info!(
+                mode = ?config.capture.mode,
+                targets = config.capture.intercept.as_ref().map_or(0, |i| i.targets.len()),
+                signalling = config.capture.signalling.is_some(),
+                "captures enabled"
+            );
+            (Some(handle), Some(thread))
+        } else {
+            (None, None)
+        };
+        // Before any call: the previous run's unfinished records are written first.
+        let records = match &config.records {
+            Some(rc) => {
+                let (sink, report) =
+                    CdrSink::start(rc.clone(), SystemTime::now()).map_err(StartError::Records)?;
+                tracing::info!(
+                    dir = %rc.writer.pickup_dir.display(),
+                    recovered = report.recovered,
+                    interrupted = report.interrupted,
+                    ended = report.ended,
+                    "CDR writer started"
+                );
+                Some(Arc::new(sink))
+            }
+            None => None,
+        };
         for (shard, rx) in receivers.into_iter().enumerate() {
             let backend: Arc<dyn RelayBackend> = Arc::clone(&relay) as Arc<dyn RelayBackend>;
             let mut engine = Engine::with_relay(
@@ -186,12 +259,16 @@ impl Sbc {
             );
             // One shard probes trunks with OPTIONS; all read the result.
             engine.set_health(Instant::now(), Arc::clone(&health), shard == 0);
+            let tap = capture.clone().map(|h| ShardTap::new(h, Arc::clone(&config), &mut engine));
+            engine.set_policy(Arc::clone(&policy));
             done.push(tokio::spawn(run_shard(
                 engine,
+                tap,
                 rx,
                 router.clone(),
                 Arc::clone(&calls),
                 shard,
+                records.clone(),
             )));
         }
         for (i, sock) in output.udp.iter().enumerate() {
@@ -205,7 +282,26 @@ impl Sbc {
         for l in &config.listeners {
             tracing::info!(name = %l.name, addr = %l.addr, transports = ?l.transports, "listening");
         }
-        Ok(Sbc { config, shards: senders, calls, stats, done, relay })
+        let mut ports: Vec<u16> = config.listeners.iter().map(|l| l.addr.port()).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        done.push(policy::spawn(Arc::clone(&policy), &config.policy, ports));
+        Ok(Sbc {
+            config,
+            policy,
+            shards: senders,
+            calls,
+            stats,
+            done,
+            relay,
+            capture: capture_thread,
+            records,
+        })
+    }
+
+    /// The edge policy shared by every receive task and shard.
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.policy
     }
 
     /// Calls in progress across all shards.
@@ -249,6 +345,17 @@ impl Sbc {
         }
         // The shards are gone, so no call holds media any more: stop the workers.
         self.relay.shutdown();
+        if let Some(capture) = self.capture {
+            // Joins the capture thread: off the runtime's worker threads.
+            let _ = tokio::task::spawn_blocking(move || capture.stop()).await;
+        }
+        if let Some(path) = &self.config.policy.ban_file {
+            policy::save_bans(&self.policy, path);
+        }
+        // Every shard's last events are in the CDR channel: write them, complete the file.
+        if let Some(records) = self.records {
+            let _ = tokio::task::spawn_blocking(move || records.stop()).await;
+        }
     }
 }
 
@@ -291,13 +398,18 @@ fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
 
 async fn run_shard(
     mut engine: Engine,
+    mut tap: Option<ShardTap>,
     mut rx: mpsc::Receiver<ShardInput>,
     router: Router,
     calls: Arc<Vec<AtomicUsize>>,
     shard: usize,
+    records: Option<Arc<CdrSink>>,
 ) {
     let mut recorder = Recorder::new();
     let calls_started = metrics::counter!("sbc_calls_started_total");
+    let dropped_banned = metrics::counter!("sbc_sip_requests_dropped_banned_total");
+    let registers = metrics::counter!("sbc_registrations_answered_total");
+    let mut seen = engine.stats();
     let calls_active = metrics::gauge!("sbc_calls_active", "shard" => shard.to_string());
     loop {
         let deadline = engine.poll_timeout();
@@ -313,13 +425,23 @@ async fn run_shard(
             None => Some(rx.recv().await),
         };
         let now = Instant::now();
+        // Records the message for the capture tap (when there is one), then hands it over.
+        let mut handle_message = |engine: &mut Engine, flow: Flow, msg: Message, raw| {
+            if let (Some(tap), Some((at, data))) = (&mut tap, raw) {
+                tap.incoming(at, &flow, msg.call_id().cloned(), data);
+            }
+            engine.handle_message(now, flow, msg);
+        };
+        engine.set_wall_clock(now, SystemTime::now());
         match input {
-            Some(Some(ShardInput::Message(flow, msg))) => {
-                engine.handle_message(now, flow, msg);
+            Some(Some(ShardInput::Message(flow, msg, raw))) => {
+                handle_message(&mut engine, flow, msg, raw);
                 // Take whatever else is queued before flushing: amortises the wake-up.
                 for _ in 0..64 {
                     match rx.try_recv() {
-                        Ok(ShardInput::Message(flow, msg)) => engine.handle_message(now, flow, msg),
+                        Ok(ShardInput::Message(flow, msg, raw)) => {
+                            handle_message(&mut engine, flow, msg, raw)
+                        }
                         Ok(ShardInput::FlowFailed(flow)) => engine.handle_flow_error(now, flow),
                         Ok(ShardInput::Drain) => engine.start_drain(),
                         Ok(ShardInput::Terminate) => engine.terminate_all(now),
@@ -334,19 +456,34 @@ async fn run_shard(
             None => engine.handle_timeout(now),
         }
         while let Some(t) = engine.poll_transmit() {
+            if let Some(tap) = &mut tap {
+                tap.outgoing(SystemTime::now(), &t);
+            }
             send(&router, t).await;
         }
         while let Some(ev) = engine.poll_event() {
             let Event::Call { call, kind } = ev;
+            if let Some(tap) = &mut tap {
+                tap.event(&mut engine, SystemTime::now(), call, &kind);
+            }
             match &kind {
                 CallEventKind::Started { .. } => calls_started.increment(1),
                 CallEventKind::Ended { disposition, .. } => {
-                    metrics::counter!("sbc_calls_ended_total", "disposition" => disposition_label(*disposition))
+                    metrics::counter!("sbc_calls_ended_total", "disposition" => disposition.label())
                         .increment(1)
+                }
+                CallEventKind::Rejected { .. } => {
+                    let d = Disposition::Rejected.label();
+                    metrics::counter!("sbc_calls_ended_total", "disposition" => d).increment(1)
                 }
                 _ => {}
             }
-            if let Some(record) = recorder.handle(CallEvent { call, at: SystemTime::now(), kind }) {
+            // One wall-clock reading per event, shared by the log and the CDR thread.
+            let event = CallEvent { call, at: SystemTime::now(), kind };
+            if let Some(r) = &records {
+                r.record(event.clone());
+            }
+            if let Some(record) = recorder.handle(event) {
                 tracing::info!(
                     call = record.call.0,
                     disposition = ?record.disposition,
@@ -359,19 +496,18 @@ async fn run_shard(
                 );
             }
         }
+        if let Some(tap) = &mut tap {
+            while let Some(leg) = engine.poll_leg_id() {
+                tap.leg(leg);
+            }
+            tap.finish();
+        }
         calls[shard].store(engine.call_count(), Ordering::Relaxed);
         calls_active.set(engine.call_count() as f64);
-    }
-}
-
-fn disposition_label(d: Disposition) -> &'static str {
-    match d {
-        Disposition::Answered => "answered",
-        Disposition::Busy => "busy",
-        Disposition::NoAnswer => "no_answer",
-        Disposition::Cancelled => "cancelled",
-        Disposition::Failed => "failed",
-        Disposition::Rejected => "rejected",
+        let stats = engine.stats();
+        dropped_banned.increment(stats.dropped_banned - seen.dropped_banned);
+        registers.increment(stats.registers_accepted - seen.registers_accepted);
+        seen = stats;
     }
 }
 
@@ -426,6 +562,12 @@ async fn udp_receive(listener: ListenerId, sock: Arc<UdpSocket>, router: Router)
                 continue;
             }
         };
+        // Before anything is copied or parsed: a banned or denied flood costs a lookup.
+        if router.policy.check_source(Instant::now(), remote.ip(), listener.0)
+            != SourceVerdict::Allow
+        {
+            continue;
+        }
         if n == 0 || buf[..n].iter().all(|b| matches!(b, b'\r' | b'\n' | 0)) {
             continue; // keep-alive
         }
@@ -448,6 +590,7 @@ impl Router {
             Ok(m) => m,
             Err(err) => {
                 self.stats.malformed.increment(1);
+                self.policy.record(Instant::now(), flow.remote.ip(), Offence::Malformed);
                 tracing::debug!(remote = %flow.remote, %err, "malformed message");
                 if let Some(resp) = sip::error_response(&data, &err) {
                     reply(resp);
@@ -456,8 +599,9 @@ impl Router {
             }
         };
         let shard = self.shard_for(&msg);
+        let raw = self.capture.then(|| (SystemTime::now(), data));
         if let Some(tx) = self.shards.get(shard)
-            && tx.try_send(ShardInput::Message(flow, msg)).is_err()
+            && tx.try_send(ShardInput::Message(flow, msg, raw)).is_err()
         {
             self.stats.dropped_overload.increment(1);
         }
@@ -493,6 +637,14 @@ async fn tcp_accept(listener: ListenerId, sock: TcpListener, router: Router) {
         };
         if open.load(Ordering::Relaxed) >= router.config.tcp.max_connections {
             router.stats.refused_connections.increment(1);
+            drop(stream);
+            continue;
+        }
+        // A banned or denied source is closed at once, before a task or buffer exists for it.
+        if let SourceVerdict::Drop(reason) =
+            router.policy.check_source(Instant::now(), remote.ip(), listener.0)
+            && reason != DropReason::RateLimited
+        {
             drop(stream);
             continue;
         }
@@ -572,9 +724,19 @@ async fn serve_connection(
         loop {
             match stream::next_frame(&mut buf, &router.limits) {
                 Ok(Some(stream::Frame::Message(data))) => {
-                    router.dispatch(flow, data, |resp| {
-                        let _ = reply.try_send(resp);
-                    });
+                    match router.policy.check_source(
+                        Instant::now(),
+                        flow.remote.ip(),
+                        flow.listener.0,
+                    ) {
+                        SourceVerdict::Allow => router.dispatch(flow, data, |resp| {
+                            let _ = reply.try_send(resp);
+                        }),
+                        // Over its rate: this message is dropped, the connection stays.
+                        SourceVerdict::Drop(DropReason::RateLimited) => {}
+                        // Banned meanwhile (or denied): the connection goes.
+                        SourceVerdict::Drop(_) => break 'conn,
+                    }
                 }
                 Ok(Some(stream::Frame::Ping)) => {
                     // RFC 5626 section 3.5.1: a CRLF pong.
@@ -585,6 +747,7 @@ async fn serve_connection(
                     // The stream cannot be re-synchronised: close it (RFC 3261 section 18.3).
                     tracing::debug!(remote = %flow.remote, %err, "closing unframeable tcp stream");
                     router.stats.malformed.increment(1);
+                    router.policy.record(Instant::now(), flow.remote.ip(), Offence::Malformed);
                     break 'conn;
                 }
             }

@@ -69,7 +69,7 @@ use self::publish::SharedStats;
 use self::worker::{Command, WAKER, Worker};
 use crate::LegSide;
 use crate::backend::{
-    PairId, PairPorts, PairSpec, PairStats, RelayBackend, RelayError, RemoteSpec,
+    PacketTap, PairId, PairPorts, PairSpec, PairStats, RelayBackend, RelayError, RemoteSpec,
 };
 use crate::ports::{Leased, PortPool};
 
@@ -268,6 +268,12 @@ impl RelayBackend for Relay {
         let cmd = Command::Configure { id: pair, side, remote: Box::new(remote.clone()) };
         // A stopped worker has closed the pair already: nothing left to configure.
         self.send(worker, cmd);
+    }
+
+    fn tap(&self, pair: PairId, tap: Option<Arc<dyn PacketTap>>) {
+        let Some(worker) = self.control().pairs.get(&pair).map(|e| e.worker) else { return };
+        // Like `configure`: applies to every packet the worker reads after this returned.
+        self.send(worker, Command::Tap { id: pair, tap });
     }
 
     fn stats(&self, pair: PairId) -> Option<PairStats> {

@@ -698,3 +698,38 @@ fn thread_cpu(name: &str) -> Option<Duration> {
     }
     None
 }
+
+/// Records what a tap was given.
+#[derive(Debug, Default)]
+struct Recorder {
+    seen: Mutex<Vec<(SocketAddr, SocketAddr, Vec<u8>)>>,
+}
+
+impl PacketTap for Recorder {
+    fn packet(&self, _at: std::time::SystemTime, from: SocketAddr, to: SocketAddr, data: &[u8]) {
+        self.seen.lock().unwrap().push((from, to, data.to_vec()));
+    }
+}
+
+#[test]
+fn a_tapped_pair_shows_each_packet_as_received_and_as_sent() {
+    let call = Call::new(V4, V4_OTHER);
+    let tap = Arc::new(Recorder::default());
+    // Untapped: nothing recorded.
+    call.a.send(&rtp(8, false, 1, 160, 7), call.at_a);
+    call.b.recv();
+    call.relay.tap(call.id, Some(Arc::clone(&tap) as Arc<dyn PacketTap>));
+    let p = rtp(8, false, 2, 320, 7);
+    call.a.send(&p, call.at_a);
+    assert_eq!(call.b.recv().0, p);
+    let seen = tap.seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        vec![(call.a.addr(), call.at_a, p.clone()), (call.at_b, call.b.addr(), p.clone())]
+    );
+    // Removed: nothing more.
+    call.relay.tap(call.id, None);
+    call.a.send(&rtp(8, false, 3, 480, 7), call.at_a);
+    call.b.recv();
+    assert_eq!(tap.seen.lock().unwrap().len(), 2);
+}

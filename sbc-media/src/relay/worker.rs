@@ -17,11 +17,11 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
@@ -30,7 +30,7 @@ use super::packet::{self, Kind, RtpFields, SideRules, Socket, Verdict};
 use super::publish::SharedStats;
 use super::sys::{BATCH, Batch};
 use crate::LegSide;
-use crate::backend::{DirectionStats, PairId, RemoteSpec};
+use crate::backend::{DirectionStats, PacketTap, PairId, RemoteSpec};
 use crate::ports::Leased;
 use crate::stats::RtpReceiveStats;
 
@@ -50,6 +50,8 @@ pub(crate) enum Command {
     Open { id: PairId, sides: [Leased<UdpSocket>; 2], v6: [bool; 2], shared: Arc<SharedStats> },
     /// New remote description for one side.
     Configure { id: PairId, side: LegSide, remote: Box<RemoteSpec> },
+    /// Set or remove the pair's capture tap.
+    Tap { id: PairId, tap: Option<Arc<dyn PacketTap>> },
     /// Close the pair, publish its final figures, then answer on `done`.
     Close { id: PairId, done: SyncSender<()> },
     /// Close everything and end the thread.
@@ -63,6 +65,8 @@ struct Side {
     /// from `rx` when published.
     counters: DirectionStats,
     rx: RtpReceiveStats,
+    /// Local addresses of the RTP and RTCP sockets, for the headers of tapped packets.
+    local: [SocketAddr; 2],
     /// Last field: the sockets close before the lease returns their ports.
     sockets: Leased<UdpSocket>,
 }
@@ -73,6 +77,10 @@ impl Side {
             Socket::Rtp => &self.sockets.rtp,
             Socket::Rtcp => &self.sockets.rtcp,
         }
+    }
+
+    fn local(&self, which: Socket) -> SocketAddr {
+        self.local[usize::from(which == Socket::Rtcp)]
     }
 
     fn figures(&self) -> DirectionStats {
@@ -93,6 +101,8 @@ struct Pair {
     shared: Arc<SharedStats>,
     /// Per socket (token order): already on the carry list for the next round.
     carried: [bool; 4],
+    /// Capture tap: only tapped pairs copy packets (see `relay_batch`).
+    tap: Option<Arc<dyn PacketTap>>,
 }
 
 impl Pair {
@@ -192,6 +202,11 @@ impl Worker {
                         pair.sides[side_index(side)].rules.configure(&remote);
                     }
                 }
+                Ok(Command::Tap { id, tap }) => {
+                    if let Some(pair) = self.by_id.get(&id).and_then(|&s| self.pairs[s].as_mut()) {
+                        pair.tap = tap;
+                    }
+                }
                 Ok(Command::Close { id, done }) => {
                     self.close(id);
                     // The closer may have given up waiting; nothing to do then.
@@ -222,11 +237,20 @@ impl Worker {
             self.pairs.len() - 1
         });
         let [a, b] = sides;
-        let side = |sockets, v6| Side {
-            rules: SideRules::new(v6),
-            counters: DirectionStats::default(),
-            rx: RtpReceiveStats::new(),
-            sockets,
+        let side = |sockets: Leased<UdpSocket>, v6| {
+            // Read once here so that a tapped packet costs no system call.
+            let unknown = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
+            let local = [
+                sockets.rtp.local_addr().unwrap_or(unknown),
+                sockets.rtcp.local_addr().unwrap_or(unknown),
+            ];
+            Side {
+                rules: SideRules::new(v6),
+                counters: DirectionStats::default(),
+                rx: RtpReceiveStats::new(),
+                local,
+                sockets,
+            }
         };
         let mut pair = Pair {
             id,
@@ -234,6 +258,7 @@ impl Worker {
             last_packet: None,
             shared,
             carried: [false; 4],
+            tap: None,
         };
         if let Err(e) = self.register(&mut pair, slot) {
             // The pair is dropped here: sockets closed, ports returned. Its figures stay zero.
@@ -349,6 +374,10 @@ fn relay_batch(
 ) {
     // One clock read per batch, not per packet.
     let now = Instant::now();
+    // Untapped pairs (nearly all) pay one branch per packet; tapped ones a wall-clock read per
+    // batch and a copy per packet inside the tap.
+    let tap = pair.tap.as_deref();
+    let wall = if tap.is_some() { SystemTime::now() } else { SystemTime::UNIX_EPOCH };
     let (xs, ys) = match &mut pair.sides {
         [a, b] if x == 0 => (a, &*b),
         [a, b] => (b, &*a),
@@ -361,6 +390,11 @@ fn relay_batch(
             xs.counters.dropped += 1;
             continue;
         };
+        if let Some(tap) = tap {
+            // As received, before any rewrite; rejected datagrams too (they hit the call's
+            // ports, so a capture on the wire would hold them).
+            tap.packet(wall, src, xs.local(which), data);
+        }
         let (kind, latch, out) = match packet::inspect(&xs.rules, &ys.rules, which, data, src) {
             Verdict::Reject(_) => {
                 xs.counters.dropped += 1;
@@ -387,6 +421,9 @@ fn relay_batch(
                 }
             }
             Kind::Rtcp => xs.counters.rtcp_packets += 1,
+        }
+        if let (Some(tap), Ok(out)) = (tap, &out) {
+            tap.packet(wall, ys.local(out.via), out.to, data);
         }
         match out {
             Ok(out) if out.via == Socket::Rtp => {

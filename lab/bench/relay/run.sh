@@ -223,7 +223,7 @@ run_step() {
 # True when the step failed only because of rtpload (GEN), not because of X.
 gen_only_fail() {
 	[ "$STEP_PASS" = 0 ] && [[ $STEP_WHY == *GEN* ]] && [[ $STEP_WHY != *lost=* ]] &&
-		[[ $STEP_WHY != *p99* ]] && [[ $STEP_WHY != *misrouted* ]] && [[ $STEP_WHY != *rtpload-rc* ]] &&
+		[[ $STEP_WHY != *p99\>* ]] && [[ $STEP_WHY != *misrouted* ]] && [[ $STEP_WHY != *rtpload-rc* ]] &&
 		[[ $STEP_WHY != *not-anchored* ]]
 }
 kv() { awk -F= -v k="$2" '$1 == k { v = substr($0, length(k) + 2) } END { print (v == "") ? "-" : v }' "$1"; }

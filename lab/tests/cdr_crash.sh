@@ -37,6 +37,12 @@ ls -la cdr >cdr-after-kill.txt 2>&1
 
 lab_step "restart"
 sbc_start "$OUT/cdr-jsonl.yaml"
+# The listeners are bound before the journal is replayed, so the SBC may listen before it logs
+# the replay: wait for the line.
+for _ in $(seq 50); do
+    grep -q 'CDR writer started' sbc.log && break
+    sleep 0.1
+done
 grep -q 'CDR writer started.*interrupted=20' sbc.log ||
     lab_fail "restart did not report 20 interrupted calls: $(grep 'CDR writer started' sbc.log)"
 uas_start uas2 127.0.0.1:5080 uas_basic.xml

@@ -278,6 +278,16 @@ impl CallRecord {
     }
 }
 
+/// What a record knows of a call from its INVITE alone (Started and Rejected events).
+struct Inbound {
+    caller: String,
+    callee: String,
+    source: SocketAddr,
+    call_id: String,
+    listener: String,
+    trunk: Option<String>,
+}
+
 /// Folds events into records.
 #[derive(Debug, Default)]
 pub struct Recorder {
@@ -298,6 +308,33 @@ impl Recorder {
         Recorder { instance, open: HashMap::new() }
     }
 
+    /// A record as it stands when its INVITE arrives: nothing but the inbound side known yet.
+    fn opened(&self, call: CallRef, at: SystemTime, inbound: Inbound) -> CallRecord {
+        let Inbound { caller, callee, source, call_id, listener, trunk } = inbound;
+        CallRecord {
+            record_id: self.record_id(call),
+            call,
+            start: at,
+            ring: None,
+            answer: None,
+            end: at,
+            caller,
+            callee,
+            source,
+            call_id,
+            listener,
+            trunk,
+            attempts: Vec::new(),
+            disposition: Disposition::Failed,
+            status: 0,
+            phrase: String::new(),
+            released_by: ReleaseSide::Sbc,
+            reason: None,
+            cause: None,
+            media: None,
+        }
+    }
+
     fn record_id(&self, call: CallRef) -> String {
         format!("{:x}-{:x}", self.instance, call.0)
     }
@@ -316,32 +353,9 @@ impl Recorder {
     pub fn handle(&mut self, event: CallEvent) -> Option<CallRecord> {
         match event.kind {
             CallEventKind::Started { caller, callee, source, call_id, listener, trunk } => {
-                let record_id = self.record_id(event.call);
-                self.open.insert(
-                    event.call,
-                    CallRecord {
-                        record_id,
-                        call: event.call,
-                        start: event.at,
-                        ring: None,
-                        answer: None,
-                        end: event.at,
-                        caller,
-                        callee,
-                        source,
-                        call_id,
-                        listener,
-                        trunk,
-                        attempts: Vec::new(),
-                        disposition: Disposition::Failed,
-                        status: 0,
-                        phrase: String::new(),
-                        released_by: ReleaseSide::Sbc,
-                        reason: None,
-                        cause: None,
-                        media: None,
-                    },
-                );
+                let inbound = Inbound { caller, callee, source, call_id, listener, trunk };
+                let record = self.opened(event.call, event.at, inbound);
+                self.open.insert(event.call, record);
                 None
             }
             CallEventKind::Attempted { trunk, target, caller, callee, call_id } => {
@@ -389,28 +403,16 @@ impl Recorder {
                 status,
                 phrase,
                 reason,
-            } => Some(CallRecord {
-                record_id: self.record_id(event.call),
-                call: event.call,
-                start: event.at,
-                ring: None,
-                answer: None,
-                end: event.at,
-                caller,
-                callee,
-                source,
-                call_id,
-                listener,
-                trunk,
-                attempts: Vec::new(),
-                disposition: Disposition::Rejected,
-                status,
-                phrase,
-                released_by: ReleaseSide::Sbc,
-                reason: Some(reason),
-                cause: None,
-                media: None,
-            }),
+            } => {
+                let inbound = Inbound { caller, callee, source, call_id, listener, trunk };
+                Some(CallRecord {
+                    disposition: Disposition::Rejected,
+                    status,
+                    phrase,
+                    reason: Some(reason),
+                    ..self.opened(event.call, event.at, inbound)
+                })
+            }
         }
     }
 

@@ -1549,8 +1549,8 @@ impl Engine {
                 return self.end_call(now, key, Disposition::Failed, code, ReleaseSide::Sbc, why);
             }
         };
-        if self.call(key).is_some_and(|c| self.media_watched(c)) {
-            let at = now + MEDIA_RECHECK.min(self.media_timeout_of(key).unwrap_or(MEDIA_RECHECK));
+        if let Some(timeout) = self.media_timeout_of(key) {
+            let at = now + MEDIA_RECHECK.min(timeout);
             self.timers.push(Reverse((at, key, CallTimer::Media)));
         }
         let Some(call) = slot_call_mut(&mut self.slots, key) else {
@@ -1775,16 +1775,7 @@ impl Engine {
         );
     }
 
-    /// Whether either leg of the call has a media inactivity timeout.
-    fn media_watched(&self, call: &Call) -> bool {
-        let a = leg_media(&self.config, call.origin.listener(), call.origin.trunk());
-        let b = call
-            .out_trunk()
-            .and_then(|t| self.config.trunks.get(t.0))
-            .map(|t| leg_media(&self.config, t.listener, call.out_trunk()));
-        a.inactivity_timeout.is_some() || b.is_some_and(|b| b.inactivity_timeout.is_some())
-    }
-
+    /// The shorter media inactivity timeout of the call's two legs; `None`: not watched.
     fn media_timeout_of(&self, key: CallKey) -> Option<Duration> {
         let call = self.call(key)?;
         let a = leg_media(&self.config, call.origin.listener(), call.origin.trunk());

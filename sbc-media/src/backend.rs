@@ -73,6 +73,151 @@ pub struct RemoteSpec {
     /// Payload type rewriting for RTP from this side's peer: `pt_map[pt]` is the payload type
     /// sent on the other side. Identity when both legs use the same numbers.
     pub pt_map: [u8; 128],
+    /// How this side's media is protected: what the relay removes from packets received from this
+    /// side's peer and adds to packets sent to it.
+    pub security: Security,
+    /// Transcoding of the RTP received from this side's peer into the other side's codec; `None`
+    /// when both sides share a codec (the packets are relayed as they are).
+    pub transcode: Option<Transcode>,
+}
+
+/// How one side of a pair is secured, from that leg's media profile and SDP.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Security {
+    /// Plain RTP and RTCP.
+    #[default]
+    Plain,
+    /// SRTP keyed in the SDP (SDES, RFC 4568).
+    Sdes(SdesKeys),
+    /// ICE-lite and DTLS-SRTP (RFC 5763/5764) toward a WebRTC peer, RTCP multiplexed.
+    Dtls(DtlsSpec),
+}
+
+/// An SRTP protection profile (crypto suite).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SrtpProfile {
+    /// `AES_CM_128_HMAC_SHA1_80` (RFC 4568 and RFC 5764).
+    Aes128CmHmacSha1_80,
+    /// `AES_CM_128_HMAC_SHA1_32`.
+    Aes128CmHmacSha1_32,
+    /// `AEAD_AES_128_GCM` (RFC 7714).
+    AeadAes128Gcm,
+    /// `AEAD_AES_256_GCM` (RFC 7714).
+    AeadAes256Gcm,
+}
+
+/// SDES keys of one side: master key followed by master salt, as in `a=crypto` `inline:`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SdesKeys {
+    /// The suite both ends agreed on.
+    pub profile: SrtpProfile,
+    /// Key and salt the SBC protects with what it sends to this side's peer (the SBC's own
+    /// `a=crypto` toward that peer).
+    pub local: Vec<u8>,
+    /// Key and salt the peer protects with what it sends (the peer's `a=crypto`).
+    pub remote: Vec<u8>,
+}
+
+impl fmt::Debug for SdesKeys {
+    /// Key material never reaches a log.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SdesKeys").field("profile", &self.profile).finish_non_exhaustive()
+    }
+}
+
+/// The DTLS role of the SBC on one side (RFC 5763 `a=setup`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DtlsRole {
+    /// The SBC waits for the peer's ClientHello (it answered or offered `passive`).
+    Server,
+    /// The SBC sends the ClientHello (it answered `active`).
+    Client,
+}
+
+/// ICE-lite short-term credentials of one side (RFC 8445 / RFC 5389 section 10.1).
+#[derive(Clone, PartialEq, Eq)]
+pub struct IceCredentials {
+    /// The SBC's `a=ice-ufrag` toward this side.
+    pub local_ufrag: String,
+    /// The SBC's `a=ice-pwd` toward this side: checks from the peer are signed with it.
+    pub local_pwd: String,
+    /// The peer's `a=ice-ufrag`.
+    pub remote_ufrag: String,
+    /// The peer's `a=ice-pwd`.
+    pub remote_pwd: String,
+}
+
+impl fmt::Debug for IceCredentials {
+    /// Passwords never reach a log.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IceCredentials")
+            .field("local_ufrag", &self.local_ufrag)
+            .field("remote_ufrag", &self.remote_ufrag)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A certificate fingerprint from `a=fingerprint` (RFC 8122).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprint {
+    /// Hash function, lower case (`sha-256`).
+    pub algorithm: String,
+    /// The digest bytes.
+    pub digest: Vec<u8>,
+}
+
+/// DTLS-SRTP toward one side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DtlsSpec {
+    /// Whether the SBC is the DTLS server or client on this side.
+    pub role: DtlsRole,
+    /// The peer's certificate must match one of these; no match: no media, and the pair reports
+    /// [`MediaFailure::FingerprintMismatch`].
+    pub remote_fingerprints: Vec<Fingerprint>,
+    /// ICE-lite credentials; `None` for DTLS without ICE.
+    pub ice: Option<IceCredentials>,
+}
+
+/// One codec of a transcoded direction, as it appears on its leg.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodecSpec {
+    /// Encoding name as in `a=rtpmap` (`opus`, `PCMU`, `PCMA`, `telephone-event`).
+    pub name: String,
+    /// Payload type on that leg.
+    pub payload_type: u8,
+    /// RTP clock rate.
+    pub clock_rate: u32,
+    /// Channels (`opus/48000/2`: 2).
+    pub channels: u8,
+}
+
+/// Transcoding of one direction: RTP from this side's peer in `from` becomes RTP in `to` on the
+/// other side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transcode {
+    /// The codec this side's peer sends.
+    pub from: CodecSpec,
+    /// The codec the other side's peer receives.
+    pub to: CodecSpec,
+    /// RFC 4733 telephone events from this side (their payload type and clock rate), if any.
+    pub dtmf_from: Option<CodecSpec>,
+    /// RFC 4733 telephone events toward the other side, if it accepts them.
+    pub dtmf_to: Option<CodecSpec>,
+}
+
+/// Why a pair stopped carrying media on its own account (not hold, not silence): the call should
+/// end with this reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MediaFailure {
+    /// The peer's DTLS certificate matched no `a=fingerprint` of its SDP.
+    FingerprintMismatch(LegSide),
+    /// The DTLS handshake failed or timed out.
+    DtlsFailed(LegSide, &'static str),
+    /// ICE consent freshness (RFC 7675) expired: the peer stopped answering.
+    ConsentExpired(LegSide),
 }
 
 impl RemoteSpec {
@@ -98,6 +243,8 @@ impl Default for RemoteSpec {
             forward: true,
             clock_rate: 8000,
             pt_map: RemoteSpec::IDENTITY_PT_MAP,
+            security: Security::Plain,
+            transcode: None,
         }
     }
 }
@@ -138,6 +285,8 @@ pub struct PairStats {
     pub from_b: DirectionStats,
     /// When the last RTP or RTCP packet was accepted from either peer.
     pub last_packet: Option<Instant>,
+    /// Set when the pair gave up on a side (DTLS or ICE failure): the call should end.
+    pub failure: Option<MediaFailure>,
 }
 
 impl PairStats {
@@ -188,6 +337,11 @@ pub trait RelayBackend: Send + Sync {
     /// default does nothing (a backend without packets has nothing to show).
     fn tap(&self, pair: PairId, tap: Option<Arc<dyn PacketTap>>) {
         let _ = (pair, tap);
+    }
+    /// The fingerprint of the SBC's DTLS certificate, as written in `a=fingerprint`
+    /// (`sha-256 AB:CD:...`); `None` when the backend cannot do DTLS.
+    fn dtls_fingerprint(&self) -> Option<String> {
+        None
     }
 }
 

@@ -551,6 +551,7 @@ impl Session {
             forward: sends && other_receives,
             clock_rate,
             pt_map,
+            ..RemoteSpec::default()
         }
     }
 

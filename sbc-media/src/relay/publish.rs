@@ -88,6 +88,8 @@ impl SharedStats {
                     from_a: direction(&raw[0]),
                     from_b: direction(&raw[1]),
                     last_packet: last.checked_sub(1).map(|n| epoch + Duration::from_nanos(n)),
+                    // Security failures are published by the WebRTC path (issue 6), not yet here.
+                    failure: None,
                 };
             }
             tries += 1;

@@ -570,6 +570,7 @@ fn summary_and_release_return_figures_and_ports() {
         from_a: DirectionStats { packets, jitter_ms, ..DirectionStats::default() },
         from_b: DirectionStats { packets: packets * 2, ..DirectionStats::default() },
         last_packet: None,
+        failure: None,
     };
     call.backend.set_stats(pairs[0], stats(100, 3.0));
     call.backend.set_stats(pairs[1], stats(50, 7.5));

@@ -38,8 +38,9 @@ usage() {
     exit 2
 }
 
-dir= sip=127.0.0.1:5080 rtp=10000-10099 send_hz=1300 wav= record= codecs=PCMU/8000/1,PCMA/8000/1
-aor= registrar= password= mediaenc= duration=8 timeout= mode= target=
+dir='' sip=127.0.0.1:5080 rtp=10000-10099 send_hz=1300 wav='' record=''
+codecs=PCMU/8000/1,PCMA/8000/1 aor='' registrar='' password='' mediaenc='' duration=8 timeout=''
+mode='' target=''
 while (($#)); do
     case $1 in
         --dir) dir=$2; shift 2 ;;
@@ -150,7 +151,8 @@ while kill -0 "$bp" 2>/dev/null; do
 done
 wait "$bp" 2>/dev/null
 
-dec=$(ls -t "$dir"/dump/*-dec.wav 2>/dev/null | head -n 1)
+# One call per run, so one *-dec.wav (the dump directory was emptied above).
+dec=$(find "$dir/dump" -name '*-dec.wav' | head -n 1)
 if [[ -n $dec ]]; then
     mv "$dec" "$record"
 fi

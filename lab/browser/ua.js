@@ -112,6 +112,8 @@
     }
 
     stop() {
+      if (this.stopped) return;
+      this.stopped = true;
       clearInterval(this.timer);
       this.ctx.close().catch(() => {});
     }
@@ -201,7 +203,7 @@
   async function run(p) {
     const result = {
       params: { wss: p.wss, uri: p.uri, mode: p.mode, target: p.target || null,
-        register: p.register, durationS: p.durationMs / 1000 },
+        register: p.register, durationS: p.durationMs / 1000, holdS: p.holdMs / 1000 },
       registered: null,
       call: null,
       audio: null,
@@ -279,7 +281,7 @@
     }
 
     if (p.mode === 'register') {
-      await sleep(p.durationMs);
+      await sleep(p.holdMs);
     } else {
       await runCall(ua, p, result, incoming, (w) => { incomingWaiter = w; });
     }
@@ -321,6 +323,8 @@
     let meter = null;
     let pc = null;
     let ended = false;
+    let onEnded = null;
+    const endedP = new Promise((r) => { onEnded = r; });
     let lastStats = null;
     const audio = document.getElementById('remote');
 
@@ -349,9 +353,12 @@
     });
     session.on('ended', (e) => {
       ended = true;
+      // What plays after the BYE is silence: keep it out of the measurement.
+      if (meter) meter.stop();
       call.endedBy = e.originator;
       call.cause = e.cause;
       event('ended', { by: e.originator, cause: e.cause });
+      onEnded();
     });
 
     const confirmed = firstOf(session, ['confirmed', 'failed'], p.callTimeoutMs);
@@ -387,9 +394,11 @@
         // The connection closed between the check and the call.
       }
     };
-    while (!ended && performance.now() - t0 < p.durationMs) {
-      await sleep(Math.min(1000, p.durationMs - (performance.now() - t0)));
-      await snap();
+    // Stats every second while the call is up; the last snapshot before the end is reported
+    // (after a BYE the peer connection is closed and has none).
+    while (!ended && performance.now() - t0 < p.holdMs) {
+      await Promise.race([sleep(Math.min(1000, p.holdMs - (performance.now() - t0))), endedP]);
+      if (!ended) await snap();
     }
     call.durationS = Math.round(performance.now() - t0) / 1000;
     if (pc && pc.localDescription && pc.remoteDescription) {

@@ -33,7 +33,10 @@ const USAGE = `usage: ua.mjs [options] MODE [TARGET]
   --password PW        digest password (env LAB_SIP_PASSWORD)
   --auth-user NAME     digest user name if not the URI's user
   --target URI         whom to call (or the positional TARGET)
-  --duration S         how long the call (or registration) is held, seconds (8)
+  --duration S         the call's expected length, seconds (8): packet minimums scale with it
+  --hold S             hang up after S s of call unless the peer does first (register: keep the
+                       registration S s) (call and register: --duration; answer: --duration + 5,
+                       so that the caller's BYE normally ends the call)
   --send-hz HZ         tone the browser sends (fake microphone; a 48 kHz WAV made with sox) (440)
   --wav FILE           send this WAV instead of a generated tone
   --expect-hz HZ       the tone that must be found in the received audio
@@ -56,7 +59,7 @@ function parseArgs(argv) {
   const o = {
     wss: process.env.LAB_WSS, uri: process.env.LAB_SIP_URI,
     password: process.env.LAB_SIP_PASSWORD, authUser: null, target: null, mode: null,
-    duration: 8, sendHz: 440, wav: null, expectHz: null, tolerance: 25, minMatch: 0.8,
+    duration: 8, hold: null, sendHz: 440, wav: null, expectHz: null, tolerance: 25, minMatch: 0.8,
     expectCodec: null, minPackets: null, maxLoss: 0.02, skip: 1, expectFail: false,
     answerTimeout: 30, callTimeout: 20, registerExpires: 300, readyFile: null, out: null,
     debug: false,
@@ -81,6 +84,7 @@ function parseArgs(argv) {
       case '--target': o.target = val(); break;
       case '--mode': o.mode = val(); break;
       case '--duration': o.duration = num('duration', val()); break;
+      case '--hold': o.hold = num('hold', val()); break;
       case '--send-hz': o.sendHz = num('send-hz', val()); break;
       case '--wav': o.wav = val(); break;
       case '--expect-hz': o.expectHz = num('expect-hz', val()); break;
@@ -116,6 +120,7 @@ function parseArgs(argv) {
   if (!o.uri) usage('--uri is required');
   if (o.pageMode === 'call' && !o.target) usage(`${o.mode} needs a TARGET`);
   if (o.minPackets === null) o.minPackets = Math.round(20 * o.duration);
+  if (o.hold === null) o.hold = o.pageMode === 'answer' ? o.duration + 5 : o.duration;
   return o;
 }
 
@@ -172,7 +177,7 @@ function judge(o, r) {
       reg ? `status ${reg.status}${reg.cause ? ` (${reg.cause})` : ''}` : 'no registration result');
   }
   if (o.pageMode === 'register') return checks;
-  const call = r.call || {};
+  const call = r.call || { status: null, cause: 'not attempted' };
   if (o.expectFail) {
     check(checks, 'call not established', call && !call.established,
       `status ${call.status}, cause ${call.cause}`);
@@ -242,7 +247,7 @@ async function main() {
   const overall = setTimeout(() => {
     log('harness timed out');
     process.exit(2);
-  }, 1000 * (o.duration + o.answerTimeout + o.callTimeout + 60));
+  }, 1000 * (o.hold + o.answerTimeout + o.callTimeout + 60));
   try {
     log(`chromium ${chromiumPath}, profile ${work}/profile, page ${pageUrl}, sending ${o.wav || `${o.sendHz} Hz`}`);
     // A persistent context on a fresh directory: the profile is ours (and empty).
@@ -269,6 +274,7 @@ async function main() {
     const params = {
       wss: o.wss, uri: o.uri, password: o.password, authUser: o.authUser, mode: o.pageMode,
       target: o.target, register: o.register, durationMs: o.duration * 1000,
+      holdMs: o.hold * 1000,
       expectHz: o.expectHz, toleranceHz: o.tolerance, skipS: o.skip,
       connectTimeoutMs: 10000, registerTimeoutMs: 10000, callTimeoutMs: o.callTimeout * 1000,
       answerTimeoutMs: o.answerTimeout * 1000, registerExpires: o.registerExpires,

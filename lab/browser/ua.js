@@ -159,6 +159,35 @@
     }
   }
 
+  // --codecs: restrict what this browser offers or answers to the named codecs (mimeType
+  // subtypes: opus, pcmu, pcma, g722, telephone-event, cn, red), in that order, through
+  // setCodecPreferences on each audio transceiver just before JsSIP creates the offer/answer
+  // (JsSIP has no hook between setRemoteDescription and createAnswer).
+  function restrictCodecs(names) {
+    const want = names.map((n) => n.toLowerCase());
+    const caps = RTCRtpReceiver.getCapabilities('audio').codecs;
+    const keep = [];
+    for (const n of want) {
+      for (const c of caps) if (c.mimeType.split('/')[1].toLowerCase() === n) keep.push(c);
+    }
+    if (!keep.length) throw new Error('none of the codecs ' + names.join(',') + ' is supported');
+    const prefer = (pc) => {
+      for (const t of pc.getTransceivers()) {
+        if (t.receiver.track && t.receiver.track.kind === 'audio' && !t.stopped) {
+          t.setCodecPreferences(keep);
+        }
+      }
+    };
+    for (const m of ['createOffer', 'createAnswer']) {
+      const orig = RTCPeerConnection.prototype[m];
+      RTCPeerConnection.prototype[m] = function (...args) {
+        prefer(this);
+        return orig.apply(this, args);
+      };
+    }
+    return keep.map((c) => c.mimeType + '/' + c.clockRate);
+  }
+
   function digestStats(report) {
     const all = new Map();
     report.forEach((s) => all.set(s.id, s));
@@ -214,6 +243,14 @@
     };
     if (p.debug) JsSIP.debug.enable('JsSIP:*');
     else JsSIP.debug.disable();
+    if (p.codecs && p.codecs.length) {
+      try {
+        result.codecsOffered = restrictCodecs(p.codecs);
+      } catch (err) {
+        result.errors.push('--codecs: ' + err.message);
+        return result;
+      }
+    }
 
     let ua;
     try {
@@ -385,6 +422,24 @@
     }
 
     const t0 = performance.now();
+    if (p.dtmf) {
+      result.dtmf = { requested: p.dtmf, sent: '', error: null };
+      setTimeout(() => {
+        if (ended || !pc) return;
+        const sender = pc.getSenders().find((x) => x.track && x.track.kind === 'audio');
+        if (!sender || !sender.dtmf || !sender.dtmf.canInsertDTMF) {
+          result.dtmf.error = 'cannot send RFC 4733 events (telephone-event not negotiated?)';
+          return;
+        }
+        sender.dtmf.addEventListener('tonechange', (e) => {
+          if (e.tone) {
+            result.dtmf.sent += e.tone;
+            event('dtmf-sent', { tone: e.tone });
+          }
+        });
+        sender.dtmf.insertDTMF(p.dtmf, 160, 100);
+      }, p.dtmfAtMs);
+    }
     const snap = async () => {
       if (!pc || pc.signalingState === 'closed') return;
       try {

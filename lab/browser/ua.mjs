@@ -43,6 +43,8 @@ const USAGE = `usage: ua.mjs [options] MODE [TARGET]
   --tolerance HZ       +- for --expect-hz (25)
   --min-match R        share of analysed frames whose dominant frequency must be the expected one (0.8)
   --expect-codec NAME  the received codec must be this (e.g. PCMU, opus; matched in mimeType)
+  --codecs LIST        offer/answer only these, in this order (e.g. opus or opus,telephone-event)
+  --send-dtmf DIGITS   send these as RFC 4733 events (RTCDTMFSender) --dtmf-at S into the call (2)
   --min-packets N      RTP packets received and sent, at least (default 20 per second of call)
   --max-loss R         packetsLost / (packetsReceived + packetsLost), at most (0.02)
   --skip S             seconds of received audio ignored at the start (1)
@@ -60,7 +62,7 @@ function parseArgs(argv) {
     wss: process.env.LAB_WSS, uri: process.env.LAB_SIP_URI,
     password: process.env.LAB_SIP_PASSWORD, authUser: null, target: null, mode: null,
     duration: 8, hold: null, sendHz: 440, wav: null, expectHz: null, tolerance: 25, minMatch: 0.8,
-    expectCodec: null, minPackets: null, maxLoss: 0.02, skip: 1, expectFail: false,
+    expectCodec: null, codecs: null, dtmf: null, dtmfAt: 2, minPackets: null, maxLoss: 0.02, skip: 1, expectFail: false,
     answerTimeout: 30, callTimeout: 20, registerExpires: 300, readyFile: null, out: null,
     debug: false,
   };
@@ -91,6 +93,9 @@ function parseArgs(argv) {
       case '--tolerance': o.tolerance = num('tolerance', val()); break;
       case '--min-match': o.minMatch = num('min-match', val()); break;
       case '--expect-codec': o.expectCodec = val(); break;
+      case '--codecs': o.codecs = val().split(',').filter(Boolean); break;
+      case '--send-dtmf': o.dtmf = val(); break;
+      case '--dtmf-at': o.dtmfAt = num('dtmf-at', val()); break;
       case '--min-packets': o.minPackets = num('min-packets', val()); break;
       case '--max-loss': o.maxLoss = num('max-loss', val()); break;
       case '--skip': o.skip = num('skip', val()); break;
@@ -212,6 +217,11 @@ function judge(o, r) {
       `received ${mime || 'nothing'}, sent ${(out.codec && out.codec.mimeType) || 'nothing'}` +
       ` (expected ${o.expectCodec})`);
   }
+  if (o.dtmf) {
+    const d = r.dtmf || {};
+    check(checks, 'DTMF sent', d.sent === o.dtmf,
+      `sent '${d.sent || ''}' of '${o.dtmf}'${d.error ? ` (${d.error})` : ''}`);
+  }
   if (o.expectHz) {
     const a = r.audio || {};
     check(checks, 'received tone',
@@ -278,7 +288,7 @@ async function main() {
       expectHz: o.expectHz, toleranceHz: o.tolerance, skipS: o.skip,
       connectTimeoutMs: 10000, registerTimeoutMs: 10000, callTimeoutMs: o.callTimeout * 1000,
       answerTimeoutMs: o.answerTimeout * 1000, registerExpires: o.registerExpires,
-      debug: o.debug,
+      codecs: o.codecs, dtmf: o.dtmf, dtmfAtMs: o.dtmfAt * 1000, debug: o.debug,
     };
     const result = await page.evaluate((p) => window.labHarness.run(p), params);
     result.browser = { version: context.browser() ? context.browser().version() : null,

@@ -184,7 +184,8 @@ function judge(o, r) {
   if (o.pageMode === 'register') return checks;
   const call = r.call || { status: null, cause: 'not attempted' };
   if (o.expectFail) {
-    check(checks, 'call not established', call && !call.established,
+    // A call never attempted (the page broke first) proves nothing.
+    check(checks, 'call not established', r.call && !call.established,
       `status ${call.status}, cause ${call.cause}`);
     return checks;
   }
@@ -298,6 +299,7 @@ async function main() {
     const text = JSON.stringify(result, null, 2);
     if (o.out) fs.writeFileSync(o.out, `${text}\n`);
     process.stdout.write(`${text}\n`);
+    for (const e of result.errors) log(`error: ${e}`);
     for (const c of result.checks) log(`${c.ok ? 'ok  ' : 'FAIL'} ${c.name}: ${c.detail}`);
     return result.ok ? 0 : 1;
   } finally {

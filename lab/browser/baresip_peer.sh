@@ -12,7 +12,9 @@
 #   --send-hz HZ       the tone it sends: a 30 s, 8 kHz mono sine made with sox (1300)
 #   --wav FILE         send this WAV instead (its rate must be the codec's: 8 kHz for G.711)
 #   --record FILE      what it received, decoded (8 kHz mono S16), after the call (DIR/received.wav)
-#   --codecs LIST      audio_codecs of the account (PCMU/8000/1,PCMA/8000/1)
+#   --codecs LIST      audio_codecs of the account (PCMU/8000/1,PCMA/8000/1); opus/48000/2 or
+#                      G722/16000/1 load their module (then give a --wav at that codec's rate
+#                      and channels: opus/48000/2 needs a 48 kHz stereo WAV)
 #   --aor URI          its address of record (sip:baresip@IP:PORT of --sip)
 #   --registrar URI    REGISTER there (e.g. sip:127.0.0.1:5060); requests also go through it
 #   --password PW      digest password (for REGISTER and challenged requests)
@@ -34,7 +36,7 @@
 set -uo pipefail
 
 usage() {
-    sed -n '2,34p' "$0" >&2
+    sed -n '2,35p' "$0" >&2
     exit 2
 }
 
@@ -92,6 +94,9 @@ rm -f "$dir"/dump/*.wav
 modules="module			g711.so
 module			aufile.so
 module			sndfile.so"
+# Codec modules beyond G.711, as the codec list asks.
+[[ ${codecs,,} == *opus* ]] && modules+=$'\nmodule\t\t\topus.so'
+[[ ${codecs,,} == *g722* ]] && modules+=$'\nmodule\t\t\tg722.so'
 [[ $mediaenc == srtp* ]] && modules+=$'\nmodule\t\t\tsrtp.so'
 [[ $mediaenc == dtls_srtp* ]] && modules+=$'\nmodule\t\t\tdtls_srtp.so'
 cat >"$dir/config" <<EOF

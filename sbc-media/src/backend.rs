@@ -218,6 +218,8 @@ pub enum MediaFailure {
     DtlsFailed(LegSide, &'static str),
     /// ICE consent freshness (RFC 7675) expired: the peer stopped answering.
     ConsentExpired(LegSide),
+    /// The SDES keys do not fit their crypto suite (wrong length): no SRTP context could be made.
+    BadKeys(LegSide),
 }
 
 impl RemoteSpec {

@@ -733,3 +733,180 @@ fn a_tapped_pair_shows_each_packet_as_received_and_as_sent() {
     call.b.recv();
     assert_eq!(tap.seen.lock().unwrap().len(), 2);
 }
+
+/// A browser on loopback: ICE checks, DTLS client, SRTP, over its own UDP socket.
+struct Browser {
+    sock: UdpSocket,
+    peer: crate::secure::tests::Peer,
+    srtp: Option<crate::secure::srtp::SrtpPair>,
+}
+
+impl Browser {
+    fn new(relay_at: SocketAddr) -> Browser {
+        let sock = UdpSocket::bind((V4, 0)).unwrap();
+        sock.set_read_timeout(Some(WAIT)).unwrap();
+        let mut peer = crate::secure::tests::Peer::new(true);
+        peer.sbc = relay_at;
+        Browser { sock, peer, srtp: None }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.sock.local_addr().unwrap()
+    }
+
+    /// The SBC side's description of this browser, expecting `fingerprint`.
+    fn remote(&self, fingerprint: crate::backend::Fingerprint) -> RemoteSpec {
+        use crate::backend::{DtlsRole, DtlsSpec, Security};
+        let creds = crate::secure::tests::creds();
+        let dtls = DtlsSpec {
+            role: DtlsRole::Server,
+            remote_fingerprints: vec![fingerprint],
+            ice: Some(creds),
+        };
+        RemoteSpec {
+            rtp: Some(self.addr()),
+            security: Security::Dtls(dtls),
+            ..RemoteSpec::default()
+        }
+    }
+
+    fn recv(&self) -> Vec<u8> {
+        let mut buf = [0u8; 2048];
+        let (n, from) = self.sock.recv_from(&mut buf).expect("the browser received nothing");
+        assert_eq!(from, self.peer.sbc);
+        buf[..n].to_vec()
+    }
+
+    /// One valid check (answered), then the DTLS handshake as client, as Chrome does it.
+    fn connect(&mut self) {
+        use rtc_stun::message::{BINDING_SUCCESS, Message};
+        let check = crate::secure::tests::check("sbcU:brwsr", "sbc-password-0123456789", true);
+        self.sock.send_to(&check, self.peer.sbc).unwrap();
+        let mut resp = Message::new();
+        resp.raw = self.recv();
+        resp.decode().unwrap();
+        assert_eq!(resp.typ, BINDING_SUCCESS);
+        let now = Instant::now();
+        let config = Arc::clone(&self.peer.config);
+        self.peer.endpoint.connect(now, self.peer.sbc, config, None).unwrap();
+        let deadline = Instant::now() + WAIT;
+        let mut done = false;
+        while !done {
+            assert!(Instant::now() < deadline, "the DTLS handshake did not complete");
+            while let Some(t) = self.peer.endpoint.poll_transmit() {
+                self.sock.send_to(&t.message, self.peer.sbc).unwrap();
+            }
+            let data = self.recv();
+            let events = self
+                .peer
+                .endpoint
+                .read(Instant::now(), self.peer.sbc, None, bytes::BytesMut::from(&data[..]))
+                .unwrap();
+            done = events
+                .iter()
+                .any(|e| matches!(e, rtc_dtls::endpoint::EndpointEvent::HandshakeComplete));
+        }
+        // The last flight (if any) still goes out.
+        while let Some(t) = self.peer.endpoint.poll_transmit() {
+            self.sock.send_to(&t.message, self.peer.sbc).unwrap();
+        }
+        self.srtp = Some(self.peer.srtp(true).0);
+    }
+
+    fn send_rtp(&mut self, plain: &[u8]) {
+        let mut buf = plain.to_vec();
+        buf.resize(2048, 0);
+        let n = self.srtp.as_mut().unwrap().protect(false, &mut buf, plain.len()).unwrap();
+        self.sock.send_to(&buf[..n], self.peer.sbc).unwrap();
+    }
+
+    fn recv_rtp(&mut self) -> Vec<u8> {
+        let mut data = self.recv();
+        let n = self.srtp.as_mut().unwrap().unprotect(false, &mut data).expect("SRTP from the SBC");
+        data.truncate(n);
+        data
+    }
+}
+
+#[test]
+fn dtls_srtp_side_bridges_to_a_plain_side_and_a_bad_fingerprint_fails_alone() {
+    // One worker: both calls share it, so the failing one must not disturb the other.
+    let relay = relay_with(4, 1);
+    let fp = relay.dtls_fingerprint().unwrap();
+    assert!(fp.starts_with("sha-256 ") && fp.len() == 8 + 95, "{fp}");
+    let open = || {
+        let p = relay.open(PairSpec { local_a: V4, local_b: V4 }).unwrap();
+        (p.id, SocketAddr::new(V4, p.a_rtp), SocketAddr::new(V4, p.b_rtp))
+    };
+    let (good, good_a, good_b) = open();
+    let (bad, bad_a, bad_b) = open();
+    let mut browser = Browser::new(good_a);
+    let mut intruder = Browser::new(bad_a);
+    let (trunk, trunk_rtcp) = (Peer::new(V4), Peer::new(V4));
+    let (trunk2, trunk2_rtcp) = (Peer::new(V4), Peer::new(V4));
+    relay.configure(good, LegSide::A, &browser.remote(browser.peer.fingerprint.clone()));
+    relay.configure(good, LegSide::B, &remote(&trunk, &trunk_rtcp));
+    let mut wrong = intruder.peer.fingerprint.clone();
+    wrong.digest[31] ^= 1;
+    relay.configure(bad, LegSide::A, &intruder.remote(wrong));
+    relay.configure(bad, LegSide::B, &remote(&trunk2, &trunk2_rtcp));
+
+    // Before the handshake nothing reaches the browser, and plain RTP toward it is dropped.
+    trunk.send(&rtp(0, false, 1, 160, 7), good_b);
+    browser.connect();
+    // Browser -> trunk: decrypted. Trunk -> browser: encrypted.
+    for seq in 1..=20 {
+        let plain = rtp(0, false, seq, u32::from(seq) * 160, 0xabcd);
+        browser.send_rtp(&plain);
+        let (got, from) = trunk.recv();
+        assert_eq!((got, from), (plain, good_b));
+        let back = rtp(0, false, seq, u32::from(seq) * 160, 0x7777);
+        trunk.send(&back, good_b);
+        assert_eq!(browser.recv_rtp(), back);
+    }
+    // A packet with a bad tag is dropped, the next good one passes.
+    let plain = rtp(0, false, 30, 4800, 0xabcd);
+    let mut buf = plain.clone();
+    buf.resize(2048, 0);
+    let n = browser.srtp.as_mut().unwrap().protect(false, &mut buf, plain.len()).unwrap();
+    buf[n - 1] ^= 0x80;
+    browser.sock.send_to(&buf[..n], good_a).unwrap();
+    let next = rtp(0, false, 31, 4960, 0xabcd);
+    browser.send_rtp(&next);
+    assert_eq!(trunk.recv().0, next, "the forged packet never reached the trunk");
+
+    // The intruder completes DTLS with a certificate its SDP did not announce.
+    intruder.connect();
+    let s = relay_stats_until(&relay, bad, |s| s.failure.is_some());
+    assert_eq!(s.failure, Some(crate::backend::MediaFailure::FingerprintMismatch(LegSide::A)));
+    intruder.send_rtp(&rtp(0, false, 1, 160, 0x5555));
+    trunk2.send(&rtp(0, false, 1, 160, 0x6666), bad_b);
+    // The good call still works both ways...
+    let plain = rtp(0, false, 40, 6400, 0xabcd);
+    browser.send_rtp(&plain);
+    assert_eq!(trunk.recv().0, plain);
+    let back = rtp(0, false, 41, 6560, 0x7777);
+    trunk.send(&back, good_b);
+    assert_eq!(browser.recv_rtp(), back);
+    assert_eq!(relay.stats(good).unwrap().failure, None);
+    // ... and nothing crossed the failed one.
+    for p in [&trunk2.sock, &intruder.sock] {
+        p.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        let mut buf = [0u8; 2048];
+        assert!(p.recv_from(&mut buf).is_err(), "media crossed a failed pair");
+    }
+    let s = relay.stats(bad).unwrap();
+    assert_eq!(s.from_a.forwarded + s.from_b.forwarded, 0);
+}
+
+fn relay_stats_until(relay: &Relay, id: PairId, ok: impl Fn(&PairStats) -> bool) -> PairStats {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let s = relay.stats(id).unwrap();
+        if ok(&s) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "figures never matched: {s:#?}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}

@@ -28,7 +28,7 @@ pub mod ice;
 pub mod srtp;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;

@@ -30,13 +30,13 @@ fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
-fn identity() -> Arc<DtlsIdentity> {
+pub(crate) fn identity() -> Arc<DtlsIdentity> {
     // Key generation is the slow part; one identity serves every test, as one serves the relay.
     static ID: OnceLock<Arc<DtlsIdentity>> = OnceLock::new();
     Arc::clone(ID.get_or_init(|| Arc::new(DtlsIdentity::generate().unwrap())))
 }
 
-fn creds() -> IceCredentials {
+pub(crate) fn creds() -> IceCredentials {
     IceCredentials {
         local_ufrag: "sbcU".into(),
         local_pwd: "sbc-password-0123456789".into(),
@@ -46,7 +46,7 @@ fn creds() -> IceCredentials {
 }
 
 /// A STUN Binding request as a browser sends it toward the SBC.
-fn check(username: &str, pwd: &str, nominate: bool) -> Vec<u8> {
+pub(crate) fn check(username: &str, pwd: &str, nominate: bool) -> Vec<u8> {
     struct UseCandidate;
     impl Setter for UseCandidate {
         fn add_to(&self, m: &mut Message) -> rtc_shared::error::Result<()> {
@@ -82,7 +82,7 @@ fn drain(side: &mut SecureSide) -> Vec<Transmit> {
     std::iter::from_fn(|| side.poll_transmit()).collect()
 }
 
-fn rtp(seq: u16) -> Vec<u8> {
+pub(crate) fn rtp(seq: u16) -> Vec<u8> {
     let mut p = vec![0x80, 0];
     p.extend(seq.to_be_bytes());
     p.extend((u32::from(seq) * 160).to_be_bytes());
@@ -190,15 +190,16 @@ fn consent_expires_thirty_seconds_after_the_last_valid_check() {
 }
 
 /// A browser-like DTLS peer: its own certificate, an rtc-dtls endpoint.
-struct Peer {
-    endpoint: Endpoint,
-    config: Arc<HandshakeConfig>,
-    fingerprint: Fingerprint,
-    sbc: SocketAddr,
+pub(crate) struct Peer {
+    pub(crate) endpoint: Endpoint,
+    pub(crate) config: Arc<HandshakeConfig>,
+    pub(crate) fingerprint: Fingerprint,
+    /// The SBC's address, as the peer's endpoint knows it.
+    pub(crate) sbc: SocketAddr,
 }
 
 impl Peer {
-    fn new(is_client: bool) -> Peer {
+    pub(crate) fn new(is_client: bool) -> Peer {
         let provider = rtc_dtls::crypto_provider::default_provider().unwrap();
         let cert =
             Certificate::generate_self_signed(vec!["peer".into()], provider.crypto()).unwrap();
@@ -249,7 +250,7 @@ impl Peer {
     }
 
     /// The peer's SRTP contexts from its side of the handshake.
-    fn srtp(&self, is_client: bool) -> (SrtpPair, SrtpProfile) {
+    pub(crate) fn srtp(&self, is_client: bool) -> (SrtpPair, SrtpProfile) {
         let state = self.endpoint.get_connection_state(self.sbc).unwrap();
         let profile = match state.srtp_protection_profile() {
             SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80 => SrtpProfile::Aes128CmHmacSha1_80,

@@ -910,3 +910,87 @@ fn relay_stats_until(relay: &Relay, id: PairId, ok: impl Fn(&PairStats) -> bool)
         std::thread::sleep(Duration::from_millis(1));
     }
 }
+
+#[test]
+fn a_dtls_client_side_sends_its_hello_at_once_and_retransmits_on_the_workers_timer() {
+    use crate::backend::{DtlsRole, DtlsSpec, Fingerprint, Security};
+    let call = Call::new(V4, V4);
+    let server = Peer::new(V4);
+    let dtls = DtlsSpec {
+        role: DtlsRole::Client,
+        remote_fingerprints: vec![Fingerprint { algorithm: "sha-256".into(), digest: vec![0; 32] }],
+        ice: None,
+    };
+    let spec = RemoteSpec {
+        rtp: Some(server.addr()),
+        security: Security::Dtls(dtls),
+        ..RemoteSpec::default()
+    };
+    call.configure(LegSide::A, spec);
+    // Without ICE the ClientHello goes to the SDP address at configure, from the RTP port.
+    let (hello, from) = server.recv();
+    assert_eq!((hello[0], from), (22, call.at_a));
+    // Nobody answers: rtc-dtls retransmits after its first interval (1 s), which only the
+    // worker's deadline heap can trigger (no packet arrives to wake it).
+    let t = Instant::now();
+    let (again, from) = server.recv();
+    assert_eq!((again[0], from), (22, call.at_a));
+    assert!(t.elapsed() >= Duration::from_millis(500), "a retransmission, not a duplicate");
+    assert_eq!(call.relay.stats(call.id).unwrap().failure, None);
+}
+
+#[test]
+fn an_sdes_phone_bridges_to_a_plain_trunk_with_separate_rtcp() {
+    use crate::backend::{SdesKeys, Security, SrtpProfile};
+    use crate::secure::srtp::SrtpPair;
+    let call = Call::new(V4, V4);
+    let phone_key: Vec<u8> = (0..30).collect();
+    let sbc_key: Vec<u8> = (50..80).collect();
+    let keys = SdesKeys {
+        profile: SrtpProfile::Aes128CmHmacSha1_80,
+        local: sbc_key.clone(),
+        remote: phone_key.clone(),
+    };
+    let mut spec = remote(&call.a, &call.a_rtcp);
+    spec.security = Security::Sdes(keys);
+    call.configure(LegSide::A, spec);
+    let provider = rtc_dtls::crypto_provider::default_provider().unwrap();
+    let mut phone =
+        SrtpPair::new(SrtpProfile::Aes128CmHmacSha1_80, &phone_key, &sbc_key, provider.crypto())
+            .unwrap();
+    let seal = |ctx: &mut SrtpPair, rtcp: bool, plain: &[u8]| {
+        let mut buf = plain.to_vec();
+        buf.resize(2048, 0);
+        let n = ctx.protect(rtcp, &mut buf, plain.len()).unwrap();
+        buf.truncate(n);
+        buf
+    };
+    // Phone -> trunk, RTP and SRTCP on the RTCP port.
+    let plain = rtp(0, false, 1, 160, 0x1111);
+    call.a.send(&seal(&mut phone, false, &plain), call.at_a);
+    assert_eq!(call.b.recv().0, plain);
+    let rr = rtcp_rr(0x1111);
+    call.a_rtcp.send(&seal(&mut phone, true, &rr), rtcp_port(call.at_a));
+    assert_eq!(call.b_rtcp.recv().0, rr);
+    // A forged packet is dropped; the next good one passes.
+    let mut forged = seal(&mut phone, false, &rtp(0, false, 2, 320, 0x1111));
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    call.a.send(&forged, call.at_a);
+    let next = rtp(0, false, 3, 480, 0x1111);
+    call.a.send(&seal(&mut phone, false, &next), call.at_a);
+    assert_eq!(call.b.recv().0, next);
+    // Trunk -> phone: protected with the SBC's key, RTCP to the phone's RTCP port.
+    let back = rtp(0, false, 9, 1440, 0x2222);
+    call.b.send(&back, call.at_b);
+    let (mut got, _) = call.a.recv();
+    assert_ne!(got, back);
+    let n = phone.unprotect(false, &mut got).unwrap();
+    assert_eq!(&got[..n], &back[..]);
+    call.b_rtcp.send(&rtcp_rr(0x2222), rtcp_port(call.at_b));
+    let (mut got, _) = call.a_rtcp.recv();
+    let n = phone.unprotect(true, &mut got).unwrap();
+    assert_eq!(&got[..n], &rtcp_rr(0x2222)[..]);
+    let s = call.stats_until(|s| s.from_a.dropped >= 1);
+    assert_eq!(s.from_a.packets, 2);
+}

@@ -211,6 +211,7 @@ mod tests {
         assert_eq!(backend.stats(p.id).and_then(|s| s.last_packet), Some(now));
         assert_eq!(backend.close(p.id).and_then(|s| s.last_packet), Some(now));
         assert!(!backend.set_last_packet(p.id, now));
+        assert_eq!(backend.dtls_fingerprint().as_deref(), Some(VirtualBackend::FINGERPRINT));
     }
 
     #[test]

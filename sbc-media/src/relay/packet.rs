@@ -182,13 +182,7 @@ pub(crate) fn inspect(
     let Some(remote) = &x.remote else {
         return Verdict::Reject(DropReason::NotConfigured);
     };
-    let kind = match on {
-        // RFC 5761 §4: on a multiplexed port, a second byte (marker bit masked) of 64..=95 is
-        // RTCP (packet types 192..=223), anything else is RTP.
-        Socket::Rtp if remote.rtcp_mux && is_rtcp_type(data) => Kind::Rtcp,
-        Socket::Rtp => Kind::Rtp,
-        Socket::Rtcp => Kind::Rtcp,
-    };
+    let kind = kind_of(remote, on, data);
     let well_formed = match kind {
         Kind::Rtp => is_rtp(data),
         Kind::Rtcp => is_rtcp(data),
@@ -207,6 +201,29 @@ pub(crate) fn inspect(
         Kind::Rtcp => y.rtcp_destination(),
     };
     Verdict::Accept { kind, latch, out }
+}
+
+/// RFC 5761 §4: on a multiplexed port, a second byte (marker bit masked) of 64..=95 is RTCP
+/// (packet types 192..=223), anything else is RTP.
+fn kind_of(remote: &RemoteSpec, on: Socket, data: &[u8]) -> Kind {
+    match on {
+        Socket::Rtp if remote.rtcp_mux && is_rtcp_type(data) => Kind::Rtcp,
+        Socket::Rtp => Kind::Rtp,
+        Socket::Rtcp => Kind::Rtcp,
+    }
+}
+
+/// The source check of [`inspect`] alone, for SRTP before it is unprotected: a packet from a
+/// source that would be refused must not cost a decryption, nor advance the replay window
+/// (a copy raced from elsewhere would otherwise make the genuine packet a "replay").
+pub(crate) fn media_source(
+    x: &SideRules,
+    on: Socket,
+    data: &[u8],
+    src: SocketAddr,
+) -> Result<(), DropReason> {
+    let remote = x.remote.as_ref().ok_or(DropReason::NotConfigured)?;
+    source_check(x, remote, kind_of(remote, on, data), src).map(|_| ())
 }
 
 /// Is `src` accepted for `kind`? `Ok(true)`: accepted and to be latched.

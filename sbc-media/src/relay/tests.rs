@@ -875,6 +875,14 @@ fn dtls_srtp_side_bridges_to_a_plain_side_and_a_bad_fingerprint_fails_alone() {
     browser.send_rtp(&next);
     assert_eq!(trunk.recv().0, next, "the forged packet never reached the trunk");
 
+    // A check with a wrong password, from another address, gets no answer and moves nothing:
+    // media still goes to the browser.
+    let bad_check = crate::secure::tests::check("sbcU:brwsr", "wrong-password", true);
+    intruder.sock.send_to(&bad_check, good_a).unwrap();
+    let back = rtp(0, false, 32, 5120, 0x7777);
+    trunk.send(&back, good_b);
+    assert_eq!(browser.recv_rtp(), back);
+
     // The intruder completes DTLS with a certificate its SDP did not announce.
     intruder.connect();
     let s = relay_stats_until(&relay, bad, |s| s.failure.is_some());

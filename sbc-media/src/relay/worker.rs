@@ -501,7 +501,12 @@ fn relay_batch(
         // in place; only plain RTP/RTCP goes on to the packet rules.
         let mut len = data.len();
         if let Some(secure) = xs.secure.as_mut() {
-            if data.first().is_some_and(|b| (20..=63).contains(b)) && secure.ice_path().is_none() {
+            let first = data.first().copied().unwrap_or(0);
+            if first >= 128 && packet::media_source(&xs.rules, which, data, src).is_err() {
+                xs.counters.dropped += 1;
+                continue;
+            }
+            if (20..=63).contains(&first) && secure.ice_path().is_none() {
                 // DTLS without ICE: the RTP source rules (strict, or the NAT latch) apply.
                 match xs.rules.accepts_source(src) {
                     Ok(latch) if latch => xs.rules.latch(Kind::Rtp, src),

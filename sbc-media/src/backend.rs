@@ -266,7 +266,9 @@ pub struct DirectionStats {
     pub forwarded: u64,
     /// RTCP packets accepted from the peer.
     pub rtcp_packets: u64,
-    /// Packets dropped: wrong source, not forwarding (hold), or no destination yet.
+    /// Packets dropped: wrong source, not forwarding (hold), or no destination yet; on a secure
+    /// side also SRTP that fails authentication or is replayed, media before the keys exist, and
+    /// STUN/DTLS that is not accepted (wrong credentials, unchecked source).
     pub dropped: u64,
 }
 

@@ -55,6 +55,11 @@ impl VirtualBackend {
         }
     }
 
+    /// The fixed, fake fingerprint [`RelayBackend::dtls_fingerprint`] returns, so SDP tests can
+    /// expect it (no certificate has it).
+    pub const FINGERPRINT: &str = "sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:\
+00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF";
+
     /// Number of open pairs.
     pub fn open_pairs(&self) -> usize {
         self.lock().pairs.len()
@@ -148,6 +153,10 @@ impl RelayBackend for VirtualBackend {
         state.free.push_back(p.ports.b_rtp);
         Some(p.stats)
     }
+
+    fn dtls_fingerprint(&self) -> Option<String> {
+        Some(VirtualBackend::FINGERPRINT.to_owned())
+    }
 }
 
 fn idx(side: LegSide) -> usize {
@@ -202,6 +211,7 @@ mod tests {
         assert_eq!(backend.stats(p.id).and_then(|s| s.last_packet), Some(now));
         assert_eq!(backend.close(p.id).and_then(|s| s.last_packet), Some(now));
         assert!(!backend.set_last_packet(p.id, now));
+        assert_eq!(backend.dtls_fingerprint().as_deref(), Some(VirtualBackend::FINGERPRINT));
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub mod ports;
 pub mod relay;
 pub mod sdp;
 pub mod stats;
+pub mod transcode;
 mod virtual_backend;
 
 use std::fmt;

@@ -72,6 +72,7 @@ use crate::backend::{
     PacketTap, PairId, PairPorts, PairSpec, PairStats, RelayBackend, RelayError, RemoteSpec,
 };
 use crate::ports::{Leased, PortPool};
+use crate::transcode::OpusSettings;
 
 /// Receive and send buffer requested for every media socket (the kernel doubles it and caps
 /// it at `net.core.rmem_max` / `wmem_max`). 256 KiB holds seconds of a voice stream, or about
@@ -137,8 +138,15 @@ struct PairEntry {
 }
 
 impl Relay {
-    /// Checks the config, then starts the workers.
+    /// Checks the config, then starts the workers; transcoded calls get the default Opus
+    /// encoder settings.
     pub fn start(config: RelayConfig) -> io::Result<Relay> {
+        Relay::start_with_opus(config, OpusSettings::default())
+    }
+
+    /// [`Relay::start`] with the Opus encoder settings of transcoded calls (complexity,
+    /// bitrate).
+    pub fn start_with_opus(config: RelayConfig, opus: OpusSettings) -> io::Result<Relay> {
         let pool = PortPool::new(config.port_min, config.port_max)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         if config.dscp.is_some_and(|d| d > 63) {
@@ -168,7 +176,7 @@ impl Relay {
             let thread =
                 std::thread::Builder::new().name(format!("media-{i}")).spawn(move || {
                     let _alive = alive;
-                    Worker::new(poll, rx, epoch).run();
+                    Worker::new(poll, rx, epoch, opus).run();
                 })?;
             relay.workers.push(handle);
             relay.threads().push(thread);

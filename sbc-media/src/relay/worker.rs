@@ -14,8 +14,15 @@
 //!
 //! Nothing on the per-packet path allocates, locks or logs: buffers are the worker's batch,
 //! state lives in the slab, figures go out through atomics. Logs are for control events only.
+//!
+//! Transcoding hook: a side whose [`RemoteSpec::transcode`] is set holds a [`Transcoder`]
+//! (built on `configure`, on this thread, never on signalling). Its accepted RTP does not take
+//! the batch path: [`transcode_rtp`] runs it through the transcoder and sends what comes out
+//! (zero or more packets, in the worker's [`Emitted`] arena) through the other side's RTP socket.
+//! RTCP of a transcoded pair is not forwarded (see `relay_batch`).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -26,13 +33,14 @@ use std::time::{Duration, Instant, SystemTime};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 
-use super::packet::{self, Kind, RtpFields, SideRules, Socket, Verdict};
+use super::packet::{self, Kind, Out, RtpFields, SideRules, Socket, Verdict};
 use super::publish::SharedStats;
 use super::sys::{BATCH, Batch};
 use crate::LegSide;
-use crate::backend::{DirectionStats, PacketTap, PairId, RemoteSpec};
+use crate::backend::{DirectionStats, PacketTap, PairId, RemoteSpec, Transcode};
 use crate::ports::Leased;
 use crate::stats::RtpReceiveStats;
+use crate::transcode::{Disposition, Emitted, OpusSettings, Transcoder};
 
 /// Receive batches taken from one socket per round before the worker serves the others
 /// (8 × 32 = 256 datagrams).
@@ -65,6 +73,9 @@ struct Side {
     /// from `rx` when published.
     counters: DirectionStats,
     rx: RtpReceiveStats,
+    /// The transcoder of RTP from this side's peer and the spec it was built for; `None` when
+    /// the pair relays as is.
+    transcoder: Option<(Transcode, Transcoder)>,
     /// Local addresses of the RTP and RTCP sockets, for the headers of tapped packets.
     local: [SocketAddr; 2],
     /// Last field: the sockets close before the lease returns their ports.
@@ -127,6 +138,15 @@ pub(crate) struct Worker {
     next_carry: Vec<Token>,
     /// The relay's time origin for published instants and RTP arrival clocks.
     epoch: Instant,
+    /// Encoder settings of the transcoders this worker builds.
+    opus: OpusSettings,
+    /// Output arena of the transcoders, reused for every packet.
+    emitted: Emitted,
+    /// Keys the SSRCs and initial sequence numbers of transcoded streams (RFC 3550 §8.1 wants
+    /// them random).
+    random: RandomState,
+    /// Transcoders built so far, mixed into their seeds.
+    built: u64,
 }
 
 fn token(slot: usize, side: usize, which: Socket) -> Token {
@@ -139,7 +159,12 @@ fn untoken(t: Token) -> (usize, usize, Socket) {
 }
 
 impl Worker {
-    pub(crate) fn new(poll: Poll, commands: Receiver<Command>, epoch: Instant) -> Worker {
+    pub(crate) fn new(
+        poll: Poll,
+        commands: Receiver<Command>,
+        epoch: Instant,
+        opus: OpusSettings,
+    ) -> Worker {
         Worker {
             poll,
             events: Events::with_capacity(EVENTS),
@@ -151,6 +176,10 @@ impl Worker {
             carry: Vec::new(),
             next_carry: Vec::new(),
             epoch,
+            opus,
+            emitted: Emitted::new(),
+            random: RandomState::new(),
+            built: 0,
         }
     }
 
@@ -198,8 +227,8 @@ impl Worker {
             match self.commands.try_recv() {
                 Ok(Command::Open { id, sides, v6, shared }) => self.open(id, sides, v6, shared),
                 Ok(Command::Configure { id, side, remote }) => {
-                    if let Some(pair) = self.by_id.get(&id).and_then(|&s| self.pairs[s].as_mut()) {
-                        pair.sides[side_index(side)].rules.configure(&remote);
+                    if let Some(&slot) = self.by_id.get(&id) {
+                        self.configure(slot, side, &remote);
                     }
                 }
                 Ok(Command::Tap { id, tap }) => {
@@ -248,6 +277,7 @@ impl Worker {
                 rules: SideRules::new(v6),
                 counters: DirectionStats::default(),
                 rx: RtpReceiveStats::new(),
+                transcoder: None,
                 local,
                 sockets,
             }
@@ -273,6 +303,35 @@ impl Worker {
         let sockets = 4 * self.pairs.len();
         self.carry.reserve(sockets.saturating_sub(self.carry.len()));
         self.next_carry.reserve(sockets.saturating_sub(self.next_carry.len()));
+    }
+
+    /// New remote description for one side; (re)builds its transcoder when the transcoding
+    /// changed (an unchanged one keeps its state: the stream it sends goes on).
+    fn configure(&mut self, slot: usize, side: LegSide, remote: &RemoteSpec) {
+        let Some(pair) = self.pairs.get_mut(slot).and_then(Option::as_mut) else { return };
+        let s = &mut pair.sides[side_index(side)];
+        s.rules.configure(remote);
+        let unchanged = match (&s.transcoder, &remote.transcode) {
+            (Some((old, _)), Some(new)) => old == new,
+            (None, None) => true,
+            _ => false,
+        };
+        if unchanged {
+            return;
+        }
+        s.transcoder = remote.transcode.as_ref().and_then(|spec| {
+            self.built += 1;
+            let seed = self.random.hash_one((pair.id.0, side_index(side), self.built));
+            match Transcoder::new(spec, self.opus, (seed >> 32) as u32, seed) {
+                Ok(t) => Some((spec.clone(), t)),
+                Err(e) => {
+                    // The plane only asks for codecs the transcoder has; the side then relays
+                    // nothing rather than the wrong codec.
+                    tracing::error!(pair = pair.id.0, error = %e, "media worker: no transcoder");
+                    None
+                }
+            }
+        });
     }
 
     fn register(&self, pair: &mut Pair, slot: usize) -> io::Result<()> {
@@ -329,7 +388,7 @@ impl Worker {
                 // the socket works again): leave it until the next readiness event.
                 Err(_) => return,
             };
-            relay_batch(pair, side, which, &mut self.batch, n, self.epoch);
+            relay_batch(pair, side, which, &mut self.batch, n, self.epoch, &mut self.emitted);
             pair.publish(side, self.epoch);
             if n < BATCH {
                 // The queue was empty before the batch filled; a datagram arriving after that
@@ -371,6 +430,7 @@ fn relay_batch(
     batch: &mut Batch,
     n: usize,
     epoch: Instant,
+    emitted: &mut Emitted,
 ) {
     // One clock read per batch, not per packet.
     let now = Instant::now();
@@ -383,6 +443,10 @@ fn relay_batch(
         [a, b] => (b, &*a),
     };
     let clock_rate = xs.rules.remote().map_or(0, |r| r.clock_rate);
+    // RTCP is not forwarded across a transcoded pair: its SSRCs, sequence numbers and timestamps
+    // describe a stream the other peer never sees (the SBC sends its own), so its reports
+    // would be wrong there.
+    let transcoded = xs.transcoder.is_some() || ys.transcoder.is_some();
     let arrival = rtp_clock(now.saturating_duration_since(epoch), clock_rate);
     let mut accepted = false;
     for i in 0..n {
@@ -414,13 +478,24 @@ fn relay_batch(
                 if let Some(h) = RtpFields::parse(data) {
                     xs.rx.handle_rtp(h.ssrc, h.seq, h.timestamp, arrival);
                 }
+                if let (Some((_, transcoder)), Ok(out)) = (xs.transcoder.as_mut(), &out) {
+                    let sent = transcode_rtp(transcoder, data, *out, ys, emitted, tap, wall);
+                    xs.counters.forwarded += sent.forwarded;
+                    xs.counters.dropped += sent.dropped;
+                    continue;
+                }
                 if out.is_ok()
                     && let Some(remote) = xs.rules.remote()
                 {
                     packet::rewrite_payload_type(data, &remote.pt_map);
                 }
             }
-            Kind::Rtcp => xs.counters.rtcp_packets += 1,
+            Kind::Rtcp => {
+                xs.counters.rtcp_packets += 1;
+                if transcoded {
+                    continue;
+                }
+            }
         }
         if let (Some(tap), Ok(out)) = (tap, &out) {
             tap.packet(wall, ys.local(out.via), out.to, data);
@@ -447,6 +522,46 @@ fn relay_batch(
     if accepted {
         pair.last_packet = Some(now);
     }
+}
+
+/// What [`transcode_rtp`] did with one packet.
+struct Transcoded {
+    /// Packets sent toward the other side.
+    forwarded: u64,
+    /// The input packet, when the transcoder refused it, and outputs that could not be sent.
+    dropped: u64,
+}
+
+/// The transcoding stage: one accepted RTP packet from side X (after SRTP removal, where a side
+/// has it) through X's transcoder; every packet it produces goes to `out` through side Y's RTP
+/// socket (where SRTP protection toward Y belongs). One `send_to` per output: a transcoded call
+/// sends 100 packets/s, and the codec costs ~50 times more than the system call.
+fn transcode_rtp(
+    transcoder: &mut Transcoder,
+    data: &[u8],
+    out: Out,
+    ys: &Side,
+    emitted: &mut Emitted,
+    tap: Option<&dyn PacketTap>,
+    wall: SystemTime,
+) -> Transcoded {
+    emitted.clear();
+    let mut result = Transcoded { forwarded: 0, dropped: 0 };
+    // Comfort noise and events toward a side without them are consumed, not dropped.
+    if matches!(transcoder.handle_rtp(data, emitted), Disposition::Dropped(_)) {
+        result.dropped += 1;
+    }
+    result.dropped += u64::from(emitted.overflow());
+    for packet in emitted.iter() {
+        if let Some(tap) = tap {
+            tap.packet(wall, ys.local(Socket::Rtp), out.to, packet);
+        }
+        match send_one(ys.socket(Socket::Rtp), packet, out.to) {
+            Ok(()) => result.forwarded += 1,
+            Err(_) => result.dropped += 1,
+        }
+    }
+    result
 }
 
 fn tag(kind: Kind) -> usize {

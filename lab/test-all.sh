@@ -3,7 +3,7 @@
 # what .ci/run executes).
 #
 #   1. installs the lab's peers with apt-get if any is missing (sip-tester, tshark,
-#      iproute2, procps, baresip-core, sox, sipvicious, nftables); a peer that cannot be
+#      iproute2, procps, baresip-core, sox, sipvicious, nftables, cmake); a peer that cannot be
 #      installed is a failure, never a skip
 #   2. cargo fmt --all -- --check
 #   3. cargo clippy --workspace --all-targets -- -D warnings
@@ -75,6 +75,9 @@ install_peers() {
     command -v sngrep >/dev/null || missing+=(sngrep)
     # libfuzzer-sys compiles libFuzzer (C++) for the fuzz step.
     command -v c++ >/dev/null || missing+=(g++)
+    # opusic-sys builds its bundled libopus with cmake (sbc-media's transcoding); the cargo
+    # steps below run after this one.
+    command -v cmake >/dev/null || missing+=(cmake)
     if ((${#missing[@]} == 0)); then
         echo "peers present: $(sipp -v 2>/dev/null | grep -o 'SIPp v[^ ]*' | head -n 1), $(tshark -v 2>/dev/null | head -n 1), $(baresip -h 2>&1 | grep -o 'baresip v[^ ]*' | head -n 1), sox $(sox --version 2>/dev/null | grep -o 'v[0-9.]*'), $(nft --version 2>/dev/null)"
         return 0
@@ -91,7 +94,8 @@ install_peers() {
         command -v ip >/dev/null && command -v ss >/dev/null && command -v pgrep >/dev/null &&
         command -v c++ >/dev/null && command -v baresip >/dev/null && command -v sox >/dev/null &&
         command -v svmap >/dev/null && command -v svwar >/dev/null && command -v svcrack >/dev/null &&
-        command -v nft >/dev/null && command -v setpriv >/dev/null && command -v sngrep >/dev/null
+        command -v nft >/dev/null && command -v setpriv >/dev/null && command -v sngrep >/dev/null &&
+        command -v cmake >/dev/null
 }
 echo "==== peers"
 if install_peers; then

@@ -9,12 +9,23 @@
 //! call costs every 20 ms, so 20 ms / (decode + encode) is the codec bound in calls per core.
 //! Also times the SBC's `Transcoder` (both directions of one call, no sockets).
 //!
+//! `tcbench rtpengine --calls N --pid PID [--ng-port P] [--warmup S] [--duration S]`: the same
+//! calls through an rtpengine already running (its ng port on loopback, PID for its CPU),
+//! set up with ng offer/answer so that it transcodes: the browser side offers Opus, the offer
+//! toward the trunk masks it and adds PCMU (`codec: {mask: [all], transcode: [PCMU]}`), the
+//! trunk answers PCMU.
+//!
 //! `tcbench relay --calls N [--warmup S] [--duration S] [--relay-core C] [--gen-core C]
 //! `: N calls through the SBC's relay (`sbc_media::relay::Relay`, one media
 //! worker, the code the `sbc` binary runs), each a browser side sending Opus (20 ms, 48 kHz
 //! clock) and a trunk side sending PCMU, every 20 ms each, transcoded both ways. Prints
 //! key=value lines: packets sent and received in the window, loss, latency percentiles, the
 //! worker's CPU per call.
+
+// rtpload's ng (bencode over UDP) client, shared with the relay benchmark.
+#[path = "../../../relay/rtpload/src/ng.rs"]
+#[allow(dead_code)]
+mod ng;
 
 use std::collections::HashMap;
 use std::io::ErrorKind;
@@ -62,8 +73,15 @@ fn main() -> ExitCode {
             opt("--gen-core", 1.0) as usize,
             settings,
         ),
+        Some("rtpengine") => rtpengine(
+            opt("--calls", 100.0) as usize,
+            opt("--warmup", 2.0),
+            opt("--duration", 10.0),
+            opt("--ng-port", 2223.0) as u16,
+            opt("--pid", 0.0) as u32,
+        ),
         _ => {
-            eprintln!("usage: tcbench codec|relay [options] (see src/main.rs)");
+            eprintln!("usage: tcbench codec|relay|rtpengine [options] (see src/main.rs)");
             ExitCode::from(64)
         }
     }
@@ -281,8 +299,11 @@ struct Stream {
     to: SocketAddr,
     /// Send instants by cycle (ring).
     sent_at: Vec<Option<Instant>>,
-    /// Sequence number of the first packet out of the relay.
-    first_seq: Option<u16>,
+    /// Sequence number of the first packet out of X, and the cycle it belongs to (the last one
+    /// sent when it arrived: X may hold a first frame back).
+    first: Option<(u16, u64)>,
+    /// Packets sent so far.
+    sent: u64,
     received_in_window: u64,
 }
 
@@ -337,7 +358,8 @@ fn relay(
             streams.push(Stream {
                 to,
                 sent_at: vec![None; RING],
-                first_seq: None,
+                first: None,
+                sent: 0,
                 received_in_window: 0,
             });
         }
@@ -461,6 +483,7 @@ fn generate(
             for (dir, sock, packet) in [(0, &browser, &a), (1, &trunk, &b)] {
                 let s = &mut streams[2 * call + dir];
                 s.sent_at[(cycle as usize) % RING] = Some(Instant::now());
+                s.sent += 1;
                 if sock.send_to(packet, s.to).is_err() {
                     send_errors += 1;
                 }
@@ -485,9 +508,11 @@ fn generate(
                         }
                         let seq = u16::from_be_bytes([buf[2], buf[3]]);
                         let s = &mut streams[si];
-                        let first = *s.first_seq.get_or_insert(seq);
-                        // One packet out per packet in: the k-th out is the k-th cycle.
-                        let cycle = u64::from(seq.wrapping_sub(first));
+                        let sent = s.sent;
+                        let (first, first_cycle) =
+                            *s.first.get_or_insert((seq, sent.saturating_sub(1)));
+                        // One 20 ms packet out per 20 ms packet in.
+                        let cycle = first_cycle + u64::from(seq.wrapping_sub(first));
                         if cycle >= warm_cycles && cycle < total_cycles {
                             s.received_in_window += 1;
                             if let Some(at) = s.sent_at[(cycle as usize) % RING] {
@@ -516,4 +541,136 @@ fn generate(
         _ => f64::NAN,
     };
     Outcome { window, expected, received, misrouted, send_errors, latencies, cpu_s }
+}
+
+fn sdp(port: u16, session: u64, opus: bool) -> String {
+    let (fmt, rtpmap) = if opus {
+        ("111", "a=rtpmap:111 opus/48000/2\r\na=fmtp:111 useinbandfec=1\r\n")
+    } else {
+        ("0", "a=rtpmap:0 PCMU/8000\r\n")
+    };
+    format!(
+        "v=0\r\no=- {session} 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {port} RTP/AVP {fmt}\r\n{rtpmap}a=ptime:20\r\na=sendrecv\r\n"
+    )
+}
+
+/// The port of the first `m=audio` line.
+fn audio_port(sdp: &str) -> Option<u16> {
+    sdp.lines().find_map(|l| l.strip_prefix("m=audio ")?.split_whitespace().next()?.parse().ok())
+}
+
+/// utime + stime of process `pid`, in clock ticks.
+fn process_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+fn rtpengine(calls: usize, warmup: f64, duration: f64, ng_port: u16, pid: u32) -> ExitCode {
+    use ng::{NgClient, Value};
+    let browser = UdpSocket::bind((LOCAL, 0)).unwrap();
+    let trunk = UdpSocket::bind((LOCAL, 0)).unwrap();
+    for s in [&browser, &trunk] {
+        s.set_nonblocking(true).unwrap();
+        set_buffers(s, 8 << 20);
+    }
+    let (bport, tport) = (browser.local_addr().unwrap().port(), trunk.local_addr().unwrap().port());
+    let server = std::net::SocketAddrV4::new(Ipv4Addr::LOCALHOST, ng_port);
+    let mut cl = NgClient::new(Ipv4Addr::LOCALHOST, server).expect("ng client");
+    let me = std::process::id();
+    let common = |c: usize, cmd: &str, body: String| {
+        vec![
+            ("command", Value::str(cmd)),
+            ("call-id", Value::str(&format!("tc-{me}-{c}"))),
+            ("from-tag", Value::str(&format!("a{c}"))),
+            ("sdp", Value::str(&body)),
+            ("replace", Value::List(vec![Value::str("origin"), Value::str("session-connection")])),
+            ("ICE", Value::str("remove")),
+        ]
+    };
+    let offers: Vec<Value> = (0..calls)
+        .map(|c| {
+            let mut d = common(c, "offer", sdp(bport, c as u64 + 1, true));
+            d.push((
+                "codec",
+                Value::dict(vec![
+                    ("mask", Value::List(vec![Value::str("all")])),
+                    ("transcode", Value::List(vec![Value::str("PCMU")])),
+                ]),
+            ));
+            Value::dict(d)
+        })
+        .collect();
+    let offer_replies = match cl.request_all(&offers) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ng offer: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let answers: Vec<Value> = (0..calls)
+        .map(|c| {
+            let mut d = common(c, "answer", sdp(tport, c as u64 + 1_000_000, false));
+            d.push(("to-tag", Value::str(&format!("b{c}"))));
+            Value::dict(d)
+        })
+        .collect();
+    let answer_replies = match cl.request_all(&answers) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ng answer: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let port_of = |r: &Value, what: &str, c: usize| -> Option<u16> {
+        let body = r.get("sdp").and_then(Value::as_str);
+        if c == 0 {
+            eprintln!("{what} toward {}:\n{}", if what == "offer" { "trunk" } else { "browser" }, body.unwrap_or("-"));
+        }
+        body.and_then(audio_port)
+    };
+    let mut streams = Vec::with_capacity(2 * calls);
+    let mut by_port = HashMap::new();
+    for c in 0..calls {
+        let (Some(at_a), Some(at_b)) =
+            (port_of(&answer_replies[c], "answer", c), port_of(&offer_replies[c], "offer", c))
+        else {
+            eprintln!("call {c}: rtpengine refused: {:?}", offer_replies[c].get("error-reason"));
+            return ExitCode::from(2);
+        };
+        for port in [at_a, at_b] {
+            streams.push(Stream {
+                to: SocketAddr::new(LOCAL, port),
+                sent_at: vec![None; RING],
+                first: None,
+                sent: 0,
+                received_in_window: 0,
+            });
+        }
+        by_port.insert(at_b, 2 * c);
+        by_port.insert(at_a, 2 * c + 1);
+    }
+    let result = generate(
+        &browser,
+        &trunk,
+        &mut streams,
+        &by_port,
+        warmup,
+        duration,
+        &|| process_ticks(pid),
+    );
+    let deletes: Vec<Value> = (0..calls)
+        .map(|c| {
+            Value::dict(vec![
+                ("command", Value::str("delete")),
+                ("call-id", Value::str(&format!("tc-{me}-{c}"))),
+                ("from-tag", Value::str(&format!("a{c}"))),
+            ])
+        })
+        .collect();
+    let _ = cl.request_all(&deletes);
+    println!("x=rtpengine");
+    result.report(calls)
 }

@@ -10,7 +10,8 @@
 //!
 //! Per packet, a worker applies the rules of `packet` (source check and NAT latching, RFC 5761
 //! demultiplexing, header checks, hold) and forwards through the other side's socket, rewriting
-//! only the payload type byte. It reads with `recvmmsg` and writes with `sendmmsg`, up to 32
+//! only the payload type byte; RTP from a side whose `RemoteSpec::transcode` is set goes through
+//! that side's [`crate::transcode::Transcoder`] instead, on the same worker. It reads with `recvmmsg` and writes with `sendmmsg`, up to 32
 //! datagrams per call, and reads the clock once per batch.
 //!
 //! Sockets are non-blocking UDP, bound on the pair's local addresses (IPv4 or IPv6 per side;

@@ -57,8 +57,9 @@ use crate::backend::Transcode;
 /// concealed frames and a padded partial one.
 pub const MAX_EMITTED: usize = 16;
 
-/// Bytes available for the packets of one input packet (16 G.711 packets of 20 ms are 2,752).
-pub const EMITTED_BYTES: usize = 4096;
+/// Bytes available for the packets of one input packet: [`MAX_EMITTED`] packets of the largest
+/// size a packet may take before it is written (an Opus frame's header and `MAX_OPUS_PAYLOAD`).
+pub const EMITTED_BYTES: usize = MAX_EMITTED * (RTP_HEADER + MAX_OPUS_PAYLOAD);
 
 /// Largest Opus payload the encoder may write for one 20 ms frame (libopus's `max_data_bytes`);
 /// at the configured bitrate a frame is some 60 bytes.
@@ -211,7 +212,7 @@ impl Emitted {
         };
         match written {
             Some(len) if len <= max => {
-                // Invariant: start + len <= EMITTED_BYTES (4096) fits in u16.
+                // Invariant: start + len <= EMITTED_BYTES (6,592) fits in u16.
                 self.spans[self.count] = (start as u16, len as u16);
                 self.count += 1;
                 true

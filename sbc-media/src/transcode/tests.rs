@@ -442,3 +442,21 @@ fn arbitrary_packets_never_panic() {
         }
     }
 }
+
+#[test]
+fn the_longest_packets_after_the_longest_loss_all_fit() {
+    // 120 ms G.711 packets (960 samples, Opus's longest too), one lost: 120 ms concealed and
+    // 120 ms decoded make 12 Opus frames from one input packet.
+    let mut input = pcmu_tone(5, 120, 3000.0);
+    input.remove(2);
+    let mut t = transcoder(pcmu(), opus());
+    let mut out = Emitted::new();
+    let mut counts = Vec::new();
+    for p in &input {
+        out.clear();
+        t.handle_rtp(p, &mut out);
+        assert_eq!(out.overflow(), 0);
+        counts.push(out.len());
+    }
+    assert_eq!(counts, [6, 6, 12, 6]);
+}

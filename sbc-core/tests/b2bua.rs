@@ -37,6 +37,7 @@ fn config(targets: &[&str], ring: Duration) -> Config {
         capture: Default::default(),
         records: None,
         policy: Default::default(),
+        registrars: Vec::new(),
         // No media timeout: most scenarios run long on the fake clock without RTP.
         media: MediaConfig {
             defaults: MediaOptions {

@@ -31,6 +31,7 @@
 //!
 //! Calling `handle_timeout` early is harmless.
 
+pub mod bindings;
 pub mod dialog;
 mod engine;
 pub mod health;

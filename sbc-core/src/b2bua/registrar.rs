@@ -1,14 +1,20 @@
-//! The minimal local answer to an authenticated REGISTER: `200 OK` listing the contacts just
-//! registered with their expiry, and a `Date` (RFC 3261 section 10.3, steps 8 and 10).
+//! REGISTER, as the SBC answers and relays it (RFC 3261 section 10): what a REGISTER asks for,
+//! the local `200 OK` (the bindings of the address of record with their expiry, and a `Date`,
+//! section 10.3 steps 8 and 10), the REGISTER the SBC sends upstream in a client's place, and the
+//! upstream answer relayed back. Pure functions over messages; the bindings themselves are in
+//! [`super::bindings`], the decisions in the engine (`engine/registrations.rs`).
 //!
-//! There is no binding store: nothing is remembered and no call is routed to a registered user.
-//! That is issue 6 (relaying registrations to an upstream registrar, and a local registrar with
-//! bindings). Until then a phone behind the SBC can register, and so keep its account "online",
-//! and place calls, but not receive them.
+//! Two modes per access listener (`registrars:` in the config): `relay` registers each client
+//! binding at a registrar trunk with the SBC's own Contact (a token, see
+//! [`super::bindings::make_token`]) and answers the client's refreshes locally while the upstream
+//! registration lasts; `local` keeps the bindings of the listener's digest users itself.
+
+use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::sip::{HeaderName, Message, NameAddr};
+use super::bindings::Upstream;
+use crate::sip::{Header, HeaderName, Host, Message, Method, NameAddr, StartLine, Uri};
 
 /// Longest registration granted, in seconds (a phone asking for more gets this and
 /// re-registers sooner); also the expiry of contacts that name none.
@@ -38,6 +44,149 @@ pub fn accept(req: &Message, to_tag: &str, date: &str) -> Message {
     }
     r.push(HeaderName::from_bytes(&Bytes::from_static(b"Date")), date.to_owned());
     r
+}
+
+/// What a REGISTER asks for (RFC 3261 section 10.3, steps 6 and 7). Only the first contact of a
+/// REGISTER is bound: one client registers one contact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContactRequest {
+    /// No Contact: list the current bindings.
+    Query,
+    /// `Contact: *` with `Expires: 0`: remove every binding of the address of record.
+    RemoveAll,
+    /// Bind (or, with a zero expiry, unbind) this contact URI.
+    Bind {
+        /// The contact URI as the client wrote it.
+        contact: Bytes,
+        /// The expiry asked for (`expires` parameter, else `Expires`, else `default`).
+        expires: Duration,
+    },
+}
+
+/// Reads what `req` asks for; `default` is the expiry of a contact that names none. `Err` is a
+/// malformed request (a 400 with this reason).
+pub fn contact_request(req: &Message, default: Duration) -> Result<ContactRequest, &'static str> {
+    let Some(value) = req.values(&HeaderName::Contact).next() else {
+        return Ok(ContactRequest::Query);
+    };
+    if value.trim_ascii() == b"*" {
+        // Section 10.3 step 6: `*` only with Expires: 0.
+        return match req.expires() == Some(0) {
+            true => Ok(ContactRequest::RemoveAll),
+            false => Err("Contact * Needs Expires: 0"),
+        };
+    }
+    let contact = NameAddr::parse(&value).map_err(|_| "Invalid Contact")?;
+    let expires = contact
+        .param("expires")
+        .and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse::<u32>().ok())
+        .or(req.expires())
+        .map_or(default, |s| Duration::from_secs(u64::from(s)));
+    Ok(ContactRequest::Bind { contact: contact.uri.raw, expires })
+}
+
+/// The address of record a URI names: `user@host`, the host in lower case; `None` without a
+/// user part.
+pub fn aor_of(uri: &Uri) -> Option<String> {
+    let user = uri.user_str().filter(|u| !u.is_empty())?;
+    let host = uri.host.as_ref()?;
+    Some(format!("{user}@{}", host.to_string().to_ascii_lowercase()))
+}
+
+/// Whether `host` names `domain` (compared without case; an IP literal as written).
+pub fn host_is(host: &Host, domain: &str) -> bool {
+    host.to_string().eq_ignore_ascii_case(domain)
+}
+
+/// The `200 OK` to `req` listing `contacts` (URI, seconds left), with `to_tag` and `date`.
+pub fn bindings_ok(req: &Message, to_tag: &str, date: &str, contacts: &[(Bytes, u64)]) -> Message {
+    let mut r = req.response_to(200, "OK", Some(to_tag));
+    for (uri, secs) in contacts {
+        r.push_fmt(
+            HeaderName::Contact,
+            format_args!("<{}>;expires={secs}", String::from_utf8_lossy(uri)),
+        );
+    }
+    r.push(HeaderName::from_bytes(&Bytes::from_static(b"Date")), date.to_owned());
+    r
+}
+
+/// The REGISTER sent upstream for a binding: the client's Request-URI (its digest `uri` must
+/// keep matching), From (our tag) and To, the upstream dialog's Call-ID and CSeq, the SBC's
+/// `contact` (a header value) and the client's credentials. `None` if the stored Request-URI no
+/// longer parses.
+pub fn upstream_register(up: &Upstream, contact: &str, expires: Duration) -> Option<Message> {
+    let uri = Uri::parse(up.request_uri.clone()).ok()?;
+    let mut m = Message::request(Method::Register, uri);
+    m.push(HeaderName::MaxForwards, Bytes::from_static(b"70"));
+    m.push_fmt(
+        HeaderName::From,
+        format_args!("{};tag={}", String::from_utf8_lossy(&up.from), up.from_tag),
+    );
+    m.push(HeaderName::To, up.to.clone());
+    m.push(HeaderName::CallId, up.call_id.clone());
+    m.push_fmt(HeaderName::CSeq, format_args!("{} REGISTER", up.cseq));
+    m.push(HeaderName::Contact, contact.to_owned());
+    m.push_fmt(HeaderName::Expires, format_args!("{}", expires.as_secs()));
+    m.headers.extend(up.credentials.iter().cloned());
+    Some(m)
+}
+
+/// The client's From without its tag (the upstream registration has its own).
+pub fn from_without_tag(req: &Message) -> Option<Bytes> {
+    let from = req.from().ok()?;
+    let mut v = Vec::with_capacity(from.uri.raw.len() + 32);
+    if let Some(d) = &from.display {
+        v.extend_from_slice(d);
+        v.push(b' ');
+    }
+    v.push(b'<');
+    v.extend_from_slice(&from.uri.raw);
+    v.push(b'>');
+    Some(Bytes::from(v))
+}
+
+/// The client's credentials: every Authorization and Proxy-Authorization line, unchanged.
+pub fn credentials_of(req: &Message) -> Vec<Header> {
+    let is_credentials =
+        |h: &&Header| matches!(h.name, HeaderName::Authorization | HeaderName::ProxyAuthorization);
+    req.headers.iter().filter(is_credentials).cloned().collect()
+}
+
+/// An upstream refusal relayed to the client, with the headers it needs to act on it:
+/// challenges (unchanged, so the client answers the upstream registrar's realm), Min-Expires,
+/// Retry-After.
+pub fn relay_refusal(req: &Message, resp: &Message, to_tag: &str) -> Message {
+    let code = resp.code().unwrap_or(500);
+    let reason = match &resp.start {
+        StartLine::Response(s) => String::from_utf8_lossy(&s.reason).into_owned(),
+        StartLine::Request(_) => String::new(),
+    };
+    let mut r = req.response_to(code, &reason, Some(to_tag));
+    for h in &resp.headers {
+        let keep = matches!(
+            h.name,
+            HeaderName::WwwAuthenticate | HeaderName::ProxyAuthenticate | HeaderName::RetryAfter
+        ) || h.name.matches("Min-Expires");
+        if keep {
+            r.headers.push(h.clone());
+        }
+    }
+    r
+}
+
+/// The expiry the upstream registrar granted our `token`'s contact in its 2xx: the contact's
+/// `expires` parameter, else the Expires header (RFC 3261 section 10.2.4).
+pub fn granted_expiry(resp: &Message, token: &str) -> Option<Duration> {
+    let ours = resp
+        .values(&HeaderName::Contact)
+        .filter_map(|v| NameAddr::parse(&v).ok())
+        .find(|c| c.uri.user_str() == Some(token));
+    let secs = ours
+        .and_then(|c| c.param("expires"))
+        .and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse::<u32>().ok())
+        .or(resp.expires())?;
+    Some(Duration::from_secs(u64::from(secs)))
 }
 
 /// `Sun, 06 Nov 1994 08:49:37 GMT` for Unix seconds (RFC 3261 section 20.17, RFC 1123).

@@ -363,7 +363,7 @@ fn registrars(
     ls: &Table<ListenerConfig>,
     ts: &Table<TrunkConfig>,
 ) -> Vec<RegistrarConfig> {
-    let mut out: Vec<RegistrarConfig> = Vec::new();
+    let (mut out, mut seen): (Vec<RegistrarConfig>, Vec<usize>) = Default::default();
     for e in entries {
         let (at, r) = (e.referenced, &e.value);
         let listener = cx.need(at, "listener", &r.listener).and_then(|n| {
@@ -371,10 +371,11 @@ fn registrars(
                 let id = ls.resolve(s)?;
                 match ls.get(id).map(|l| l.side) {
                     Some(Side::Trunk) => Err(format!("listener {s} is not an access listener")),
-                    _ if out.iter().any(|r| r.listener.0 == id) => {
-                        Err(format!("listener {s} already has a registrar"))
+                    _ if seen.contains(&id) => Err(format!("listener {s} already has a registrar")),
+                    _ => {
+                        seen.push(id);
+                        Ok(ListenerId(id))
                     }
-                    _ => Ok(ListenerId(id)),
                 }
             })
         });
@@ -1668,6 +1669,77 @@ trunks:
         let c =
             load_str("t.yaml", &format!("{BASE}policy: {{auth: {{realms: [{{realm: r}}]}}}}\n"));
         assert_eq!(c.expect("valid").policy.rules.nonce_secret.as_bytes().len(), 32);
+    }
+
+    #[test]
+    fn registrars_relay_and_local() {
+        let text = format!(
+            "{}  - {{name: kam, listener: t, targets: [\"192.0.2.9:5060;transport=udp\"], \
+             sources: [192.0.2.9/32]}}
+  - {{name: u, listener: a, targets: [\"192.0.2.10:5060\"]}}
+registrars:
+  - {{listener: a, mode: relay, trunk: kam, client_expires: 30s, upstream_expires: 1h}}
+  - {{listener: b, mode: local}}
+  - {{listener: c, mode: local, domain: Lab.Example, client_expires: 2m}}
+policy: {{auth: {{realms: [{{realm: r1}}]}}}}
+",
+            BASE.replace(
+                "port: 5070}",
+                "port: 5070}\n  - {name: b, side: access, address: 127.0.0.1, port: 5062, \
+                 policy: {realm: r1}}\n  - {name: c, side: access, address: 127.0.0.1, \
+                 port: 5064, policy: {realm: r1}}",
+            )
+        );
+        let c = load_str("t.yaml", &text).expect("valid");
+        let secs = Duration::from_secs;
+        let relay = RegistrarMode::Relay { trunk: TrunkId(1), upstream_expires: secs(3600) };
+        assert_eq!(
+            c.registrars,
+            [
+                RegistrarConfig { listener: ListenerId(0), mode: relay, client_expires: secs(30) },
+                RegistrarConfig {
+                    listener: ListenerId(2),
+                    mode: RegistrarMode::Local { domain: "r1".into() },
+                    client_expires: secs(60),
+                },
+                RegistrarConfig {
+                    listener: ListenerId(3),
+                    mode: RegistrarMode::Local { domain: "lab.example".into() },
+                    client_expires: secs(120),
+                },
+            ]
+        );
+        assert_eq!(c.registrar(ListenerId(1)), None, "a trunk listener has none");
+        // Without an entry, an access listener with a realm is an implicit local registrar.
+        let mut c = c;
+        c.registrars.pop();
+        let implicit = c.registrar(ListenerId(3)).expect("implicit");
+        assert_eq!(implicit.mode, RegistrarMode::Local { domain: "r1".into() });
+        assert_eq!(implicit.client_expires, crate::config::DEFAULT_LOCAL_EXPIRES);
+    }
+
+    #[test]
+    fn registrar_errors_are_located() {
+        let text = format!(
+            "{BASE}registrars:
+  - {{listener: t, mode: relay, trunk: c}}
+  - {{listener: a, mode: relay, trunk: nope, client_expires: 5s, domain: x}}
+  - {{listener: a, mode: local, upstream_expires: 10m}}
+  - {{listener: a, mode: push}}
+"
+        );
+        let expected = r#"t.yaml:7:16: listener t is not an access listener
+t.yaml:8:39: unknown trunk "nope"
+t.yaml:8:61: registration lifetime "5s" must be whole seconds in 10s..=24h
+t.yaml:8:73: domain goes with mode local
+t.yaml:9:16: listener a already has a registrar
+t.yaml:9:50: upstream_expires goes with mode relay
+t.yaml:10:16: listener a already has a registrar
+t.yaml:10:25: unknown registrar mode "push" (expected relay or local)"#;
+        assert_eq!(errors(&text), expected.lines().collect::<Vec<_>>());
+        let text = format!("{BASE}registrars: [{{listener: a, mode: local}}]\n");
+        let expected = "t.yaml:6:34: mode local needs a realm on the listener (policy.realm)";
+        assert_eq!(errors(&text), [expected]);
     }
 
     #[test]

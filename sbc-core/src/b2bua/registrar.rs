@@ -234,6 +234,104 @@ mod tests {
         assert_eq!(http_date(1_800_000_000), "Fri, 15 Jan 2027 08:00:00 GMT");
     }
 
+    fn req(extra: &str) -> Message {
+        let text = format!(
+            "REGISTER sip:lab SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKr1\r\n\
+            From: \"Al\" <sip:1001@lab>;tag=a\r\nTo: <sip:1001@Lab>\r\nCall-ID: r1\r\n\
+            CSeq: 2 REGISTER\r\n{extra}Content-Length: 0\r\n\r\n"
+        );
+        sip::parse(Bytes::from(text)).unwrap()
+    }
+
+    #[test]
+    fn what_a_register_asks_for() {
+        let d = Duration::from_secs(60);
+        let secs = Duration::from_secs;
+        let bind =
+            |c: &'static str, e| ContactRequest::Bind { contact: Bytes::from(c), expires: e };
+        assert_eq!(contact_request(&req(""), d), Ok(ContactRequest::Query));
+        assert_eq!(
+            contact_request(
+                &req("Contact: <sip:a@h;transport=tcp>;expires=30\r\nExpires: 9\r\n"),
+                d
+            ),
+            Ok(bind("sip:a@h;transport=tcp", secs(30)))
+        );
+        assert_eq!(
+            contact_request(&req("Contact: <sip:a@h>\r\nExpires: 0\r\n"), d),
+            Ok(bind("sip:a@h", secs(0)))
+        );
+        assert_eq!(contact_request(&req("Contact: sip:a@h\r\n"), d), Ok(bind("sip:a@h", d)));
+        assert_eq!(
+            contact_request(&req("Contact: *\r\nExpires: 0\r\n"), d),
+            Ok(ContactRequest::RemoveAll)
+        );
+        assert!(contact_request(&req("Contact: *\r\n"), d).is_err());
+        let r = req("");
+        assert_eq!(aor_of(&r.to().unwrap().uri).as_deref(), Some("1001@lab"));
+        assert_eq!(from_without_tag(&r).as_deref(), Some(&b"\"Al\" <sip:1001@lab>"[..]));
+    }
+
+    const DIALOG: &str = "From: <sip:1001@lab>;tag=ft\r\nTo: <sip:1001@Lab>;tag=k\r\n\
+        Call-ID: cid\r\nCSeq: 7 REGISTER\r\n";
+
+    #[test]
+    fn upstream_register_and_its_answers() {
+        let up = Upstream {
+            trunk: crate::config::TrunkId(0),
+            call_id: "cid".into(),
+            from_tag: "ft".into(),
+            cseq: 7,
+            request_uri: Bytes::from_static(b"sip:lab"),
+            from: Bytes::from_static(b"<sip:1001@lab>"),
+            to: Bytes::from_static(b"<sip:1001@Lab>"),
+            credentials: credentials_of(&req(
+                "Authorization: Digest username=\"1001\", x=\"a, b\"\r\n",
+            )),
+            granted: None,
+        };
+        let m =
+            upstream_register(&up, "<sip:rgtok@192.0.2.9:5070>", Duration::from_secs(600)).unwrap();
+        let text = String::from_utf8(m.to_bytes().to_vec()).unwrap();
+        assert_eq!(
+            text,
+            "REGISTER sip:lab SIP/2.0\r\nMax-Forwards: 70\r\nFrom: <sip:1001@lab>;tag=ft\r\n\
+             To: <sip:1001@Lab>\r\nCall-ID: cid\r\nCSeq: 7 REGISTER\r\n\
+             Contact: <sip:rgtok@192.0.2.9:5070>\r\nExpires: 600\r\n\
+             Authorization: Digest username=\"1001\", x=\"a, b\"\r\nContent-Length: 0\r\n\r\n"
+        );
+        let ok = |extra: &str| {
+            let t = format!(
+                "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\r\n{DIALOG}{extra}Content-Length: 0\r\n\r\n"
+            );
+            sip::parse(Bytes::from(t)).unwrap()
+        };
+        let theirs =
+            "Contact: <sip:other@h>;expires=99, <sip:rgtok@192.0.2.9:5070>;expires=300\r\n";
+        assert_eq!(granted_expiry(&ok(theirs), "rgtok"), Some(Duration::from_secs(300)));
+        assert_eq!(
+            granted_expiry(&ok("Expires: 120\r\n"), "rgtok"),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(granted_expiry(&ok(""), "rgtok"), None);
+        let ch = sip::parse(Bytes::from_static(
+            b"SIP/2.0 401 Unauthorized\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\r\n\
+              From: <sip:1001@lab>;tag=ft\r\nTo: <sip:1001@Lab>;tag=k\r\nCall-ID: cid\r\n\
+              CSeq: 7 REGISTER\r\n\
+              WWW-Authenticate: Digest realm=\"up\", nonce=\"n\"\r\nServer: kamailio\r\n\
+              Content-Length: 0\r\n\r\n",
+        ))
+        .unwrap();
+        let r = relay_refusal(&req(""), &ch, "t");
+        assert_eq!(r.code(), Some(401));
+        assert_eq!(
+            &r.header(&HeaderName::WwwAuthenticate).unwrap()[..],
+            b"Digest realm=\"up\", nonce=\"n\""
+        );
+        assert!(r.header(&HeaderName::Server).is_none(), "nothing else of the registrar crosses");
+        assert_eq!(&r.header(&HeaderName::CallId).unwrap()[..], b"r1", "the client's transaction");
+    }
+
     #[test]
     fn contacts_are_echoed_with_their_expiry() {
         let text = "REGISTER sip:lab SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKr1\r\n\

@@ -73,8 +73,6 @@ install_peers() {
     command -v setpriv >/dev/null || missing+=(util-linux)
     # sngrep: pcap_intercept checks that it opens the capture files.
     command -v sngrep >/dev/null || missing+=(sngrep)
-    # Kamailio (and its kamcmd) as the upstream registrar: register_relay.
-    { command -v kamailio >/dev/null && command -v kamcmd >/dev/null; } || missing+=(kamailio)
     # libfuzzer-sys compiles libFuzzer (C++) for the fuzz step.
     command -v c++ >/dev/null || missing+=(g++)
     if ((${#missing[@]} == 0)); then

@@ -1602,10 +1602,32 @@ fn refreshes_are_answered_locally_while_the_upstream_registration_lasts() {
     assert_eq!(hdr(up, HeaderName::CSeq), "3 REGISTER");
     assert_eq!(hdr(up, HeaderName::Authorization), upstream_auth(6)[15..].trim_end(), "latest");
     assert_eq!(contact_user(up), token, "the same binding");
-    net.uas_sends(&uas_response(up, 200, "OK", "up", "Expires: 300\n", ""));
+    // The registrar challenges the refresh (a new nonce): the client hears it and answers.
+    let challenge = "Digest realm=\"upstream\", nonce=\"n2\"";
+    net.uas_sends(&uas_response(
+        up,
+        401,
+        "Unauthorized",
+        "up",
+        &format!("WWW-Authenticate: {challenge}\n"),
+        "",
+    ));
+    let ch = final_to_uac(&mut net);
+    assert_eq!((ch.code(), hdr(&ch, HeaderName::WwwAuthenticate)), (Some(401), challenge.into()));
+    assert_eq!(net.engine.bindings().len(), 1, "a challenge does not end the binding");
+    net.uac_sends(&nat_register("rr1", 7, &upstream_auth(7)));
+    let up = net.take_one(UAS);
+    assert_eq!(hdr(&up, HeaderName::CSeq), "4 REGISTER");
+    assert_eq!(hdr(&up, HeaderName::Authorization), upstream_auth(7)[15..].trim_end());
+    net.uas_sends(&uas_response(&up, 200, "OK", "up", "Expires: 300\n", ""));
     assert_eq!(final_to_uac(&mut net).code(), Some(200));
-    assert_eq!(net.engine.stats().registers_accepted, 3);
-    assert_eq!(net.engine.stats().registers_relayed, 3);
+    // Registered afresh: the next refresh is local again.
+    net.advance(Duration::from_secs(50));
+    net.uac_sends(&nat_register("rr1", 8, &upstream_auth(8)));
+    assert_eq!(final_to_uac(&mut net).code(), Some(200));
+    assert!(net.take(UAS).is_empty());
+    assert_eq!(net.engine.stats().registers_accepted, 4);
+    assert_eq!(net.engine.stats().registers_relayed, 4);
 }
 
 fn trunk_invite(call_id: &str, ruri: &str) -> String {

@@ -405,6 +405,24 @@ mod tests {
     }
 
     #[test]
+    fn a_client_that_moves_is_found_on_its_new_flow_only() {
+        let mut rng = StdRng::seed_from_u64(5);
+        let t0 = Instant::now();
+        let store = Bindings::new(10);
+        let (old, new) = (flow(Transport::Tcp, 1000), flow(Transport::Tcp, 1001));
+        let b = binding(&mut rng, "a@x", "sip:a@h", old, t0 + secs(60));
+        let token = b.token.clone();
+        store.insert(b).unwrap();
+        // It re-registered over a new connection.
+        let moved = store.update(&token, |b| b.flow = new).unwrap();
+        assert_eq!(moved.flow, new);
+        assert!(store.remove_flow(old).is_empty(), "the old connection holds nothing now");
+        assert_eq!(store.by_token(t0, &token).map(|b| b.flow), Some(new));
+        assert_eq!(store.remove_flow(new).len(), 1);
+        assert!(store.update(&token, |_| {}).is_none(), "gone");
+    }
+
+    #[test]
     fn the_store_and_each_aor_are_bounded() {
         let mut rng = StdRng::seed_from_u64(3);
         let t0 = Instant::now();

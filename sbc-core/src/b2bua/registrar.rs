@@ -267,6 +267,13 @@ mod tests {
             Ok(ContactRequest::RemoveAll)
         );
         assert!(contact_request(&req("Contact: *\r\n"), d).is_err());
+        // A WebSocket client (JsSIP): outbound parameters, an `.invalid` host.
+        let jssip = "Contact: <sip:k9q2@df7jal23ls0d.invalid;transport=ws>;+sip.ice;reg-id=1;\
+            +sip.instance=\"<urn:uuid:5b4d-11e0>\";expires=600\r\n";
+        assert_eq!(
+            contact_request(&req(jssip), d),
+            Ok(bind("sip:k9q2@df7jal23ls0d.invalid;transport=ws", secs(600)))
+        );
         let r = req("");
         assert_eq!(aor_of(&r.to().unwrap().uri).as_deref(), Some("1001@lab"));
         assert_eq!(from_without_tag(&r).as_deref(), Some(&b"\"Al\" <sip:1001@lab>"[..]));

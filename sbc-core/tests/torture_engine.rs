@@ -29,6 +29,7 @@ fn config() -> Config {
         media: MediaConfig::default(),
         capture: Default::default(),
         policy: Default::default(),
+        registrars: Vec::new(),
         tcp: TcpConfig { idle_timeout: Duration::from_secs(60), max_connections: 16 },
         listeners: vec![ListenerConfig {
             name: "access".into(),

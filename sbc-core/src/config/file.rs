@@ -31,8 +31,8 @@ use serde_saphyr::{Location, MessageFormatter, Spanned, UserMessageFormatter};
 
 use super::{
     Config, HeaderPolicy, HeaderRewrite, KeepAliveConfig, ListenerConfig, ListenerId, MediaConfig,
-    MediaOptions, NftablesConfig, PolicySettings, RewriteConfig, RouteConfig, RouteMatch, Side,
-    Target, TcpConfig, TimerConfig, Transport, TrunkConfig, TrunkId,
+    MediaOptions, NftablesConfig, PolicySettings, RegistrarConfig, RegistrarMode, RewriteConfig,
+    RouteConfig, RouteMatch, Side, Target, TcpConfig, TimerConfig, Transport, TrunkConfig, TrunkId,
 };
 
 /// One problem in a config file, located.
@@ -115,7 +115,10 @@ file_structs! {
     FileConfig { sip: Option<FileSip>, listeners: Option<List<FileListener>>,
         trunks: Option<Vec<S<FileTrunk>>>, routes: Option<Vec<S<FileRoute>>>,
         admin: Option<FileAdmin>, media: Option<S<FileMedia>>, policy: Option<S<FilePolicy>>,
-        capture: Option<S<FileCapture>>, records: Option<S<FileRecords>> }
+        capture: Option<S<FileCapture>>, records: Option<S<FileRecords>>,
+        registrars: Option<Vec<S<FileRegistrar>>> }
+    FileRegistrar { listener: Str, mode: Str, trunk: Str, client_expires: Str,
+        upstream_expires: Str, domain: Str }
     FileCapture { mode: Str, dir: Str, max_files: Num, max_age: Str, queue: Num,
         flush_interval: Str, max_open: Num, intercept: Option<S<FileIntercept>>,
         signalling: Option<S<FileSignalling>> }
@@ -331,7 +334,10 @@ fn convert(cx: &mut Ctx, f: &S<FileConfig>) -> Option<Config> {
     let capture =
         f.value.capture.as_ref().map_or(Some(CaptureConfig::default()), |c| capture(cx, c, &ts));
     let records = f.value.records.as_ref().map(|r| records(cx, r));
+    let fg = f.value.registrars.as_deref().unwrap_or_default();
+    let registrars = registrars(cx, fg, entries, &ls, &ts);
     Some(Config {
+        registrars,
         capture: capture?,
         records: records.map_or(Some(None), |r| r.map(Some))?,
         media: media?,
@@ -347,6 +353,101 @@ fn convert(cx: &mut Ctx, f: &S<FileConfig>) -> Option<Config> {
         trunks: ts.items.into_iter().collect::<Option<_>>()?,
         routes: rs.items.into_iter().collect::<Option<_>>()?,
     })
+}
+
+/// The `registrars:` section: one entry per access listener that serves REGISTER.
+fn registrars(
+    cx: &mut Ctx,
+    entries: &[S<FileRegistrar>],
+    listeners: &[S<FileListener>],
+    ls: &Table<ListenerConfig>,
+    ts: &Table<TrunkConfig>,
+) -> Vec<RegistrarConfig> {
+    let (mut out, mut seen): (Vec<RegistrarConfig>, Vec<usize>) = Default::default();
+    for e in entries {
+        let (at, r) = (e.referenced, &e.value);
+        let listener = cx.need(at, "listener", &r.listener).and_then(|n| {
+            cx.check(n, |s: &str| {
+                let id = ls.resolve(s)?;
+                match ls.get(id).map(|l| l.side) {
+                    Some(Side::Trunk) => Err(format!("listener {s} is not an access listener")),
+                    _ if seen.contains(&id) => Err(format!("listener {s} already has a registrar")),
+                    _ => {
+                        seen.push(id);
+                        Ok(ListenerId(id))
+                    }
+                }
+            })
+        });
+        let client_expires = cx.or(&r.client_expires, Duration::from_secs(60), seconds);
+        let mode = cx.need(at, "mode", &r.mode).and_then(|m| {
+            cx.check(m, |s: &str| match s {
+                "relay" | "local" => Ok(s == "relay"),
+                _ => Err(format!("unknown registrar mode {s:?} (expected relay or local)")),
+            })
+        });
+        let mode = match mode {
+            Some(true) => {
+                let trunk = cx.need(at, "trunk", &r.trunk);
+                let trunk = trunk.and_then(|t| cx.check(t, |s: &str| ts.resolve(s)));
+                let upstream = cx.or(&r.upstream_expires, Duration::from_secs(600), seconds);
+                if let Some(d) = &r.domain {
+                    cx.at(d.referenced, "domain goes with mode local".into());
+                }
+                match (trunk, upstream) {
+                    (Some(t), Some(u)) => {
+                        Some(RegistrarMode::Relay { trunk: TrunkId(t), upstream_expires: u })
+                    }
+                    _ => None,
+                }
+            }
+            Some(false) => {
+                for (key, v) in [("trunk", &r.trunk), ("upstream_expires", &r.upstream_expires)] {
+                    if let Some(v) = v {
+                        cx.at(v.referenced, format!("{key} goes with mode relay"));
+                    }
+                }
+                // The users are the digest users of the listener's realm.
+                let realm = listener.and_then(|l| listeners.get(l.0)).and_then(|l| {
+                    let p = l.value.policy.as_ref()?;
+                    p.value.realm.as_ref().map(|r| r.value.clone())
+                });
+                if listener.is_some() && realm.is_none() {
+                    let at = r.mode.as_ref().map_or(at, |m| m.referenced);
+                    cx.at(at, "mode local needs a realm on the listener (policy.realm)".into());
+                }
+                match &r.domain {
+                    Some(d) => cx.check(d, domain),
+                    None => realm.map(|r| r.to_ascii_lowercase()),
+                }
+                .map(|domain| RegistrarMode::Local { domain })
+            }
+            None => None,
+        };
+        if let (Some(listener), Some(mode), Some(client_expires)) = (listener, mode, client_expires)
+        {
+            out.push(RegistrarConfig { listener, mode, client_expires });
+        }
+    }
+    out
+}
+
+/// A registration lifetime: whole seconds, at least 10 (RFC 3261 section 10.2.1.1 lets a
+/// registrar refuse shorter ones; shorter would only load the network).
+fn seconds(s: &str) -> Parsed<Duration> {
+    let d = duration(s)?;
+    match d.subsec_millis() == 0 && d.as_secs() >= 10 && d.as_secs() <= 86_400 {
+        true => Ok(d),
+        false => Err(format!("registration lifetime {s:?} must be whole seconds in 10s..=24h")),
+    }
+}
+
+/// A registrar domain: a host name or IP literal, no scheme, port or user.
+fn domain(s: &str) -> Parsed<String> {
+    match only(s, "-.:[]") {
+        true => Ok(s.to_ascii_lowercase()),
+        false => Err(format!("invalid domain {s:?} (e.g. example.com)")),
+    }
 }
 
 /// The `records:` section: CDR files, their rotation and retention, the journal.
@@ -1568,6 +1669,77 @@ trunks:
         let c =
             load_str("t.yaml", &format!("{BASE}policy: {{auth: {{realms: [{{realm: r}}]}}}}\n"));
         assert_eq!(c.expect("valid").policy.rules.nonce_secret.as_bytes().len(), 32);
+    }
+
+    #[test]
+    fn registrars_relay_and_local() {
+        let text = format!(
+            "{}  - {{name: kam, listener: t, targets: [\"192.0.2.9:5060;transport=udp\"], \
+             sources: [192.0.2.9/32]}}
+  - {{name: u, listener: a, targets: [\"192.0.2.10:5060\"]}}
+registrars:
+  - {{listener: a, mode: relay, trunk: kam, client_expires: 30s, upstream_expires: 1h}}
+  - {{listener: b, mode: local}}
+  - {{listener: c, mode: local, domain: Lab.Example, client_expires: 2m}}
+policy: {{auth: {{realms: [{{realm: r1}}]}}}}
+",
+            BASE.replace(
+                "port: 5070}",
+                "port: 5070}\n  - {name: b, side: access, address: 127.0.0.1, port: 5062, \
+                 policy: {realm: r1}}\n  - {name: c, side: access, address: 127.0.0.1, \
+                 port: 5064, policy: {realm: r1}}",
+            )
+        );
+        let c = load_str("t.yaml", &text).expect("valid");
+        let secs = Duration::from_secs;
+        let relay = RegistrarMode::Relay { trunk: TrunkId(1), upstream_expires: secs(3600) };
+        assert_eq!(
+            c.registrars,
+            [
+                RegistrarConfig { listener: ListenerId(0), mode: relay, client_expires: secs(30) },
+                RegistrarConfig {
+                    listener: ListenerId(2),
+                    mode: RegistrarMode::Local { domain: "r1".into() },
+                    client_expires: secs(60),
+                },
+                RegistrarConfig {
+                    listener: ListenerId(3),
+                    mode: RegistrarMode::Local { domain: "lab.example".into() },
+                    client_expires: secs(120),
+                },
+            ]
+        );
+        assert_eq!(c.registrar(ListenerId(1)), None, "a trunk listener has none");
+        // Without an entry, an access listener with a realm is an implicit local registrar.
+        let mut c = c;
+        c.registrars.pop();
+        let implicit = c.registrar(ListenerId(3)).expect("implicit");
+        assert_eq!(implicit.mode, RegistrarMode::Local { domain: "r1".into() });
+        assert_eq!(implicit.client_expires, crate::config::DEFAULT_LOCAL_EXPIRES);
+    }
+
+    #[test]
+    fn registrar_errors_are_located() {
+        let text = format!(
+            "{BASE}registrars:
+  - {{listener: t, mode: relay, trunk: c}}
+  - {{listener: a, mode: relay, trunk: nope, client_expires: 5s, domain: x}}
+  - {{listener: a, mode: local, upstream_expires: 10m}}
+  - {{listener: a, mode: push}}
+"
+        );
+        let expected = r#"t.yaml:7:16: listener t is not an access listener
+t.yaml:8:39: unknown trunk "nope"
+t.yaml:8:61: registration lifetime "5s" must be whole seconds in 10s..=24h
+t.yaml:8:73: domain goes with mode local
+t.yaml:9:16: listener a already has a registrar
+t.yaml:9:50: upstream_expires goes with mode relay
+t.yaml:10:16: listener a already has a registrar
+t.yaml:10:25: unknown registrar mode "push" (expected relay or local)"#;
+        assert_eq!(errors(&text), expected.lines().collect::<Vec<_>>());
+        let text = format!("{BASE}registrars: [{{listener: a, mode: local}}]\n");
+        let expected = "t.yaml:6:34: mode local needs a realm on the listener (policy.realm)";
+        assert_eq!(errors(&text), [expected]);
     }
 
     #[test]

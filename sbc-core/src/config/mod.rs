@@ -48,6 +48,8 @@ pub struct Config {
     pub records: Option<sbc_cdr::sink::SinkConfig>,
     /// Edge policy (`policy`, `listeners[].policy`, `trunks[].limits`).
     pub policy: PolicySettings,
+    /// Registrations from access listeners (`registrars:`), at most one per listener.
+    pub registrars: Vec<RegistrarConfig>,
 }
 
 impl Config {
@@ -67,6 +69,55 @@ impl Config {
         }
         rules
     }
+
+    /// The registrar serving REGISTER on `listener`, if any: its `registrars` entry, else, on
+    /// an access listener with a digest realm, a local registrar of the realm's users (domain:
+    /// the realm; registrations of up to [`DEFAULT_LOCAL_EXPIRES`]).
+    pub fn registrar(&self, listener: ListenerId) -> Option<RegistrarConfig> {
+        if let Some(r) = self.registrars.iter().find(|r| r.listener == listener) {
+            return Some(r.clone());
+        }
+        let realm = self.policy.rules.listeners.get(listener.0)?.realm.clone()?;
+        let access = self.listeners.get(listener.0)?.side == Side::Access;
+        access.then_some(RegistrarConfig {
+            listener,
+            mode: RegistrarMode::Local { domain: realm },
+            client_expires: DEFAULT_LOCAL_EXPIRES,
+        })
+    }
+}
+
+/// Longest registration of the implicit local registrar (see [`Config::registrar`]).
+pub const DEFAULT_LOCAL_EXPIRES: Duration = Duration::from_secs(3600);
+
+/// Registrations from one access listener (`registrars[]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrarConfig {
+    /// The access listener whose REGISTERs this serves.
+    pub listener: ListenerId,
+    /// Relay to an upstream registrar, or keep the bindings locally.
+    pub mode: RegistrarMode,
+    /// Longest registration granted to a client: it refreshes at least this often, which keeps
+    /// its NAT binding open and lets the SBC see a dead client soon.
+    pub client_expires: Duration,
+}
+
+/// Where the registrations of a listener go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistrarMode {
+    /// Each binding is registered upstream with the SBC's own Contact; client refreshes are
+    /// answered locally while the upstream registration lasts.
+    Relay {
+        /// The registrar trunk.
+        trunk: TrunkId,
+        /// Expiry asked of the upstream registrar.
+        upstream_expires: Duration,
+    },
+    /// The SBC is the registrar: the users of the listener's digest realm, in `domain`.
+    Local {
+        /// The domain of the addresses of record (`user@domain`).
+        domain: String,
+    },
 }
 
 /// The edge policy: what sbc-policy decides with, and what the shell does around it.

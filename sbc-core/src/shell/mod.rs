@@ -33,6 +33,7 @@ use tokio::sync::mpsc;
 use sbc_policy::{DropReason, Offence, Policy, SourceVerdict};
 
 use self::capture::ShardTap;
+use crate::b2bua::bindings::{Bindings, DEFAULT_MAX_BINDINGS};
 use crate::b2bua::health::TrunkHealth;
 use crate::b2bua::{Engine, Event, ids};
 use crate::config::{Config, ListenerId, Transport};
@@ -205,6 +206,11 @@ impl Sbc {
         let seed_base: u64 = rand::random();
         let mut done = Vec::new();
         let health = Arc::new(TrunkHealth::new(&config));
+        // Registrations are process-wide: a REGISTER and the INVITE to its user may land on
+        // different shards.
+        let bindings = Arc::new(Bindings::new(DEFAULT_MAX_BINDINGS));
+        let registrars =
+            (0..config.listeners.len()).any(|l| config.registrar(ListenerId(l)).is_some());
         let m = &config.media;
         let relay_config = RelayConfig {
             port_min: m.port_min,
@@ -261,6 +267,8 @@ impl Sbc {
             engine.set_health(Instant::now(), Arc::clone(&health), shard == 0);
             let tap = capture.clone().map(|h| ShardTap::new(h, Arc::clone(&config), &mut engine));
             engine.set_policy(Arc::clone(&policy));
+            // One shard sweeps expired bindings (and unregisters them upstream).
+            engine.set_bindings(Instant::now(), Arc::clone(&bindings), registrars && shard == 0);
             done.push(tokio::spawn(run_shard(
                 engine,
                 tap,
@@ -409,6 +417,8 @@ async fn run_shard(
     let calls_started = metrics::counter!("sbc_calls_started_total");
     let dropped_banned = metrics::counter!("sbc_sip_requests_dropped_banned_total");
     let registers = metrics::counter!("sbc_registrations_answered_total");
+    let relayed = metrics::counter!("sbc_registrations_relayed_total");
+    let bindings_active = metrics::gauge!("sbc_registrations_active");
     let mut seen = engine.stats();
     let calls_active = metrics::gauge!("sbc_calls_active", "shard" => shard.to_string());
     loop {
@@ -425,6 +435,8 @@ async fn run_shard(
             None => Some(rx.recv().await),
         };
         let now = Instant::now();
+        // A timer or a lost connection may have removed bindings (see the gauge below).
+        let bindings_touched = matches!(input, None | Some(Some(ShardInput::FlowFailed(_))));
         // Records the message for the capture tap (when there is one), then hands it over.
         let mut handle_message = |engine: &mut Engine, flow: Flow, msg: Message, raw| {
             if let (Some(tap), Some((at, data))) = (&mut tap, raw) {
@@ -507,6 +519,15 @@ async fn run_shard(
         let stats = engine.stats();
         dropped_banned.increment(stats.dropped_banned - seen.dropped_banned);
         registers.increment(stats.registers_accepted - seen.registers_accepted);
+        relayed.increment(stats.registers_relayed - seen.registers_relayed);
+        // The bindings are shared: any shard that may have changed them refreshes the gauge
+        // (a REGISTER's answer, a relayed one, a lost connection, the sweep).
+        let touched = stats.registers_accepted != seen.registers_accepted
+            || stats.registers_relayed != seen.registers_relayed
+            || bindings_touched;
+        if touched {
+            bindings_active.set(engine.bindings().len() as f64);
+        }
         seen = stats;
     }
 }

@@ -32,6 +32,8 @@ struct State {
     free: VecDeque<u16>,
     next_id: u64,
     pairs: BTreeMap<PairId, VirtualPair>,
+    /// What [`RelayBackend::dtls_fingerprint`] reports (`None`: no DTLS, as by default).
+    fingerprint: Option<String>,
 }
 
 #[derive(Debug)]
@@ -51,7 +53,12 @@ impl VirtualBackend {
         let free =
             (low..high).filter(|p| p % 2 == 0 && p.checked_add(1).is_some_and(|r| r <= high));
         VirtualBackend {
-            state: Mutex::new(State { free: free.collect(), next_id: 1, pairs: BTreeMap::new() }),
+            state: Mutex::new(State {
+                free: free.collect(),
+                next_id: 1,
+                pairs: BTreeMap::new(),
+                fingerprint: None,
+            }),
         }
     }
 
@@ -98,6 +105,12 @@ impl VirtualBackend {
     /// Sets when the pair last saw a packet; false for an unknown pair.
     pub fn set_last_packet(&self, pair: PairId, at: Instant) -> bool {
         self.lock().pairs.get_mut(&pair).map(|p| p.stats.last_packet = Some(at)).is_some()
+    }
+
+    /// Makes the backend DTLS-capable with this certificate fingerprint (`sha-256 AB:CD:...`),
+    /// as the real relay is; `None` takes it back.
+    pub fn set_dtls_fingerprint(&self, fingerprint: Option<String>) {
+        self.lock().fingerprint = fingerprint;
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -147,6 +160,10 @@ impl RelayBackend for VirtualBackend {
         state.free.push_back(p.ports.a_rtp);
         state.free.push_back(p.ports.b_rtp);
         Some(p.stats)
+    }
+
+    fn dtls_fingerprint(&self) -> Option<String> {
+        self.lock().fingerprint.clone()
     }
 }
 

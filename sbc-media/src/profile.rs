@@ -467,8 +467,8 @@ impl SideSecurity {
         next
     }
 
-    /// Reads this side's answer to the SBC's offer (prepared by [`SideSecurity::for_sending_offer`])
-    /// and returns the agreed state.
+    /// Reads this side's answer to the SBC's offer (prepared by
+    /// [`SideSecurity::for_sending_offer`]) and returns the agreed state.
     pub fn for_answer(
         &self,
         answer: &Sdp,

@@ -10,8 +10,10 @@ use crate::sdp::Media;
 use crate::sdp::tests::{CHROME, SIPP};
 
 const ID: MediaSessionId = MediaSessionId(9);
-const SBC_FINGERPRINT: &str = "sha-256 AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99";
-const CHROME_FINGERPRINT: &str = "7B:8B:F0:65:5F:78:E2:51:3B:AC:6F:F3:3F:46:1B:35:DC:B8:5F:64:1A:24:C2:43:F0:A1:58:D0:A1:2C:19:08";
+const SBC_FINGERPRINT: &str = "sha-256 AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:\
+                               AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99";
+const CHROME_FINGERPRINT: &str = "7B:8B:F0:65:5F:78:E2:51:3B:AC:6F:F3:3F:46:1B:35:\
+                                  DC:B8:5F:64:1A:24:C2:43:F0:A1:58:D0:A1:2C:19:08";
 /// What a trunk answers to the SBC's G.711 offer (made from Chrome's).
 const TRUNK_ANSWER: &str = "v=0\r\no=- 5 5 IN IP4 203.0.113.50\r\ns=-\r\nc=IN IP4 203.0.113.50\r\n\
     t=0 0\r\nm=audio 20000 RTP/AVP 0 126\r\na=rtpmap:0 PCMU/8000\r\n\
@@ -371,14 +373,14 @@ fn sdes_phone_to_plain_trunk() {
 
 #[test]
 fn sdes_leg_without_usable_crypto_is_refused() {
+    // GCM is not among the default suites; an MKI is not supported.
+    let gcm = CryptoLine { tag: 1, suite: SrtpProfile::AeadAes128Gcm, key: key(1, 28) };
+    let mki = format!("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{}|2^20|1:4", "A".repeat(40));
     for offer in [
         SIPP.to_owned(),
         sdes_offer("RTP/SAVP", &[]),
-        sdes_offer("RTP/SAVP", &[CryptoLine { tag: 1, suite: SrtpProfile::AeadAes128Gcm, key: key(1, 28) }]),
-        sdes_offer("RTP/SAVP", &[]).replace(
-            "a=rtpmap:101",
-            "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA|2^20|1:4\r\na=rtpmap:101",
-        ),
+        sdes_offer("RTP/SAVP", &[gcm.clone()]),
+        sdes_offer("RTP/SAVP", &[]).replace("a=rtpmap:101", &format!("{mki}\r\na=rtpmap:101")),
     ] {
         let mut call = Call::new(MediaProfile::Sdes, MediaProfile::Rtp);
         let err = call.offer(LegSide::A, &offer).unwrap_err();

@@ -190,7 +190,8 @@ proptest! {
                 prop_assert!(!text.contains("a=ice-ufrag"));
             }
             for reply in [answer.as_str(), text] {
-                if let Ok(back) = plane.answer(id, LegSide::B, &Bytes::from(reply.to_owned()), now) {
+                let reply = Bytes::from(reply.to_owned());
+                if let Ok(back) = plane.answer(id, LegSide::B, &reply, now) {
                     let back = Sdp::parse(&back).unwrap();
                     prop_assert_eq!(back.media.len(), sdp(&offer).media.len());
                 }

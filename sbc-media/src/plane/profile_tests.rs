@@ -379,7 +379,7 @@ fn sdes_leg_without_usable_crypto_is_refused() {
     for offer in [
         SIPP.to_owned(),
         sdes_offer("RTP/SAVP", &[]),
-        sdes_offer("RTP/SAVP", &[gcm.clone()]),
+        sdes_offer("RTP/SAVP", std::slice::from_ref(&gcm)),
         sdes_offer("RTP/SAVP", &[]).replace("a=rtpmap:101", &format!("{mki}\r\na=rtpmap:101")),
     ] {
         let mut call = Call::new(MediaProfile::Sdes, MediaProfile::Rtp);

@@ -44,7 +44,7 @@ use crate::profile::{
     CryptoLine, MediaProfile, PeerSecurity, Setup, SideSecurity, Toward, Wire, is_webrtc_proto,
     peer_security, write_media, write_rejected_mid, write_session,
 };
-use crate::sdp::{Origin, Sdp, addr_type};
+use crate::sdp::{Direction, Origin, Sdp, addr_type};
 use crate::{LegSide, MediaError, MediaSessionId};
 
 /// Per-leg media profile, from the listener/trunk config of that leg.
@@ -688,6 +688,7 @@ impl Session {
             secured.and_then(|i| received.media.get(i)).is_some_and(|m| is_webrtc_proto(&m.proto));
         let mids = mids(received);
         let secured_mid = secured.and_then(|i| mids.get(i)).cloned();
+        let directions: Vec<Direction> = (0..sent.media.len()).map(|i| sent.direction(i)).collect();
         for (i, m) in sent.media.iter_mut().enumerate().filter(|(_, m)| m.is_rtp()) {
             let candidate = SocketAddr::new(advertise, m.port);
             let mid = mids.get(i).map(String::as_str);
@@ -720,6 +721,7 @@ impl Session {
                         fingerprint: fingerprint.as_deref().unwrap_or_default(),
                         ice: to_sec.local_ice.as_ref(),
                         mid: mid.map(|mid| (mid, Some(i) == secured)),
+                        direction: directions.get(i).copied().unwrap_or(Direction::SendRecv),
                     };
                     write_media(m, &toward, candidate);
                     if m.port == 0 {
@@ -754,6 +756,7 @@ impl Session {
         let sec = &self.sec[idx(offerer)];
         let advertise = self.legs[idx(offerer)].advertise;
         let mids = mids(&offer.received);
+        let directions: Vec<Direction> = (0..out.media.len()).map(|i| out.direction(i)).collect();
         let answerer_webrtc = self
             .secured
             .and_then(|i| answer.media.get(i))
@@ -781,6 +784,7 @@ impl Session {
                     fingerprint: fingerprint.as_deref().unwrap_or_default(),
                     ice: sec.local_ice.as_ref().filter(|_| spec.ice.is_some()),
                     mid: sec.mid.as_ref().filter(|_| secured).map(|(m, b)| (m.as_str(), *b)),
+                    direction: directions.get(i).copied().unwrap_or(Direction::SendRecv),
                 },
                 _ => Toward::Plain { proto: &proto },
             };

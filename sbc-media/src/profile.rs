@@ -30,7 +30,7 @@ use crate::backend::{
     DtlsRole, DtlsSpec, Fingerprint, IceCredentials, SdesKeys, Security, SrtpProfile,
 };
 use crate::negotiate::NegotiateError;
-use crate::sdp::{Attribute, Media, Sdp};
+use crate::sdp::{Attribute, Direction, Media, Sdp};
 
 /// What a leg speaks (`media.profile` in the config).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -565,6 +565,9 @@ pub enum Toward<'a> {
         ice: Option<&'a (String, String)>,
         /// `a=mid` to write, and whether it is BUNDLEd.
         mid: Option<(&'a str, bool)>,
+        /// The line's direction, written when the line has no direction attribute of its own
+        /// (it may come from the session level, which a browser does not read the same way).
+        direction: Direction,
     },
 }
 
@@ -640,7 +643,7 @@ pub fn write_media(m: &mut Media, toward: &Toward<'_>, candidate: SocketAddr) {
                 m.attributes.insert(at + k, line.attribute());
             }
         }
-        Toward::Dtls { setup, fingerprint, ice, mid, .. } => {
+        Toward::Dtls { setup, fingerprint, ice, mid, direction, .. } => {
             let mut head = Vec::new();
             if let Some((mid, _)) = mid {
                 head.push(Attribute::new("mid", (*mid).to_owned()));
@@ -653,10 +656,14 @@ pub fn write_media(m: &mut Media, toward: &Toward<'_>, candidate: SocketAddr) {
             }
             head.push(Attribute::new("fingerprint", (*fingerprint).to_owned()));
             head.push(Attribute::new("setup", setup.as_str().to_owned()));
-            if m.attribute("rtcp-mux").is_none() {
-                head.push(Attribute::flag("rtcp-mux"));
-            }
+            head.push(Attribute::flag("rtcp-mux"));
+            m.attributes.retain(|a| !a.is("rtcp-mux"));
             m.attributes.splice(0..0, head);
+            // JSEP peers always state the direction; RFC 3264's default is sendrecv.
+            if !m.attributes.iter().any(|a| a.value.is_none() && is_direction(&a.name)) {
+                let at = first_format_attribute(m);
+                m.attributes.insert(at, Attribute::flag(direction.as_str()));
+            }
             if ice.is_some() {
                 // ICE-lite: one host candidate, the SBC's own socket (RFC 8445 §5.1.1.4 priority
                 // for a host candidate of component 1).
@@ -676,6 +683,10 @@ pub fn write_rejected_mid(m: &mut Media, mid: Option<&str>) {
     {
         m.attributes.insert(0, Attribute::new("mid", mid.to_owned()));
     }
+}
+
+fn is_direction(name: &str) -> bool {
+    Direction::from_attribute(name).is_some()
 }
 
 /// Position of the first `rtpmap`/`fmtp`, where `a=crypto` reads well.

@@ -7,7 +7,7 @@ use crate::backend::{
 };
 use crate::profile::CryptoLine;
 use crate::sdp::Media;
-use crate::sdp::tests::{CHROME, SIPP};
+use crate::sdp::tests::{CHROME, CHROME_AUDIO, SIPP};
 
 const ID: MediaSessionId = MediaSessionId(9);
 const SBC_FINGERPRINT: &str = "sha-256 AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:\
@@ -507,4 +507,43 @@ fn webrtc_leg_needs_dtls() {
     call.backend.set_dtls_fingerprint(None);
     assert_eq!(call.offer(LegSide::A, SIPP), Err(MediaError::BadSdp("DTLS-SRTP not available")));
     assert_eq!(call.backend.open_pairs(), 0);
+}
+
+/// The whole exchange for an audio-only browser call to a G.711 trunk, line by line: what the
+/// trunk gets, and what the browser gets back.
+#[test]
+fn audio_only_browser_call_golden() {
+    let mut call = Call::new(MediaProfile::Webrtc, MediaProfile::Rtp);
+    let offer = call.offer(LegSide::A, CHROME_AUDIO).unwrap();
+    let b_port = call.port(LegSide::B);
+    let origin = offer.origin.session_id.clone();
+    let expected = format!(
+        "v=0\r\no=- {origin} 1 IN IP4 203.0.113.1\r\ns=-\r\nc=IN IP4 203.0.113.1\r\nt=0 0\r\n\
+         m=audio {b_port} RTP/AVP 0 8 126\r\na=rtcp:{} IN IP4 203.0.113.1\r\na=sendrecv\r\n\
+         a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:126 telephone-event/8000\r\n",
+        b_port + 1
+    );
+    assert_eq!(offer.to_string(), expected);
+
+    let trunk = "v=0\r\no=- 9 9 IN IP4 203.0.113.50\r\ns=-\r\nc=IN IP4 203.0.113.50\r\nt=0 0\r\n\
+        m=audio 20000 RTP/AVP 0 126\r\na=rtpmap:0 PCMU/8000\r\n\
+        a=rtpmap:126 telephone-event/8000\r\na=fmtp:126 0-16\r\na=ptime:20\r\n";
+    let answer = call.answer(LegSide::B, trunk).unwrap();
+    let a_port = call.port(LegSide::A);
+    let ice = dtls(&call.remote(LegSide::A)).ice.clone().unwrap();
+    let (ufrag, pwd) = (ice.local_ufrag, ice.local_pwd);
+    let origin = answer.origin.session_id.clone();
+    let expected = format!(
+        "v=0\r\no=- {origin} 1 IN IP4 198.51.100.1\r\ns=-\r\nc=IN IP4 198.51.100.1\r\n\
+         t=0 0\r\na=group:BUNDLE 0\r\na=ice-lite\r\n\
+         m=audio {a_port} UDP/TLS/RTP/SAVPF 0 126\r\na=mid:0\r\na=rtcp:{a_port}\r\n\
+         a=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\na=fingerprint:{SBC_FINGERPRINT}\r\n\
+         a=setup:passive\r\na=rtcp-mux\r\na=sendrecv\r\na=rtpmap:0 PCMU/8000\r\n\
+         a=rtpmap:126 telephone-event/8000\r\na=fmtp:126 0-16\r\na=ptime:20\r\n\
+         a=candidate:1 1 udp 2130706431 198.51.100.1 {a_port} typ host\r\na=end-of-candidates\r\n"
+    );
+    assert_eq!(answer.to_string(), expected);
+    let a = call.remote(LegSide::A);
+    assert_eq!(a.rtp, Some("127.0.0.1:38651".parse().unwrap()));
+    assert_eq!((a.rtcp_mux, a.rtcp), (true, a.rtp));
 }

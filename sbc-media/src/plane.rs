@@ -72,8 +72,8 @@ pub struct LegMedia {
 }
 
 impl Default for LegMedia {
-    /// Loopback, all codecs, no NAT, no timeout: what a session gets for a leg whose profile was
-    /// never set (tests, and the core until it passes the configured profiles).
+    /// Loopback, all codecs, no NAT, no timeout, plain RTP: what a session gets for a leg whose
+    /// profile was never set (tests, and the core until it passes the configured profiles).
     fn default() -> LegMedia {
         LegMedia {
             advertise: IpAddr::V4(Ipv4Addr::LOCALHOST),

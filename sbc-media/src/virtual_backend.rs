@@ -5,7 +5,9 @@
 //! RTP + 1, four ports per pair, [`RelayError::NoPorts`] when exhausted, ports back on close) but
 //! binds nothing. It records the last [`RemoteSpec`] set for each side of each pair and how often
 //! it was set, so a test can check what the call logic told the relay, and it lets a test set the
-//! figures [`RelayBackend::stats`] reports (counters, `last_packet`).
+//! figures [`RelayBackend::stats`] reports (counters, `last_packet`, `failure`). It can do DTLS
+//! as far as the call logic can tell: [`VirtualBackend::set_dtls_fingerprint`] gives it a
+//! certificate fingerprint.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::RangeInclusive;

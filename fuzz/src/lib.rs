@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use sbc_core::sip::stream::{Frame, next_frame};
 use sbc_core::sip::{HeaderName, Limits, Message, NameAddr, ParseError, Via, parse, parse_with};
 use sbc_media::sdp::Sdp;
-use sbc_media::{LegMedia, LegSide, MediaPlane, MediaSessionId, VirtualBackend};
+use sbc_media::{LegMedia, LegSide, MediaPlane, MediaProfile, MediaSessionId, VirtualBackend};
 
 /// Limits that do not get in the way of a round trip: serializing can lengthen a message (full
 /// header names, an added Content-Length) past the limits the first parse was held to.
@@ -201,11 +201,24 @@ pub fn sdp(data: &[u8]) {
     assert_eq!(first, second, "round trip changed the SDP:\n{once:?}");
     assert_eq!(second.to_bytes(), once, "writing is not a fixed point");
 
+    // Every pair of leg profiles: the conversion between plain RTP, SDES and WebRTC must hold
+    // the same properties as the plain rewrite.
+    let profiles = [MediaProfile::Rtp, MediaProfile::Sdes, MediaProfile::Webrtc];
+    for (a, b) in profiles.iter().flat_map(|a| profiles.iter().map(move |b| (*a, *b))) {
+        plane_round(data, &first, a, b);
+    }
+}
+
+/// One offer/answer exchange of `data` through a plane whose legs speak `a` and `b`.
+fn plane_round(data: &[u8], first: &Sdp, a: MediaProfile, b: MediaProfile) {
     let backend = Arc::new(VirtualBackend::new(40000..=40999));
+    backend.set_dtls_fingerprint(Some("sha-256 01:02:03".into()));
     let mut plane = MediaPlane::with_seed(backend.clone(), 1);
     let id = MediaSessionId(1);
+    plane.set_leg(id, LegSide::A, LegMedia { profile: a, ..LegMedia::default() });
     let leg = LegMedia {
         codecs: vec!["PCMU".into(), "opus".into(), "telephone-event".into()],
+        profile: b,
         ..LegMedia::default()
     };
     plane.set_leg(id, LegSide::B, leg);
@@ -213,13 +226,14 @@ pub fn sdp(data: &[u8]) {
     let now = Instant::now();
     for (offerer, answerer) in [(LegSide::A, LegSide::B), (LegSide::B, LegSide::A)] {
         if let Ok(offer) = plane.offer(id, offerer, &body, now) {
+            assert!(!offer.ends_with(b"\r\n\r\n"), "blank last line");
             let sent = Sdp::parse(&offer).expect("the plane writes SDP it can parse");
             assert_eq!(sent.media.len(), first.media.len(), "m-lines added or removed");
             let _ = plane.answer(id, answerer, &body, now);
             let _ = plane.answer(id, answerer, &offer, now);
         }
     }
-    let _ = (plane.summary(id), plane.inactivity_deadline(id));
+    let _ = (plane.summary(id), plane.inactivity_deadline(id), plane.failure(id));
     plane.release(id);
     assert_eq!(backend.open_pairs(), 0, "release left pairs open");
 }

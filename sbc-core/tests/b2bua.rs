@@ -1795,3 +1795,113 @@ fn local_registrar_binds_its_users_and_calls_reach_them() {
     }
     assert!(net.take(UAC).is_empty());
 }
+
+/// Chrome's offer (UDP/TLS/RTP/SAVPF, ICE, DTLS actpass, BUNDLE, Opus and G.711).
+const CHROME_SDP: &str = include_str!("../../sbc-media/tests/data/sdp/chrome.sdp");
+
+/// An INVITE from a browser on leg A carrying `body`.
+fn invite_with_body(call_id: &str, body: &str) -> String {
+    let body = body.replace("\r\n", "\n");
+    invite(call_id, "", true).replace(SDP, &body).replace(
+        &format!("Content-Length: {}", wire_len(SDP)),
+        &format!("Content-Length: {}", wire_len(&body)),
+    )
+}
+
+#[test]
+fn webrtc_caller_reaches_the_trunk_as_rtp_and_a_media_failure_ends_the_call() {
+    use sbc_media::MediaProfile;
+    use sbc_media::backend::{MediaFailure, PairStats};
+
+    let relay = Arc::new(VirtualBackend::new(40_000..=40_099));
+    relay.set_dtls_fingerprint(Some("sha-256 AA:BB:CC".into()));
+    let mut cfg = config(&[UAS], Duration::from_secs(60));
+    cfg.listeners[0].media.profile = Some(MediaProfile::Webrtc);
+    let mut net = Net::with_relay(cfg, Some(relay.clone()));
+    net.uac_sends(&invite_with_body("browser@client.example", CHROME_SDP));
+    assert_eq!(net.take_one(UAC).code(), Some(100));
+    let b_invite = net.take_one(UAS);
+    let offer = String::from_utf8_lossy(&b_invite.body).into_owned();
+    assert!(offer.contains("m=audio ") && offer.contains(" RTP/AVP "), "{offer}");
+    for gone in [
+        "SAVP",
+        "a=ice",
+        "a=candidate",
+        "a=fingerprint",
+        "a=setup",
+        "a=mid",
+        "a=ssrc",
+        "a=msid",
+        "a=extmap",
+        "BUNDLE",
+        "a=rtcp-mux",
+    ] {
+        assert!(!offer.contains(gone), "{gone} reached the trunk:\n{offer}");
+    }
+    // Chrome's video line is refused (only the audio is bundled): the trunk answers it port 0.
+    assert!(offer.contains("m=video 0 RTP/AVP"), "{offer}");
+    let trunk_answer = format!("{SDP}m=video 0 RTP/AVP 96\n");
+    net.uas_sends(&uas_response(&b_invite, 200, "OK", "btag", "", &trunk_answer));
+    assert_eq!(net.take_one(UAS).method(), Some(&sip::Method::Ack));
+    let ok = net.take_one(UAC);
+    assert_eq!(ok.code(), Some(200));
+    let answer = String::from_utf8_lossy(&ok.body).into_owned();
+    let (_, port) = sdp_addr(&ok);
+    for line in [
+        "m=audio ".to_owned() + &port.to_string() + " UDP/TLS/RTP/SAVPF 0",
+        "a=ice-lite".into(),
+        "a=setup:passive".into(),
+        "a=fingerprint:sha-256 AA:BB:CC".into(),
+        format!("a=candidate:1 1 udp 2130706431 127.0.0.1 {port} typ host"),
+        "a=group:BUNDLE 0".into(),
+        "a=rtcp-mux".into(),
+    ] {
+        assert!(answer.lines().any(|l| l.starts_with(&line)), "{line} missing:\n{answer}");
+    }
+    assert!(!answer.ends_with("\r\n\r\n"), "no blank last line");
+    net.uac_sends(&uac_request("ACK", &ok, 1, "", ""));
+    assert!(net.take(UAS).is_empty());
+
+    // The relay reports the browser's certificate does not match: both legs get a BYE.
+    let pair = relay.pair_ids()[0];
+    let failed = PairStats {
+        failure: Some(MediaFailure::FingerprintMismatch(LegSide::A)),
+        ..PairStats::default()
+    };
+    assert!(relay.set_stats(pair, failed));
+    net.advance(Duration::from_secs(1));
+    for peer in [UAC, UAS] {
+        let bye = net.take_one(peer);
+        assert_eq!(bye.method(), Some(&sip::Method::Bye));
+        assert_eq!(
+            hdr(&bye, HeaderName::Reason),
+            "Q.850;cause=47;text=\"DTLS fingerprint mismatch\"",
+            "{}",
+            summary(&bye)
+        );
+        net.peer_or_uac_answers(peer, &bye);
+    }
+    let reason = net.events.iter().find_map(|Event::Call { kind, .. }| match kind {
+        CallEventKind::Ended { reason, released_by, .. } => Some((reason.clone(), *released_by)),
+        _ => None,
+    });
+    assert_eq!(reason, Some((Some("DTLS fingerprint mismatch".into()), ReleaseSide::Sbc)));
+    assert_eq!(relay.open_pairs(), 0);
+    net.assert_idle();
+}
+
+#[test]
+fn webrtc_listener_without_dtls_in_the_relay_refuses_with_488() {
+    use sbc_media::MediaProfile;
+
+    // The relay cannot do DTLS (no fingerprint): a browser's offer cannot be terminated.
+    let relay = Arc::new(VirtualBackend::new(40_000..=40_099));
+    let mut cfg = config(&[UAS], Duration::from_secs(60));
+    cfg.listeners[0].media.profile = Some(MediaProfile::Webrtc);
+    let mut net = Net::with_relay(cfg, Some(relay.clone()));
+    net.uac_sends(&invite_with_body("nodtls@client.example", CHROME_SDP));
+    let codes: Vec<Option<u16>> = net.take(UAC).iter().map(Message::code).collect();
+    assert!(codes.contains(&Some(488)), "{codes:?}");
+    assert!(net.take(UAS).is_empty(), "nothing reached the trunk");
+    assert_eq!(relay.open_pairs(), 0);
+}

@@ -10,6 +10,8 @@
 //! Layers, each usable on its own:
 //! - [`sdp`]: the SDP model, parser and writer (RFC 8866);
 //! - [`negotiate`]: the pure offer/answer rewriting rules (RFC 3264);
+//! - [`profile`]: the media transport profiles (plain RTP, SDES-SRTP, WebRTC) and the conversion
+//!   of SDP between them;
 //! - [`MediaPlane`]: the per-call state and the calls into the relay;
 //! - [`backend`]: the seam to the packet relay, and [`VirtualBackend`], a relay without sockets
 //!   for sans-IO tests;
@@ -26,6 +28,7 @@ pub mod backend;
 pub mod negotiate;
 mod plane;
 pub mod ports;
+pub mod profile;
 #[cfg(target_os = "linux")]
 pub mod relay;
 pub mod sdp;
@@ -37,6 +40,7 @@ mod virtual_backend;
 use std::fmt;
 
 pub use plane::{LegMedia, LegSummary, MediaPlane, MediaSummary};
+pub use profile::MediaProfile;
 pub use virtual_backend::VirtualBackend;
 
 use crate::backend::RelayError;

@@ -11,8 +11,9 @@
 //! Rules, and why:
 //! - Everything that describes the sender's own transport is removed: ICE (RFC 8839) candidates
 //!   and credentials, and BUNDLE (RFC 8843), since the SBC gives every m-line its own ports and
-//!   is the other leg's only peer. `a=crypto`, `a=fingerprint` and `a=setup` cross unchanged:
-//!   SRTP is passed through opaque for now, and terminating DTLS/ICE (WebRTC) is a later issue.
+//!   is the other leg's only peer. `a=crypto`, `a=fingerprint` and `a=setup` are left for
+//!   [`crate::profile`], which replaces them with the SBC's own per leg (the plane terminates
+//!   SRTP and DTLS on each leg).
 //! - Session-level `i=`, `u=`, `e=`, `p=` are dropped and `s=` becomes `-`: they name the peer,
 //!   and the B2BUA hides topology by default.
 //! - Codecs are filtered and ordered by the profile of the leg the offer is written for. The

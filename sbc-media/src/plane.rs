@@ -24,20 +24,27 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
 
 use crate::backend::{
-    DirectionStats, Latch, PacketTap, PairPorts, PairSpec, RelayBackend, RemoteSpec,
+    DirectionStats, DtlsRole, Latch, MediaFailure, PacketTap, PairPorts, PairSpec, RelayBackend,
+    RemoteSpec, Security, SrtpProfile,
 };
 use crate::negotiate::{
-    TranscodePair, TranscodePlan, clock_rate, effective_direction, has_rtcp_mux, localize,
-    main_codec, prepare_answer_transcoding, prepare_offer_transcoding, remote_addresses,
+    NegotiateError, TranscodePair, TranscodePlan, clock_rate, effective_direction, has_rtcp_mux,
+    localize, main_codec, prepare_answer_transcoding, prepare_offer_transcoding, remote_addresses,
 };
-use crate::sdp::{Origin, Sdp, addr_type};
+use crate::profile::{
+    CryptoLine, MediaProfile, PeerSecurity, Setup, SideSecurity, Toward, Wire, is_webrtc_proto,
+    peer_security, write_media, write_rejected_mid, write_session,
+};
+use crate::sdp::{Direction, Origin, Sdp, addr_type};
 use crate::{LegSide, MediaError, MediaSessionId};
 
 /// Per-leg media profile, from the listener/trunk config of that leg.
@@ -58,11 +65,16 @@ pub struct LegMedia {
     pub nat: bool,
     /// Media inactivity after which the call counts as dead; `None`: never.
     pub inactivity_timeout: Option<Duration>,
+    /// What the leg speaks: plain RTP, SDES-SRTP or WebRTC (see [`crate::profile`]).
+    pub profile: MediaProfile,
+    /// SDES suites the SBC offers and accepts on this leg, in order of preference; empty:
+    /// [`crate::profile::DEFAULT_SDES_SUITES`].
+    pub srtp_suites: Vec<SrtpProfile>,
 }
 
 impl Default for LegMedia {
-    /// Loopback, all codecs, no NAT, no timeout: what a session gets for a leg whose profile was
-    /// never set (tests, and the core until it passes the configured profiles).
+    /// Loopback, all codecs, no NAT, no timeout, plain RTP: what a session gets for a leg whose
+    /// profile was never set (tests, and the core until it passes the configured profiles).
     fn default() -> LegMedia {
         LegMedia {
             advertise: IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -70,6 +82,8 @@ impl Default for LegMedia {
             codecs: Vec::new(),
             nat: false,
             inactivity_timeout: None,
+            profile: MediaProfile::Rtp,
+            srtp_suites: Vec::new(),
         }
     }
 }
@@ -110,6 +124,9 @@ pub struct MediaPlane {
     /// Makes the `o=` session ids unpredictable across processes (RFC 8866 §5.2 wants them
     /// unique); fixed by [`MediaPlane::with_seed`] for reproducible tests.
     seed: u64,
+    /// SRTP master keys and ICE credentials: always seeded by the OS, never by `seed`, since a
+    /// key derived from a config or test seed would be guessable.
+    secrets: StdRng,
 }
 
 impl fmt::Debug for MediaPlane {
@@ -129,7 +146,7 @@ impl MediaPlane {
 
     /// An empty plane whose `o=` session ids derive from `seed` (reproducible tests).
     pub fn with_seed(backend: Arc<dyn RelayBackend>, seed: u64) -> MediaPlane {
-        MediaPlane { backend, sessions: HashMap::new(), seed }
+        MediaPlane { backend, sessions: HashMap::new(), seed, secrets: StdRng::from_os_rng() }
     }
 
     /// Sets the media profile of one leg, creating the session if needed. Call it for A when the
@@ -144,6 +161,7 @@ impl MediaPlane {
         session.generation[s] += 1;
         session.origins[s] = OriginState::new(seed, id, side, session.generation[s]);
         session.current[s] = None;
+        session.sec[s] = SideSecurity::default();
         // An offer the old peer made can no longer be answered.
         if session.pending.as_ref().is_some_and(|o| o.from == side) {
             session.pending = None;
@@ -176,7 +194,7 @@ impl MediaPlane {
         let backend = &*self.backend;
         let is_new = !self.sessions.contains_key(&id);
         let session = self.sessions.entry(id).or_insert_with(|| Session::new(seed, id));
-        let result = session.offer(backend, from, received, now);
+        let result = session.offer(backend, from, received, now, &mut self.secrets);
         if result.is_err() && is_new {
             // Nothing was opened (offer cleans up after itself); do not keep an empty session
             // for a call whose first offer failed.
@@ -201,6 +219,22 @@ impl MediaPlane {
         }
         let answer = Sdp::parse(sdp)?;
         session.answer(&*self.backend, from, answer, now)
+    }
+
+    /// Why the call's media failed (DTLS fingerprint mismatch or handshake failure, ICE consent
+    /// lost), as the relay reports it for any of its pairs; `None` while media is fine or for an
+    /// unknown session. The call should then end with this reason.
+    pub fn failure(&self, id: MediaSessionId) -> Option<MediaFailure> {
+        let session = self.sessions.get(&id)?;
+        session.streams.iter().flatten().find_map(|p| self.backend.stats(p.ports.id)?.failure)
+    }
+
+    /// Whether a leg of the call runs DTLS or ICE, whose failures [`MediaPlane::failure`]
+    /// reports (the caller then watches for them).
+    pub fn can_fail(&self, id: MediaSessionId) -> bool {
+        self.sessions
+            .get(&id)
+            .is_some_and(|s| s.sec.iter().any(|x| matches!(x.wire, Wire::Dtls(_))))
     }
 
     /// When the call's media counts as dead: the later of the last packet (any stream, either
@@ -295,6 +329,10 @@ struct Session {
     closed: [DirectionStats; 2],
     /// Capture tap given to every pair of the call.
     tap: Option<Arc<dyn PacketTap>>,
+    /// Media security per side, indexed by [`idx`].
+    sec: [SideSecurity; 2],
+    /// The m-line that carries the secured (and, toward WebRTC, BUNDLEd) audio stream.
+    secured: Option<usize>,
 }
 
 /// An offer in flight: as the offerer sent it, and as the SBC sent it on.
@@ -378,6 +416,8 @@ impl Session {
             last_change: None,
             closed: [DirectionStats::default(); 2],
             tap: None,
+            sec: [SideSecurity::default(), SideSecurity::default()],
+            secured: None,
         }
     }
 
@@ -387,6 +427,7 @@ impl Session {
         from: LegSide,
         received: Sdp,
         now: Instant,
+        rng: &mut StdRng,
     ) -> Result<Bytes, MediaError> {
         let to = from.other();
         let prepared = prepare_offer_transcoding(
@@ -396,6 +437,7 @@ impl Session {
         )?;
         let transcode = prepared.transcode;
         let mut sent = prepared.sdp;
+        let security = self.offer_security(backend, from, &received, &mut sent, rng)?;
         let spec = PairSpec { local_a: self.legs[0].bind, local_b: self.legs[1].bind };
 
         // Open what is missing first; only when all of it worked does the session change.
@@ -448,6 +490,7 @@ impl Session {
         // An offer proposes RTCP on RTP + 1 even when offering rtcp-mux (RFC 5761 §5.1.1: the
         // fallback if the answerer does not multiplex).
         localize(&mut sent, advertise, &ports, &[]);
+        self.write_offer_security(&mut sent, &received, security, to);
         self.origins[idx(to)].stamp(&mut sent, advertise);
 
         // The offerer's side now: where it receives, what it sends. Its payload type map and
@@ -500,6 +543,11 @@ impl Session {
         let offerer = offer.from;
         let (prepared, transcoded) =
             prepare_answer_transcoding(&answer, &offer.sent, &offer.received, &offer.transcode)?;
+        let accepted = self.secured.filter(|i| answer.media.get(*i).is_some_and(|m| m.port != 0));
+        let answered = match accepted {
+            Some(i) => self.sec[idx(from)].for_answer(&answer, i, self.legs[idx(from)].profile)?,
+            None => self.sec[idx(from)].clone(),
+        };
         let offerer_mux: Vec<bool> = offer.received.media.iter().map(has_rtcp_mux).collect();
         let mut out = prepared.sdp;
 
@@ -514,8 +562,10 @@ impl Session {
             self.streams.iter().map(|s| s.as_ref().map(|p| p.port(offerer))).collect();
         let advertise = self.legs[idx(offerer)].advertise;
         localize(&mut out, advertise, &ports, &offerer_mux);
+        self.write_answer_security(&mut out, &answer, offerer, backend.dtls_fingerprint());
         self.origins[idx(offerer)].stamp(&mut out, advertise);
 
+        self.sec[idx(from)] = answered;
         self.current[idx(from)] = Some(answer.clone());
         for (i, maps) in prepared.pt_maps.iter().enumerate() {
             if self.pair(i).is_none() {
@@ -586,7 +636,25 @@ impl Session {
     ) -> RemoteSpec {
         let own = self.current[idx(side)].as_ref();
         let other = self.current[idx(side.other())].as_ref();
-        let (rtp, rtcp) = own.map_or((None, None), |sdp| remote_addresses(sdp, i));
+        let (mut rtp, mut rtcp) = own.map_or((None, None), |sdp| remote_addresses(sdp, i));
+        let mut rtcp_mux = rtcp_mux;
+        let security = match self.secured {
+            Some(s) if s == i => self.sec[idx(side)].wire.security(),
+            _ => Security::Plain,
+        };
+        if let Security::Dtls(dtls) = &security {
+            // ICE decides where the peer is (the relay latches on the first valid check); the
+            // first host candidate is the best guess until then. WebRTC always multiplexes RTCP.
+            if rtp.is_none()
+                && let Some(PeerSecurity::Dtls(peer)) = own.map(|sdp| peer_security(sdp, i))
+            {
+                rtp = peer.candidate;
+            }
+            if dtls.ice.is_some() {
+                rtcp_mux = true;
+                rtcp = rtp;
+            }
+        }
         let sends = own.is_some_and(|sdp| effective_direction(sdp, i).sends());
         // Unknown until the other side speaks: forward, and the relay drops what has nowhere to go.
         let other_receives = other.is_none_or(|sdp| effective_direction(sdp, i).receives());
@@ -598,8 +666,189 @@ impl Session {
             forward: sends && other_receives,
             clock_rate,
             pt_map,
+            security,
             ..RemoteSpec::default()
         }
+    }
+
+    /// Decides the security of the offerer's side (validated against its profile) and prepares
+    /// the SBC's toward the other side; limits the streams to the one secured audio line when
+    /// either leg is secured or WebRTC. Changes nothing in the session: the caller commits.
+    fn offer_security(
+        &self,
+        backend: &dyn RelayBackend,
+        from: LegSide,
+        received: &Sdp,
+        sent: &mut Sdp,
+        rng: &mut StdRng,
+    ) -> Result<OfferSecurity, NegotiateError> {
+        let to = from.other();
+        let (leg_from, leg_to) = (&self.legs[idx(from)], &self.legs[idx(to)]);
+        let fingerprint = backend.dtls_fingerprint();
+        let secured = sent.media.iter().position(|m| m.port != 0 && m.is_audio() && m.is_rtp());
+        let from_sec = match secured {
+            Some(i) => self.sec[idx(from)].for_offer(
+                received,
+                i,
+                leg_from.profile,
+                &leg_from.srtp_suites,
+                fingerprint.as_deref(),
+                rng,
+            )?,
+            None if leg_from.profile != MediaProfile::Rtp => {
+                return Err(NegotiateError::BadSdp("no audio stream"));
+            }
+            None => SideSecurity { wire: Wire::Plain, ..self.sec[idx(from)].clone() },
+        };
+        if leg_to.profile == MediaProfile::Webrtc && fingerprint.is_none() {
+            return Err(NegotiateError::BadSdp("DTLS-SRTP not available"));
+        }
+        let restrict = from_sec.wire.is_secure()
+            || leg_from.profile != MediaProfile::Rtp
+            || leg_to.profile != MediaProfile::Rtp;
+        if restrict {
+            // One secured transport per leg carries one stream (the relay runs one DTLS/ICE
+            // session per pair, and BUNDLE is of the audio line only): the others are refused.
+            for (i, m) in sent.media.iter_mut().enumerate() {
+                if Some(i) != secured {
+                    m.port = 0;
+                }
+            }
+        }
+        let to_sec = self.sec[idx(to)].for_sending_offer(leg_to.profile, &leg_to.srtp_suites, rng);
+        Ok(OfferSecurity { from: from_sec, to: to_sec, secured, fingerprint })
+    }
+
+    /// Writes the SBC's security toward `to` into the offer it sends (after [`localize`]) and
+    /// commits the decided security of both sides.
+    fn write_offer_security(
+        &mut self,
+        sent: &mut Sdp,
+        received: &Sdp,
+        security: OfferSecurity,
+        to: LegSide,
+    ) {
+        let OfferSecurity { from: from_sec, to: to_sec, secured, fingerprint } = security;
+        let profile = self.legs[idx(to)].profile;
+        let advertise = self.legs[idx(to)].advertise;
+        let from_webrtc =
+            secured.and_then(|i| received.media.get(i)).is_some_and(|m| is_webrtc_proto(&m.proto));
+        let mids = mids(received);
+        let secured_mid = secured.and_then(|i| mids.get(i)).cloned();
+        let directions: Vec<Direction> = (0..sent.media.len()).map(|i| sent.direction(i)).collect();
+        for (i, m) in sent.media.iter_mut().enumerate().filter(|(_, m)| m.is_rtp()) {
+            let candidate = SocketAddr::new(advertise, m.port);
+            let mid = mids.get(i).map(String::as_str);
+            match profile {
+                MediaProfile::Rtp => {
+                    let proto = m.proto.to_ascii_uppercase();
+                    let proto = if proto.contains("SAVP") || proto.contains("TLS") {
+                        "RTP/AVP".to_owned()
+                    } else {
+                        m.proto.clone()
+                    };
+                    write_media(m, &Toward::Plain { proto: &proto }, candidate);
+                    if from_webrtc {
+                        // The SBC offers rtcp-mux only where the offerer's own SIP leg could
+                        // have asked for it: a browser's mandatory mux means nothing to a trunk.
+                        m.attributes.retain(|a| !a.is("rtcp-mux"));
+                    }
+                }
+                MediaProfile::Sdes => {
+                    let lines = &to_sec.offered_crypto;
+                    write_media(m, &Toward::Sdes { proto: "RTP/SAVP", lines }, candidate);
+                    if from_webrtc {
+                        m.attributes.retain(|a| !a.is("rtcp-mux"));
+                    }
+                }
+                MediaProfile::Webrtc => {
+                    let toward = Toward::Dtls {
+                        proto: "UDP/TLS/RTP/SAVPF",
+                        setup: Setup::ActPass,
+                        fingerprint: fingerprint.as_deref().unwrap_or_default(),
+                        ice: to_sec.local_ice.as_ref(),
+                        mid: mid.map(|mid| (mid, Some(i) == secured)),
+                        direction: directions.get(i).copied().unwrap_or(Direction::SendRecv),
+                    };
+                    write_media(m, &toward, candidate);
+                    if m.port == 0 {
+                        write_rejected_mid(m, mid);
+                    }
+                }
+            }
+        }
+        let webrtc = profile == MediaProfile::Webrtc;
+        let bundle = secured_mid.as_deref().filter(|_| webrtc);
+        write_session(sent, webrtc, bundle, from_webrtc && !webrtc);
+        let mut to_sec = to_sec;
+        if webrtc {
+            to_sec.mid = secured_mid.map(|mid| (mid, true));
+        }
+        self.sec[idx(to)] = to_sec;
+        self.sec[idx(to.other())] = from_sec;
+        self.secured = secured;
+    }
+
+    /// Writes the SBC's security toward the offerer into the answer it sends (after
+    /// [`localize`]): in the offer's transport protocol, with the parameters decided when the
+    /// offer arrived.
+    fn write_answer_security(
+        &self,
+        out: &mut Sdp,
+        answer: &Sdp,
+        offerer: LegSide,
+        fingerprint: Option<String>,
+    ) {
+        let Some(offer) = self.pending.as_ref() else { return };
+        let sec = &self.sec[idx(offerer)];
+        let advertise = self.legs[idx(offerer)].advertise;
+        let mids = mids(&offer.received);
+        let directions: Vec<Direction> = (0..out.media.len()).map(|i| out.direction(i)).collect();
+        let answerer_webrtc = self
+            .secured
+            .and_then(|i| answer.media.get(i))
+            .is_some_and(|m| is_webrtc_proto(&m.proto));
+        let sdes_line = match &sec.wire {
+            Wire::Sdes { tag, keys } => {
+                vec![CryptoLine { tag: *tag, suite: keys.profile, key: keys.local.clone() }]
+            }
+            _ => Vec::new(),
+        };
+        for (i, m) in out.media.iter_mut().enumerate().filter(|(_, m)| m.is_rtp()) {
+            let Some(proto) = offer.received.media.get(i).map(|m| m.proto.clone()) else {
+                continue;
+            };
+            let candidate = SocketAddr::new(advertise, m.port);
+            let secured = Some(i) == self.secured;
+            let toward = match &sec.wire {
+                Wire::Sdes { .. } if secured => Toward::Sdes { proto: &proto, lines: &sdes_line },
+                Wire::Dtls(spec) => Toward::Dtls {
+                    proto: &proto,
+                    setup: match spec.role {
+                        DtlsRole::Server => Setup::Passive,
+                        DtlsRole::Client => Setup::Active,
+                    },
+                    fingerprint: fingerprint.as_deref().unwrap_or_default(),
+                    ice: sec.local_ice.as_ref().filter(|_| spec.ice.is_some()),
+                    mid: sec.mid.as_ref().filter(|_| secured).map(|(m, b)| (m.as_str(), *b)),
+                    direction: directions.get(i).copied().unwrap_or(Direction::SendRecv),
+                },
+                _ => Toward::Plain { proto: &proto },
+            };
+            write_media(m, &toward, candidate);
+            if matches!(sec.wire, Wire::Dtls(_)) && m.port == 0 {
+                write_rejected_mid(m, mids.get(i).map(String::as_str));
+            }
+        }
+        let (ice_lite, bundle) = match &sec.wire {
+            Wire::Dtls(spec) => (
+                spec.ice.is_some(),
+                sec.mid.as_ref().filter(|(_, bundled)| *bundled).map(|(m, _)| m.as_str()),
+            ),
+            _ => (false, None),
+        };
+        let offerer_webrtc = matches!(sec.wire, Wire::Dtls(_));
+        write_session(out, ice_lite, bundle, answerer_webrtc && !offerer_webrtc);
     }
 
     /// Configures one side of stream `i`'s pair: always when `always` (the side whose SDP just
@@ -638,6 +887,25 @@ impl Session {
     }
 }
 
+/// What [`Session::offer_security`] decided, for [`Session::write_offer_security`].
+struct OfferSecurity {
+    from: SideSecurity,
+    to: SideSecurity,
+    secured: Option<usize>,
+    fingerprint: Option<String>,
+}
+
+/// The `a=mid` of each m-line when every line has one (echoed toward a WebRTC peer), else the
+/// line numbers (what the SBC names the lines when it offers BUNDLE itself).
+fn mids(sdp: &Sdp) -> Vec<String> {
+    let own: Option<Vec<String>> = sdp
+        .media
+        .iter()
+        .map(|m| m.attribute("mid").and_then(|a| a.value.as_deref()).map(|v| v.trim().to_owned()))
+        .collect();
+    own.unwrap_or_else(|| (0..sdp.media.len()).map(|i| i.to_string()).collect())
+}
+
 fn add_stats(total: &mut DirectionStats, more: &DirectionStats) {
     total.packets = total.packets.saturating_add(more.packets);
     total.bytes = total.bytes.saturating_add(more.bytes);
@@ -667,5 +935,7 @@ fn splitmix64(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+#[cfg(test)]
+mod profile_tests;
 #[cfg(test)]
 mod tests;

@@ -5,7 +5,9 @@
 //! RTP + 1, four ports per pair, [`RelayError::NoPorts`] when exhausted, ports back on close) but
 //! binds nothing. It records the last [`RemoteSpec`] set for each side of each pair and how often
 //! it was set, so a test can check what the call logic told the relay, and it lets a test set the
-//! figures [`RelayBackend::stats`] reports (counters, `last_packet`).
+//! figures [`RelayBackend::stats`] reports (counters, `last_packet`, `failure`). It can do DTLS
+//! as far as the call logic can tell: [`VirtualBackend::set_dtls_fingerprint`] gives it a
+//! certificate fingerprint.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::RangeInclusive;
@@ -32,6 +34,8 @@ struct State {
     free: VecDeque<u16>,
     next_id: u64,
     pairs: BTreeMap<PairId, VirtualPair>,
+    /// What [`RelayBackend::dtls_fingerprint`] reports (`None`: no DTLS, as by default).
+    fingerprint: Option<String>,
 }
 
 #[derive(Debug)]
@@ -51,7 +55,12 @@ impl VirtualBackend {
         let free =
             (low..high).filter(|p| p % 2 == 0 && p.checked_add(1).is_some_and(|r| r <= high));
         VirtualBackend {
-            state: Mutex::new(State { free: free.collect(), next_id: 1, pairs: BTreeMap::new() }),
+            state: Mutex::new(State {
+                free: free.collect(),
+                next_id: 1,
+                pairs: BTreeMap::new(),
+                fingerprint: None,
+            }),
         }
     }
 
@@ -105,6 +114,12 @@ impl VirtualBackend {
         self.lock().pairs.get_mut(&pair).map(|p| p.stats.last_packet = Some(at)).is_some()
     }
 
+    /// Makes the backend DTLS-capable with this certificate fingerprint (`sha-256 AB:CD:...`),
+    /// as the real relay is; `None` takes it back.
+    pub fn set_dtls_fingerprint(&self, fingerprint: Option<String>) {
+        self.lock().fingerprint = fingerprint;
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A test that panicked while holding the lock leaves consistent bookkeeping behind
         // (every update is a single assignment), so the poison is ignored.
@@ -155,7 +170,7 @@ impl RelayBackend for VirtualBackend {
     }
 
     fn dtls_fingerprint(&self) -> Option<String> {
-        Some(VirtualBackend::FINGERPRINT.to_owned())
+        self.lock().fingerprint.clone()
     }
 }
 
@@ -211,6 +226,8 @@ mod tests {
         assert_eq!(backend.stats(p.id).and_then(|s| s.last_packet), Some(now));
         assert_eq!(backend.close(p.id).and_then(|s| s.last_packet), Some(now));
         assert!(!backend.set_last_packet(p.id, now));
+        assert_eq!(backend.dtls_fingerprint(), None, "no DTLS unless asked for");
+        backend.set_dtls_fingerprint(Some(VirtualBackend::FINGERPRINT.to_owned()));
         assert_eq!(backend.dtls_fingerprint().as_deref(), Some(VirtualBackend::FINGERPRINT));
     }
 

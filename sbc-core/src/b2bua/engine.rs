@@ -10,7 +10,7 @@ use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sbc_cdr::{CallEventKind, CallRef, Disposition, MediaLegStats, ReleaseSide};
-use sbc_media::backend::{PacketTap, RelayBackend};
+use sbc_media::backend::{MediaFailure, PacketTap, RelayBackend};
 use sbc_media::{
     LegMedia, LegSide, MediaError, MediaPlane, MediaSessionId, MediaSummary, VirtualBackend,
 };
@@ -37,6 +37,10 @@ const MAX_CALLS_PER_SHARD: usize = 1 << 19;
 /// While a call's media has no inactivity deadline (held in both directions), it is looked at
 /// again after this long.
 const MEDIA_RECHECK: Duration = Duration::from_secs(5);
+/// How often an answered call whose media runs DTLS or ICE asks the relay whether that failed (a
+/// fingerprint mismatch, a dead handshake, lost consent): the relay has no way to call the core,
+/// and a second of dead air before the BYE is what a user notices least.
+const MEDIA_FAILURE_POLL: Duration = Duration::from_secs(1);
 
 /// Option tags the SBC understands on either leg (RFC 3261 section 8.2.2.3).
 const SUPPORTED: &[&str] = &["100rel", "timer", "replaces"];
@@ -1612,9 +1616,10 @@ impl Engine {
                 return self.end_call(now, key, Disposition::Failed, code, ReleaseSide::Sbc, why);
             }
         };
-        if let Some(timeout) = self.media_timeout_of(key) {
-            let at = now + MEDIA_RECHECK.min(timeout);
-            self.timers.push(Reverse((at, key, CallTimer::Media)));
+        let timeout = self.media_timeout_of(key).map(|t| MEDIA_RECHECK.min(t));
+        let failure = self.media_can_fail(key).then_some(MEDIA_FAILURE_POLL);
+        if let Some(after) = timeout.into_iter().chain(failure).min() {
+            self.timers.push(Reverse((now + after, key, CallTimer::Media)));
         }
         let Some(call) = slot_call_mut(&mut self.slots, key) else {
             return;
@@ -1850,11 +1855,30 @@ impl Engine {
         [a.inactivity_timeout, b.and_then(|b| b.inactivity_timeout)].into_iter().flatten().min()
     }
 
-    /// The media inactivity check of an answered call: ends it when its RTP has stopped for
-    /// longer than the timeout, else looks again when it could next expire.
+    /// Whether the call's media runs DTLS or ICE, whose failures the relay reports.
+    fn media_can_fail(&self, key: CallKey) -> bool {
+        self.call(key).is_some_and(|call| self.media.can_fail(call.media))
+    }
+
+    /// The media check of an answered call: ends it when the relay reports a media failure or
+    /// when its RTP has stopped for longer than the timeout, else looks again when it could next
+    /// expire (or fail).
     fn media_check(&mut self, now: Instant, key: CallKey) {
         let Some(call) = self.call(key) else { return };
         if call.phase != Phase::Answered {
+            return;
+        }
+        if let Some(failure) = self.media.failure(call.media) {
+            let (cause, text) = failure_reason(failure);
+            tracing::info!(%text, "media failed: ending the call");
+            let reason = Bytes::from(format!("Q.850;cause={cause};text=\"{text}\""));
+            self.send_bye_with(now, key, LegSide::A, Some(reason.clone()));
+            self.send_bye_with(now, key, LegSide::B, Some(reason));
+            let why = Some(text.as_str());
+            return self.end_call(now, key, Disposition::Answered, 200, ReleaseSide::Sbc, why);
+        }
+        let can_fail = self.media.can_fail(call.media);
+        if !can_fail && self.media_timeout_of(key).is_none() {
             return;
         }
         let next = match self.media.inactivity_deadline(call.media) {
@@ -1869,6 +1893,7 @@ impl Engine {
             // Held both ways (or no stream yet): nothing can expire now; look again later.
             None => now + MEDIA_RECHECK,
         };
+        let next = if can_fail { next.min(now + MEDIA_FAILURE_POLL) } else { next };
         self.timers.push(Reverse((next, key, CallTimer::Media)));
     }
 
@@ -2416,7 +2441,25 @@ fn leg_media(config: &Config, listener: ListenerId, trunk: Option<TrunkId>) -> L
         codecs: options.codecs.unwrap_or_default(),
         nat: options.nat.unwrap_or(false),
         inactivity_timeout: options.inactivity_timeout.flatten(),
+        profile: options.profile.unwrap_or_default(),
+        srtp_suites: options.srtp_suites.unwrap_or_default(),
     }
+}
+
+/// The Q.850 cause and text of the `Reason` a call ends with when its media failed (and the
+/// CDR's release reason).
+fn failure_reason(failure: MediaFailure) -> (u16, String) {
+    // Cause 47 (resource unavailable): the media path could not be secured; 102 (recovery on
+    // timer expiry) for a peer that stopped answering, as for the inactivity timeout.
+    let (cause, text) = match failure {
+        MediaFailure::FingerprintMismatch(_) => (47, "DTLS fingerprint mismatch".to_owned()),
+        MediaFailure::DtlsFailed(_, why) => (47, format!("DTLS failure: {why}")),
+        MediaFailure::ConsentExpired(_) => (102, "ICE consent expired".to_owned()),
+        _ => (47, "media failure".to_owned()),
+    };
+    // The text is a quoted-string (RFC 3326): nothing that could end it or the header.
+    let text = text.chars().filter(|c| !matches!(c, '"' | '\\') && !c.is_control()).collect();
+    (cause, text)
 }
 
 fn is_sdp(msg: &Message) -> bool {

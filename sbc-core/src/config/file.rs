@@ -22,6 +22,8 @@ use sbc_cdr::capture::{
 use sbc_cdr::record::Format;
 use sbc_cdr::sink::SinkConfig;
 use sbc_cdr::writer::WriterConfig;
+use sbc_media::MediaProfile;
+use sbc_media::backend::SrtpProfile;
 use sbc_policy::{
     AccessLists, Algorithm, AuthUser, BanConfig, Credential, KNOWN_SCANNERS, ListenerPolicy,
     OffenceRule, OffenceRules, PolicyConfig, Rate, RealmConfig, RejectMode, TrunkLimits,
@@ -130,9 +132,9 @@ file_structs! {
     FileRotate { interval: Str, max_bytes: Num }
     FileRetention { max_age: Str, max_files: Num }
     FileMedia { ports: Str, workers: Num, dscp: Num, nat: Option<S<bool>>, codecs: Option<List>,
-        inactivity_timeout: Str }
+        inactivity_timeout: Str, profile: Str, srtp_suites: Option<List> }
     FileLegMedia { address: Str, advertise: Str, nat: Option<S<bool>>, codecs: Option<List>,
-        inactivity_timeout: Str }
+        inactivity_timeout: Str, profile: Str, srtp_suites: Option<List> }
     FileAdmin { metrics: Str }
     FileSip { timers: Option<FileTimers>, shards: Num, max_message_size: Num, max_headers: Num,
         drain_grace: Str, tcp: Option<FileTcp> }
@@ -641,6 +643,8 @@ fn media(cx: &mut Ctx, fm: &S<FileMedia>) -> Option<MediaConfig> {
                 nat: m.nat.clone(),
                 codecs: m.codecs.clone(),
                 inactivity_timeout: m.inactivity_timeout.clone(),
+                profile: m.profile.clone(),
+                srtp_suites: m.srtp_suites.clone(),
                 ..FileLegMedia::default()
             },
             referenced: fm.referenced,
@@ -798,6 +802,8 @@ fn leg_media(cx: &mut Ctx, fm: &S<FileLegMedia>) -> Option<MediaOptions> {
         .inactivity_timeout
         .as_ref()
         .map(|t| cx.check(t, |s: &str| if s == "off" { Ok(None) } else { positive(s).map(Some) }));
+    let profile = m.profile.as_ref().map(|p| cx.check(p, media_profile));
+    let suites = m.srtp_suites.as_ref().map(|l| cx.each("SRTP suite", Some(l), true, srtp_suite));
     Some(MediaOptions {
         nat: m.nat.as_ref().map(|n| n.value),
         codecs,
@@ -805,6 +811,27 @@ fn leg_media(cx: &mut Ctx, fm: &S<FileLegMedia>) -> Option<MediaOptions> {
             Some(t) => Some(t?),
             None => None,
         },
+        profile: match profile {
+            Some(p) => Some(p?),
+            None => None,
+        },
+        srtp_suites: suites,
+    })
+}
+
+/// `rtp`, `sdes` or `webrtc`.
+fn media_profile(s: &str) -> Parsed<MediaProfile> {
+    MediaProfile::from_name(s)
+        .ok_or_else(|| format!("invalid media profile {s:?} (rtp, sdes or webrtc)"))
+}
+
+/// An SDES crypto suite as in `a=crypto` (RFC 4568 §6.2, RFC 7714 §14.2).
+fn srtp_suite(s: &str) -> Parsed<SrtpProfile> {
+    sbc_media::profile::suite_from_name(s).ok_or_else(|| {
+        format!(
+            "invalid SRTP suite {s:?} (AES_CM_128_HMAC_SHA1_80, AES_CM_128_HMAC_SHA1_32, \
+             AEAD_AES_128_GCM, AEAD_AES_256_GCM)"
+        )
     })
 }
 
@@ -1778,5 +1805,39 @@ t.yaml:17:50: missing field `password` or `ha1`
 t.yaml:17:76: ha1 must be 32 hex digits for MD5
 t.yaml:17:116: algorithm goes with ha1, not with password"#;
         assert_eq!(errors(&text), expected.lines().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn media_profiles_fall_back_from_trunk_to_listener_to_media() {
+        let text = r#"
+media: {profile: sdes, srtp_suites: [AES_CM_128_HMAC_SHA1_32]}
+listeners:
+  - {name: web, side: access, address: 127.0.0.1, port: 5060, media: {profile: WebRTC}}
+  - {name: t, side: trunk, address: 127.0.0.1, port: 5070}
+trunks:
+  - {name: plain, listener: t, targets: ["127.0.0.1:5080"], media: {profile: rtp}}
+  - {name: srtp, listener: t, targets: ["127.0.0.1:5090"],
+     media: {srtp_suites: [AEAD_AES_256_GCM, AES_CM_128_HMAC_SHA1_80]}}
+"#;
+        let c = load_str("t.yaml", text).expect("valid");
+        let resolved = |listener: usize, trunk: Option<usize>| {
+            let l = c.listeners[listener].media.or(&c.media.defaults);
+            trunk.map_or(l.clone(), |t| c.trunks[t].media.or(&l))
+        };
+        let web = resolved(0, None);
+        assert_eq!(web.profile, Some(MediaProfile::Webrtc));
+        assert_eq!(web.srtp_suites, Some(vec![SrtpProfile::Aes128CmHmacSha1_32]));
+        assert_eq!(resolved(1, Some(0)).profile, Some(MediaProfile::Rtp));
+        let srtp = resolved(1, Some(1));
+        assert_eq!(srtp.profile, Some(MediaProfile::Sdes), "from media:");
+        assert_eq!(
+            srtp.srtp_suites,
+            Some(vec![SrtpProfile::AeadAes256Gcm, SrtpProfile::Aes128CmHmacSha1_80])
+        );
+        let plain =
+            load_str("t.yaml", "listeners: [{name: a, side: access, address: 127.0.0.1, port: 1}]")
+                .expect("valid");
+        let options = plain.listeners[0].media.or(&plain.media.defaults);
+        assert_eq!((options.profile, options.srtp_suites), (Some(MediaProfile::Rtp), Some(vec![])));
     }
 }

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use ipnetwork::IpNetwork;
 use regex::Regex;
+use sbc_media::MediaProfile;
+use sbc_media::backend::SrtpProfile;
 use sbc_policy::PolicyConfig;
 
 pub use file::{ConfigError, load, load_str};
@@ -252,6 +254,8 @@ impl Default for MediaConfig {
                 nat: Some(false),
                 codecs: Some(Vec::new()),
                 inactivity_timeout: Some(Some(Duration::from_secs(60))),
+                profile: Some(MediaProfile::Rtp),
+                srtp_suites: Some(Vec::new()),
             },
         }
     }
@@ -267,6 +271,10 @@ pub struct MediaOptions {
     pub codecs: Option<Vec<String>>,
     /// A call whose RTP stops for this long is ended (`Some(None)`: never).
     pub inactivity_timeout: Option<Option<Duration>>,
+    /// What the side speaks: plain RTP, SDES-SRTP or WebRTC (`profile: rtp | sdes | webrtc`).
+    pub profile: Option<MediaProfile>,
+    /// SDES suites offered and accepted, in order (empty: `AES_CM_128_HMAC_SHA1_80`, then `_32`).
+    pub srtp_suites: Option<Vec<SrtpProfile>>,
 }
 
 impl MediaOptions {
@@ -276,6 +284,8 @@ impl MediaOptions {
             nat: self.nat.or(fallback.nat),
             codecs: self.codecs.clone().or_else(|| fallback.codecs.clone()),
             inactivity_timeout: self.inactivity_timeout.or(fallback.inactivity_timeout),
+            profile: self.profile.or(fallback.profile),
+            srtp_suites: self.srtp_suites.clone().or_else(|| fallback.srtp_suites.clone()),
         }
     }
 }

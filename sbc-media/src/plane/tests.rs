@@ -24,6 +24,7 @@ fn leg_a() -> LegMedia {
         codecs: Vec::new(),
         nat: true,
         inactivity_timeout: Some(Duration::from_secs(60)),
+        ..LegMedia::default()
     }
 }
 
@@ -34,6 +35,7 @@ fn leg_b() -> LegMedia {
         codecs: vec!["PCMU".into(), "PCMA".into(), "telephone-event".into()],
         nat: false,
         inactivity_timeout: Some(Duration::from_secs(30)),
+        ..LegMedia::default()
     }
 }
 
@@ -200,18 +202,23 @@ fn ipv6_leg_out_of_ipv4_leg() {
 
 #[test]
 fn chrome_offer_reaches_a_sip_trunk_without_ice_or_bundle() {
+    // A relay without DTLS cannot terminate the browser's media: refused, nothing opened.
     let mut call = Call::new();
+    assert_eq!(call.offer(LegSide::A, CHROME), Err(MediaError::BadSdp("DTLS-SRTP not available")));
+    assert_eq!(call.backend.open_pairs(), 0);
+
+    call.backend.set_dtls_fingerprint(Some("sha-256 01:02:03".into()));
     let offer = call.offer(LegSide::A, CHROME).unwrap();
     let text = offer.to_string();
-    for gone in ["a=candidate", "a=ice-", "BUNDLE", "0.0.0.0"] {
+    for gone in ["a=candidate", "a=ice-", "BUNDLE", "0.0.0.0", "a=fingerprint", "a=setup"] {
         assert!(!text.contains(gone), "{gone}:\n{text}");
     }
     assert_eq!(offer.media[0].formats, ["0", "8", "110", "126"], "B's profile: G.711, DTMF");
-    assert_eq!(call.pairs().len(), 2, "audio and video each get their own pair");
-    let ports: Vec<u16> = offer.media.iter().map(|m| m.port).collect();
-    assert_ne!(ports[0], ports[1]);
-    let a = call.backend.remote(call.pairs()[0], LegSide::A).unwrap();
-    assert_eq!(a.rtp, None, "Chrome's address is in ICE candidates, which need WebRTC support");
+    assert_eq!(offer.media[0].proto, "RTP/AVP");
+    assert_eq!(call.pairs().len(), 1, "only the audio line is carried; video is refused");
+    assert_eq!(offer.media[1].port, 0);
+    let a = call.remote(LegSide::A);
+    assert_eq!(a.rtp, sock("192.168.1.7:46243"), "the first host candidate until ICE decides");
     assert!(a.rtcp_mux);
     assert!(a.forward, "c=0.0.0.0 with ICE is no hold");
 }
@@ -649,7 +656,11 @@ fn clock_rate_follows_the_negotiated_codec() {
 
 /// A browser listener's profile (Opus only) and a trunk's (G.711).
 fn browser_leg(leg: LegMedia) -> LegMedia {
-    LegMedia { codecs: vec!["opus".into(), "telephone-event".into()], ..leg }
+    LegMedia {
+        codecs: vec!["opus".into(), "telephone-event".into()],
+        profile: MediaProfile::Webrtc,
+        ..leg
+    }
 }
 
 /// Chrome's offer, audio only.
@@ -666,6 +677,7 @@ fn codec_spec(name: &str, pt: u8, rate: u32, channels: u8) -> crate::backend::Co
 fn browser_opus_to_a_g711_trunk_is_transcoded() {
     use crate::backend::Transcode;
     let mut call = Call::new();
+    call.backend.set_dtls_fingerprint(Some(VirtualBackend::FINGERPRINT.to_owned()));
     call.plane.set_leg(ID, LegSide::A, browser_leg(leg_a()));
     let offer = call.offer(LegSide::A, &chrome_audio()).unwrap();
     // Toward the trunk: its own codecs (G.711, events at 8000), nothing of the browser's.
@@ -731,6 +743,7 @@ fn browser_opus_to_a_g711_trunk_is_transcoded() {
 fn g711_trunk_to_a_browser_is_offered_opus() {
     use crate::backend::Transcode;
     let mut call = Call::new();
+    call.backend.set_dtls_fingerprint(Some(VirtualBackend::FINGERPRINT.to_owned()));
     // A is the trunk (SIPp, PCMU only), B the browser.
     call.plane.set_leg(ID, LegSide::A, LegMedia { codecs: leg_b().codecs, ..leg_a() });
     call.plane.set_leg(ID, LegSide::B, browser_leg(leg_b()));
@@ -740,8 +753,11 @@ fn g711_trunk_to_a_browser_is_offered_opus() {
     assert_eq!(line(&offer, "a=fmtp:"), ["a=fmtp:111 useinbandfec=1"]);
 
     let chrome_answer = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 192.0.2.77\r\nt=0 0\r\n\
-                         m=audio 5004 RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n\
-                         a=fmtp:111 minptime=10;useinbandfec=1\r\na=sendrecv\r\n";
+                         m=audio 5004 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n\
+                         a=fmtp:111 minptime=10;useinbandfec=1\r\na=sendrecv\r\n\
+                         a=ice-ufrag:brws\r\na=ice-pwd:browser-password-0123456789\r\n\
+                         a=fingerprint:sha-256 0A:0B:0C\r\na=setup:active\r\na=mid:0\r\n\
+                         a=rtcp-mux\r\n";
     let answer = call.answer(LegSide::B, chrome_answer).unwrap();
     assert_eq!(answer.media[0].formats, ["0"]);
     assert_eq!(line(&answer, "a=rtpmap:"), ["a=rtpmap:0 PCMU/8000"]);
@@ -765,6 +781,7 @@ fn g711_trunk_to_a_browser_is_offered_opus() {
 #[test]
 fn a_shared_codec_means_no_transcoding() {
     let mut call = Call::new();
+    call.backend.set_dtls_fingerprint(Some(VirtualBackend::FINGERPRINT.to_owned()));
     // The browser profile allows PCMU too: Chrome's PCMU reaches the trunk as is.
     let mut a = browser_leg(leg_a());
     a.codecs.push("PCMU".into());
@@ -776,6 +793,7 @@ fn a_shared_codec_means_no_transcoding() {
     assert_eq!(call.remote(LegSide::B).transcode, None);
     // A trunk whose codecs the SBC cannot transcode still gets 488.
     let mut call = Call::new();
+    call.backend.set_dtls_fingerprint(Some(VirtualBackend::FINGERPRINT.to_owned()));
     call.plane.set_leg(ID, LegSide::A, browser_leg(leg_a()));
     call.plane.set_leg(ID, LegSide::B, LegMedia { codecs: vec!["G729".into()], ..leg_b() });
     assert_eq!(call.offer(LegSide::A, &chrome_audio()), Err(MediaError::NoCommonCodec));

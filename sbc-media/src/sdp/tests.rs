@@ -7,13 +7,25 @@ pub(crate) const BARESIP: &str = include_str!("../../tests/data/sdp/baresip.sdp"
 pub(crate) const ASTERISK: &str = include_str!("../../tests/data/sdp/asterisk.sdp");
 pub(crate) const FREESWITCH: &str = include_str!("../../tests/data/sdp/freeswitch.sdp");
 pub(crate) const CHROME: &str = include_str!("../../tests/data/sdp/chrome.sdp");
+/// Chrome's offer for an audio-only call (what JsSIP sends over loopback).
+pub(crate) const CHROME_AUDIO: &str = include_str!("../../tests/data/sdp/chrome-audio.sdp");
 pub(crate) const HOLD_SENDONLY: &str = include_str!("../../tests/data/sdp/hold-sendonly.sdp");
 pub(crate) const HOLD_ZERO: &str = include_str!("../../tests/data/sdp/hold-zero.sdp");
 pub(crate) const TRUNK_TE96: &str = include_str!("../../tests/data/sdp/trunk-answer-te96.sdp");
 pub(crate) const IPV6: &str = include_str!("../../tests/data/sdp/ipv6.sdp");
 
-const ALL: [&str; 9] =
-    [SIPP, BARESIP, ASTERISK, FREESWITCH, CHROME, HOLD_SENDONLY, HOLD_ZERO, TRUNK_TE96, IPV6];
+const ALL: [&str; 10] = [
+    SIPP,
+    BARESIP,
+    ASTERISK,
+    FREESWITCH,
+    CHROME,
+    CHROME_AUDIO,
+    HOLD_SENDONLY,
+    HOLD_ZERO,
+    TRUNK_TE96,
+    IPV6,
+];
 
 fn parse(s: &str) -> Result<Sdp, ParseError> {
     Sdp::parse(s.as_bytes())

@@ -73,6 +73,8 @@ install_peers() {
     command -v setpriv >/dev/null || missing+=(util-linux)
     # sngrep: pcap_intercept checks that it opens the capture files.
     command -v sngrep >/dev/null || missing+=(sngrep)
+    # openssl: tls_call and ws_call make their certificates and read the served one.
+    command -v openssl >/dev/null || missing+=(openssl)
     # libfuzzer-sys compiles libFuzzer (C++) for the fuzz step.
     command -v c++ >/dev/null || missing+=(g++)
     if ((${#missing[@]} == 0)); then
@@ -91,7 +93,8 @@ install_peers() {
         command -v ip >/dev/null && command -v ss >/dev/null && command -v pgrep >/dev/null &&
         command -v c++ >/dev/null && command -v baresip >/dev/null && command -v sox >/dev/null &&
         command -v svmap >/dev/null && command -v svwar >/dev/null && command -v svcrack >/dev/null &&
-        command -v nft >/dev/null && command -v setpriv >/dev/null && command -v sngrep >/dev/null
+        command -v nft >/dev/null && command -v setpriv >/dev/null && command -v sngrep >/dev/null &&
+        command -v openssl >/dev/null
 }
 echo "==== peers"
 if install_peers; then

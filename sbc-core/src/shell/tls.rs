@@ -207,3 +207,116 @@ pub(super) fn outbound(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn data(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/tls").join(name)
+    }
+
+    /// Whether a client that trusts only `ca` completes a handshake with what `store` serves.
+    async fn handshake_trusting(store: &CertStore, ca: &str) -> bool {
+        let mut roots = RootCertStore::empty();
+        for c in certificates(&data(ca)).unwrap() {
+            roots.add(c).unwrap();
+        }
+        let client = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let (a, b) = tokio::io::duplex(16 * 1024);
+        let acceptor = store.acceptor().unwrap();
+        let server = tokio::spawn(async move { acceptor.accept(b).await.is_ok() });
+        let name = ServerName::try_from("sbc.test").unwrap();
+        let ok = TlsConnector::from(Arc::new(client)).connect(name, a).await.is_ok();
+        let _ = server.await;
+        ok
+    }
+
+    #[tokio::test]
+    async fn certificate_is_reloaded_when_the_files_change_and_kept_when_broken() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = TlsFiles {
+            certificate: dir.path().join("cert.pem"),
+            private_key: dir.path().join("key.pem"),
+        };
+        let put = |cert: &str, key: &str| {
+            std::fs::copy(data(cert), &files.certificate).unwrap();
+            std::fs::copy(data(key), &files.private_key).unwrap();
+        };
+        put("one-cert.pem", "one-key.pem");
+        let store = CertStore::load(&files).unwrap();
+        assert!(handshake_trusting(&store, "one-cert.pem").await);
+        assert!(!handshake_trusting(&store, "two-cert.pem").await);
+        assert!(matches!(store.reload_if_changed(), Ok(false)), "nothing changed");
+
+        put("two-cert.pem", "two-key.pem");
+        assert!(matches!(store.reload_if_changed(), Ok(true)));
+        assert!(handshake_trusting(&store, "two-cert.pem").await, "new connections: new cert");
+        assert!(!handshake_trusting(&store, "one-cert.pem").await);
+
+        // A half-written key: refused, the certificate in service stays, no retry until the
+        // files change again.
+        std::fs::write(&files.private_key, "-----BEGIN PRIVATE KEY-----\nAAAA").unwrap();
+        assert!(store.reload_if_changed().is_err());
+        assert!(matches!(store.reload_if_changed(), Ok(false)));
+        assert!(handshake_trusting(&store, "two-cert.pem").await);
+        // A key that is not the certificate's.
+        put("one-cert.pem", "two-key.pem");
+        let err = store.reload_if_changed().unwrap_err().to_string();
+        assert!(err.contains("cert.pem"), "{err}");
+        assert!(handshake_trusting(&store, "two-cert.pem").await);
+        put("one-cert.pem", "one-key.pem");
+        assert!(matches!(store.reload_if_changed(), Ok(true)));
+        assert!(handshake_trusting(&store, "one-cert.pem").await);
+    }
+
+    #[test]
+    fn missing_or_empty_files_are_refused_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let files = |c: &Path, k: &Path| TlsFiles { certificate: c.into(), private_key: k.into() };
+        let key = data("one-key.pem");
+        let missing = dir.path().join("missing.pem");
+        assert!(CertStore::load(&files(&missing, &key)).is_err());
+        let err = CertStore::load(&files(&empty, &key)).err().unwrap().to_string();
+        assert!(err.contains("no CERTIFICATE"), "{err}");
+        assert!(CertStore::load(&files(&data("one-cert.pem"), &empty)).is_err());
+    }
+
+    #[test]
+    fn trunk_tls_targets_get_their_name_and_roots() {
+        let text = format!(
+            "listeners: [{{name: t, side: trunk, address: 127.0.0.1, port: 5061, transports: [udp, tls], \
+             tls: {{certificate: a, private_key: b}}}}]
+trunks:
+  - {{name: c, listener: t, targets: [\"127.0.0.9:5061;transport=tls\", \"127.0.0.8:5060\"], \
+      tls: {{ca: {}, server_name: sbc.test}}}}
+  - {{name: d, listener: t, targets: [\"127.0.0.7:5061;transport=tls\"]}}
+",
+            data("one-cert.pem").display()
+        );
+        let config = crate::config::load_str("t.yaml", &text).unwrap();
+        let out = outbound(&config).unwrap();
+        assert_eq!(out.len(), 2, "only the tls targets");
+        let name = |ip: &str| {
+            let key = (ListenerId(0), SocketAddr::new(ip.parse().unwrap(), 5061));
+            out.get(&key).map(|o| o.name.clone())
+        };
+        let expect = |s: &str| Some(ServerName::try_from(s.to_owned()).unwrap());
+        assert_eq!(name("127.0.0.9"), expect("sbc.test"));
+        assert_eq!(name("127.0.0.7"), expect("127.0.0.7"), "the IP without server_name");
+        let mut broken = config.clone();
+        broken.trunks[0].tls = Some(crate::config::TrunkTls {
+            ca: Some("/nonexistent/ca.pem".into()),
+            server_name: None,
+        });
+        assert!(outbound(&broken).is_err());
+    }
+}

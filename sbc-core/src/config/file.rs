@@ -467,9 +467,12 @@ fn listener(cx: &mut Ctx, fl: &S<FileListener>, global: TcpConfig) -> Option<Lis
     // The stream transports each need their own port: they cannot be told apart on one socket
     // before the first bytes (and WS and WSS before the HTTP upgrade).
     let mut stream = None;
-    for (t, item) in transports.iter().zip(l.transports.iter().flat_map(|ts| &ts.value)) {
+    for item in l.transports.iter().flat_map(|ts| &ts.value) {
+        // Unknown and repeated entries were reported by `each`.
+        let Ok(t) = transport(&item.value) else { continue };
+        let t = &t;
         match stream {
-            Some(first) if t.is_stream() => {
+            Some(first) if t.is_stream() && first != *t => {
                 let msg = format!(
                     "{} and {} cannot share port {}: use another listener for {}",
                     tname(first),
@@ -1601,7 +1604,7 @@ trunks:
         let text = r#"
 listeners:
   - {name: a, side: access, address: 127.0.0.1, port: 5060, transports: [udp, tcp, ws]}
-  - {name: b, side: access, address: 127.0.0.1, port: 5061, transports: [tls]}
+  - {name: b, side: access, address: 127.0.0.1, port: 5061, transports: [tls, sctp, tls, wss]}
   - {name: c, side: access, address: 127.0.0.1, port: 5062, tls: {certificate: c.pem}}
   - {name: d, side: access, address: 127.0.0.1, port: 5060, transports: [wss], tls: {certificate: c.pem, private_key: k.pem}}
   - {name: e, side: trunk, address: 127.0.0.1, port: 5070, max_connections: 0, idle_timeout: 0s}
@@ -1613,6 +1616,9 @@ trunks:
 "#;
         let expected = r#"t.yaml:3:84: tcp and ws cannot share port 5060: use another listener for ws
 t.yaml:4:5: tls needs `tls: {certificate, private_key}`
+t.yaml:4:79: unknown transport "sctp" (expected udp, tcp, tls, ws or wss)
+t.yaml:4:85: transport "tls" is listed twice
+t.yaml:4:90: tls and wss cannot share port 5061: use another listener for wss
 t.yaml:5:66: tls is set but the listener serves neither tls nor wss
 t.yaml:6:55: wss 127.0.0.1:5060: the port is already used by tcp of listener a
 t.yaml:7:77: max_connections must be in 1..=1000000, got 0

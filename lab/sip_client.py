@@ -84,7 +84,7 @@ class Conn:
                 k, v = line.split(":", 1)
                 headers[k.strip().lower()] = v.strip()
         accept = base64.b64encode(
-            hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC11B85").encode()).digest()
+            hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()
         ).decode()
         if headers.get("sec-websocket-accept") != accept:
             raise ConnectionError("bad Sec-WebSocket-Accept")

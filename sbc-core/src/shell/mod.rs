@@ -1,9 +1,9 @@
 //! The tokio shells: sockets, timers and the wiring of the sans-IO engine shards.
 //!
-//! Receive tasks (one per UDP socket, one per TCP, TLS, WS or WSS connection) parse each message once and hand it
-//! to the shard that owns its call: responses by the shard encoded in our Via branch, requests by
-//! the shard encoded in our leg-B Call-ID or by a hash of a foreign Call-ID. Each shard task owns
-//! one [`Engine`] and is the only thing that touches it, so no lock guards call state. Shard inputs
+//! Receive tasks (one per UDP socket, one per TCP, TLS, WS or WSS connection) parse each message
+//! once and hand it to the shard that owns its call: responses by the shard encoded in our Via
+//! branch, requests by the shard encoded in our leg-B Call-ID or by a hash of a foreign Call-ID.
+//! Each shard task owns one [`Engine`] and is the only thing that touches it, so no lock guards call state. Shard inputs
 //! are bounded channels: when a shard is saturated, datagrams are dropped and counted (UDP peers
 //! retransmit), never queued without limit.
 //!
@@ -119,14 +119,17 @@ pub struct ShellStats {
     pub refused_connections: Counter,
 }
 
+/// Messages received, labelled by transport.
+const RECEIVED: &str = "sbc_sip_messages_received_total";
+
 impl ShellStats {
     fn new() -> ShellStats {
         ShellStats {
-            received_udp: metrics::counter!("sbc_sip_messages_received_total", "transport" => "udp"),
-            received_tcp: metrics::counter!("sbc_sip_messages_received_total", "transport" => "tcp"),
-            received_tls: metrics::counter!("sbc_sip_messages_received_total", "transport" => "tls"),
-            received_ws: metrics::counter!("sbc_sip_messages_received_total", "transport" => "ws"),
-            received_wss: metrics::counter!("sbc_sip_messages_received_total", "transport" => "wss"),
+            received_udp: metrics::counter!(RECEIVED, "transport" => "udp"),
+            received_tcp: metrics::counter!(RECEIVED, "transport" => "tcp"),
+            received_tls: metrics::counter!(RECEIVED, "transport" => "tls"),
+            received_ws: metrics::counter!(RECEIVED, "transport" => "ws"),
+            received_wss: metrics::counter!(RECEIVED, "transport" => "wss"),
             malformed: metrics::counter!("sbc_sip_malformed_total"),
             dropped_overload: metrics::counter!("sbc_sip_dropped_overload_total"),
             refused_connections: metrics::counter!("sbc_tcp_connections_refused_total"),
@@ -588,9 +591,13 @@ async fn send(router: &Router, t: Transmit) {
     // 3261 section 18.1.1). A client's TLS or WebSocket connection that is gone cannot be
     // reopened (its address is an ephemeral port, its Via and Contact often `.invalid`, RFC
     // 7118 section 5): the flow has failed, and the transactions on it fail at once.
-    let tls = output.tls_targets.get(&key).cloned();
-    match (t.flow.transport, tls) {
-        (Transport::Tcp, _) | (Transport::Tls, Some(_)) => {
+    let reopen = match t.flow.transport {
+        Transport::Tcp => true,
+        Transport::Tls => output.tls_targets.contains_key(&key),
+        Transport::Udp | Transport::Ws | Transport::Wss => false,
+    };
+    match reopen {
+        true => {
             let (tx, rx) = mpsc::channel(CONN_QUEUE);
             let _ = tx.try_send(t.data);
             if let Ok(mut c) = output.conns.lock() {
@@ -598,7 +605,7 @@ async fn send(router: &Router, t: Transmit) {
             }
             tokio::spawn(stream_connect(t.flow, tx, rx, router.clone()));
         }
-        _ => {
+        false => {
             tracing::debug!(
                 remote = %t.flow.remote,
                 transport = t.flow.transport.name(),

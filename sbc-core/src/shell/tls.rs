@@ -293,8 +293,8 @@ mod tests {
     #[test]
     fn trunk_tls_targets_get_their_name_and_roots() {
         let text = format!(
-            "listeners: [{{name: t, side: trunk, address: 127.0.0.1, port: 5061, transports: [udp, tls], \
-             tls: {{certificate: a, private_key: b}}}}]
+            "listeners: [{{name: t, side: trunk, address: 127.0.0.1, port: 5061, \
+             transports: [udp, tls], tls: {{certificate: a, private_key: b}}}}]
 trunks:
   - {{name: c, listener: t, targets: [\"127.0.0.9:5061;transport=tls\", \"127.0.0.8:5060\"], \
       tls: {{ca: {}, server_name: sbc.test}}}}

@@ -85,6 +85,7 @@ install_peers() {
     [[ -e /usr/lib/x86_64-linux-gnu/kamailio/modules/websocket.so ]] || missing+=(kamailio-websocket-modules)
     [[ -e /usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so ]] || missing+=(kamailio-tls-modules)
     command -v rtpengine >/dev/null || missing+=(rtpengine-daemon)
+    # openssl: tls_call and ws_call make their certificates and read the served one.
     command -v openssl >/dev/null || missing+=(openssl)
     # libfuzzer-sys compiles libFuzzer (C++) for the fuzz step.
     command -v c++ >/dev/null || missing+=(g++)

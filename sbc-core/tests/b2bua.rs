@@ -58,6 +58,8 @@ fn config(targets: &[&str], ring: Duration) -> Config {
                 media_advertise: "127.0.0.1".parse().unwrap(),
                 media: MediaOptions::default(),
                 transports: vec![Transport::Udp, Transport::Tcp],
+                tls: None,
+                limits: None,
             },
             ListenerConfig {
                 name: "trunk".into(),
@@ -68,6 +70,8 @@ fn config(targets: &[&str], ring: Duration) -> Config {
                 media_advertise: "127.0.0.2".parse().unwrap(),
                 media: MediaOptions::default(),
                 transports: vec![Transport::Udp],
+                tls: None,
+                limits: None,
             },
         ],
         trunks: targets
@@ -85,6 +89,7 @@ fn config(targets: &[&str], ring: Duration) -> Config {
                     ..Default::default()
                 },
                 media: MediaOptions::default(),
+                tls: None,
             })
             .collect(),
         routes: vec![RouteConfig {
@@ -100,7 +105,7 @@ fn config(targets: &[&str], ring: Duration) -> Config {
 struct Net {
     engine: Engine,
     now: Instant,
-    sent: Vec<(SocketAddr, Message)>,
+    sent: Vec<(Flow, Message)>,
     events: Vec<Event>,
 }
 
@@ -162,7 +167,7 @@ impl Net {
                     panic!("the SBC sent invalid SIP ({e}):\n{}", String::from_utf8_lossy(&t.data))
                 }
             };
-            self.sent.push((t.flow.remote, msg));
+            self.sent.push((t.flow, msg));
         }
         while let Some(e) = self.engine.poll_event() {
             self.events.push(e);
@@ -171,11 +176,16 @@ impl Net {
 
     /// Everything sent to `peer` since the last call, in order.
     fn take(&mut self, peer: &str) -> Vec<Message> {
+        self.take_flows(peer).into_iter().map(|(_, m)| m).collect()
+    }
+
+    /// Like [`Net::take`], with the flow each message left on.
+    fn take_flows(&mut self, peer: &str) -> Vec<(Flow, Message)> {
         let peer = addr(peer);
         let (mine, rest): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.sent).into_iter().partition(|(a, _)| *a == peer);
+            std::mem::take(&mut self.sent).into_iter().partition(|(f, _)| f.remote == peer);
         self.sent = rest;
-        mine.into_iter().map(|(_, m)| m).collect()
+        mine
     }
 
     fn take_one(&mut self, peer: &str) -> Message {
@@ -783,6 +793,82 @@ fn unreachable_tcp_target_fails_over_at_once() {
     net.drain();
     let second = net.take_one(UAS);
     assert_eq!(second.method(), Some(&sip::Method::Invite), "failover without waiting for Timer B");
+}
+
+/// A browser on WSS (JsSIP style: `.invalid` Via and Contact hosts, RFC 7118 section 5): every
+/// response and the callee's BYE go back on the client's own flow, never toward its Contact.
+#[test]
+fn wss_client_is_reached_on_its_own_flow_whatever_its_via_and_contact() {
+    let mut cfg = config(&[UAS], Duration::from_secs(60));
+    cfg.listeners[0].addr = addr("127.0.0.1:8443");
+    cfg.listeners[0].transports = vec![Transport::Wss];
+    let mut net = Net::new(cfg);
+    const WSS: &str = "127.0.0.10:53211";
+    let ws = Flow { listener: ListenerId(0), transport: Transport::Wss, remote: addr(WSS) };
+    let invite = invite("ws1", "", true)
+        .replace("SIP/2.0/UDP 127.0.0.10:5061", "SIP/2.0/WSS df7jal23ls0d.invalid")
+        .replace("<sip:alice@127.0.0.10:5061>", "<sip:h7kjh12s@df7jal23ls0d.invalid;transport=ws>");
+    net.input(ws, &invite);
+    let (flow, trying) = net.take_flows(WSS).remove(0);
+    assert_eq!((flow, trying.code()), (ws, Some(100)));
+    let b_invite = net.take_one(UAS);
+    assert!(!String::from_utf8_lossy(&b_invite.to_bytes()).contains(".invalid"));
+    net.uas_sends(&uas_response(&b_invite, 200, "OK", "btag", "", SDP));
+    net.take_one(UAS);
+    let sent = net.take_flows(WSS);
+    let ok = &sent[0].1;
+    assert_eq!((sent.len(), sent[0].0, ok.code()), (1, ws, Some(200)));
+    assert_eq!(ok.contact().unwrap().unwrap().uri.to_string(), "sip:127.0.0.1:8443;transport=wss");
+    assert_eq!(hdr(ok, HeaderName::Via), "SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bK-a-ws1");
+    net.input(ws, &uac_request("ACK", ok, 1, "", ""));
+
+    // The callee hangs up: the BYE goes on the WSS flow to the client's Contact as its URI.
+    net.uas_sends(&uas_request("BYE", &b_invite, "btag", 1, ""));
+    assert_eq!(net.take_one(UAS).code(), Some(200));
+    let mut sent = net.take_flows(WSS);
+    assert_eq!(sent.len(), 1, "one BYE, on the flow");
+    let (flow, bye) = sent.remove(0);
+    assert_eq!((flow, bye.method()), (ws, Some(&sip::Method::Bye)));
+    assert_eq!(
+        bye.request_uri().unwrap().to_string(),
+        "sip:h7kjh12s@df7jal23ls0d.invalid;transport=ws"
+    );
+    assert!(hdr(&bye, HeaderName::Via).starts_with("SIP/2.0/WSS 127.0.0.1:8443;branch="));
+    assert!(net.sent.is_empty(), "nothing sent anywhere else: {:?}", net.sent);
+    net.input(ws, &uac_response(&bye, 200, "OK"));
+    assert_eq!(net.ended(), vec![Disposition::Answered]);
+    net.assert_idle();
+}
+
+/// The WebSocket connection of leg A is gone when the callee hangs up: the shell reports the
+/// flow failed, the BYE on it fails at once (no retransmission, no other destination tried)
+/// and the call leaves nothing behind.
+#[test]
+fn bye_to_a_websocket_client_whose_connection_is_gone_fails_on_the_flow() {
+    let mut cfg = config(&[UAS], Duration::from_secs(60));
+    cfg.listeners[0].transports = vec![Transport::Ws];
+    let mut net = Net::new(cfg);
+    const WS: &str = "127.0.0.10:53212";
+    let ws = Flow { listener: ListenerId(0), transport: Transport::Ws, remote: addr(WS) };
+    let invite = invite("ws2", "", true)
+        .replace("SIP/2.0/UDP 127.0.0.10:5061", "SIP/2.0/WS x.invalid")
+        .replace("<sip:alice@127.0.0.10:5061>", "<sip:y@x.invalid;transport=ws>");
+    net.input(ws, &invite);
+    let b_invite = net.take_one(UAS);
+    net.uas_sends(&uas_response(&b_invite, 200, "OK", "btag", "", SDP));
+    net.take_one(UAS);
+    let ok = net.take_flows(WS).pop().unwrap().1;
+    net.input(ws, &uac_request("ACK", &ok, 1, "", ""));
+    net.uas_sends(&uas_request("BYE", &b_invite, "btag", 1, ""));
+    net.take_one(UAS);
+    let (flow, bye) = net.take_flows(WS).remove(0);
+    assert_eq!((flow, bye.method()), (ws, Some(&sip::Method::Bye)));
+    net.engine.handle_flow_error(net.now, ws);
+    net.drain();
+    net.advance(Duration::from_secs(1));
+    assert!(net.sent.is_empty(), "nothing retried or sent elsewhere: {:?}", net.sent);
+    assert_eq!(net.engine.call_count(), 0);
+    net.assert_idle();
 }
 
 #[test]

@@ -40,6 +40,8 @@ fn config() -> Config {
             media_advertise: "127.0.0.1".parse().unwrap(),
             media: MediaOptions::default(),
             transports: vec![Transport::Udp],
+            tls: None,
+            limits: None,
         }],
         trunks: vec![TrunkConfig {
             name: "t".into(),
@@ -53,6 +55,7 @@ fn config() -> Config {
             rewrite: RewriteConfig::default(),
             headers: HeaderPolicy::default(),
             media: MediaOptions::default(),
+            tls: None,
         }],
         routes: vec![RouteConfig {
             name: "all".into(),

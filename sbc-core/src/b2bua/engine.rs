@@ -993,9 +993,11 @@ impl Engine {
 
     fn contact_for(&self, listener: ListenerId, transport: Transport) -> Bytes {
         let sent_by = &self.sent_by[listener.0];
+        // `sip:` with `;transport=tls` rather than `sips:` (RFC 5630 section 3.1.3 keeps that
+        // meaning): sips would promise TLS on every hop beyond the SBC, which it cannot know.
         Bytes::from(match transport {
             Transport::Udp => format!("<sip:{sent_by}>"),
-            Transport::Tcp => format!("<sip:{sent_by};transport=tcp>"),
+            t => format!("<sip:{sent_by};transport={}>", t.name()),
         })
     }
 
@@ -1120,8 +1122,10 @@ impl Engine {
 
         let callee = routing::rewrite(&trunk.rewrite, callee_in);
         let target_hp = target.addr.to_string();
-        let transport_param =
-            if target.transport == Transport::Tcp { ";transport=tcp" } else { "" };
+        let transport_param = match target.transport {
+            Transport::Udp => String::new(),
+            t => format!(";transport={}", t.name()),
+        };
         let ruri_text = if callee.is_empty() {
             format!("sip:{target_hp}{transport_param}")
         } else {

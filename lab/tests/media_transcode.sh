@@ -6,8 +6,8 @@
 #     [opus, telephone-event]) | SBC trunk 127.0.0.2:5070 -> callee baresip 127.0.0.12:5080
 #     (PCMU/PCMA only; trunk codecs: [PCMU, PCMA, telephone-event])
 #   config: lab/configs/media-transcode.yaml
-#   traffic: one call of CALL_SECS (8) s. The caller's source is a 48 kHz, 700 Hz sine (aufile
-#   reads the file at the codec's rate), the callee's an 8 kHz, 1300 Hz sine. Both record what
+#   traffic: one call of CALL_SECS (8) s. The caller's source is a 48 kHz stereo 700 Hz sine
+#   (aufile reads the file at the codec's rate and channels), the callee's an 8 kHz 1300 Hz sine. Both record what
 #   they decode with baresip's sndfile module (WAV files in $OUT/<ua>/snd). dumpcap captures lo.
 #
 # Expectations: the call is set up with Opus toward the caller and PCMU toward the callee (each
@@ -53,10 +53,10 @@ src=$(ip route get 127.0.0.1 ipproto udp sport "${CALLER_RTP%-*}" dport 40000 |
 [[ $src == "src $CALLER_IP" ]] ||
     lab_abort "policy routes not effective (caller RTP would leave with '$src')"
 
-# tone_wav FILE HZ RATE: 10 s of a sine at HZ, mono S16LE at RATE (what baresip's aufile
-# reads: the file's rate must be the codec's).
+# tone_wav FILE HZ RATE CHANNELS: 10 s of a sine at HZ, S16LE at RATE (what baresip's aufile
+# reads: the file's rate and channels must be the codec's, 2 for opus/48000/2).
 tone_wav() {
-    sox -n -r "$3" -c 1 -b 16 -e signed-integer "$1" synth 10 sine "$2" vol 0.5 \
+    sox -n -r "$3" -c "$4" -b 16 -e signed-integer "$1" synth 10 sine "$2" vol 0.5 \
         >>"$OUT/sox.txt" 2>&1 || lab_abort "sox could not make $1 (see sox.txt)"
 }
 
@@ -148,8 +148,8 @@ sip_count() {
     fi
 }
 
-tone_wav "$OUT/caller-${CALLER_HZ}hz.wav" "$CALLER_HZ" 48000
-tone_wav "$OUT/callee-${CALLEE_HZ}hz.wav" "$CALLEE_HZ" 8000
+tone_wav "$OUT/caller-${CALLER_HZ}hz.wav" "$CALLER_HZ" 48000 2
+tone_wav "$OUT/callee-${CALLEE_HZ}hz.wav" "$CALLEE_HZ" 8000 1
 baresip_config caller "$CALLER_IP" "$CALLER_PORT" "$CALLER_RTP" "$OUT/caller-${CALLER_HZ}hz.wav" \
     "opus/48000/2" ""
 baresip_config callee "$CALLEE_IP" "$CALLEE_PORT" "$CALLEE_RTP" "$OUT/callee-${CALLEE_HZ}hz.wav" \

@@ -133,7 +133,7 @@ file_structs! {
     FileRotate { interval: Str, max_bytes: Num }
     FileRetention { max_age: Str, max_files: Num }
     FileMedia { ports: Str, workers: Num, dscp: Num, nat: Option<S<bool>>, codecs: Option<List>,
-        inactivity_timeout: Str, profile: Str, srtp_suites: Option<List> }
+        inactivity_timeout: Str, profile: Str, srtp_suites: Option<List>, opus_complexity: Num }
     FileLegMedia { address: Str, advertise: Str, nat: Option<S<bool>>, codecs: Option<List>,
         inactivity_timeout: Str, profile: Str, srtp_suites: Option<List> }
     FileAdmin { metrics: Str }
@@ -740,6 +740,8 @@ fn media(cx: &mut Ctx, fm: &S<FileMedia>) -> Option<MediaConfig> {
     let ports = cx.or(&m.ports, (d.port_min, d.port_max), port_range);
     let workers = cx.or(&m.workers, 0, within("workers", 0, 256));
     let dscp = cx.or(&m.dscp, 46, within("dscp", 0, 63));
+    let opus_complexity =
+        cx.or(&m.opus_complexity, d.opus_complexity.into(), within("opus_complexity", 0, 10));
     let options = leg_media(
         cx,
         &S {
@@ -762,6 +764,8 @@ fn media(cx: &mut Ctx, fm: &S<FileMedia>) -> Option<MediaConfig> {
         workers: workers? as usize,
         // DSCP 0 is the kernel's default: nothing to set.
         dscp: dscp.map(|v| u8::try_from(v).ok().filter(|&v| v != 0))?,
+        // Invariant: within 0..=10, checked above.
+        opus_complexity: opus_complexity? as u8,
         defaults: options?.or(&d.defaults),
     })
 }

@@ -310,6 +310,8 @@ pub struct MediaConfig {
     pub workers: usize,
     /// DSCP written on media packets (46 = EF); `None` leaves the kernel default.
     pub dscp: Option<u8>,
+    /// libopus encoder complexity (0..=10) of transcoded calls' Opus side.
+    pub opus_complexity: u8,
     /// Default media options of every leg.
     pub defaults: MediaOptions,
 }
@@ -321,6 +323,7 @@ impl Default for MediaConfig {
             port_max: 39_999,
             workers: 0,
             dscp: Some(46),
+            opus_complexity: sbc_media::transcode::OpusSettings::default().complexity,
             defaults: MediaOptions {
                 nat: Some(false),
                 codecs: Some(Vec::new()),

@@ -267,7 +267,12 @@ impl Sbc {
             workers: m.workers,
             dscp: m.dscp,
         };
-        let relay = Arc::new(Relay::start(relay_config).map_err(StartError::Media)?);
+        let opus = sbc_media::transcode::OpusSettings {
+            complexity: m.opus_complexity,
+            ..Default::default()
+        };
+        let relay =
+            Arc::new(Relay::start_with_opus(relay_config, opus).map_err(StartError::Media)?);
         tracing::info!(
             ports = %format_args!("{}-{}", m.port_min, m.port_max),
             workers = relay.workers(),

@@ -18,7 +18,7 @@ seconds=${1:?usage: fuzz/run.sh SECONDS}
 case $seconds in '' | *[!0-9]*) echo "SECONDS must be a number, got '$seconds'" >&2; exit 64 ;; esac
 cd "$(dirname "$0")"
 
-targets=(sip_parse sip_stream sdp)
+targets=(sip_parse sip_stream sdp secure)
 per_target=$(( seconds / ${#targets[@]} ))
 (( per_target > 0 )) || per_target=1
 

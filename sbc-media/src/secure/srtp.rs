@@ -81,13 +81,36 @@ impl SrtpPair {
     /// length returned.
     pub fn protect(&mut self, rtcp: bool, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
         let plain = buf.get(..len).ok_or(SrtpError::Unprotectable)?;
-        let sealed =
-            if rtcp { self.outbound.encrypt_rtcp(plain) } else { self.outbound.encrypt_rtp(plain) }
-                .map_err(|_| SrtpError::Unprotectable)?;
+        let sealed = if rtcp {
+            self.outbound.encrypt_rtcp(plain)
+        } else {
+            // rtc-srtp encrypts from the header size rtc-rtp computes for the parsed header, and
+            // indexes the packet with it: a malformed RFC 8285 extension (an element running past
+            // its block) makes that size differ from the wire's and can run past the packet
+            // (found by fuzzing). Only headers whose parsed size is their wire size go in.
+            let header = rtp_header(plain).ok_or(SrtpError::Unprotectable)?;
+            self.outbound.encrypt_rtp_with_header(plain, &header)
+        }
+        .map_err(|_| SrtpError::Unprotectable)?;
         let out = buf.get_mut(..sealed.len()).ok_or(SrtpError::Unprotectable)?;
         out.copy_from_slice(&sealed);
         Ok(sealed.len())
     }
+}
+
+/// The RTP header of `p`, if it parses and its parsed size is the RFC 3550 §5.3.1 size on the
+/// wire (fixed header, CSRCs, extension header and the extension length it announces).
+fn rtp_header(p: &[u8]) -> Option<rtc_rtp::Header> {
+    use rtc_shared::marshal::{MarshalSize, Unmarshal};
+    let b0 = *p.first()?;
+    let mut wire = 12 + 4 * usize::from(b0 & 0x0f);
+    if b0 & 0x10 != 0 {
+        let ext = p.get(wire + 2..wire + 4)?;
+        wire += 4 + 4 * usize::from(u16::from_be_bytes([ext[0], ext[1]]));
+    }
+    let mut buf = p;
+    let header = rtc_rtp::Header::unmarshal(&mut buf).ok()?;
+    (wire <= p.len() && header.marshal_size() == wire).then_some(header)
 }
 
 /// Master key and salt of `k`, if its length is right for `p`.

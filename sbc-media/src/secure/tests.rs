@@ -566,3 +566,37 @@ fn arbitrary_datagrams_never_panic() {
         let _ = ice.handle(now, addr(BROWSER), &mut d);
     }
 }
+
+#[test]
+fn header_extensions_protect_when_well_formed_and_are_refused_when_not() {
+    let now = Instant::now();
+    let k1: Vec<u8> = (0..30).collect();
+    let k2: Vec<u8> = (100..130).collect();
+    let mut sbc = sdes(&k1, &k2, SrtpProfile::Aes128CmHmacSha1_80);
+    let mut phone = sdes(&k2, &k1, SrtpProfile::Aes128CmHmacSha1_80);
+    // RFC 8285 one-byte header: audio level (id 1, one byte), then two bytes of padding.
+    let mut plain = vec![0x90, 0, 0, 5, 0, 0, 3, 32, 0, 0, 0, 9];
+    plain.extend([0xbe, 0xde, 0, 1, 0x10, 0x80, 0, 0]);
+    plain.extend([0xd5; 160]);
+    let len = plain.len();
+    let mut buf = plain.clone();
+    buf.resize(2048, 0);
+    let n = sbc.protect(false, &mut buf, len).expect("a well-formed extension");
+    assert_eq!(&buf[..20], &plain[..20], "the header stays in the clear");
+    let mut wire = buf[..n].to_vec();
+    assert_eq!(phone.handle(now, addr(BROWSER), &mut wire), Received::Media { rtcp: false, len });
+    assert_eq!(&wire[..len], &plain[..]);
+    // An element (id 1, 14 bytes) running past its one-word block to the end of a 31-byte
+    // packet: rtc-srtp alone panics on it (it encrypts from 32, its idea of the header size;
+    // a fuzzer found it). Refused, no panic, and so is every cut of it.
+    let mut bad = vec![0x90, 0, 0, 6, 0, 0, 3, 32, 0, 0, 0, 9];
+    bad.extend([0xbe, 0xde, 0, 1, 0x1d, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]);
+    for cut in 12..bad.len() {
+        let mut buf = bad[..cut].to_vec();
+        buf.resize(2048, 0);
+        let _ = sbc.protect(false, &mut buf, cut);
+    }
+    let mut buf = bad.clone();
+    buf.resize(2048, 0);
+    assert_eq!(sbc.protect(false, &mut buf, bad.len()), None);
+}

@@ -27,14 +27,21 @@ tool we did not write.
       Counts the RTP packets sent from IP to IP and requires at least N (default 1). Needs no
       SBC: in direct mode it shows that two UAs exchanged media.
 
+  media_check.py wav --file F --hz F [--tolerance 25] [--skip 0.5] [--seconds 3]
+      Reads a recorded WAV (16-bit PCM, e.g. what baresip's sndfile module wrote of the audio
+      it received), skips the first SKIP seconds, and requires that the strongest frequency of
+      the next SECONDS is F +- tolerance Hz and that the audio is not silent.
+
 Exit status 0 when every check holds, 1 otherwise; each check prints one line.
 """
 
 import argparse
 import collections
 import math
+import struct
 import subprocess
 import sys
+import wave
 
 
 def tshark(pcap, display_filter, fields, rtp=False):
@@ -185,6 +192,50 @@ def goertzel(samples, rate, hz):
     return s1 * s1 + s2 * s2 - k * s1 * s2
 
 
+def strongest(samples, rate):
+    """(peak Hz, share of the scanned power within 30 Hz of it), 100-3800 Hz in 10 Hz steps."""
+    mean = sum(samples) / len(samples)
+    samples = [x - mean for x in samples]
+    powers = {hz: goertzel(samples, rate, hz) for hz in range(100, min(3800, rate // 2), 10)}
+    peak = max(powers, key=powers.get)
+    total = sum(powers.values()) or 1.0
+    share = sum(v for hz, v in powers.items() if abs(hz - peak) <= 30) / total
+    return peak, share
+
+
+def cmd_wav(a):
+    try:
+        with wave.open(a.file, "rb") as w:
+            rate, ch, width, n = w.getframerate(), w.getnchannels(), w.getsampwidth(), w.getnframes()
+            raw = w.readframes(n)
+    except (OSError, EOFError, wave.Error) as e:
+        print(f"FAIL: cannot read {a.file}: {e}")
+        return 1
+    if width != 2:
+        print(f"FAIL: {a.file}: {8 * width}-bit samples, expected 16-bit PCM")
+        return 1
+    # The first channel only.
+    samples = [v[0] for v in struct.iter_unpack("<" + "h" * ch, raw)]
+    start = int(a.skip * rate)
+    window = samples[start:start + int(a.seconds * rate)]
+    if len(window) < rate // 2:
+        print(f"FAIL: {a.file} holds {len(samples) / rate:.2f} s of audio; "
+              f"need more than {a.skip + 0.5:.1f} s")
+        return 1
+    rms = math.sqrt(sum(x * x for x in window) / len(window))
+    dbfs = 20 * math.log10(rms / 32768) if rms > 0 else -200.0
+    if dbfs < -60:
+        print(f"FAIL: {a.file}: silent ({dbfs:.1f} dBFS over {len(window) / rate:.2f} s)")
+        return 1
+    peak, share = strongest(window, rate)
+    ok = abs(peak - a.hz) <= a.tolerance
+    verdict = "ok" if ok else "FAIL"
+    print(f"{verdict}: strongest frequency in {a.file} ({len(samples) / rate:.2f} s at {rate} Hz, "
+          f"{dbfs:.1f} dBFS) is {peak} Hz ({100 * share:.0f} % of the scanned power), "
+          f"expected {a.hz:g} Hz")
+    return 0 if ok else 1
+
+
 def cmd_tone(a):
     sbc = set(a.sbc)
     samples = []
@@ -243,6 +294,12 @@ def main():
             p.add_argument("--to", required=True)
             p.add_argument("--hz", type=float, required=True)
             p.add_argument("--tolerance", type=float, default=25)
+    p = sub.add_parser("wav")
+    p.add_argument("--file", required=True)
+    p.add_argument("--hz", type=float, required=True)
+    p.add_argument("--tolerance", type=float, default=25)
+    p.add_argument("--skip", type=float, default=0.5)
+    p.add_argument("--seconds", type=float, default=3)
     p = sub.add_parser("count")
     p.add_argument("--pcap", required=True)
     p.add_argument("--src", required=True)
@@ -251,7 +308,8 @@ def main():
     p.add_argument("--from", dest="from_t", type=float)
     p.add_argument("--to-time", dest="to_t", type=float)
     a = ap.parse_args()
-    return {"sdp": cmd_sdp, "rtp": cmd_rtp, "tone": cmd_tone, "count": cmd_count}[a.cmd](a)
+    return {"sdp": cmd_sdp, "rtp": cmd_rtp, "tone": cmd_tone, "count": cmd_count,
+            "wav": cmd_wav}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 # what .ci/run executes).
 #
 #   1. installs the lab's peers with apt-get if any is missing (sip-tester, tshark,
-#      iproute2, procps, baresip-core, sox, sipvicious, nftables); a peer that cannot be
-#      installed is a failure, never a skip
+#      iproute2, procps, baresip-core, sox, sipvicious, nftables, chromium, kamailio with its
+#      websocket and tls modules, rtpengine-daemon, openssl), then lab/browser/setup.sh (npm ci,
+#      the JsSIP bundle); a peer that cannot be installed is a failure, never a skip
 #   2. cargo fmt --all -- --check
 #   3. cargo clippy --workspace --all-targets -- -D warnings
 #   4. cargo test --workspace
@@ -73,6 +74,18 @@ install_peers() {
     command -v setpriv >/dev/null || missing+=(util-linux)
     # sngrep: pcap_intercept checks that it opens the capture files.
     command -v sngrep >/dev/null || missing+=(sngrep)
+    # The browser harness (lab/browser, browser_harness_kamailio): Chromium driven by
+    # playwright-core under Node 20 (the machine's; Debian's nodejs only if none), Kamailio with
+    # WebSocket + TLS as the reference WSS registrar, rtpengine for its media, openssl for the
+    # test certificate.
+    [[ -x /usr/bin/chromium ]] || missing+=(chromium)
+    command -v node >/dev/null || missing+=(nodejs)
+    command -v npm >/dev/null || missing+=(npm)
+    command -v kamailio >/dev/null || missing+=(kamailio)
+    [[ -e /usr/lib/x86_64-linux-gnu/kamailio/modules/websocket.so ]] || missing+=(kamailio-websocket-modules)
+    [[ -e /usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so ]] || missing+=(kamailio-tls-modules)
+    command -v rtpengine >/dev/null || missing+=(rtpengine-daemon)
+    command -v openssl >/dev/null || missing+=(openssl)
     # libfuzzer-sys compiles libFuzzer (C++) for the fuzz step.
     command -v c++ >/dev/null || missing+=(g++)
     if ((${#missing[@]} == 0)); then
@@ -91,7 +104,11 @@ install_peers() {
         command -v ip >/dev/null && command -v ss >/dev/null && command -v pgrep >/dev/null &&
         command -v c++ >/dev/null && command -v baresip >/dev/null && command -v sox >/dev/null &&
         command -v svmap >/dev/null && command -v svwar >/dev/null && command -v svcrack >/dev/null &&
-        command -v nft >/dev/null && command -v setpriv >/dev/null && command -v sngrep >/dev/null
+        command -v nft >/dev/null && command -v setpriv >/dev/null && command -v sngrep >/dev/null &&
+        [[ -x /usr/bin/chromium ]] && command -v node >/dev/null && command -v npm >/dev/null &&
+        command -v kamailio >/dev/null && command -v rtpengine >/dev/null && command -v openssl >/dev/null &&
+        [[ -e /usr/lib/x86_64-linux-gnu/kamailio/modules/websocket.so ]] &&
+        [[ -e /usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so ]]
 }
 echo "==== peers"
 if install_peers; then
@@ -99,6 +116,10 @@ if install_peers; then
 else
     fail "peers" "could not install the lab's packages"
 fi
+
+# The browser harness's Node packages (npm ci) and JsSIP bundle, while the network is there
+# (the lab tests run in namespaces without it).
+step "browser harness setup" 900 bash lab/browser/setup.sh
 
 # ---- 2-5. cargo -------------------------------------------------------------------------
 step "cargo fmt" 300 cargo fmt --all -- --check

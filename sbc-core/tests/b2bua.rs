@@ -1567,6 +1567,7 @@ fn webrtc_listener_without_dtls_in_the_relay_refuses_with_488() {
 
     // The relay cannot do DTLS (no fingerprint): a browser's offer cannot be terminated.
     let relay = Arc::new(VirtualBackend::new(40_000..=40_099));
+    relay.set_dtls_fingerprint(None);
     let mut cfg = config(&[UAS], Duration::from_secs(60));
     cfg.listeners[0].media.profile = Some(MediaProfile::Webrtc);
     let mut net = Net::with_relay(cfg, Some(relay.clone()));

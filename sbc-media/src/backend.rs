@@ -218,6 +218,8 @@ pub enum MediaFailure {
     DtlsFailed(LegSide, &'static str),
     /// ICE consent freshness (RFC 7675) expired: the peer stopped answering.
     ConsentExpired(LegSide),
+    /// The SDES keys do not fit their crypto suite (wrong length): no SRTP context could be made.
+    BadKeys(LegSide),
 }
 
 impl RemoteSpec {
@@ -264,7 +266,9 @@ pub struct DirectionStats {
     pub forwarded: u64,
     /// RTCP packets accepted from the peer.
     pub rtcp_packets: u64,
-    /// Packets dropped: wrong source, not forwarding (hold), or no destination yet.
+    /// Packets dropped: wrong source, not forwarding (hold), or no destination yet; on a secure
+    /// side also SRTP that fails authentication or is replayed, media before the keys exist, and
+    /// STUN/DTLS that is not accepted (wrong credentials, unchecked source).
     pub dropped: u64,
 }
 

@@ -15,6 +15,8 @@
 //! - [`MediaPlane`]: the per-call state and the calls into the relay;
 //! - [`backend`]: the seam to the packet relay, and [`VirtualBackend`], a relay without sockets
 //!   for sans-IO tests;
+//! - [`secure`]: the secure media path of one relay side (ICE-lite, DTLS-SRTP, SRTP, SDES),
+//!   sans-IO;
 //! - [`relay`]: the real relay: media worker threads that own the sockets and move the packets
 //!   (with [`ports`], the port pool, and [`stats`], the RFC 3550 receive figures).
 //!
@@ -30,6 +32,7 @@ pub mod profile;
 #[cfg(target_os = "linux")]
 pub mod relay;
 pub mod sdp;
+pub mod secure;
 pub mod stats;
 mod virtual_backend;
 

@@ -204,6 +204,7 @@ fn ipv6_leg_out_of_ipv4_leg() {
 fn chrome_offer_reaches_a_sip_trunk_without_ice_or_bundle() {
     // A relay without DTLS cannot terminate the browser's media: refused, nothing opened.
     let mut call = Call::new();
+    call.backend.set_dtls_fingerprint(None);
     assert_eq!(call.offer(LegSide::A, CHROME), Err(MediaError::BadSdp("DTLS-SRTP not available")));
     assert_eq!(call.backend.open_pairs(), 0);
 

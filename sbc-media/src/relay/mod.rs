@@ -22,6 +22,14 @@
 //! reads any socket. `close` waits until the worker has closed the sockets and returned the
 //! ports, so they can be leased again at once.
 //!
+//! Secure sides: a side configured with [`crate::backend::Security::Sdes`] or
+//! [`crate::backend::Security::Dtls`] gets a [`crate::secure::SecureSide`] on its worker, which
+//! answers ICE checks and DTLS on the side's RTP socket and (un)protects its SRTP; DTLS sides
+//! are always rtcp-muxed. All sides share one DTLS identity made at start
+//! ([`RelayBackend::dtls_fingerprint`]). A side that fails (fingerprint mismatch, handshake
+//! failure, consent expired) reports it in [`PairStats::failure`] and passes nothing more;
+//! the pair's other side and the other pairs are not affected.
+//!
 //! Linux only: the batch calls and epoll are Linux interfaces. The only `unsafe` code is in
 //! `sys` (the batch calls); the rest of the relay denies it.
 //!
@@ -72,6 +80,7 @@ use crate::backend::{
     PacketTap, PairId, PairPorts, PairSpec, PairStats, RelayBackend, RelayError, RemoteSpec,
 };
 use crate::ports::{Leased, PortPool};
+use crate::secure::dtls::DtlsIdentity;
 
 /// Receive and send buffer requested for every media socket (the kernel doubles it and caps
 /// it at `net.core.rmem_max` / `wmem_max`). 256 KiB holds seconds of a voice stream, or about
@@ -114,6 +123,8 @@ pub struct Relay {
     next_id: AtomicU64,
     /// LOCK: taken by `shutdown` only.
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// The DTLS certificate of every secure side, made at start; shared with the workers.
+    identity: Arc<DtlsIdentity>,
 }
 
 struct WorkerHandle {
@@ -149,6 +160,8 @@ impl Relay {
             n => n,
         };
         let epoch = Instant::now();
+        // One identity per relay: every `a=fingerprint` the SBC writes names it.
+        let identity = Arc::new(DtlsIdentity::generate().map_err(io::Error::other)?);
         let mut relay = Relay {
             pool,
             dscp: config.dscp,
@@ -157,6 +170,7 @@ impl Relay {
             control: Mutex::new(Control { pairs: HashMap::new(), load: vec![0; workers] }),
             next_id: AtomicU64::new(1),
             threads: Mutex::new(Vec::with_capacity(workers)),
+            identity,
         };
         // On an error below, dropping `relay` stops the workers already started.
         for i in 0..workers {
@@ -164,11 +178,12 @@ impl Relay {
             let waker = Waker::new(poll.registry(), WAKER)?;
             let (commands, rx) = mpsc::sync_channel(COMMAND_QUEUE);
             let alive = Arc::new(());
+            let identity = Arc::clone(&relay.identity);
             let handle = WorkerHandle { commands, waker, alive: Arc::downgrade(&alive) };
             let thread =
                 std::thread::Builder::new().name(format!("media-{i}")).spawn(move || {
                     let _alive = alive;
-                    Worker::new(poll, rx, epoch).run();
+                    Worker::new(poll, rx, epoch, identity).run();
                 })?;
             relay.workers.push(handle);
             relay.threads().push(thread);
@@ -261,6 +276,10 @@ impl RelayBackend for Relay {
             return Err(RelayError::Io("media worker stopped".into()));
         }
         Ok(ports)
+    }
+
+    fn dtls_fingerprint(&self) -> Option<String> {
+        Some(self.identity.fingerprint().to_owned())
     }
 
     fn configure(&self, pair: PairId, side: LegSide, remote: &RemoteSpec) {

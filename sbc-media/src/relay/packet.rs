@@ -12,7 +12,8 @@
 
 use std::net::SocketAddr;
 
-use crate::backend::{Latch, RemoteSpec};
+use crate::backend::{Latch, RemoteSpec, Security};
+use crate::secure::ice::IcePath;
 
 /// Which of a side's two sockets a datagram uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +76,10 @@ pub(crate) struct SideRules {
     latched_rtcp: Option<SocketAddr>,
     /// The family of this side's local sockets, which can send only to that family.
     local_v6: bool,
+    /// On an ICE side: the peer addresses its checks validated, which replace the SDP address
+    /// and latching (media only from validated addresses, toward the selected one). Copied
+    /// from the side's ICE agent after each check it answered.
+    ice: Option<IcePath>,
 }
 
 impl SideRules {
@@ -90,9 +95,33 @@ impl SideRules {
         // it must be used (and compared) as IPv4.
         remote.rtp = remote.rtp.map(canonical);
         remote.rtcp = remote.rtcp.map(canonical);
+        // DTLS-SRTP toward a WebRTC peer is always multiplexed on one port (RFC 8829 §5.1.1
+        // requires rtcp-mux), and with ICE the checks locate the peer.
+        let ice = match &remote.security {
+            Security::Dtls(spec) => {
+                remote.rtcp_mux = true;
+                spec.ice.is_some()
+            }
+            _ => false,
+        };
+        self.ice = ice.then(|| self.ice.unwrap_or_default());
         self.remote = Some(remote);
         self.latched_rtp = None;
         self.latched_rtcp = None;
+    }
+
+    /// New ICE state of this side (ignored on a side without ICE).
+    pub(crate) fn set_ice_path(&mut self, path: IcePath) {
+        if let Some(ice) = self.ice.as_mut() {
+            *ice = path;
+        }
+    }
+
+    /// Would a datagram from `src` be accepted as RTP from this side's peer? `Ok(true)`: yes,
+    /// and it latches. For DTLS on a side without ICE, which follows the RTP source rules.
+    pub(crate) fn accepts_source(&self, src: SocketAddr) -> Result<bool, DropReason> {
+        let remote = self.remote.as_ref().ok_or(DropReason::NotConfigured)?;
+        source_check(self, remote, Kind::Rtp, src)
     }
 
     /// The remote description, if configured.
@@ -111,6 +140,9 @@ impl SideRules {
     /// Where RTP toward this side's peer goes: the latched address, else the SDP's.
     fn rtp_destination(&self) -> Result<Out, DropReason> {
         let remote = self.remote.as_ref().ok_or(DropReason::NoDestination)?;
+        if let Some(ice) = &self.ice {
+            return self.out(Socket::Rtp, ice.selected);
+        }
         // With rtcp-mux both share the peer's port, so an RTCP latch also locates the RTP peer.
         let latched =
             if remote.rtcp_mux { self.latched_rtp.or(self.latched_rtcp) } else { self.latched_rtp };
@@ -121,6 +153,9 @@ impl SideRules {
     /// else on the RTCP port.
     fn rtcp_destination(&self) -> Result<Out, DropReason> {
         let remote = self.remote.as_ref().ok_or(DropReason::NoDestination)?;
+        if let Some(ice) = &self.ice {
+            return self.out(Socket::Rtp, ice.selected);
+        }
         if remote.rtcp_mux {
             self.out(Socket::Rtp, self.latched_rtp.or(self.latched_rtcp).or(remote.rtp))
         } else {
@@ -147,13 +182,7 @@ pub(crate) fn inspect(
     let Some(remote) = &x.remote else {
         return Verdict::Reject(DropReason::NotConfigured);
     };
-    let kind = match on {
-        // RFC 5761 §4: on a multiplexed port, a second byte (marker bit masked) of 64..=95 is
-        // RTCP (packet types 192..=223), anything else is RTP.
-        Socket::Rtp if remote.rtcp_mux && is_rtcp_type(data) => Kind::Rtcp,
-        Socket::Rtp => Kind::Rtp,
-        Socket::Rtcp => Kind::Rtcp,
-    };
+    let kind = kind_of(remote, on, data);
     let well_formed = match kind {
         Kind::Rtp => is_rtp(data),
         Kind::Rtcp => is_rtcp(data),
@@ -174,6 +203,29 @@ pub(crate) fn inspect(
     Verdict::Accept { kind, latch, out }
 }
 
+/// RFC 5761 §4: on a multiplexed port, a second byte (marker bit masked) of 64..=95 is RTCP
+/// (packet types 192..=223), anything else is RTP.
+fn kind_of(remote: &RemoteSpec, on: Socket, data: &[u8]) -> Kind {
+    match on {
+        Socket::Rtp if remote.rtcp_mux && is_rtcp_type(data) => Kind::Rtcp,
+        Socket::Rtp => Kind::Rtp,
+        Socket::Rtcp => Kind::Rtcp,
+    }
+}
+
+/// The source check of [`inspect`] alone, for SRTP before it is unprotected: a packet from a
+/// source that would be refused must not cost a decryption, nor advance the replay window
+/// (a copy raced from elsewhere would otherwise make the genuine packet a "replay").
+pub(crate) fn media_source(
+    x: &SideRules,
+    on: Socket,
+    data: &[u8],
+    src: SocketAddr,
+) -> Result<(), DropReason> {
+    let remote = x.remote.as_ref().ok_or(DropReason::NotConfigured)?;
+    source_check(x, remote, kind_of(remote, on, data), src).map(|_| ())
+}
+
 /// Is `src` accepted for `kind`? `Ok(true)`: accepted and to be latched.
 fn source_check(
     x: &SideRules,
@@ -181,6 +233,9 @@ fn source_check(
     kind: Kind,
     src: SocketAddr,
 ) -> Result<bool, DropReason> {
+    if let Some(ice) = &x.ice {
+        return if ice.is_validated(src) { Ok(false) } else { Err(DropReason::Source) };
+    }
     let (latched, announced) = match kind {
         Kind::Rtp => (x.latched_rtp, remote.rtp),
         Kind::Rtcp if remote.rtcp_mux => (x.latched_rtcp, remote.rtp),
@@ -457,6 +512,53 @@ mod tests {
             inspect(&a, &d, Socket::Rtp, &RTP, addr("10.0.0.1:4000")),
             Verdict::Accept { out: Err(DropReason::NoDestination), .. }
         ));
+    }
+
+    #[test]
+    fn an_ice_side_takes_sources_and_destination_from_its_checks() {
+        use crate::backend::{DtlsRole, DtlsSpec, IceCredentials};
+        let creds = IceCredentials {
+            local_ufrag: "a".into(),
+            local_pwd: "b".into(),
+            remote_ufrag: "c".into(),
+            remote_pwd: "d".into(),
+        };
+        let dtls =
+            DtlsSpec { role: DtlsRole::Server, remote_fingerprints: vec![], ice: Some(creds) };
+        let mut a = side(RemoteSpec {
+            security: Security::Dtls(dtls),
+            ..spec("10.0.0.1:4000", "10.0.0.1:4001")
+        });
+        let b = side(spec("10.0.0.2:5000", "10.0.0.2:5001"));
+        assert!(a.remote().is_some_and(|r| r.rtcp_mux), "DTLS sides are multiplexed");
+        // Before any check: not even the SDP address is accepted, and nothing goes to A.
+        assert_eq!(
+            inspect(&a, &b, Socket::Rtp, &RTP, addr("10.0.0.1:4000")),
+            Verdict::Reject(DropReason::Source)
+        );
+        assert!(matches!(
+            inspect(&b, &a, Socket::Rtp, &RTP, addr("10.0.0.2:5000")),
+            Verdict::Accept { out: Err(DropReason::NoDestination), .. }
+        ));
+        let checked = addr("203.0.113.9:6000");
+        let mut path = IcePath { selected: Some(checked), ..IcePath::default() };
+        path.validated[0] = Some(checked);
+        a.set_ice_path(path);
+        assert!(matches!(
+            inspect(&a, &b, Socket::Rtp, &RTP, checked),
+            Verdict::Accept { latch: false, out: Ok(_), .. }
+        ));
+        assert_eq!(
+            inspect(&b, &a, Socket::Rtcp, &RTCP_RR, addr("10.0.0.2:5001")),
+            Verdict::Accept {
+                kind: Kind::Rtcp,
+                latch: false,
+                out: Ok(Out { via: Socket::Rtp, to: checked })
+            }
+        );
+        // Reconfiguring the same side keeps what the checks found.
+        a.configure(&a.remote().unwrap().clone());
+        assert_eq!(a.accepts_source(checked), Ok(false));
     }
 
     #[test]

@@ -10,10 +10,11 @@
 //! path takes no lock.
 
 use std::hint::spin_loop;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
 use std::time::{Duration, Instant};
 
-use crate::backend::{DirectionStats, PairStats};
+use crate::backend::{DirectionStats, MediaFailure, PairStats};
 
 /// Fields of one direction, in the order of [`DirectionStats`].
 const FIELDS: usize = 7;
@@ -30,6 +31,9 @@ pub(crate) struct SharedStats {
     dirs: [[AtomicU64; FIELDS]; 2],
     /// Nanoseconds from the relay's epoch to the last accepted packet, plus one; 0: none yet.
     last_packet: AtomicU64,
+    /// The pair's first failure: written once by the worker, read without a lock (a failure is
+    /// final, so it sits outside the sequence).
+    failure: OnceLock<MediaFailure>,
 }
 
 impl SharedStats {
@@ -64,6 +68,11 @@ impl SharedStats {
         self.seq.store(s.wrapping_add(2), Ordering::Release);
     }
 
+    /// Records the pair's failure; only the first one is kept. Worker thread only.
+    pub(crate) fn publish_failure(&self, failure: MediaFailure) {
+        let _ = self.failure.set(failure);
+    }
+
     /// A consistent copy of the figures. Any thread.
     ///
     /// Retries until it reads between two publications. The writer cannot stop half-way (only
@@ -88,8 +97,7 @@ impl SharedStats {
                     from_a: direction(&raw[0]),
                     from_b: direction(&raw[1]),
                     last_packet: last.checked_sub(1).map(|n| epoch + Duration::from_nanos(n)),
-                    // Security failures are published by the WebRTC path (issue 6), not yet here.
-                    failure: None,
+                    failure: self.failure.get().copied(),
                 };
             }
             tries += 1;
@@ -144,6 +152,14 @@ mod tests {
         // A packet at the epoch itself is still "some packet".
         shared.publish(0, &d, Some(epoch), epoch);
         assert_eq!(shared.snapshot(epoch).last_packet, Some(epoch));
+        // The first failure stays.
+        assert_eq!(shared.snapshot(epoch).failure, None);
+        shared.publish_failure(MediaFailure::ConsentExpired(crate::LegSide::A));
+        shared.publish_failure(MediaFailure::FingerprintMismatch(crate::LegSide::B));
+        assert_eq!(
+            shared.snapshot(epoch).failure,
+            Some(MediaFailure::ConsentExpired(crate::LegSide::A))
+        );
     }
 
     #[test]

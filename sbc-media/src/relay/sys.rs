@@ -176,6 +176,16 @@ impl Batch {
         Some((&mut b.bufs[i][..len], source))
     }
 
+    /// The whole buffer of datagram `i` of the last `recv` ([`BUF_LEN`] bytes), for a rewrite
+    /// that changes its length (SRTP adds a tag); `None` if `i` is out of range.
+    pub(crate) fn buffer(&mut self, i: usize) -> Option<&mut [u8]> {
+        let b = &mut *self.inner;
+        if i >= b.received {
+            return None;
+        }
+        Some(&mut b.bufs[i][..])
+    }
+
     /// Puts `data` into buffer `i` as if received, for tests and benchmarks that send
     /// generated packets through [`Batch::queue`] and [`Batch::flush`].
     #[cfg(test)]

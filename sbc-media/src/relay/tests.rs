@@ -733,3 +733,272 @@ fn a_tapped_pair_shows_each_packet_as_received_and_as_sent() {
     call.b.recv();
     assert_eq!(tap.seen.lock().unwrap().len(), 2);
 }
+
+/// A browser on loopback: ICE checks, DTLS client, SRTP, over its own UDP socket.
+struct Browser {
+    sock: UdpSocket,
+    peer: crate::secure::tests::Peer,
+    srtp: Option<crate::secure::srtp::SrtpPair>,
+}
+
+impl Browser {
+    fn new(relay_at: SocketAddr) -> Browser {
+        let sock = UdpSocket::bind((V4, 0)).unwrap();
+        sock.set_read_timeout(Some(WAIT)).unwrap();
+        let mut peer = crate::secure::tests::Peer::new(true);
+        peer.sbc = relay_at;
+        Browser { sock, peer, srtp: None }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.sock.local_addr().unwrap()
+    }
+
+    /// The SBC side's description of this browser, expecting `fingerprint`.
+    fn remote(&self, fingerprint: crate::backend::Fingerprint) -> RemoteSpec {
+        use crate::backend::{DtlsRole, DtlsSpec, Security};
+        let creds = crate::secure::tests::creds();
+        let dtls = DtlsSpec {
+            role: DtlsRole::Server,
+            remote_fingerprints: vec![fingerprint],
+            ice: Some(creds),
+        };
+        RemoteSpec {
+            rtp: Some(self.addr()),
+            security: Security::Dtls(dtls),
+            ..RemoteSpec::default()
+        }
+    }
+
+    fn recv(&self) -> Vec<u8> {
+        let mut buf = [0u8; 2048];
+        let (n, from) = self.sock.recv_from(&mut buf).expect("the browser received nothing");
+        assert_eq!(from, self.peer.sbc);
+        buf[..n].to_vec()
+    }
+
+    /// One valid check (answered), then the DTLS handshake as client, as Chrome does it.
+    fn connect(&mut self) {
+        use rtc_stun::message::{BINDING_SUCCESS, Message};
+        let check = crate::secure::tests::check("sbcU:brwsr", "sbc-password-0123456789", true);
+        self.sock.send_to(&check, self.peer.sbc).unwrap();
+        let mut resp = Message::new();
+        resp.raw = self.recv();
+        resp.decode().unwrap();
+        assert_eq!(resp.typ, BINDING_SUCCESS);
+        let now = Instant::now();
+        let config = Arc::clone(&self.peer.config);
+        self.peer.endpoint.connect(now, self.peer.sbc, config, None).unwrap();
+        let deadline = Instant::now() + WAIT;
+        let mut done = false;
+        while !done {
+            assert!(Instant::now() < deadline, "the DTLS handshake did not complete");
+            while let Some(t) = self.peer.endpoint.poll_transmit() {
+                self.sock.send_to(&t.message, self.peer.sbc).unwrap();
+            }
+            let data = self.recv();
+            let events = self
+                .peer
+                .endpoint
+                .read(Instant::now(), self.peer.sbc, None, bytes::BytesMut::from(&data[..]))
+                .unwrap();
+            done = events
+                .iter()
+                .any(|e| matches!(e, rtc_dtls::endpoint::EndpointEvent::HandshakeComplete));
+        }
+        // The last flight (if any) still goes out.
+        while let Some(t) = self.peer.endpoint.poll_transmit() {
+            self.sock.send_to(&t.message, self.peer.sbc).unwrap();
+        }
+        self.srtp = Some(self.peer.srtp(true).0);
+    }
+
+    fn send_rtp(&mut self, plain: &[u8]) {
+        let mut buf = plain.to_vec();
+        buf.resize(2048, 0);
+        let n = self.srtp.as_mut().unwrap().protect(false, &mut buf, plain.len()).unwrap();
+        self.sock.send_to(&buf[..n], self.peer.sbc).unwrap();
+    }
+
+    fn recv_rtp(&mut self) -> Vec<u8> {
+        let mut data = self.recv();
+        let n = self.srtp.as_mut().unwrap().unprotect(false, &mut data).expect("SRTP from the SBC");
+        data.truncate(n);
+        data
+    }
+}
+
+#[test]
+fn dtls_srtp_side_bridges_to_a_plain_side_and_a_bad_fingerprint_fails_alone() {
+    // One worker: both calls share it, so the failing one must not disturb the other.
+    let relay = relay_with(4, 1);
+    let fp = relay.dtls_fingerprint().unwrap();
+    assert!(fp.starts_with("sha-256 ") && fp.len() == 8 + 95, "{fp}");
+    let open = || {
+        let p = relay.open(PairSpec { local_a: V4, local_b: V4 }).unwrap();
+        (p.id, SocketAddr::new(V4, p.a_rtp), SocketAddr::new(V4, p.b_rtp))
+    };
+    let (good, good_a, good_b) = open();
+    let (bad, bad_a, bad_b) = open();
+    let mut browser = Browser::new(good_a);
+    let mut intruder = Browser::new(bad_a);
+    let (trunk, trunk_rtcp) = (Peer::new(V4), Peer::new(V4));
+    let (trunk2, trunk2_rtcp) = (Peer::new(V4), Peer::new(V4));
+    relay.configure(good, LegSide::A, &browser.remote(browser.peer.fingerprint.clone()));
+    relay.configure(good, LegSide::B, &remote(&trunk, &trunk_rtcp));
+    let mut wrong = intruder.peer.fingerprint.clone();
+    wrong.digest[31] ^= 1;
+    relay.configure(bad, LegSide::A, &intruder.remote(wrong));
+    relay.configure(bad, LegSide::B, &remote(&trunk2, &trunk2_rtcp));
+
+    // Before the handshake nothing reaches the browser, and plain RTP toward it is dropped.
+    trunk.send(&rtp(0, false, 1, 160, 7), good_b);
+    browser.connect();
+    // Browser -> trunk: decrypted. Trunk -> browser: encrypted.
+    for seq in 1..=20 {
+        let plain = rtp(0, false, seq, u32::from(seq) * 160, 0xabcd);
+        browser.send_rtp(&plain);
+        let (got, from) = trunk.recv();
+        assert_eq!((got, from), (plain, good_b));
+        let back = rtp(0, false, seq, u32::from(seq) * 160, 0x7777);
+        trunk.send(&back, good_b);
+        assert_eq!(browser.recv_rtp(), back);
+    }
+    // A packet with a bad tag is dropped, the next good one passes.
+    let plain = rtp(0, false, 30, 4800, 0xabcd);
+    let mut buf = plain.clone();
+    buf.resize(2048, 0);
+    let n = browser.srtp.as_mut().unwrap().protect(false, &mut buf, plain.len()).unwrap();
+    buf[n - 1] ^= 0x80;
+    browser.sock.send_to(&buf[..n], good_a).unwrap();
+    let next = rtp(0, false, 31, 4960, 0xabcd);
+    browser.send_rtp(&next);
+    assert_eq!(trunk.recv().0, next, "the forged packet never reached the trunk");
+
+    // A check with a wrong password, from another address, gets no answer and moves nothing:
+    // media still goes to the browser.
+    let bad_check = crate::secure::tests::check("sbcU:brwsr", "wrong-password", true);
+    intruder.sock.send_to(&bad_check, good_a).unwrap();
+    let back = rtp(0, false, 32, 5120, 0x7777);
+    trunk.send(&back, good_b);
+    assert_eq!(browser.recv_rtp(), back);
+
+    // The intruder completes DTLS with a certificate its SDP did not announce.
+    intruder.connect();
+    let s = relay_stats_until(&relay, bad, |s| s.failure.is_some());
+    assert_eq!(s.failure, Some(crate::backend::MediaFailure::FingerprintMismatch(LegSide::A)));
+    intruder.send_rtp(&rtp(0, false, 1, 160, 0x5555));
+    trunk2.send(&rtp(0, false, 1, 160, 0x6666), bad_b);
+    // The good call still works both ways...
+    let plain = rtp(0, false, 40, 6400, 0xabcd);
+    browser.send_rtp(&plain);
+    assert_eq!(trunk.recv().0, plain);
+    let back = rtp(0, false, 41, 6560, 0x7777);
+    trunk.send(&back, good_b);
+    assert_eq!(browser.recv_rtp(), back);
+    assert_eq!(relay.stats(good).unwrap().failure, None);
+    // ... and nothing crossed the failed one.
+    for p in [&trunk2.sock, &intruder.sock] {
+        p.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        let mut buf = [0u8; 2048];
+        assert!(p.recv_from(&mut buf).is_err(), "media crossed a failed pair");
+    }
+    let s = relay.stats(bad).unwrap();
+    assert_eq!(s.from_a.forwarded + s.from_b.forwarded, 0);
+}
+
+fn relay_stats_until(relay: &Relay, id: PairId, ok: impl Fn(&PairStats) -> bool) -> PairStats {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let s = relay.stats(id).unwrap();
+        if ok(&s) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "figures never matched: {s:#?}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn a_dtls_client_side_sends_its_hello_at_once_and_retransmits_on_the_workers_timer() {
+    use crate::backend::{DtlsRole, DtlsSpec, Fingerprint, Security};
+    let call = Call::new(V4, V4);
+    let server = Peer::new(V4);
+    let dtls = DtlsSpec {
+        role: DtlsRole::Client,
+        remote_fingerprints: vec![Fingerprint { algorithm: "sha-256".into(), digest: vec![0; 32] }],
+        ice: None,
+    };
+    let spec = RemoteSpec {
+        rtp: Some(server.addr()),
+        security: Security::Dtls(dtls),
+        ..RemoteSpec::default()
+    };
+    call.configure(LegSide::A, spec);
+    // Without ICE the ClientHello goes to the SDP address at configure, from the RTP port.
+    let (hello, from) = server.recv();
+    assert_eq!((hello[0], from), (22, call.at_a));
+    // Nobody answers: rtc-dtls retransmits after its first interval (1 s), which only the
+    // worker's deadline heap can trigger (no packet arrives to wake it).
+    let t = Instant::now();
+    let (again, from) = server.recv();
+    assert_eq!((again[0], from), (22, call.at_a));
+    assert!(t.elapsed() >= Duration::from_millis(500), "a retransmission, not a duplicate");
+    assert_eq!(call.relay.stats(call.id).unwrap().failure, None);
+}
+
+#[test]
+fn an_sdes_phone_bridges_to_a_plain_trunk_with_separate_rtcp() {
+    use crate::backend::{SdesKeys, Security, SrtpProfile};
+    use crate::secure::srtp::SrtpPair;
+    let call = Call::new(V4, V4);
+    let phone_key: Vec<u8> = (0..30).collect();
+    let sbc_key: Vec<u8> = (50..80).collect();
+    let keys = SdesKeys {
+        profile: SrtpProfile::Aes128CmHmacSha1_80,
+        local: sbc_key.clone(),
+        remote: phone_key.clone(),
+    };
+    let mut spec = remote(&call.a, &call.a_rtcp);
+    spec.security = Security::Sdes(keys);
+    call.configure(LegSide::A, spec);
+    let provider = rtc_dtls::crypto_provider::default_provider().unwrap();
+    let mut phone =
+        SrtpPair::new(SrtpProfile::Aes128CmHmacSha1_80, &phone_key, &sbc_key, provider.crypto())
+            .unwrap();
+    let seal = |ctx: &mut SrtpPair, rtcp: bool, plain: &[u8]| {
+        let mut buf = plain.to_vec();
+        buf.resize(2048, 0);
+        let n = ctx.protect(rtcp, &mut buf, plain.len()).unwrap();
+        buf.truncate(n);
+        buf
+    };
+    // Phone -> trunk, RTP and SRTCP on the RTCP port.
+    let plain = rtp(0, false, 1, 160, 0x1111);
+    call.a.send(&seal(&mut phone, false, &plain), call.at_a);
+    assert_eq!(call.b.recv().0, plain);
+    let rr = rtcp_rr(0x1111);
+    call.a_rtcp.send(&seal(&mut phone, true, &rr), rtcp_port(call.at_a));
+    assert_eq!(call.b_rtcp.recv().0, rr);
+    // A forged packet is dropped; the next good one passes.
+    let mut forged = seal(&mut phone, false, &rtp(0, false, 2, 320, 0x1111));
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    call.a.send(&forged, call.at_a);
+    let next = rtp(0, false, 3, 480, 0x1111);
+    call.a.send(&seal(&mut phone, false, &next), call.at_a);
+    assert_eq!(call.b.recv().0, next);
+    // Trunk -> phone: protected with the SBC's key, RTCP to the phone's RTCP port.
+    let back = rtp(0, false, 9, 1440, 0x2222);
+    call.b.send(&back, call.at_b);
+    let (mut got, _) = call.a.recv();
+    assert_ne!(got, back);
+    let n = phone.unprotect(false, &mut got).unwrap();
+    assert_eq!(&got[..n], &back[..]);
+    call.b_rtcp.send(&rtcp_rr(0x2222), rtcp_port(call.at_b));
+    let (mut got, _) = call.a_rtcp.recv();
+    let n = phone.unprotect(true, &mut got).unwrap();
+    assert_eq!(&got[..n], &rtcp_rr(0x2222)[..]);
+    let s = call.stats_until(|s| s.from_a.dropped >= 1);
+    assert_eq!(s.from_a.packets, 2);
+}

@@ -14,8 +14,17 @@
 //!
 //! Nothing on the per-packet path allocates, locks or logs: buffers are the worker's batch,
 //! state lives in the slab, figures go out through atomics. Logs are for control events only.
+//!
+//! Secure sides (SDES or DTLS-SRTP, see [`crate::secure`]) hook in at three points of the same
+//! path: each datagram received on such a side goes through its `SecureSide` first (STUN and
+//! DTLS are answered from the same socket, SRTP is unprotected in place before the packet
+//! rules run), and each packet sent to such a side is protected in its batch buffer just
+//! before it is queued. Their timers (DTLS retransmissions, handshake deadline, ICE consent)
+//! sit in one heap per worker; the poll waits at most until the earliest. Only secure sides
+//! allocate: rtc-srtp returns a fresh buffer per packet, STUN and DTLS allocate per message.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -30,8 +39,10 @@ use super::packet::{self, Kind, RtpFields, SideRules, Socket, Verdict};
 use super::publish::SharedStats;
 use super::sys::{BATCH, Batch};
 use crate::LegSide;
-use crate::backend::{DirectionStats, PacketTap, PairId, RemoteSpec};
+use crate::backend::{DirectionStats, PacketTap, PairId, RemoteSpec, Security};
 use crate::ports::Leased;
+use crate::secure::dtls::DtlsIdentity;
+use crate::secure::{Received, SecureSide};
 use crate::stats::RtpReceiveStats;
 
 /// Receive batches taken from one socket per round before the worker serves the others
@@ -65,6 +76,10 @@ struct Side {
     /// from `rx` when published.
     counters: DirectionStats,
     rx: RtpReceiveStats,
+    /// SRTP/DTLS/ICE state when this side is secured; `None` on a plain side.
+    secure: Option<SecureSide>,
+    /// The deadline of `secure` that is in the worker's timer heap, if any.
+    armed: Option<Instant>,
     /// Local addresses of the RTP and RTCP sockets, for the headers of tapped packets.
     local: [SocketAddr; 2],
     /// Last field: the sockets close before the lease returns their ports.
@@ -108,8 +123,16 @@ struct Pair {
 impl Pair {
     fn publish(&self, side: usize, epoch: Instant) {
         self.shared.publish(side, &self.sides[side].figures(), self.last_packet, epoch);
+        if let Some(f) = self.sides[side].secure.as_ref().and_then(SecureSide::failure) {
+            self.shared.publish_failure(f);
+        }
     }
 }
+
+/// A secure side's deadline in the worker's heap: (when, slot, side, pair id). Entries are
+/// never removed early: a popped entry whose pair is gone or whose side is armed for another
+/// instant is stale and skipped (lazy deletion, as STYLE.md §2 asks).
+type Deadline = Reverse<(Instant, usize, usize, u64)>;
 
 /// The worker's state; lives on its thread.
 pub(crate) struct Worker {
@@ -127,6 +150,10 @@ pub(crate) struct Worker {
     next_carry: Vec<Token>,
     /// The relay's time origin for published instants and RTP arrival clocks.
     epoch: Instant,
+    /// The SBC's DTLS certificate, shared by all workers.
+    identity: Arc<DtlsIdentity>,
+    /// Deadlines of the secure sides on this worker.
+    timers: BinaryHeap<Deadline>,
 }
 
 fn token(slot: usize, side: usize, which: Socket) -> Token {
@@ -139,7 +166,12 @@ fn untoken(t: Token) -> (usize, usize, Socket) {
 }
 
 impl Worker {
-    pub(crate) fn new(poll: Poll, commands: Receiver<Command>, epoch: Instant) -> Worker {
+    pub(crate) fn new(
+        poll: Poll,
+        commands: Receiver<Command>,
+        epoch: Instant,
+        identity: Arc<DtlsIdentity>,
+    ) -> Worker {
         Worker {
             poll,
             events: Events::with_capacity(EVENTS),
@@ -151,13 +183,24 @@ impl Worker {
             carry: Vec::new(),
             next_carry: Vec::new(),
             epoch,
+            identity,
+            timers: BinaryHeap::new(),
         }
     }
 
     /// Runs until a `Shutdown` command or until every sender is gone.
     pub(crate) fn run(mut self) {
         loop {
-            let timeout = if self.carry.is_empty() { None } else { Some(Duration::ZERO) };
+            let timeout = if self.carry.is_empty() {
+                // Wake for the earliest secure deadline (a stale one only costs a wake-up).
+                self.timers.peek().map(|Reverse((at, ..))| {
+                    at.saturating_duration_since(Instant::now())
+                        // Round up: epoll counts milliseconds, and waking early would spin.
+                        + Duration::from_micros(999)
+                })
+            } else {
+                Some(Duration::ZERO)
+            };
             if let Err(e) = self.poll.poll(&mut self.events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -189,7 +232,61 @@ impl Worker {
             }
             self.events = events;
             std::mem::swap(&mut self.carry, &mut self.next_carry);
+            self.fire_timers();
         }
+    }
+
+    /// Serves the secure sides whose deadline has come.
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse((at, slot, side, id))) = self.timers.peek().copied() {
+            if at > now {
+                return;
+            }
+            self.timers.pop();
+            let Some(Some(pair)) = self.pairs.get_mut(slot) else { continue };
+            if pair.id.0 != id || pair.sides[side].armed != Some(at) {
+                continue;
+            }
+            let tap = pair.tap.as_deref();
+            let s = &mut pair.sides[side];
+            s.armed = None;
+            if let Some(secure) = s.secure.as_mut() {
+                secure.handle_timeout(now);
+                flush_control(s, tap, SystemTime::now());
+            }
+            pair.publish(side, self.epoch);
+            arm(&mut self.timers, pair, slot, side);
+        }
+    }
+
+    /// New remote description for one side of the pair in `slot`: the packet rules, and the
+    /// secure state (kept when the security is unchanged, so a re-INVITE does not re-key).
+    fn configure(&mut self, slot: usize, side: usize, remote: &RemoteSpec) {
+        let Some(Some(pair)) = self.pairs.get_mut(slot) else { return };
+        let tap = pair.tap.as_deref();
+        let s = &mut pair.sides[side];
+        s.rules.configure(remote);
+        let keep = s.secure.as_ref().is_some_and(|sec| sec.security() == &remote.security);
+        if keep {
+            if let Some(sec) = s.secure.as_mut() {
+                sec.set_peer(remote.rtp);
+            }
+        } else if matches!(remote.security, Security::Plain) {
+            s.secure = None;
+        } else {
+            let leg = if side == 0 { LegSide::A } else { LegSide::B };
+            s.secure =
+                SecureSide::new(Instant::now(), leg, &remote.security, &self.identity, remote.rtp);
+            s.armed = None;
+        }
+        if let Some(path) = s.secure.as_ref().and_then(SecureSide::ice_path) {
+            s.rules.set_ice_path(path);
+        }
+        // A DTLS client without ICE sends its ClientHello at once.
+        flush_control(s, tap, SystemTime::now());
+        pair.publish(side, self.epoch);
+        arm(&mut self.timers, pair, slot, side);
     }
 
     /// Applies pending commands; `false` on shutdown.
@@ -198,8 +295,8 @@ impl Worker {
             match self.commands.try_recv() {
                 Ok(Command::Open { id, sides, v6, shared }) => self.open(id, sides, v6, shared),
                 Ok(Command::Configure { id, side, remote }) => {
-                    if let Some(pair) = self.by_id.get(&id).and_then(|&s| self.pairs[s].as_mut()) {
-                        pair.sides[side_index(side)].rules.configure(&remote);
+                    if let Some(&slot) = self.by_id.get(&id) {
+                        self.configure(slot, side_index(side), &remote);
                     }
                 }
                 Ok(Command::Tap { id, tap }) => {
@@ -248,6 +345,8 @@ impl Worker {
                 rules: SideRules::new(v6),
                 counters: DirectionStats::default(),
                 rx: RtpReceiveStats::new(),
+                secure: None,
+                armed: None,
                 local,
                 sockets,
             }
@@ -331,6 +430,9 @@ impl Worker {
             };
             relay_batch(pair, side, which, &mut self.batch, n, self.epoch);
             pair.publish(side, self.epoch);
+            if pair.sides[side].secure.is_some() {
+                arm(&mut self.timers, pair, slot, side);
+            }
             if n < BATCH {
                 // The queue was empty before the batch filled; a datagram arriving after that
                 // raises a new edge.
@@ -379,8 +481,8 @@ fn relay_batch(
     let tap = pair.tap.as_deref();
     let wall = if tap.is_some() { SystemTime::now() } else { SystemTime::UNIX_EPOCH };
     let (xs, ys) = match &mut pair.sides {
-        [a, b] if x == 0 => (a, &*b),
-        [a, b] => (b, &*a),
+        [a, b] if x == 0 => (a, b),
+        [a, b] => (b, a),
     };
     let clock_rate = xs.rules.remote().map_or(0, |r| r.clock_rate);
     let arrival = rtp_clock(now.saturating_duration_since(epoch), clock_rate);
@@ -395,6 +497,42 @@ fn relay_batch(
             // ports, so a capture on the wire would hold them).
             tap.packet(wall, src, xs.local(which), data);
         }
+        // Hook 1, secure sides: STUN and DTLS are answered on this socket, SRTP is unprotected
+        // in place; only plain RTP/RTCP goes on to the packet rules.
+        let mut len = data.len();
+        if let Some(secure) = xs.secure.as_mut() {
+            let first = data.first().copied().unwrap_or(0);
+            if first >= 128 && packet::media_source(&xs.rules, which, data, src).is_err() {
+                xs.counters.dropped += 1;
+                continue;
+            }
+            if (20..=63).contains(&first) && secure.ice_path().is_none() {
+                // DTLS without ICE: the RTP source rules (strict, or the NAT latch) apply.
+                match xs.rules.accepts_source(src) {
+                    Ok(latch) if latch => xs.rules.latch(Kind::Rtp, src),
+                    Ok(_) => {}
+                    Err(_) => {
+                        xs.counters.dropped += 1;
+                        continue;
+                    }
+                }
+            }
+            match secure.handle(now, src, data) {
+                Received::Media { len: plain, .. } => len = plain,
+                Received::Control => {
+                    if let Some(path) = secure.ice_path() {
+                        xs.rules.set_ice_path(path);
+                    }
+                    flush_control(xs, tap, wall);
+                    continue;
+                }
+                Received::Drop(_) => {
+                    xs.counters.dropped += 1;
+                    continue;
+                }
+            }
+        }
+        let Some(data) = data.get_mut(..len) else { continue };
         let (kind, latch, out) = match packet::inspect(&xs.rules, &ys.rules, which, data, src) {
             Verdict::Reject(_) => {
                 xs.counters.dropped += 1;
@@ -405,8 +543,10 @@ fn relay_batch(
         accepted = true;
         if latch {
             xs.rules.latch(kind, src);
+            if let Some(secure) = xs.secure.as_mut() {
+                secure.set_peer(Some(src));
+            }
         }
-        let len = data.len();
         match kind {
             Kind::Rtp => {
                 xs.counters.packets += 1;
@@ -422,23 +562,32 @@ fn relay_batch(
             }
             Kind::Rtcp => xs.counters.rtcp_packets += 1,
         }
-        if let (Some(tap), Ok(out)) = (tap, &out) {
-            tap.packet(wall, ys.local(out.via), out.to, data);
+        let Ok(out) = out else {
+            xs.counters.dropped += 1;
+            continue;
+        };
+        // Hook 2, secure destination: protect in the batch buffer (the packet grows by its
+        // tag); nothing goes to that side before its keys exist.
+        if let Some(secure) = ys.secure.as_mut() {
+            match batch.buffer(i).and_then(|buf| secure.protect(kind == Kind::Rtcp, buf, len)) {
+                Some(protected) => len = protected,
+                None => {
+                    xs.counters.dropped += 1;
+                    continue;
+                }
+            }
         }
-        match out {
-            Ok(out) if out.via == Socket::Rtp => {
-                // Sent with the others of this batch by the sendmmsg below.
-                if !batch.queue(i, len, out.to, tag(kind)) {
-                    xs.counters.dropped += 1;
-                }
+        if let Some(tap) = tap {
+            tap.packet(wall, ys.local(out.via), out.to, sent_data(batch, i, len));
+        }
+        if out.via == Socket::Rtp {
+            // Sent with the others of this batch by the sendmmsg below.
+            if !batch.queue(i, len, out.to, tag(kind)) {
+                xs.counters.dropped += 1;
             }
-            Ok(out) => {
-                // RTCP to a separate RTCP port: a few per second, sent on its own.
-                if send_one(ys.socket(Socket::Rtcp), data_of(batch, i), out.to).is_err() {
-                    xs.counters.dropped += 1;
-                }
-            }
-            Err(_) => xs.counters.dropped += 1,
+        } else if send_one(ys.socket(Socket::Rtcp), sent_data(batch, i, len), out.to).is_err() {
+            // RTCP to a separate RTCP port: a few per second, sent on its own.
+            xs.counters.dropped += 1;
         }
     }
     let counts = batch.flush(ys.socket(Socket::Rtp).as_raw_fd());
@@ -449,15 +598,42 @@ fn relay_batch(
     }
 }
 
+/// Hook 3: sends what a secure side queued (STUN answers, DTLS flights) from its RTP socket,
+/// the one its peer talks to (secure sides with DTLS are multiplexed).
+fn flush_control(s: &mut Side, tap: Option<&dyn PacketTap>, wall: SystemTime) {
+    let Some(secure) = s.secure.as_mut() else { return };
+    while let Some(t) = secure.poll_transmit() {
+        if let Some(tap) = tap {
+            tap.packet(wall, s.local[0], t.to, &t.data);
+        }
+        // A full socket buffer loses the datagram; DTLS retransmits, and STUN checks repeat.
+        let _ = send_one(&s.sockets.rtp, &t.data, t.to);
+    }
+}
+
+/// Puts the secure side's next deadline in the heap if it is earlier than the one armed (a
+/// later one is found when the armed entry fires).
+fn arm(timers: &mut BinaryHeap<Deadline>, pair: &mut Pair, slot: usize, side: usize) {
+    let s = &mut pair.sides[side];
+    let next = s.secure.as_ref().and_then(SecureSide::poll_timeout);
+    if let Some(t) = next
+        && s.armed.is_none_or(|armed| t < armed)
+    {
+        s.armed = Some(t);
+        timers.push(Reverse((t, slot, side, pair.id.0)));
+    }
+}
+
+/// The first `len` bytes of buffer `i`, as they are sent.
+fn sent_data(batch: &mut Batch, i: usize, len: usize) -> &[u8] {
+    batch.buffer(i).and_then(|b| b.get(..len)).unwrap_or(&[])
+}
+
 fn tag(kind: Kind) -> usize {
     match kind {
         Kind::Rtp => 0,
         Kind::Rtcp => 1,
     }
-}
-
-fn data_of(batch: &mut Batch, i: usize) -> &[u8] {
-    batch.datagram(i).map_or(&[], |(d, _)| d)
 }
 
 fn send_one(socket: &UdpSocket, data: &[u8], to: SocketAddr) -> io::Result<()> {

@@ -3,7 +3,7 @@
 
 Reads only the `listeners:` section of the SBC's YAML config (the subset of YAML that
 configs/sbc.yaml uses: a block list of mappings with `address`, `port` and a flow list
-`transports: [udp, tcp]`). Python stdlib only, so no YAML library is needed.
+`transports: [udp, tcp]`; tls, ws and wss are TCP sockets). Python stdlib only, so no YAML library is needed.
 The lab uses this to know when a freshly started SBC is ready.
 """
 import re
@@ -47,6 +47,9 @@ def listeners(text):
         transports = entry.get("transports", "[udp]").strip("[]")
         for t in transports.split(","):
             t = t.strip().strip("\"'").lower()
+            # tls, ws and wss listen on TCP sockets.
+            if t in ("tls", "ws", "wss"):
+                t = "tcp"
             if t and addr and port:
                 socks.append(f"{t}:{addr}:{port}")
     return socks

@@ -4,7 +4,7 @@
 #
 #   1. installs the lab's peers with apt-get if any is missing (sip-tester, tshark,
 #      iproute2, procps, baresip-core, sox, sipvicious, nftables, chromium, kamailio with its
-#      websocket and tls modules, rtpengine-daemon, openssl), then lab/browser/setup.sh (npm ci,
+#      websocket and tls modules, rtpengine-daemon, openssl, cmake), then lab/browser/setup.sh (npm ci,
 #      the JsSIP bundle); a peer that cannot be installed is a failure, never a skip
 #   2. cargo fmt --all -- --check
 #   3. cargo clippy --workspace --all-targets -- -D warnings
@@ -86,9 +86,13 @@ install_peers() {
     [[ -e /usr/lib/x86_64-linux-gnu/kamailio/modules/websocket.so ]] || missing+=(kamailio-websocket-modules)
     [[ -e /usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so ]] || missing+=(kamailio-tls-modules)
     command -v rtpengine >/dev/null || missing+=(rtpengine-daemon)
+    # openssl: tls_call and ws_call make their certificates and read the served one.
     command -v openssl >/dev/null || missing+=(openssl)
     # libfuzzer-sys compiles libFuzzer (C++) for the fuzz step.
     command -v c++ >/dev/null || missing+=(g++)
+    # opusic-sys builds its bundled libopus with cmake (sbc-media's transcoding); the cargo
+    # steps below run after this one.
+    command -v cmake >/dev/null || missing+=(cmake)
     if ((${#missing[@]} == 0)); then
         echo "peers present: $(sipp -v 2>/dev/null | grep -o 'SIPp v[^ ]*' | head -n 1), $(tshark -v 2>/dev/null | head -n 1), $(baresip -h 2>&1 | grep -o 'baresip v[^ ]*' | head -n 1), sox $(sox --version 2>/dev/null | grep -o 'v[0-9.]*'), $(nft --version 2>/dev/null)"
         return 0
@@ -109,7 +113,8 @@ install_peers() {
         [[ -x /usr/bin/chromium ]] && command -v node >/dev/null && command -v npm >/dev/null &&
         command -v kamailio >/dev/null && command -v rtpengine >/dev/null && command -v openssl >/dev/null &&
         [[ -e /usr/lib/x86_64-linux-gnu/kamailio/modules/websocket.so ]] &&
-        [[ -e /usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so ]]
+        [[ -e /usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so ]] &&
+        command -v cmake >/dev/null
 }
 echo "==== peers"
 if install_peers; then

@@ -100,7 +100,9 @@ fn run(file: PathBuf) -> ExitCode {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("sbc: {e}");
-                return ExitCode::from(EXIT_BIND);
+                // A certificate that does not load is a configuration problem, not the OS's.
+                let tls = matches!(e, sbc_core::shell::StartError::Tls(_));
+                return ExitCode::from(if tls { EXIT_CONFIG } else { EXIT_BIND });
             }
         };
         tracing::info!(config = %file.display(), shards = config.shards, "sbc started");

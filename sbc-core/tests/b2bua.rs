@@ -11,8 +11,9 @@ use sbc_cdr::{CallEventKind, Disposition, ReleaseSide};
 use sbc_core::b2bua::{Engine, Event};
 use sbc_core::config::Transport;
 use sbc_core::config::{
-    Config, HeaderPolicy, ListenerConfig, ListenerId, MediaConfig, MediaOptions, RewriteConfig,
-    RouteConfig, RouteMatch, Side, Target, TcpConfig, TimerConfig, TrunkConfig, TrunkId,
+    Config, HeaderPolicy, ListenerConfig, ListenerId, MediaConfig, MediaOptions, RegistrarConfig,
+    RegistrarMode, RewriteConfig, RouteConfig, RouteMatch, Side, Target, TcpConfig, TimerConfig,
+    TrunkConfig, TrunkId,
 };
 use sbc_core::sip::{self, HeaderName, Message};
 use sbc_core::transport::Flow;
@@ -37,6 +38,7 @@ fn config(targets: &[&str], ring: Duration) -> Config {
         capture: Default::default(),
         records: None,
         policy: Default::default(),
+        registrars: Vec::new(),
         // No media timeout: most scenarios run long on the fake clock without RTP.
         media: MediaConfig {
             defaults: MediaOptions {
@@ -56,6 +58,8 @@ fn config(targets: &[&str], ring: Duration) -> Config {
                 media_advertise: "127.0.0.1".parse().unwrap(),
                 media: MediaOptions::default(),
                 transports: vec![Transport::Udp, Transport::Tcp],
+                tls: None,
+                limits: None,
             },
             ListenerConfig {
                 name: "trunk".into(),
@@ -66,6 +70,8 @@ fn config(targets: &[&str], ring: Duration) -> Config {
                 media_advertise: "127.0.0.2".parse().unwrap(),
                 media: MediaOptions::default(),
                 transports: vec![Transport::Udp],
+                tls: None,
+                limits: None,
             },
         ],
         trunks: targets
@@ -83,6 +89,7 @@ fn config(targets: &[&str], ring: Duration) -> Config {
                     ..Default::default()
                 },
                 media: MediaOptions::default(),
+                tls: None,
             })
             .collect(),
         routes: vec![RouteConfig {
@@ -98,7 +105,7 @@ fn config(targets: &[&str], ring: Duration) -> Config {
 struct Net {
     engine: Engine,
     now: Instant,
-    sent: Vec<(SocketAddr, Message)>,
+    sent: Vec<(Flow, Message)>,
     events: Vec<Event>,
 }
 
@@ -160,7 +167,7 @@ impl Net {
                     panic!("the SBC sent invalid SIP ({e}):\n{}", String::from_utf8_lossy(&t.data))
                 }
             };
-            self.sent.push((t.flow.remote, msg));
+            self.sent.push((t.flow, msg));
         }
         while let Some(e) = self.engine.poll_event() {
             self.events.push(e);
@@ -169,11 +176,16 @@ impl Net {
 
     /// Everything sent to `peer` since the last call, in order.
     fn take(&mut self, peer: &str) -> Vec<Message> {
+        self.take_flows(peer).into_iter().map(|(_, m)| m).collect()
+    }
+
+    /// Like [`Net::take`], with the flow each message left on.
+    fn take_flows(&mut self, peer: &str) -> Vec<(Flow, Message)> {
         let peer = addr(peer);
         let (mine, rest): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.sent).into_iter().partition(|(a, _)| *a == peer);
+            std::mem::take(&mut self.sent).into_iter().partition(|(f, _)| f.remote == peer);
         self.sent = rest;
-        mine.into_iter().map(|(_, m)| m).collect()
+        mine
     }
 
     fn take_one(&mut self, peer: &str) -> Message {
@@ -781,6 +793,82 @@ fn unreachable_tcp_target_fails_over_at_once() {
     net.drain();
     let second = net.take_one(UAS);
     assert_eq!(second.method(), Some(&sip::Method::Invite), "failover without waiting for Timer B");
+}
+
+/// A browser on WSS (JsSIP style: `.invalid` Via and Contact hosts, RFC 7118 section 5): every
+/// response and the callee's BYE go back on the client's own flow, never toward its Contact.
+#[test]
+fn wss_client_is_reached_on_its_own_flow_whatever_its_via_and_contact() {
+    let mut cfg = config(&[UAS], Duration::from_secs(60));
+    cfg.listeners[0].addr = addr("127.0.0.1:8443");
+    cfg.listeners[0].transports = vec![Transport::Wss];
+    let mut net = Net::new(cfg);
+    const WSS: &str = "127.0.0.10:53211";
+    let ws = Flow { listener: ListenerId(0), transport: Transport::Wss, remote: addr(WSS) };
+    let invite = invite("ws1", "", true)
+        .replace("SIP/2.0/UDP 127.0.0.10:5061", "SIP/2.0/WSS df7jal23ls0d.invalid")
+        .replace("<sip:alice@127.0.0.10:5061>", "<sip:h7kjh12s@df7jal23ls0d.invalid;transport=ws>");
+    net.input(ws, &invite);
+    let (flow, trying) = net.take_flows(WSS).remove(0);
+    assert_eq!((flow, trying.code()), (ws, Some(100)));
+    let b_invite = net.take_one(UAS);
+    assert!(!String::from_utf8_lossy(&b_invite.to_bytes()).contains(".invalid"));
+    net.uas_sends(&uas_response(&b_invite, 200, "OK", "btag", "", SDP));
+    net.take_one(UAS);
+    let sent = net.take_flows(WSS);
+    let ok = &sent[0].1;
+    assert_eq!((sent.len(), sent[0].0, ok.code()), (1, ws, Some(200)));
+    assert_eq!(ok.contact().unwrap().unwrap().uri.to_string(), "sip:127.0.0.1:8443;transport=wss");
+    assert_eq!(hdr(ok, HeaderName::Via), "SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bK-a-ws1");
+    net.input(ws, &uac_request("ACK", ok, 1, "", ""));
+
+    // The callee hangs up: the BYE goes on the WSS flow to the client's Contact as its URI.
+    net.uas_sends(&uas_request("BYE", &b_invite, "btag", 1, ""));
+    assert_eq!(net.take_one(UAS).code(), Some(200));
+    let mut sent = net.take_flows(WSS);
+    assert_eq!(sent.len(), 1, "one BYE, on the flow");
+    let (flow, bye) = sent.remove(0);
+    assert_eq!((flow, bye.method()), (ws, Some(&sip::Method::Bye)));
+    assert_eq!(
+        bye.request_uri().unwrap().to_string(),
+        "sip:h7kjh12s@df7jal23ls0d.invalid;transport=ws"
+    );
+    assert!(hdr(&bye, HeaderName::Via).starts_with("SIP/2.0/WSS 127.0.0.1:8443;branch="));
+    assert!(net.sent.is_empty(), "nothing sent anywhere else: {:?}", net.sent);
+    net.input(ws, &uac_response(&bye, 200, "OK"));
+    assert_eq!(net.ended(), vec![Disposition::Answered]);
+    net.assert_idle();
+}
+
+/// The WebSocket connection of leg A is gone when the callee hangs up: the shell reports the
+/// flow failed, the BYE on it fails at once (no retransmission, no other destination tried)
+/// and the call leaves nothing behind.
+#[test]
+fn bye_to_a_websocket_client_whose_connection_is_gone_fails_on_the_flow() {
+    let mut cfg = config(&[UAS], Duration::from_secs(60));
+    cfg.listeners[0].transports = vec![Transport::Ws];
+    let mut net = Net::new(cfg);
+    const WS: &str = "127.0.0.10:53212";
+    let ws = Flow { listener: ListenerId(0), transport: Transport::Ws, remote: addr(WS) };
+    let invite = invite("ws2", "", true)
+        .replace("SIP/2.0/UDP 127.0.0.10:5061", "SIP/2.0/WS x.invalid")
+        .replace("<sip:alice@127.0.0.10:5061>", "<sip:y@x.invalid;transport=ws>");
+    net.input(ws, &invite);
+    let b_invite = net.take_one(UAS);
+    net.uas_sends(&uas_response(&b_invite, 200, "OK", "btag", "", SDP));
+    net.take_one(UAS);
+    let ok = net.take_flows(WS).pop().unwrap().1;
+    net.input(ws, &uac_request("ACK", &ok, 1, "", ""));
+    net.uas_sends(&uas_request("BYE", &b_invite, "btag", 1, ""));
+    net.take_one(UAS);
+    let (flow, bye) = net.take_flows(WS).remove(0);
+    assert_eq!((flow, bye.method()), (ws, Some(&sip::Method::Bye)));
+    net.engine.handle_flow_error(net.now, ws);
+    net.drain();
+    net.advance(Duration::from_secs(1));
+    assert!(net.sent.is_empty(), "nothing retried or sent elsewhere: {:?}", net.sent);
+    assert_eq!(net.engine.call_count(), 0);
+    net.assert_idle();
 }
 
 #[test]
@@ -1467,6 +1555,333 @@ fn scanners_unknown_users_and_garbage_lead_to_bans() {
     assert!(!net.engine.policy().is_banned(net.now, addr(UAS).ip()));
 }
 
+// ---- registrations ---------------------------------------------------------------------------
+
+/// Access listener 0 relays REGISTER to trunk 0 (the UAS plays the registrar).
+fn relay_config() -> Config {
+    let mut cfg = config(&[UAS], Duration::from_secs(60));
+    cfg.registrars = vec![RegistrarConfig {
+        listener: ListenerId(0),
+        mode: RegistrarMode::Relay {
+            trunk: TrunkId(0),
+            upstream_expires: Duration::from_secs(600),
+        },
+        client_expires: Duration::from_secs(60),
+    }];
+    cfg
+}
+
+/// alice's REGISTER from behind a NAT: its Contact names a private address, while the SBC sees
+/// it come from `UAC`.
+fn nat_register(call_id: &str, cseq: u32, extra: &str) -> String {
+    register(call_id, cseq, extra)
+        .replace("Contact: <sip:alice@127.0.0.10:5061>", "Contact: <sip:alice@10.0.0.5:5062>")
+}
+
+fn upstream_auth(n: u32) -> String {
+    format!(
+        "Authorization: Digest username=\"alice\", realm=\"upstream\", nonce=\"n1\", \
+         uri=\"sip:127.0.0.1:5060\", response=\"r{n}\"\n"
+    )
+}
+
+fn tcp_flow() -> Flow {
+    Flow { listener: ListenerId(0), transport: Transport::Tcp, remote: addr(UAC) }
+}
+
+fn client_sends(net: &mut Net, tcp: bool, text: &str) {
+    match tcp {
+        true => net.input(tcp_flow(), &text.replace("SIP/2.0/UDP", "SIP/2.0/TCP")),
+        false => net.uac_sends(text),
+    }
+}
+
+/// The user part of a REGISTER's Contact: the SBC's token.
+fn contact_user(m: &Message) -> String {
+    m.contact().unwrap().unwrap().uri.user_str().unwrap().to_owned()
+}
+
+/// alice registers through the relay: challenged by the upstream registrar, then accepted with
+/// 300 s. Returns the SBC's token.
+fn relay_register(net: &mut Net, tcp: bool) -> String {
+    client_sends(net, tcp, &nat_register("rr1", 1, ""));
+    let up1 = net.take_one(UAS);
+    assert_eq!(up1.method(), Some(&sip::Method::Register));
+    let challenge = "Digest realm=\"upstream\", nonce=\"n1\", qop=\"auth\"";
+    net.uas_sends(&uas_response(
+        &up1,
+        401,
+        "Unauthorized",
+        "up",
+        &format!("WWW-Authenticate: {challenge}\n"),
+        "",
+    ));
+    let ch = final_to_uac(net);
+    assert_eq!(ch.code(), Some(401));
+    assert_eq!(hdr(&ch, HeaderName::WwwAuthenticate), challenge, "relayed unchanged");
+    client_sends(net, tcp, &nat_register("rr1", 2, &upstream_auth(2)));
+    let up2 = net.take_one(UAS);
+    // One upstream registration dialog per binding: same Call-ID and From tag, next CSeq.
+    assert_eq!(hdr(&up2, HeaderName::CallId), hdr(&up1, HeaderName::CallId));
+    assert_eq!(hdr(&up2, HeaderName::From), hdr(&up1, HeaderName::From));
+    assert_eq!(hdr(&up2, HeaderName::CSeq), "2 REGISTER");
+    assert_eq!(hdr(&up2, HeaderName::Authorization), upstream_auth(2)[15..].trim_end());
+    let token = contact_user(&up2);
+    assert_eq!(token, contact_user(&up1));
+    net.uas_sends(&uas_response(
+        &up2,
+        200,
+        "OK",
+        "up",
+        &format!("Contact: <sip:{token}@127.0.0.2:5070>;expires=300\n"),
+        "",
+    ));
+    let ok = final_to_uac(net);
+    assert_eq!(ok.code(), Some(200));
+    assert_eq!(hdr(&ok, HeaderName::Contact), "<sip:alice@10.0.0.5:5062>;expires=60");
+    assert_eq!(net.engine.bindings().len(), 1);
+    token
+}
+
+#[test]
+fn register_is_relayed_with_the_sbc_contact_and_the_challenge_passes_through() {
+    let mut net = Net::new(relay_config());
+    net.uac_sends(&nat_register("rr1", 1, ""));
+    let up = net.take_one(UAS);
+    let text = String::from_utf8_lossy(&up.to_bytes()).into_owned();
+    // Topology hiding: nothing of the client's addresses, Call-ID or tag goes upstream.
+    for leak in ["10.0.0.5", "127.0.0.10", "rr1", "rtag"] {
+        assert!(!text.contains(leak), "upstream REGISTER leaks {leak}:\n{text}");
+    }
+    assert_eq!(up.request_uri().unwrap().to_string(), "sip:127.0.0.1:5060", "R-URI kept");
+    assert_eq!(hdr(&up, HeaderName::To), "<sip:alice@sbc.test>");
+    assert!(hdr(&up, HeaderName::From).starts_with("<sip:alice@sbc.test>;tag="));
+    assert_eq!(hdr(&up, HeaderName::Expires), "600");
+    let token = contact_user(&up);
+    assert!(token.starts_with("rg") && token.len() == 34, "{token}");
+    assert_eq!(hdr(&up, HeaderName::Contact), format!("<sip:{token}@127.0.0.2:5070>"));
+    assert!(hdr(&up, HeaderName::Via).contains("127.0.0.2:5070"));
+
+    let mut net = Net::new(relay_config());
+    relay_register(&mut net, false);
+    assert_eq!(net.engine.stats().registers_relayed, 2);
+    net.assert_idle();
+}
+
+#[test]
+fn refreshes_are_answered_locally_while_the_upstream_registration_lasts() {
+    let mut net = Net::new(relay_config());
+    let token = relay_register(&mut net, false);
+    // Granted 300 s upstream: refreshes are local while at least 150 s are left.
+    let mut upstream = Vec::new();
+    for (i, cseq) in (3..=6).enumerate() {
+        net.advance(Duration::from_secs(50));
+        net.uac_sends(&nat_register("rr1", cseq, &upstream_auth(cseq)));
+        upstream.extend(net.take(UAS));
+        if i < 3 {
+            let ok = final_to_uac(&mut net);
+            assert_eq!(hdr(&ok, HeaderName::Contact), "<sip:alice@10.0.0.5:5062>;expires=60");
+        }
+    }
+    assert_eq!(upstream.len(), 1, "one upstream REGISTER for four client refreshes");
+    let up = &upstream[0];
+    assert_eq!(hdr(up, HeaderName::CSeq), "3 REGISTER");
+    assert_eq!(hdr(up, HeaderName::Authorization), upstream_auth(6)[15..].trim_end(), "latest");
+    assert_eq!(contact_user(up), token, "the same binding");
+    // The registrar challenges the refresh (a new nonce): the client hears it and answers.
+    let challenge = "Digest realm=\"upstream\", nonce=\"n2\"";
+    net.uas_sends(&uas_response(
+        up,
+        401,
+        "Unauthorized",
+        "up",
+        &format!("WWW-Authenticate: {challenge}\n"),
+        "",
+    ));
+    let ch = final_to_uac(&mut net);
+    assert_eq!((ch.code(), hdr(&ch, HeaderName::WwwAuthenticate)), (Some(401), challenge.into()));
+    assert_eq!(net.engine.bindings().len(), 1, "a challenge does not end the binding");
+    net.uac_sends(&nat_register("rr1", 7, &upstream_auth(7)));
+    let up = net.take_one(UAS);
+    assert_eq!(hdr(&up, HeaderName::CSeq), "4 REGISTER");
+    assert_eq!(hdr(&up, HeaderName::Authorization), upstream_auth(7)[15..].trim_end());
+    net.uas_sends(&uas_response(&up, 200, "OK", "up", "Expires: 300\n", ""));
+    assert_eq!(final_to_uac(&mut net).code(), Some(200));
+    // Registered afresh: the next refresh is local again.
+    net.advance(Duration::from_secs(50));
+    net.uac_sends(&nat_register("rr1", 8, &upstream_auth(8)));
+    assert_eq!(final_to_uac(&mut net).code(), Some(200));
+    assert!(net.take(UAS).is_empty());
+    assert_eq!(net.engine.stats().registers_accepted, 4);
+    assert_eq!(net.engine.stats().registers_relayed, 4);
+}
+
+fn trunk_invite(call_id: &str, ruri: &str) -> String {
+    format!(
+        "INVITE {ruri} SIP/2.0\n\
+Via: SIP/2.0/UDP 127.0.0.20:5080;branch=z9hG4bK-t-{call_id}\n\
+Max-Forwards: 70\n\
+From: <sip:bob@upstream.example>;tag=ttag\n\
+To: <{ruri}>\n\
+Call-ID: {call_id}\n\
+CSeq: 1 INVITE\n\
+Contact: <sip:bob@127.0.0.20:5080>\n\
+Content-Type: application/sdp\n\
+Content-Length: {}\n\n{SDP}",
+        wire_len(SDP)
+    )
+}
+
+/// A call from the trunk to `ruri` reaches the client at `UAC` (with `client_uri` as
+/// Request-URI) and is answered and hung up there.
+fn call_reaches_client(net: &mut Net, ruri: &str, client_uri: &str, tcp: bool) {
+    net.uas_sends(&trunk_invite("tc1", ruri));
+    assert_eq!(net.take_one(UAS).code(), Some(100));
+    let inv = net.take_one(UAC);
+    assert_eq!(inv.method(), Some(&sip::Method::Invite));
+    assert_eq!(inv.request_uri().unwrap().to_string(), client_uri);
+    assert!(hdr(&inv, HeaderName::To).starts_with("<sip:alice@sbc.test>"));
+    assert!(hdr(&inv, HeaderName::Via).contains("127.0.0.1:5060"));
+    let (c, _) = sdp_addr(&inv);
+    assert_eq!(c, "127.0.0.1", "media anchored on the access listener");
+    client_sends(net, tcp, &uas_response(&inv, 180, "Ringing", "ctag", "", ""));
+    assert_eq!(net.take_one(UAS).code(), Some(180));
+    client_sends(net, tcp, &uas_response(&inv, 200, "OK", "ctag", "", SDP));
+    assert_eq!(net.take_one(UAC).method(), Some(&sip::Method::Ack));
+    let ok = net.take_one(UAS);
+    assert_eq!(ok.code(), Some(200));
+    net.uas_sends(&uac_request("ACK", &ok, 1, "", ""));
+    net.uas_sends(&uac_request("BYE", &ok, 2, "", ""));
+    assert_eq!(net.take_one(UAS).code(), Some(200));
+    let bye = net.take_one(UAC);
+    assert_eq!(bye.method(), Some(&sip::Method::Bye));
+    client_sends(net, tcp, &uac_response(&bye, 200, "OK"));
+}
+
+#[test]
+fn invite_to_the_token_reaches_the_client_where_its_register_came_from() {
+    let mut net = Net::new(relay_config());
+    let token = relay_register(&mut net, false);
+    // The NATed client is reached at the address its REGISTER came from, with its own
+    // Contact as Request-URI.
+    call_reaches_client(
+        &mut net,
+        &format!("sip:{token}@127.0.0.2:5070"),
+        "sip:alice@10.0.0.5:5062",
+        false,
+    );
+    assert_eq!(net.ended(), vec![Disposition::Answered]);
+    // Another shard sharing the store reaches the client as well.
+    let mut other = Net::new(relay_config());
+    other.engine.set_bindings(other.now, Arc::clone(net.engine.bindings()), false);
+    other.uas_sends(&trunk_invite("tc2", &format!("sip:{token}@127.0.0.2:5070")));
+    assert_eq!(other.take_one(UAC).request_uri().unwrap().to_string(), "sip:alice@10.0.0.5:5062");
+    // A token of no binding: 404.
+    let unknown = format!("sip:rg{}@127.0.0.2:5070", "0".repeat(32));
+    net.uas_sends(&trunk_invite("tc3", &unknown));
+    let codes: Vec<u16> = net.take(UAS).iter().filter_map(|m| m.code()).collect();
+    assert_eq!(codes, [100, 404]);
+    assert!(net.take(UAC).is_empty());
+    net.assert_idle();
+}
+
+#[test]
+fn a_dropped_connection_removes_the_binding_and_unregisters_upstream() {
+    let mut net = Net::new(relay_config());
+    let token = relay_register(&mut net, true);
+    call_reaches_client(
+        &mut net,
+        &format!("sip:{token}@127.0.0.2:5070"),
+        "sip:alice@10.0.0.5:5062",
+        true,
+    );
+    net.engine.handle_flow_error(net.now, tcp_flow());
+    net.drain();
+    let un = net.take_one(UAS);
+    assert_eq!(un.method(), Some(&sip::Method::Register));
+    assert_eq!(hdr(&un, HeaderName::Expires), "0");
+    assert_eq!(contact_user(&un), token);
+    assert_eq!(hdr(&un, HeaderName::CSeq), "3 REGISTER");
+    assert_eq!(hdr(&un, HeaderName::Authorization), upstream_auth(2)[15..].trim_end());
+    assert!(net.engine.bindings().is_empty());
+    net.uas_sends(&uas_response(&un, 200, "OK", "up", "", ""));
+    // A second shard hearing of the same flow finds nothing left to do.
+    net.engine.handle_flow_error(net.now, tcp_flow());
+    net.drain();
+    assert!(net.take(UAS).is_empty());
+    net.uas_sends(&trunk_invite("tc4", &format!("sip:{token}@127.0.0.2:5070")));
+    let codes: Vec<u16> = net.take(UAS).iter().filter_map(|m| m.code()).collect();
+    assert_eq!(codes, [100, 404]);
+}
+
+#[test]
+fn unregistration_and_a_silent_client_end_the_upstream_registration() {
+    let mut net = Net::new(relay_config());
+    let token = relay_register(&mut net, false);
+    net.uac_sends(&nat_register("rr1", 3, "").replace("Expires: 600", "Expires: 0"));
+    let ok = final_to_uac(&mut net);
+    assert_eq!(ok.code(), Some(200));
+    assert!(ok.header(&HeaderName::Contact).is_none(), "no binding left");
+    let un = net.take_one(UAS);
+    assert_eq!((hdr(&un, HeaderName::Expires), contact_user(&un)), ("0".into(), token));
+    assert!(net.engine.bindings().is_empty());
+
+    // The sweeping shard unregisters a client that stopped refreshing.
+    let mut net = Net::new(relay_config());
+    let shared = Arc::clone(net.engine.bindings());
+    net.engine.set_bindings(net.now, shared, true);
+    let token = relay_register(&mut net, false);
+    net.advance(Duration::from_secs(59));
+    assert!(net.take(UAS).is_empty());
+    net.advance(Duration::from_secs(2));
+    // The unregistration, and its retransmissions while the registrar is silent.
+    let sent = net.take(UAS);
+    assert!(!sent.is_empty());
+    for un in &sent {
+        assert_eq!((hdr(un, HeaderName::Expires), contact_user(un)), ("0".into(), token.clone()));
+        assert_eq!(branch(un), branch(&sent[0]), "one transaction");
+    }
+    assert!(net.engine.bindings().is_empty());
+}
+
+/// `digest_config` with a second user; its realm listener is an implicit local registrar.
+fn local_config() -> Config {
+    let mut cfg = digest_config();
+    cfg.policy.rules.realms[0].users.push(sbc_policy::AuthUser {
+        name: "bob".into(),
+        credential: sbc_policy::Credential::Password("b0b".into()),
+    });
+    cfg
+}
+
+#[test]
+fn local_registrar_binds_its_users_and_calls_reach_them() {
+    let mut net = Net::new(local_config());
+    net.uac_sends(&register("lr1", 1, ""));
+    let challenge = hdr(&final_to_uac(&mut net), HeaderName::WwwAuthenticate);
+    let auth = credentials(&challenge, "alice", "s3cret", "REGISTER", "sip:127.0.0.1:5060");
+    // alice may not register bob's address.
+    let as_bob = register("lr1", 2, &format!("Authorization: {auth}\n"))
+        .replace("To: <sip:alice@sbc.test>", "To: <sip:bob@sbc.test>");
+    net.uac_sends(&as_bob);
+    assert_eq!(final_to_uac(&mut net).code(), Some(403));
+    net.uac_sends(&register("lr1", 3, ""));
+    let challenge = hdr(&final_to_uac(&mut net), HeaderName::WwwAuthenticate);
+    let auth = credentials(&challenge, "alice", "s3cret", "REGISTER", "sip:127.0.0.1:5060");
+    net.uac_sends(&register("lr1", 4, &format!("Authorization: {auth}\n")));
+    let ok = final_to_uac(&mut net);
+    assert_eq!(hdr(&ok, HeaderName::Contact), "<sip:alice@127.0.0.10:5061>;expires=600");
+    assert!(net.take(UAS).is_empty(), "no upstream");
+    call_reaches_client(&mut net, "sip:alice@127.0.0.2:5070", "sip:alice@127.0.0.10:5061", false);
+    // bob is a user without a binding: 480; an unknown user goes to the routes (none: 404).
+    for (user, code) in [("bob", 480), ("carol", 404)] {
+        net.uas_sends(&trunk_invite(&format!("l{user}"), &format!("sip:{user}@sbc.test")));
+        let codes: Vec<u16> = net.take(UAS).iter().filter_map(|m| m.code()).collect();
+        assert_eq!(codes, [100, code], "{user}");
+    }
+    assert!(net.take(UAC).is_empty());
+}
+
 /// Chrome's offer (UDP/TLS/RTP/SAVPF, ICE, DTLS actpass, BUNDLE, Opus and G.711).
 const CHROME_SDP: &str = include_str!("../../sbc-media/tests/data/sdp/chrome.sdp");
 
@@ -1567,7 +1982,6 @@ fn webrtc_listener_without_dtls_in_the_relay_refuses_with_488() {
 
     // The relay cannot do DTLS (no fingerprint): a browser's offer cannot be terminated.
     let relay = Arc::new(VirtualBackend::new(40_000..=40_099));
-    relay.set_dtls_fingerprint(None);
     let mut cfg = config(&[UAS], Duration::from_secs(60));
     cfg.listeners[0].media.profile = Some(MediaProfile::Webrtc);
     let mut net = Net::with_relay(cfg, Some(relay.clone()));

@@ -29,6 +29,7 @@ fn config() -> Config {
         media: MediaConfig::default(),
         capture: Default::default(),
         policy: Default::default(),
+        registrars: Vec::new(),
         tcp: TcpConfig { idle_timeout: Duration::from_secs(60), max_connections: 16 },
         listeners: vec![ListenerConfig {
             name: "access".into(),
@@ -39,6 +40,8 @@ fn config() -> Config {
             media_advertise: "127.0.0.1".parse().unwrap(),
             media: MediaOptions::default(),
             transports: vec![Transport::Udp],
+            tls: None,
+            limits: None,
         }],
         trunks: vec![TrunkConfig {
             name: "t".into(),
@@ -52,6 +55,7 @@ fn config() -> Config {
             rewrite: RewriteConfig::default(),
             headers: HeaderPolicy::default(),
             media: MediaOptions::default(),
+            tls: None,
         }],
         routes: vec![RouteConfig {
             name: "all".into(),

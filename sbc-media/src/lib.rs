@@ -34,6 +34,7 @@ pub mod relay;
 pub mod sdp;
 pub mod secure;
 pub mod stats;
+pub mod transcode;
 mod virtual_backend;
 
 use std::fmt;

@@ -24,11 +24,18 @@
 //! - RFC 2543 hold (`c=0.0.0.0` or `::`) is turned into a direction attribute: see
 //!   [`effective_direction`].
 //! - m-line count and order never change, so index `i` names the same stream on both legs.
+//! - Transcoding only when the legs share no codec ([`prepare_offer_transcoding`]): when the
+//!   offer, filtered by the offerer's profile, has no codec the other leg's profile allows, but
+//!   has one the SBC transcodes (Opus, PCMU, PCMA) and the other profile lists one too, the
+//!   other leg is offered its own profile's transcodable codecs (and telephone-event at their
+//!   rate if the offerer offered DTMF), and the answer toward the offerer names the offerer's
+//!   codec ([`prepare_answer_transcoding`]).
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::backend::RemoteSpec;
+use crate::backend::{CodecSpec, RemoteSpec, Transcode};
 use crate::sdp::{Attribute, Codec, Connection, Direction, Media, Sdp, addr_type};
+use crate::transcode;
 
 /// Why an offer or answer cannot be passed on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,9 +74,49 @@ pub struct PreparedAnswer {
     pub pt_maps: Vec<PtMaps>,
 }
 
+/// The offerer's side of a stream the SBC will transcode, decided at offer time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TranscodePlan {
+    /// The offerer's codec the answer toward it names: payload type and codec.
+    pub codec: (u8, Codec),
+    /// The offerer's telephone-event format at that codec's clock rate, if it offered one.
+    pub events: Option<(u8, Codec)>,
+}
+
+/// An offer for the other leg, with the transcoding plan of each m-line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedOffer {
+    /// The offer to send (before [`localize`]).
+    pub sdp: Sdp,
+    /// One per m-line: `Some` where the legs share no codec and the SBC transcodes.
+    pub transcode: Vec<Option<TranscodePlan>>,
+}
+
+/// Both directions of a transcoded stream, from the answer (for [`RemoteSpec::transcode`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TranscodePair {
+    /// RTP from the offerer, toward the answerer.
+    pub from_offerer: Transcode,
+    /// RTP from the answerer, toward the offerer.
+    pub from_answerer: Transcode,
+}
+
 /// Rewrites an offer for the other leg, whose profile allows `codecs` (empty: all, in the
 /// offerer's order). Streams that stay enabled (port not 0) are the ones that need a relay pair.
 pub fn prepare_offer(offer: &Sdp, codecs: &[String]) -> Result<Sdp, NegotiateError> {
+    prepare_offer_transcoding(offer, &[], codecs).map(|p| p.sdp)
+}
+
+/// [`prepare_offer`] for an offerer whose own profile allows `from_codecs` (empty: all): the
+/// offer is filtered by both profiles, and an audio stream whose filtered formats share no codec
+/// with `to_codecs` is offered for transcoding (see the module docs) instead of refused.
+pub fn prepare_offer_transcoding(
+    offer: &Sdp,
+    from_codecs: &[String],
+    to_codecs: &[String],
+) -> Result<PreparedOffer, NegotiateError> {
+    let codecs = to_codecs;
+    let mut plans = vec![None; offer.media.len()];
     if offer.media.is_empty() {
         return Err(NegotiateError::BadSdp("no media"));
     }
@@ -90,10 +137,205 @@ pub fn prepare_offer(offer: &Sdp, codecs: &[String]) -> Result<Sdp, NegotiateErr
             set_direction(m, effective_direction(offer, i));
         }
         if m.is_rtp() && m.is_audio() && !codecs.is_empty() && !m.formats.is_empty() {
-            filter_codecs(m, codecs)?;
+            // Transcoding is the last resort: only when what the offerer's own profile allows
+            // shares no codec with the other profile. Otherwise the offer is filtered by the
+            // other leg's profile alone, as without transcoding.
+            let mut allowed = m.clone();
+            let allowed_ok =
+                from_codecs.is_empty() || filter_codecs(&mut allowed, from_codecs).is_ok();
+            let shares = allowed_ok && filter_codecs(&mut allowed.clone(), codecs).is_ok();
+            match plans.get_mut(i) {
+                Some(slot) if allowed_ok && !shares => {
+                    *m = allowed;
+                    *slot = Some(offer_for_transcoding(m, codecs)?);
+                }
+                _ => filter_codecs(m, codecs)?,
+            }
         }
     }
-    Ok(out)
+    Ok(PreparedOffer { sdp: out, transcode: plans })
+}
+
+/// [`prepare_answer`] for an offer made by [`prepare_offer_transcoding`]: transcoded m-lines of
+/// the answer toward the offerer name the offerer's planned codec (its payload types, `rtpmap`
+/// and `fmtp` lines), and each gets both directions' [`Transcode`].
+pub fn prepare_answer_transcoding(
+    answer: &Sdp,
+    sent_offer: &Sdp,
+    received_offer: &Sdp,
+    plans: &[Option<TranscodePlan>],
+) -> Result<(PreparedAnswer, Vec<Option<TranscodePair>>), NegotiateError> {
+    let mut prepared = prepare_answer(answer, sent_offer, received_offer)?;
+    let mut pairs = vec![None; prepared.sdp.media.len()];
+    for (i, m) in prepared.sdp.media.iter_mut().enumerate() {
+        let Some(plan) = plans.get(i).and_then(Option::as_ref) else { continue };
+        if m.port == 0 {
+            continue;
+        }
+        let (Some(raw), Some(sent), Some(offered)) =
+            (answer.media.get(i), sent_offer.media.get(i), received_offer.media.get(i))
+        else {
+            continue;
+        };
+        // The answerer receives with its answer's numbers and sends with the numbers of the
+        // offer it got (RFC 3264 §6.1).
+        let (to_pt, to_codec) = first_transcodable(raw).ok_or(NegotiateError::NoCommonCodec)?;
+        let from_pt = sent
+            .formats
+            .iter()
+            .filter_map(|f| Some((f.parse::<u8>().ok()?, sent.codec(f)?)))
+            .find(|(_, c)| c.matches(&to_codec))
+            .map_or(to_pt, |(pt, _)| pt);
+        let events = |media: &Media| {
+            media.formats.iter().find_map(|f| {
+                let c = media.codec(f)?;
+                let te = c.name.eq_ignore_ascii_case("telephone-event")
+                    && c.clock_rate == to_codec.clock_rate;
+                te.then(|| Some((f.parse::<u8>().ok()?, c))).flatten()
+            })
+        };
+        // Events cross only when both ends have them (at their codec's clock rate).
+        let with_events = plan.events.is_some() && events(raw).is_some();
+        let events_in = events(sent).filter(|_| with_events);
+        let events_out = events(raw).filter(|_| with_events);
+        let spec = |pt: u8, c: &Codec| CodecSpec {
+            name: c.name.clone(),
+            payload_type: pt,
+            clock_rate: c.clock_rate,
+            channels: c.channels.map_or(1, |n| n.min(255) as u8),
+        };
+        let offerer_codec = spec(plan.codec.0, &plan.codec.1);
+        let offerer_events =
+            plan.events.as_ref().filter(|_| with_events).map(|(pt, c)| spec(*pt, c));
+        if let Some(slot) = pairs.get_mut(i) {
+            *slot = Some(TranscodePair {
+                from_offerer: Transcode {
+                    from: offerer_codec.clone(),
+                    to: spec(to_pt, &to_codec),
+                    dtmf_from: offerer_events.clone(),
+                    dtmf_to: events_out.as_ref().map(|(pt, c)| spec(*pt, c)),
+                },
+                from_answerer: Transcode {
+                    from: spec(from_pt, &to_codec),
+                    to: offerer_codec,
+                    dtmf_from: events_in.as_ref().map(|(pt, c)| spec(*pt, c)),
+                    dtmf_to: offerer_events,
+                },
+            });
+        }
+        answer_for_transcoding(m, plan, offered, with_events);
+    }
+    // The payload type maps do not apply to transcoded lines (the transcoder writes its own).
+    for (maps, pair) in prepared.pt_maps.iter_mut().zip(&pairs) {
+        if pair.is_some() {
+            *maps = PtMaps::default();
+        }
+    }
+    Ok((prepared, pairs))
+}
+
+/// The first format of a line that the SBC transcodes, with its payload type.
+fn first_transcodable(m: &Media) -> Option<(u8, Codec)> {
+    m.formats.iter().find_map(|f| {
+        let c = m.codec(f)?;
+        transcode::Codec::from_rtpmap(&c.name, c.clock_rate)?;
+        Some((f.parse().ok()?, c))
+    })
+}
+
+/// Payload types the SBC uses for the codecs it offers in place of the offerer's: the RFC 3551
+/// static ones for G.711, and the numbers browsers use for Opus and telephone-event.
+const OPUS_PT: u8 = 111;
+const EVENTS_PT: u8 = 101;
+
+/// Rewrites an offered audio line (already filtered by the offerer's profile) for a leg whose
+/// profile `to_codecs` shares no codec with it: that profile's transcodable codecs, in its
+/// order, plus telephone-event at the first one's rate when both the offer and the profile
+/// have it. Returns what the answer toward the offerer will name.
+fn offer_for_transcoding(
+    m: &mut Media,
+    to_codecs: &[String],
+) -> Result<TranscodePlan, NegotiateError> {
+    let codec = first_transcodable(m).ok_or(NegotiateError::NoCommonCodec)?;
+    let events = m.formats.iter().find_map(|f| {
+        let c = m.codec(f)?;
+        let te =
+            c.name.eq_ignore_ascii_case("telephone-event") && c.clock_rate == codec.1.clock_rate;
+        te.then(|| Some((f.parse::<u8>().ok()?, c))).flatten()
+    });
+    let mut offered: Vec<(u8, &str, Option<&str>)> = Vec::new();
+    for entry in to_codecs {
+        let (name, rate) = match entry.split_once('/') {
+            Some((name, rate)) => (name.trim(), rate.trim().parse::<u32>().ok()),
+            None => (entry.trim(), None),
+        };
+        let Some(c) = transcode::Codec::from_rtpmap(
+            name,
+            rate.unwrap_or(match name {
+                n if n.eq_ignore_ascii_case("opus") => 48000,
+                _ => 8000,
+            }),
+        ) else {
+            continue;
+        };
+        let line = match c {
+            transcode::Codec::Opus => (OPUS_PT, "opus/48000/2", Some("useinbandfec=1")),
+            transcode::Codec::Pcmu => (0, "PCMU/8000", None),
+            transcode::Codec::Pcma => (8, "PCMA/8000", None),
+        };
+        if !offered.iter().any(|o| o.0 == line.0) {
+            offered.push(line);
+        }
+    }
+    let Some(&(_, first, _)) = offered.first() else {
+        return Err(NegotiateError::NoCommonCodec);
+    };
+    let rate: u32 = first.split('/').nth(1).and_then(|r| r.parse().ok()).unwrap_or(8000);
+    let te = Codec { name: "telephone-event".to_owned(), clock_rate: rate, channels: None };
+    let with_events = events.is_some() && profile_rank(&te, to_codecs).is_some();
+
+    m.attributes.retain(|a| format_attribute_pt(a).is_none() && !is_stream_attribute(a));
+    m.formats.clear();
+    for (pt, rtpmap, fmtp) in &offered {
+        m.formats.push(pt.to_string());
+        m.attributes.push(Attribute::new("rtpmap", format!("{pt} {rtpmap}")));
+        if let Some(fmtp) = fmtp {
+            m.attributes.push(Attribute::new("fmtp", format!("{pt} {fmtp}")));
+        }
+    }
+    if with_events {
+        m.formats.push(EVENTS_PT.to_string());
+        m.attributes.push(Attribute::new("rtpmap", format!("{EVENTS_PT} telephone-event/{rate}")));
+        m.attributes.push(Attribute::new("fmtp", format!("{EVENTS_PT} 0-16")));
+    }
+    // The SBC packetizes 20 ms frames whatever the offerer does.
+    m.attributes.push(Attribute::new("ptime", "20".to_owned()));
+    Ok(TranscodePlan { codec, events })
+}
+
+/// Rewrites an answer line toward the offerer of a transcoded stream: its planned codec (and
+/// events, when the answerer accepted events too), with the offerer's own `rtpmap`/`fmtp`.
+fn answer_for_transcoding(m: &mut Media, plan: &TranscodePlan, offered: &Media, events: bool) {
+    let mut pts = vec![plan.codec.0];
+    if let Some((pt, _)) = plan.events.as_ref().filter(|_| events) {
+        pts.push(*pt);
+    }
+    m.attributes.retain(|a| format_attribute_pt(a).is_none() && !is_stream_attribute(a));
+    m.formats = pts.iter().map(u8::to_string).collect();
+    for a in &offered.attributes {
+        let keep = ["rtpmap", "fmtp"]
+            .iter()
+            .any(|n| a.payload_value(n).is_some_and(|(pt, _)| pts.contains(&pt)));
+        if keep {
+            m.attributes.push(a.clone());
+        }
+    }
+}
+
+/// Attributes that describe the sender's own stream (its SSRCs and packetization), which a
+/// transcoded stream does not share.
+fn is_stream_attribute(a: &Attribute) -> bool {
+    ["ssrc", "ssrc-group", "ptime", "maxptime"].iter().any(|n| a.is(n))
 }
 
 /// Rewrites an answer for the offerer. `sent_offer` is the offer as the answerer got it (after

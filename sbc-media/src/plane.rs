@@ -37,8 +37,8 @@ use crate::backend::{
     RemoteSpec, Security, SrtpProfile,
 };
 use crate::negotiate::{
-    NegotiateError, clock_rate, effective_direction, has_rtcp_mux, localize, main_codec,
-    prepare_answer, prepare_offer, remote_addresses,
+    NegotiateError, TranscodePair, TranscodePlan, clock_rate, effective_direction, has_rtcp_mux,
+    localize, main_codec, prepare_answer_transcoding, prepare_offer_transcoding, remote_addresses,
 };
 use crate::profile::{
     CryptoLine, MediaProfile, PeerSecurity, Setup, SideSecurity, Toward, Wire, is_webrtc_proto,
@@ -57,7 +57,8 @@ pub struct LegMedia {
     pub bind: IpAddr,
     /// Codecs this leg may be offered, in order of preference, by encoding name
     /// (case-insensitive; `"name/rate"` also pins the clock rate). Empty: all, in the offerer's
-    /// order.
+    /// order. When an offer from the other leg, filtered by that leg's own list, shares no
+    /// codec with this list, the SBC transcodes if both have one of Opus, PCMU, PCMA.
     pub codecs: Vec<String>,
     /// The leg's peers are behind NAT: the relay latches onto the source of their first packet
     /// instead of insisting on the SDP address ([`Latch::Nat`]).
@@ -340,6 +341,8 @@ struct Offer {
     from: LegSide,
     received: Sdp,
     sent: Sdp,
+    /// Per m-line: the offerer's side of a transcoded stream.
+    transcode: Vec<Option<TranscodePlan>>,
 }
 
 /// One stream's relay pair.
@@ -427,7 +430,13 @@ impl Session {
         rng: &mut StdRng,
     ) -> Result<Bytes, MediaError> {
         let to = from.other();
-        let mut sent = prepare_offer(&received, &self.legs[idx(to)].codecs)?;
+        let prepared = prepare_offer_transcoding(
+            &received,
+            &self.legs[idx(from)].codecs,
+            &self.legs[idx(to)].codecs,
+        )?;
+        let transcode = prepared.transcode;
+        let mut sent = prepared.sdp;
         let security = self.offer_security(backend, from, &received, &mut sent, rng)?;
         let spec = PairSpec { local_a: self.legs[0].bind, local_b: self.legs[1].bind };
 
@@ -490,24 +499,34 @@ impl Session {
         let mux: Vec<bool> = received.media.iter().map(has_rtcp_mux).collect();
         self.current[idx(from)] = Some(received.clone());
         for i in 0..self.streams.len() {
-            let (pt_map, clock) = match self.pair(i).and_then(|p| p.configured[idx(from)].as_ref())
-            {
-                Some(old) => (old.pt_map, old.clock_rate),
-                None => (RemoteSpec::IDENTITY_PT_MAP, sent.media.get(i).map_or(8000, clock_rate)),
-            };
-            let offerer = self.remote_spec(i, from, pt_map, get(&mux, i), clock);
+            let (pt_map, clock, transcoding) =
+                match self.pair(i).and_then(|p| p.configured[idx(from)].as_ref()) {
+                    Some(old) => (old.pt_map, old.clock_rate, old.transcode.clone()),
+                    None => (
+                        RemoteSpec::IDENTITY_PT_MAP,
+                        match transcode.get(i).and_then(Option::as_ref) {
+                            Some(plan) => plan.codec.1.clock_rate,
+                            None => sent.media.get(i).map_or(8000, clock_rate),
+                        },
+                        None,
+                    ),
+                };
+            let mut offerer = self.remote_spec(i, from, pt_map, get(&mux, i), clock);
+            // Like the payload type map, transcoding stays as the last answer set it.
+            offerer.transcode = transcoding;
             self.configure(backend, i, from, offerer, true);
             // The other side's forwarding follows what the offerer now accepts (a hold stops
             // it at once, not only when the answer comes).
             let other = self.pair(i).and_then(|p| p.configured[idx(to)].clone());
             if let Some(old) = other.filter(|_| self.current[idx(to)].is_some()) {
-                let spec = self.remote_spec(i, to, old.pt_map, old.rtcp_mux, old.clock_rate);
+                let mut spec = self.remote_spec(i, to, old.pt_map, old.rtcp_mux, old.clock_rate);
+                spec.transcode = old.transcode;
                 self.configure(backend, i, to, spec, false);
             }
         }
         self.last_change = Some(now);
         let body = sent.to_bytes();
-        self.pending = Some(Offer { from, received, sent });
+        self.pending = Some(Offer { from, received, sent, transcode });
         Ok(body)
     }
 
@@ -522,7 +541,8 @@ impl Session {
             return Err(MediaError::NoOffer);
         };
         let offerer = offer.from;
-        let prepared = prepare_answer(&answer, &offer.sent, &offer.received)?;
+        let (prepared, transcoded) =
+            prepare_answer_transcoding(&answer, &offer.sent, &offer.received, &offer.transcode)?;
         let accepted = self.secured.filter(|i| answer.media.get(*i).is_some_and(|m| m.port != 0));
         let answered = match accepted {
             Some(i) => self.sec[idx(from)].for_answer(&answer, i, self.legs[idx(from)].profile)?,
@@ -553,11 +573,30 @@ impl Session {
             }
             // The answer's first codec is the one both ends start with.
             let clock = out.media.get(i).map_or(8000, clock_rate);
+            let transcoding = transcoded.get(i).cloned().flatten();
+            // Transcoded, each side has its own codec and clock.
+            let (answerer_clock, offerer_clock) = match &transcoding {
+                Some(t) => (t.from_answerer.from.clock_rate, t.from_offerer.from.clock_rate),
+                None => (clock, clock),
+            };
+            let (from_answerer, from_offerer) = match transcoding {
+                Some(TranscodePair { from_answerer, from_offerer }) => {
+                    (Some(from_answerer), Some(from_offerer))
+                }
+                None => (None, None),
+            };
             let mux = answer.media.get(i).is_some_and(has_rtcp_mux);
-            let answerer = self.remote_spec(i, from, maps.from_answerer, mux, clock);
+            let mut answerer = self.remote_spec(i, from, maps.from_answerer, mux, answerer_clock);
+            answerer.transcode = from_answerer;
             self.configure(backend, i, from, answerer, true);
-            let offerer_spec =
-                self.remote_spec(i, offerer, maps.from_offerer, get(&offerer_mux, i), clock);
+            let mut offerer_spec = self.remote_spec(
+                i,
+                offerer,
+                maps.from_offerer,
+                get(&offerer_mux, i),
+                offerer_clock,
+            );
+            offerer_spec.transcode = from_offerer;
             self.configure(backend, i, offerer, offerer_spec, false);
         }
 
@@ -568,6 +607,14 @@ impl Session {
             .find_map(|(s, m)| s.as_ref().filter(|p| p.audio).and_then(|_| main_codec(m)));
         if let Some(codec) = audio {
             self.codecs = [Some(codec.name.clone()), Some(codec.name)];
+        }
+        // A transcoded call has a codec per leg: the answerer's from its own answer.
+        let answerer_codec = self.streams.iter().enumerate().find_map(|(i, s)| {
+            s.as_ref().filter(|p| p.audio)?;
+            transcoded.get(i)?.as_ref().map(|t| t.from_answerer.from.name.clone())
+        });
+        if let Some(name) = answerer_codec {
+            self.codecs[idx(from)] = Some(name);
         }
         self.last_change = Some(now);
         Ok(out.to_bytes())

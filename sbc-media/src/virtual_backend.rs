@@ -6,8 +6,8 @@
 //! binds nothing. It records the last [`RemoteSpec`] set for each side of each pair and how often
 //! it was set, so a test can check what the call logic told the relay, and it lets a test set the
 //! figures [`RelayBackend::stats`] reports (counters, `last_packet`, `failure`). It can do DTLS
-//! as far as the call logic can tell: it reports a fixed fingerprint, which
-//! [`VirtualBackend::set_dtls_fingerprint`] changes or removes.
+//! as far as the call logic can tell: [`VirtualBackend::set_dtls_fingerprint`] gives it a
+//! certificate fingerprint.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::RangeInclusive;
@@ -34,8 +34,7 @@ struct State {
     free: VecDeque<u16>,
     next_id: u64,
     pairs: BTreeMap<PairId, VirtualPair>,
-    /// What [`RelayBackend::dtls_fingerprint`] reports: [`VirtualBackend::FINGERPRINT`] unless a
-    /// test set another (`None`: a relay without DTLS).
+    /// What [`RelayBackend::dtls_fingerprint`] reports (`None`: no DTLS, as by default).
     fingerprint: Option<String>,
 }
 
@@ -60,13 +59,13 @@ impl VirtualBackend {
                 free: free.collect(),
                 next_id: 1,
                 pairs: BTreeMap::new(),
-                fingerprint: Some(VirtualBackend::FINGERPRINT.to_owned()),
+                fingerprint: None,
             }),
         }
     }
 
-    /// The fixed, fake fingerprint [`RelayBackend::dtls_fingerprint`] returns by default, so SDP
-    /// tests can expect it (no certificate has it).
+    /// The fixed, fake fingerprint [`RelayBackend::dtls_fingerprint`] returns, so SDP tests can
+    /// expect it (no certificate has it).
     pub const FINGERPRINT: &str = "sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:\
 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF";
 
@@ -115,8 +114,8 @@ impl VirtualBackend {
         self.lock().pairs.get_mut(&pair).map(|p| p.stats.last_packet = Some(at)).is_some()
     }
 
-    /// Sets the certificate fingerprint (`sha-256 AB:CD:...`) the backend reports; `None` makes
-    /// it a relay without DTLS.
+    /// Makes the backend DTLS-capable with this certificate fingerprint (`sha-256 AB:CD:...`),
+    /// as the real relay is; `None` takes it back.
     pub fn set_dtls_fingerprint(&self, fingerprint: Option<String>) {
         self.lock().fingerprint = fingerprint;
     }
@@ -227,6 +226,8 @@ mod tests {
         assert_eq!(backend.stats(p.id).and_then(|s| s.last_packet), Some(now));
         assert_eq!(backend.close(p.id).and_then(|s| s.last_packet), Some(now));
         assert!(!backend.set_last_packet(p.id, now));
+        assert_eq!(backend.dtls_fingerprint(), None, "no DTLS unless asked for");
+        backend.set_dtls_fingerprint(Some(VirtualBackend::FINGERPRINT.to_owned()));
         assert_eq!(backend.dtls_fingerprint().as_deref(), Some(VirtualBackend::FINGERPRINT));
     }
 

@@ -64,10 +64,7 @@ impl Dialog {
     /// Top Via for an ACK to a 2xx: its own branch (RFC 3261 section 13.2.2.4), unpredictable
     /// thanks to `salt` from the engine's RNG.
     pub fn ack_via(&self, salt: u64) -> Header {
-        let transport = match self.flow.transport {
-            crate::config::Transport::Udp => "UDP",
-            crate::config::Transport::Tcp => "TCP",
-        };
+        let transport = self.flow.transport.via_name();
         Header::new(
             HeaderName::Via,
             format!(

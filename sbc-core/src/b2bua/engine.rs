@@ -17,16 +17,18 @@ use sbc_media::{
 use sbc_policy::auth::AuthOutcome;
 use sbc_policy::{AdmissionRequest, AuthRequest, Offence, Permit, Policy, RejectMode, Verdict};
 
+use super::bindings::Bindings;
 use super::dialog::Dialog;
 use super::health::{ProbeCounter, TrunkHealth};
 use super::ids::{CallKey, decode_call_id, make_call_id, make_tag};
-use super::registrar;
 use super::routing::{self, Origin};
 use super::session_timer::{DEFAULT_SE, MIN_SE, SessionTimer};
-use crate::config::{Config, ListenerId, Side, Transport, TrunkId};
+use crate::config::{Config, ListenerId, Transport, TrunkId};
 use crate::sip::{self, HeaderName, Host, Limits, Message, Method, Uri};
 use crate::transaction::{TransactionLayer, TxnEvent, TxnId, shard_of_branch};
 use crate::transport::{Flow, Transmit};
+
+mod registrations;
 
 /// Calls one shard holds at most; beyond it new INVITEs get 503 (STYLE: bound everything). Call
 /// admission control per trunk (sbc-policy) is the operator's real limit; this one only protects
@@ -86,8 +88,11 @@ pub struct EngineStats {
     /// Requests dropped unanswered because their source is banned (banned after the shell's
     /// pre-parse check let them through, or on their own User-Agent).
     pub dropped_banned: u64,
-    /// REGISTERs answered 200 by the local registrar answer.
+    /// REGISTERs answered 200 by the SBC itself (local registrar, or a relayed client's
+    /// refresh while its upstream registration lasts).
     pub registers_accepted: u64,
+    /// REGISTERs sent to an upstream registrar (registrations, refreshes, unregistrations).
+    pub registers_relayed: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -109,6 +114,8 @@ enum Role {
     RelayServer { request: Box<Message>, client: TxnId },
     /// The relayed copy of the request received in `server`.
     RelayClient { server: TxnId },
+    /// A REGISTER sent upstream for a client's REGISTER.
+    Register(Box<registrations::PendingRegister>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,6 +180,8 @@ struct Call {
     cause: Option<String>,
     /// Current deadline of each leg's session timer (stale heap entries are skipped).
     session_due: [Option<Instant>; 2],
+    /// Leg B goes to a registered client instead of the attempts' trunks.
+    client: Option<Box<registrations::ClientTarget>>,
 }
 
 impl Call {
@@ -209,6 +218,8 @@ enum CallTimer {
     Probe(TrunkId, usize),
     /// Media inactivity check of an answered call.
     Media,
+    /// Expiry sweep of the shared bindings (one shard does it); the key is unused.
+    Sweep,
 }
 
 /// OPTIONS keep-alive state of this shard (only the probing shard has one).
@@ -249,6 +260,8 @@ pub struct Engine {
     /// Queue of [`LegCallId`]s; filled only once a shell asked for them (otherwise nobody would
     /// drain it). Drained after every input like `events`.
     leg_ids: Option<VecDeque<LegCallId>>,
+    /// Registration bindings, shared with every shard (see [`Engine::set_bindings`]).
+    bindings: Arc<Bindings>,
 }
 
 impl Engine {
@@ -299,6 +312,7 @@ impl Engine {
             health,
             prober: None,
             leg_ids: None,
+            bindings: Arc::new(Bindings::new(super::bindings::DEFAULT_MAX_BINDINGS)),
         }
     }
 
@@ -319,6 +333,26 @@ impl Engine {
             }
         }
         self.prober = Some(Prober { health, counters: HashMap::new() });
+    }
+
+    /// Shares the registration bindings with other shards (one store per process); `sweep`
+    /// makes this shard the one that expires them, every second from `now`, and unregisters
+    /// relayed bindings upstream when their client stops refreshing.
+    pub fn set_bindings(&mut self, now: Instant, bindings: Arc<Bindings>, sweep: bool) {
+        self.bindings = bindings;
+        if sweep {
+            let idle = CallKey { index: u32::MAX, generation: 0 };
+            self.timers.push(Reverse((
+                now + registrations::SWEEP_INTERVAL,
+                idle,
+                CallTimer::Sweep,
+            )));
+        }
+    }
+
+    /// The registration bindings this shard uses.
+    pub fn bindings(&self) -> &Arc<Bindings> {
+        &self.bindings
     }
 
     /// Shares the process-wide policy (the shell gives every shard the same one).
@@ -387,6 +421,10 @@ impl Engine {
     pub fn handle_flow_error(&mut self, now: Instant, flow: Flow) {
         self.txns.handle_flow_error(now, flow);
         self.drain_txn_events(now);
+        // A client's connection is gone: so are its registrations (every shard hears of the
+        // flow; the store hands each binding to one of them).
+        self.drop_flow_bindings(now, flow);
+        self.drain_txn_events(now);
     }
 
     /// Fires due timers (transaction and call timers). Early calls are no-ops.
@@ -403,6 +441,7 @@ impl Engine {
                 CallTimer::Session(side) => self.session_timeout(now, key, side, at),
                 CallTimer::Probe(trunk, target) => self.send_probe(now, trunk, target),
                 CallTimer::Media => self.media_check(now, key),
+                CallTimer::Sweep => self.sweep_bindings(now),
             }
             self.drain_txn_events(now);
         }
@@ -660,6 +699,19 @@ impl Engine {
         flow: Flow,
         listener: ListenerId,
     ) -> bool {
+        self.authenticate(now, txn, req, flow, listener).is_ok()
+    }
+
+    /// [`Engine::authenticated`], telling who: `Ok(Some(user))` authenticated, `Ok(None)` no
+    /// realm to check, `Err(())` answered with a challenge.
+    fn authenticate(
+        &mut self,
+        now: Instant,
+        txn: TxnId,
+        req: &Message,
+        flow: Flow,
+        listener: ListenerId,
+    ) -> Result<Option<String>, ()> {
         let register = req.method() == Some(&Method::Register);
         let (code, reason, ask, answer) = match register {
             true => (401, "Unauthorized", HeaderName::WwwAuthenticate, HeaderName::Authorization),
@@ -688,7 +740,7 @@ impl Engine {
         for credentials in candidates {
             let check = AuthRequest { now_unix, source, method: &method, request_uri, credentials };
             match self.policy.authenticate(now, listener.0, &check) {
-                None => return true,
+                None => return Ok(None),
                 Some(AuthOutcome::Missing) => outcome = Some(AuthOutcome::Missing),
                 Some(o) => {
                     outcome = Some(o);
@@ -697,15 +749,15 @@ impl Engine {
             }
         }
         let Some(outcome) = outcome else {
-            return true;
+            return Ok(None);
         };
         let stale = match outcome {
-            AuthOutcome::Ok { .. } => return true,
+            AuthOutcome::Ok { user } => return Ok(Some(user)),
             AuthOutcome::Stale | AuthOutcome::Replayed => true,
             AuthOutcome::Missing | AuthOutcome::Failed(_) => false,
         };
         let Some(auth) = self.policy.authenticator(listener.0) else {
-            return true;
+            return Ok(None);
         };
         let challenges = auth.challenges(now_unix, source, stale);
         let mut r = req.response_to(code, reason, Some(&make_tag(&mut self.rng)));
@@ -713,31 +765,7 @@ impl Engine {
             r.push(ask.clone(), c);
         }
         self.txns.respond(now, txn, r);
-        false
-    }
-
-    /// REGISTER: bans, lists and the REGISTER rate, then digest authentication on access
-    /// listeners with a realm, answered 200 by a minimal local registrar answer. The SBC keeps
-    /// no binding and routes no call to a registered user yet (issue 6 adds relaying to an
-    /// upstream registrar and a local registrar with bindings); elsewhere REGISTER stays 405.
-    fn on_register(&mut self, now: Instant, txn: TxnId, req: Message, flow: Flow) {
-        if let Verdict::Reject { status, retry_after } =
-            self.policy.admit_register(now, flow.remote.ip(), flow.listener.0)
-        {
-            return self.refuse(now, txn, &req, status, retry_after);
-        }
-        let access =
-            self.config.listeners.get(flow.listener.0).is_some_and(|l| l.side == Side::Access);
-        if !access || self.policy.authenticator(flow.listener.0).is_none() {
-            return self.reject(now, txn, &req, 405, "Method Not Allowed");
-        }
-        if !self.authenticated(now, txn, &req, flow, flow.listener) {
-            return;
-        }
-        let date = registrar::http_date(self.unix_time(now));
-        let r = registrar::accept(&req, &make_tag(&mut self.rng), &date);
-        self.stats.registers_accepted += 1;
-        self.txns.respond(now, txn, r);
+        Err(())
     }
 
     // ---- new calls -------------------------------------------------------------------------
@@ -799,23 +827,38 @@ impl Engine {
                 return self.refuse(now, txn, &req, status, retry_after);
             }
         };
-        let Some((_, route)) =
-            routing::select(&self.config, origin, user.as_deref(), domain.as_deref())
-        else {
-            // Probing for users or domains that do not exist is how scanners map a system.
-            self.policy.record(now, flow.remote.ip(), Offence::UnknownUser);
-            return self.reply(now, txn, &req, 404, "Not Found");
+        // Calls to registered clients come before the routes (see `registrations`).
+        let client = match self.registered_target(now, origin, &ruri) {
+            Some(registrations::Registered::Client(c)) => Some(c),
+            Some(registrations::Registered::Unknown) => {
+                return self.reply(now, txn, &req, 404, "Not Found");
+            }
+            Some(registrations::Registered::Unavailable) => {
+                return self.reply(now, txn, &req, 480, "Temporarily Unavailable");
+            }
+            None => None,
         };
-        let ring_timeout = route.ring_timeout;
-        let attempts: Vec<(TrunkId, usize)> = route
-            .trunks
-            .iter()
-            .flat_map(|&t| (0..self.config.trunks[t.0].targets.len()).map(move |i| (t, i)))
-            .filter(|&(t, i)| self.health.is_up(t, i))
-            .collect();
-        if attempts.is_empty() {
-            return self.reply(now, txn, &req, 503, "Service Unavailable");
-        }
+        let (ring_timeout, attempts) = if client.is_some() {
+            (registrations::RING_TIMEOUT, Vec::new())
+        } else {
+            let Some((_, route)) =
+                routing::select(&self.config, origin, user.as_deref(), domain.as_deref())
+            else {
+                // Probing for users or domains that do not exist is how scanners map a system.
+                self.policy.record(now, flow.remote.ip(), Offence::UnknownUser);
+                return self.reply(now, txn, &req, 404, "Not Found");
+            };
+            let attempts: Vec<(TrunkId, usize)> = route
+                .trunks
+                .iter()
+                .flat_map(|&t| (0..self.config.trunks[t.0].targets.len()).map(move |i| (t, i)))
+                .filter(|&(t, i)| self.health.is_up(t, i))
+                .collect();
+            if attempts.is_empty() {
+                return self.reply(now, txn, &req, 503, "Service Unavailable");
+            }
+            (route.ring_timeout, attempts)
+        };
 
         // Leg A: we are the UAS. Our To tag is fixed now so every response carries the same one.
         let Some(call_id) = req.call_id().cloned() else {
@@ -895,6 +938,7 @@ impl Engine {
             session_due: [None, None],
             final_phrase: None,
             cause: None,
+            client: client.map(Box::new),
         };
         self.stats.calls_created += 1;
         self.slots[key.index as usize].call = Some(Box::new(call));
@@ -949,9 +993,11 @@ impl Engine {
 
     fn contact_for(&self, listener: ListenerId, transport: Transport) -> Bytes {
         let sent_by = &self.sent_by[listener.0];
+        // `sip:` with `;transport=tls` rather than `sips:` (RFC 5630 section 3.1.3 keeps that
+        // meaning): sips would promise TLS on every hop beyond the SBC, which it cannot know.
         Bytes::from(match transport {
             Transport::Udp => format!("<sip:{sent_by}>"),
-            Transport::Tcp => format!("<sip:{sent_by};transport=tcp>"),
+            t => format!("<sip:{sent_by};transport={}>", t.name()),
         })
     }
 
@@ -1035,6 +1081,9 @@ impl Engine {
 
     /// Sends the INVITE of the current attempt on a brand-new leg B.
     fn start_attempt(&mut self, now: Instant, key: CallKey) {
+        if self.call(key).is_some_and(|c| c.client.is_some()) {
+            return self.start_client_attempt(now, key);
+        }
         let shard = self.shard;
         let config = Arc::clone(&self.config);
         let Some(call) = self.call(key) else { return };
@@ -1073,8 +1122,10 @@ impl Engine {
 
         let callee = routing::rewrite(&trunk.rewrite, callee_in);
         let target_hp = target.addr.to_string();
-        let transport_param =
-            if target.transport == Transport::Tcp { ";transport=tcp" } else { "" };
+        let transport_param = match target.transport {
+            Transport::Udp => String::new(),
+            t => format!(";transport={}", t.name()),
+        };
         let ruri_text = if callee.is_empty() {
             format!("sip:{target_hp}{transport_param}")
         } else {
@@ -1084,24 +1135,8 @@ impl Engine {
             tracing::warn!(callee = %callee, "rewritten callee does not form a valid URI");
             return self.fail_attempt(now, key, 404, "Not Found", None);
         };
-        let from = invite.from().ok();
-        let caller = from.as_ref().and_then(|f| f.uri.user.clone());
-        let display = from.as_ref().and_then(|f| f.display.clone());
         let tag = make_tag(&mut self.rng);
-        let own_host = &sent_by;
-        let mut from_hdr = Vec::with_capacity(96);
-        if let Some(d) = &display {
-            from_hdr.extend_from_slice(d);
-            from_hdr.push(b' ');
-        }
-        from_hdr.extend_from_slice(b"<sip:");
-        if let Some(u) = &caller {
-            from_hdr.extend_from_slice(u);
-            from_hdr.push(b'@');
-        }
-        from_hdr.extend_from_slice(own_host.split(':').next().unwrap_or(own_host).as_bytes());
-        from_hdr.extend_from_slice(b">;tag=");
-        from_hdr.extend_from_slice(tag.as_bytes());
+        let from_hdr = b_from_hdr(invite, &sent_by, &tag);
         let to_hdr = if callee.is_empty() {
             format!("<sip:{target_hp}>")
         } else {
@@ -1109,11 +1144,11 @@ impl Engine {
         };
 
         let call_id = make_call_id(&mut self.rng, shard, key);
-        let mut b = Dialog {
+        let b = Dialog {
             call_id: Bytes::from(call_id),
             local_tag: Bytes::from(tag),
             remote_tag: None,
-            from_hdr: Bytes::from(from_hdr),
+            from_hdr,
             to_hdr: Bytes::from(to_hdr),
             local_cseq: 0,
             remote_cseq: None,
@@ -1123,6 +1158,32 @@ impl Engine {
             contact,
             sent_by: sent_by.clone(),
         };
+        let leg = leg_media(&config, listener, Some(trunk_id));
+        let trunk_name = config.trunks[trunk_id.0].name.clone();
+        self.send_b_invite(now, key, b, Some(trunk_id), leg, trunk_name, target.addr, callee);
+    }
+
+    /// Sends leg B's INVITE on the new dialog `b` (leg A's offer through the media plane as
+    /// `leg`, the headers `headers`' trunk allows) and reports the attempt.
+    #[allow(clippy::too_many_arguments)]
+    fn send_b_invite(
+        &mut self,
+        now: Instant,
+        key: CallKey,
+        mut b: Dialog,
+        headers: Option<TrunkId>,
+        leg: LegMedia,
+        trunk_name: String,
+        target: SocketAddr,
+        callee: String,
+    ) {
+        let config = Arc::clone(&self.config);
+        let Some(invite) = self.call(key).and_then(|c| c.a_invite_req.clone()) else {
+            return;
+        };
+        let invite = &*invite;
+        let caller = invite.from().ok().and_then(|f| f.uri.user.clone());
+        let (flow, sent_by) = (b.flow, b.sent_by.clone());
         if let (Some(q), Some(call)) = (&mut self.leg_ids, slot_call_mut(&mut self.slots, key)) {
             q.push_back(LegCallId {
                 call: call.call_ref,
@@ -1145,9 +1206,11 @@ impl Engine {
         let b_min_se = self.call(key).map_or(MIN_SE, |c| c.b_min_se);
         msg.push_fmt(HeaderName::SessionExpires, format_args!("{}", DEFAULT_SE.max(b_min_se)));
         msg.push_fmt(HeaderName::MinSe, format_args!("{b_min_se}"));
-        copy_allowed_headers(invite, &mut msg, &config.trunks[trunk_id.0].headers);
+        if let Some(t) = headers {
+            copy_allowed_headers(invite, &mut msg, &config.trunks[t.0].headers);
+        }
         // Each attempt may leave through another listener, with another trunk's media profile.
-        self.media.set_leg(media, LegSide::B, leg_media(&config, listener, Some(trunk_id)));
+        self.media.set_leg(media, LegSide::B, leg);
         if !invite.body.is_empty() {
             match self.media.offer(media, LegSide::A, &invite.body, now) {
                 Ok(sdp) => set_body(&mut msg, invite.content_type().cloned(), sdp),
@@ -1190,8 +1253,8 @@ impl Engine {
         self.emit(
             call_ref,
             CallEventKind::Attempted {
-                trunk: config.trunks[trunk_id.0].name.clone(),
-                target: target.addr,
+                trunk: trunk_name,
+                target,
                 caller: caller
                     .map(|c| String::from_utf8_lossy(&c).into_owned())
                     .unwrap_or_default(),
@@ -1327,6 +1390,10 @@ impl Engine {
                     self.probe_result(trunk, target, code != 503);
                 }
             }
+            Role::Register(pending) if code >= 200 => {
+                self.on_register_response(now, *pending, resp)
+            }
+            Role::Register(_) => {}
             Role::AInvite | Role::RelayServer { .. } | Role::Fire => {}
         }
     }
@@ -1785,7 +1852,10 @@ impl Engine {
         let call = self.call(key)?;
         let a = leg_media(&self.config, call.origin.listener(), call.origin.trunk());
         let trunk = call.out_trunk().and_then(|t| self.config.trunks.get(t.0));
-        let b = trunk.map(|t| leg_media(&self.config, t.listener, call.out_trunk()));
+        let b = match &call.client {
+            Some(c) => Some(leg_media(&self.config, c.flow.listener, None)),
+            None => trunk.map(|t| leg_media(&self.config, t.listener, call.out_trunk())),
+        };
         [a.inactivity_timeout, b.and_then(|b| b.inactivity_timeout)].into_iter().flatten().min()
     }
 
@@ -1865,6 +1935,7 @@ impl Engine {
             }
             Role::Probe { trunk, target } => self.probe_result(trunk, target, false),
             Role::Refresh => self.session_dead(now, key),
+            Role::Register(pending) => self.on_register_failed(now, *pending, code, reason),
             Role::RelayServer { .. } | Role::Fire | Role::Orphan(_) => {}
         }
     }
@@ -2260,6 +2331,28 @@ impl Call {
     fn by_side_of(&self, request: &Message) -> LegSide {
         if request.call_id() == Some(&self.a.call_id) { LegSide::A } else { LegSide::B }
     }
+}
+
+/// Leg B's From: the caller's display name and user part at the SBC's host, with our `tag`
+/// (nothing else of leg A's From crosses).
+fn b_from_hdr(invite: &Message, sent_by: &str, tag: &str) -> Bytes {
+    let from = invite.from().ok();
+    let caller = from.as_ref().and_then(|f| f.uri.user.clone());
+    let display = from.as_ref().and_then(|f| f.display.clone());
+    let mut from_hdr = Vec::with_capacity(96);
+    if let Some(d) = &display {
+        from_hdr.extend_from_slice(d);
+        from_hdr.push(b' ');
+    }
+    from_hdr.extend_from_slice(b"<sip:");
+    if let Some(u) = &caller {
+        from_hdr.extend_from_slice(u);
+        from_hdr.push(b'@');
+    }
+    from_hdr.extend_from_slice(sent_by.split(':').next().unwrap_or(sent_by).as_bytes());
+    from_hdr.extend_from_slice(b">;tag=");
+    from_hdr.extend_from_slice(tag.as_bytes());
+    Bytes::from(from_hdr)
 }
 
 /// The RFC 3261 section 21 phrase of the statuses the SBC ends calls with itself.

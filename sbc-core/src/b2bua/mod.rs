@@ -15,8 +15,15 @@
 //! admitted per listener and source (rates, CAC; 403 or 503 + Retry-After) before routing, and
 //! a 404 for an unknown user counts as an offence; each attempt toward a trunk takes that
 //! trunk's outbound slots, and a refusal fails over like a 503. The call holds its permits, so
-//! every slot comes back when the call ends, however it ends. An authenticated REGISTER gets a
-//! local `200 OK` ([`registrar`]).
+//! every slot comes back when the call ends, however it ends.
+//!
+//! # Registrations
+//!
+//! REGISTER from an access listener goes to its registrar (`registrars:`): relayed upstream with
+//! the SBC's own contact, or kept by a local registrar of the listener's digest users. The
+//! [`bindings`] are shared by every shard ([`Engine::set_bindings`]); an INVITE to a binding's
+//! token (or, locally, to its address of record) reaches the client over its own flow. See
+//! [`registrar`] and [`bindings`].
 //!
 //! # Driving the engine
 //!
@@ -31,6 +38,7 @@
 //!
 //! Calling `handle_timeout` early is harmless.
 
+pub mod bindings;
 pub mod dialog;
 mod engine;
 pub mod health;

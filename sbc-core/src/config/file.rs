@@ -33,8 +33,9 @@ use serde_saphyr::{Location, MessageFormatter, Spanned, UserMessageFormatter};
 
 use super::{
     Config, HeaderPolicy, HeaderRewrite, KeepAliveConfig, ListenerConfig, ListenerId, MediaConfig,
-    MediaOptions, NftablesConfig, PolicySettings, RewriteConfig, RouteConfig, RouteMatch, Side,
-    Target, TcpConfig, TimerConfig, Transport, TrunkConfig, TrunkId,
+    MediaOptions, NftablesConfig, PolicySettings, RegistrarConfig, RegistrarMode, RewriteConfig,
+    RouteConfig, RouteMatch, Side, Target, TcpConfig, TimerConfig, TlsFiles, Transport,
+    TrunkConfig, TrunkId, TrunkTls,
 };
 
 /// One problem in a config file, located.
@@ -117,7 +118,10 @@ file_structs! {
     FileConfig { sip: Option<FileSip>, listeners: Option<List<FileListener>>,
         trunks: Option<Vec<S<FileTrunk>>>, routes: Option<Vec<S<FileRoute>>>,
         admin: Option<FileAdmin>, media: Option<S<FileMedia>>, policy: Option<S<FilePolicy>>,
-        capture: Option<S<FileCapture>>, records: Option<S<FileRecords>> }
+        capture: Option<S<FileCapture>>, records: Option<S<FileRecords>>,
+        registrars: Option<Vec<S<FileRegistrar>>> }
+    FileRegistrar { listener: Str, mode: Str, trunk: Str, client_expires: Str,
+        upstream_expires: Str, domain: Str }
     FileCapture { mode: Str, dir: Str, max_files: Num, max_age: Str, queue: Num,
         flush_interval: Str, max_open: Num, intercept: Option<S<FileIntercept>>,
         signalling: Option<S<FileSignalling>> }
@@ -139,10 +143,14 @@ file_structs! {
     FileTcp { idle_timeout: Str, max_connections: Num }
     FileListener { name: Str, side: Str, address: Str, port: Num, advertise: Str,
         transports: Option<List>, media: Option<S<FileLegMedia>>,
-        policy: Option<S<FileListenerPolicy>> }
+        policy: Option<S<FileListenerPolicy>>, tls: Option<S<FileTls>>, max_connections: Num,
+        idle_timeout: Str }
+    FileTls { certificate: Str, private_key: Str }
+    FileTrunkTls { ca: Str, server_name: Str }
     FileTrunk { name: Str, listener: Str, targets: Option<List>, sources: Option<List>,
         options: Option<FileKeepAlive>, rewrite: Option<FileRewrite>, headers: Option<FileHeaders>,
-        media: Option<S<FileLegMedia>>, limits: Option<FileTrunkLimits> }
+        media: Option<S<FileLegMedia>>, limits: Option<FileTrunkLimits>,
+        tls: Option<S<FileTrunkTls>> }
     FileKeepAlive { interval: Str, down_after: Num, up_after: Num }
     FileRewrite { strip: Num, prepend: Str, regex: Option<S<FileRegex>> }
     FileRegex { #[serde(rename = "match")] pattern: Str, replace: Str }
@@ -306,16 +314,31 @@ fn convert(cx: &mut Ctx, f: &S<FileConfig>) -> Option<Config> {
         cx.at(l.referenced, "at least one listener is required".into());
     }
     let entries = listeners.map_or(&[][..], |l| &l.value);
-    let ls = Table::build(cx, "listener", entries, |l| &l.name, listener);
+    // The listeners' own limits fall back to these (a bad global value: its default).
+    let global = TcpConfig {
+        idle_timeout: idle.unwrap_or(Duration::from_secs(120)),
+        max_connections: conns.unwrap_or(4096) as usize,
+    };
+    let ls = Table::build(cx, "listener", entries, |l| &l.name, |c, l| listener(c, l, global));
     let mut bound = HashMap::new();
     for (fl, l) in entries.iter().zip(&ls.items) {
         let (Some(l), Some(port)) = (l, &fl.value.port) else {
             continue;
         };
+        // Every stream transport binds a TCP socket: two on one address would clash.
         for &t in &l.transports {
-            if let Some(other) = bound.insert((l.addr, t), &l.name) {
-                let (t, addr) = (tname(t), l.addr);
-                let msg = format!("{t} {addr} is already used by listener {other}");
+            let first = *bound.entry((l.addr, t.is_stream())).or_insert((&l.name, t));
+            // Two stream transports of one listener: `listener` already said so.
+            if let (other, o) = first
+                && other != &l.name
+            {
+                let (same, t, o, addr) = (o == t, tname(t), tname(o), l.addr);
+                let msg = match same {
+                    true => format!("{t} {addr} is already used by listener {other}"),
+                    false => {
+                        format!("{t} {addr}: the port is already used by {o} of listener {other}")
+                    }
+                };
                 cx.at(port.referenced, msg);
             }
         }
@@ -333,7 +356,10 @@ fn convert(cx: &mut Ctx, f: &S<FileConfig>) -> Option<Config> {
     let capture =
         f.value.capture.as_ref().map_or(Some(CaptureConfig::default()), |c| capture(cx, c, &ts));
     let records = f.value.records.as_ref().map(|r| records(cx, r));
+    let fg = f.value.registrars.as_deref().unwrap_or_default();
+    let registrars = registrars(cx, fg, entries, &ls, &ts);
     Some(Config {
+        registrars,
         capture: capture?,
         records: records.map_or(Some(None), |r| r.map(Some))?,
         media: media?,
@@ -349,6 +375,101 @@ fn convert(cx: &mut Ctx, f: &S<FileConfig>) -> Option<Config> {
         trunks: ts.items.into_iter().collect::<Option<_>>()?,
         routes: rs.items.into_iter().collect::<Option<_>>()?,
     })
+}
+
+/// The `registrars:` section: one entry per access listener that serves REGISTER.
+fn registrars(
+    cx: &mut Ctx,
+    entries: &[S<FileRegistrar>],
+    listeners: &[S<FileListener>],
+    ls: &Table<ListenerConfig>,
+    ts: &Table<TrunkConfig>,
+) -> Vec<RegistrarConfig> {
+    let (mut out, mut seen): (Vec<RegistrarConfig>, Vec<usize>) = Default::default();
+    for e in entries {
+        let (at, r) = (e.referenced, &e.value);
+        let listener = cx.need(at, "listener", &r.listener).and_then(|n| {
+            cx.check(n, |s: &str| {
+                let id = ls.resolve(s)?;
+                match ls.get(id).map(|l| l.side) {
+                    Some(Side::Trunk) => Err(format!("listener {s} is not an access listener")),
+                    _ if seen.contains(&id) => Err(format!("listener {s} already has a registrar")),
+                    _ => {
+                        seen.push(id);
+                        Ok(ListenerId(id))
+                    }
+                }
+            })
+        });
+        let client_expires = cx.or(&r.client_expires, Duration::from_secs(60), seconds);
+        let mode = cx.need(at, "mode", &r.mode).and_then(|m| {
+            cx.check(m, |s: &str| match s {
+                "relay" | "local" => Ok(s == "relay"),
+                _ => Err(format!("unknown registrar mode {s:?} (expected relay or local)")),
+            })
+        });
+        let mode = match mode {
+            Some(true) => {
+                let trunk = cx.need(at, "trunk", &r.trunk);
+                let trunk = trunk.and_then(|t| cx.check(t, |s: &str| ts.resolve(s)));
+                let upstream = cx.or(&r.upstream_expires, Duration::from_secs(600), seconds);
+                if let Some(d) = &r.domain {
+                    cx.at(d.referenced, "domain goes with mode local".into());
+                }
+                match (trunk, upstream) {
+                    (Some(t), Some(u)) => {
+                        Some(RegistrarMode::Relay { trunk: TrunkId(t), upstream_expires: u })
+                    }
+                    _ => None,
+                }
+            }
+            Some(false) => {
+                for (key, v) in [("trunk", &r.trunk), ("upstream_expires", &r.upstream_expires)] {
+                    if let Some(v) = v {
+                        cx.at(v.referenced, format!("{key} goes with mode relay"));
+                    }
+                }
+                // The users are the digest users of the listener's realm.
+                let realm = listener.and_then(|l| listeners.get(l.0)).and_then(|l| {
+                    let p = l.value.policy.as_ref()?;
+                    p.value.realm.as_ref().map(|r| r.value.clone())
+                });
+                if listener.is_some() && realm.is_none() {
+                    let at = r.mode.as_ref().map_or(at, |m| m.referenced);
+                    cx.at(at, "mode local needs a realm on the listener (policy.realm)".into());
+                }
+                match &r.domain {
+                    Some(d) => cx.check(d, domain),
+                    None => realm.map(|r| r.to_ascii_lowercase()),
+                }
+                .map(|domain| RegistrarMode::Local { domain })
+            }
+            None => None,
+        };
+        if let (Some(listener), Some(mode), Some(client_expires)) = (listener, mode, client_expires)
+        {
+            out.push(RegistrarConfig { listener, mode, client_expires });
+        }
+    }
+    out
+}
+
+/// A registration lifetime: whole seconds, at least 10 (RFC 3261 section 10.2.1.1 lets a
+/// registrar refuse shorter ones; shorter would only load the network).
+fn seconds(s: &str) -> Parsed<Duration> {
+    let d = duration(s)?;
+    match d.subsec_millis() == 0 && d.as_secs() >= 10 && d.as_secs() <= 86_400 {
+        true => Ok(d),
+        false => Err(format!("registration lifetime {s:?} must be whole seconds in 10s..=24h")),
+    }
+}
+
+/// A registrar domain: a host name or IP literal, no scheme, port or user.
+fn domain(s: &str) -> Parsed<String> {
+    match only(s, "-.:[]") {
+        true => Ok(s.to_ascii_lowercase()),
+        false => Err(format!("invalid domain {s:?} (e.g. example.com)")),
+    }
 }
 
 /// The `records:` section: CDR files, their rotation and retention, the journal.
@@ -429,7 +550,7 @@ fn timers(cx: &mut Ctx, t: &FileTimers) -> Option<TimerConfig> {
     Some(TimerConfig { t1, t2, t4 })
 }
 
-fn listener(cx: &mut Ctx, fl: &S<FileListener>) -> Option<ListenerConfig> {
+fn listener(cx: &mut Ctx, fl: &S<FileListener>, global: TcpConfig) -> Option<ListenerConfig> {
     let (at, l) = (fl.referenced, &fl.value);
     let side = cx.need(at, "side", &l.side).and_then(|v| cx.check(v, side));
     let address = cx.need(at, "address", &l.address);
@@ -446,6 +567,72 @@ fn listener(cx: &mut Ctx, fl: &S<FileListener>) -> Option<ListenerConfig> {
     let transports = match &l.transports {
         Some(ts) => cx.each("transport", Some(ts), true, transport),
         None => vec![Transport::Udp],
+    };
+    // The stream transports each need their own port: they cannot be told apart on one socket
+    // before the first bytes (and WS and WSS before the HTTP upgrade).
+    let mut stream = None;
+    for item in l.transports.iter().flat_map(|ts| &ts.value) {
+        // Unknown and repeated entries were reported by `each`.
+        let Ok(t) = transport(&item.value) else { continue };
+        let t = &t;
+        match stream {
+            Some(first) if t.is_stream() && first != *t => {
+                let msg = format!(
+                    "{} and {} cannot share port {}: use another listener for {}",
+                    tname(first),
+                    tname(*t),
+                    l.port.as_ref().map_or(0, |p| p.value),
+                    tname(*t)
+                );
+                cx.at(item.referenced, msg);
+            }
+            None if t.is_stream() => stream = Some(*t),
+            _ => {}
+        }
+    }
+    let secure = transports.iter().find(|t| t.is_secure()).copied();
+    let tls = match (&l.tls, secure) {
+        (Some(ft), Some(_)) => {
+            let cert = cx.need(ft.referenced, "certificate", &ft.value.certificate);
+            let key = cx.need(ft.referenced, "private_key", &ft.value.private_key);
+            let cert = cert.and_then(|v| cx.check(v, path));
+            let key = key.and_then(|v| cx.check(v, path));
+            match (cert, key) {
+                (Some(certificate), Some(private_key)) => {
+                    Some(Some(TlsFiles { certificate, private_key }))
+                }
+                _ => None,
+            }
+        }
+        // Recorded, but the listener is still made so that later checks run on it.
+        (Some(ft), None) => {
+            cx.at(ft.referenced, "tls is set but the listener serves neither tls nor wss".into());
+            Some(None)
+        }
+        (None, Some(t)) => {
+            let msg = format!("{} needs `tls: {{certificate, private_key}}`", tname(t));
+            cx.at(at, msg);
+            Some(None)
+        }
+        (None, None) => Some(None),
+    };
+    // Per-listener limits override the global `sip.tcp` ones, key by key.
+    let conns =
+        l.max_connections.as_ref().map(|v| cx.check(v, within("max_connections", 1, 1_000_000)));
+    let idle = l.idle_timeout.as_ref().map(|v| cx.check(v, positive));
+    let set = l.max_connections.as_ref().map(|v| v.referenced);
+    if let Some(at) = set.or(l.idle_timeout.as_ref().map(|v| v.referenced))
+        && !transports.iter().any(|t| t.is_stream())
+    {
+        cx.at(at, "connection limits need a tcp, tls, ws or wss transport".into());
+    }
+    let limits = match (conns, idle) {
+        (None, None) => Some(None),
+        (Some(None), _) | (_, Some(None)) => None,
+        (conns, idle) => Some(Some(TcpConfig {
+            max_connections: conns.flatten().map_or(global.max_connections, |c| c as usize),
+            idle_timeout: idle.flatten().unwrap_or(global.idle_timeout),
+        })),
     };
     let no_media = S { value: FileLegMedia::default(), referenced: at, defined: at };
     let fm = l.media.as_ref().unwrap_or(&no_media);
@@ -475,6 +662,8 @@ fn listener(cx: &mut Ctx, fl: &S<FileListener>) -> Option<ListenerConfig> {
         media_bind,
         media_advertise,
         media,
+        tls: tls?,
+        limits: limits?,
     })
 }
 
@@ -524,10 +713,26 @@ fn trunk(cx: &mut Ctx, ft: &S<FileTrunk>, ls: &Table<ListenerConfig>) -> Option<
         }
         None => Some(MediaOptions::default()),
     };
+    let tls = match &t.tls {
+        Some(ft) => {
+            let raw = t.targets.iter().flat_map(|l| &l.value);
+            if !raw.into_iter().any(|t| t.value.ends_with(";transport=tls")) {
+                let msg = "tls is set but no target has ;transport=tls".into();
+                cx.at(ft.referenced, msg);
+            }
+            let ca = ft.value.ca.as_ref().map(|v| cx.check(v, path));
+            let server_name = ft.value.server_name.as_ref().map(|v| cx.check(v, server_name));
+            Some(TrunkTls {
+                ca: ca.map_or(Some(None), |c| c.map(Some))?,
+                server_name: server_name.map_or(Some(None), |n| n.map(Some))?,
+            })
+        }
+        None => None,
+    };
     let (name, listener) = (t.name.as_ref()?.value.clone(), ListenerId(listener?));
     let (rewrite, headers) = (rewrite.unwrap_or_default(), headers.unwrap_or_default());
     let media = media?;
-    Some(TrunkConfig { name, listener, targets, sources, options, rewrite, headers, media })
+    Some(TrunkConfig { name, listener, targets, sources, options, rewrite, headers, media, tls })
 }
 
 fn media(cx: &mut Ctx, fm: &S<FileMedia>) -> Option<MediaConfig> {
@@ -1245,26 +1450,29 @@ fn advertise(s: &str) -> Parsed<IpAddr> {
 }
 
 fn tname(t: Transport) -> &'static str {
-    match t {
-        Transport::Udp => "udp",
-        Transport::Tcp => "tcp",
-    }
+    t.name()
 }
 
 fn transport(s: &str) -> Parsed<Transport> {
     match s {
         "udp" => Ok(Transport::Udp),
         "tcp" => Ok(Transport::Tcp),
-        "tls" | "ws" | "wss" => Err(format!("transport {s} is not supported yet")),
-        _ => Err(format!("unknown transport {s:?} (expected udp or tcp)")),
+        "tls" => Ok(Transport::Tls),
+        "ws" => Ok(Transport::Ws),
+        "wss" => Ok(Transport::Wss),
+        _ => Err(format!("unknown transport {s:?} (expected udp, tcp, tls, ws or wss)")),
     }
 }
 
-/// `HOST:PORT[;transport=udp|tcp]`, HOST an IPv4 literal or a bracketed IPv6 literal.
+/// `HOST:PORT[;transport=udp|tcp|tls]`, HOST an IPv4 literal or a bracketed IPv6 literal.
 fn target(s: &str) -> Parsed<Target> {
     let (hostport, param) = s.split_once(';').map_or((s, None), |(a, p)| (a, Some(p)));
     let transport = match param.map(|p| p.strip_prefix("transport=").ok_or(p)) {
         None => Transport::Udp,
+        // WebSocket clients connect to us (RFC 7118 section 3); the SBC opens none.
+        Some(Ok("ws" | "wss")) => {
+            return Err("ws and wss are served to clients only, not used toward targets".into());
+        }
         Some(Ok(t)) => transport(t)?,
         Some(Err(p)) => return Err(format!("unknown target parameter {p:?}")),
     };
@@ -1283,6 +1491,16 @@ fn reachable(l: &ListenerConfig, t: &Target) -> Parsed<()> {
         Err(format!("listener {} cannot reach {}", l.name, t.addr))
     } else {
         Ok(())
+    }
+}
+
+/// A DNS name for SNI and certificate checks (RFC 6066 section 3: no IP literal, no trailing dot).
+fn server_name(s: &str) -> Parsed<String> {
+    let labels_ok =
+        s.split('.').all(|l| !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && only(l, "-"));
+    match labels_ok && s.len() <= 253 && s.parse::<IpAddr>().is_err() {
+        true => Ok(s.to_ascii_lowercase()),
+        false => Err(format!("invalid server name {s:?} (a DNS name, e.g. sip.example.com)")),
     }
 }
 
@@ -1428,7 +1646,9 @@ r (None, None, Some("00"), Some(Regex("^0")), Some("a.example")) [TrunkId(0), Tr
             ("sip: {}\n", "1:1: missing field `listeners`"),
             (
                 "listeners:\n- name: a\n  bogus: 1\n",
-                &format!("3:3: {unknown}, transports, media, policy"),
+                &format!(
+                    "3:3: {unknown}, transports, media, policy, tls, max_connections, idle_timeout"
+                ),
             ),
             ("listeners:\n  - {name: a, port: -1}\n", "2:21: invalid u64"),
             ("listeners: {a: 1}\n", "1:12: expected sequence start"),
@@ -1446,14 +1666,14 @@ r (None, None, Some("00"), Some(Regex("^0")), Some("a.example")) [TrunkId(0), Tr
     fn semantic_errors_are_all_reported() {
         let text = r#"
 listeners:
-  - {name: a, side: access, address: 127.0.0.1, port: 5060, transports: [udp, tls]}
+  - {name: a, side: access, address: 127.0.0.1, port: 5060, transports: [udp, sctp]}
   - {name: t, side: trunk, address: 127.0.0.1, port: 5060}
 trunks:
   - {name: c, listener: t, targets: ["[::1]:5080;transport=tcp"], sources: [10.0.0.1/8]}
 routes:
   - {name: r, match: {listener: b, trunk: a}, trunks: [c, c], ring_timeout: 30}
 "#;
-        let expected = r#"t.yaml:3:79: transport tls is not supported yet
+        let expected = r#"t.yaml:3:79: unknown transport "sctp" (expected udp, tcp, tls, ws or wss)
 t.yaml:4:54: udp 127.0.0.1:5060 is already used by listener a
 t.yaml:6:38: listener t does not serve tcp
 t.yaml:6:77: "10.0.0.1/8" has host bits set: use 10.0.0.0/8
@@ -1461,6 +1681,82 @@ t.yaml:8:33: unknown listener "b"
 t.yaml:8:43: unknown trunk "a"
 t.yaml:8:59: trunk "c" is listed twice
 t.yaml:8:77: duration "30" needs a unit: ms, s, m or h"#;
+        assert_eq!(errors(text), expected.lines().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn secure_transports_and_connection_limits() {
+        let text = r#"
+sip: {tcp: {max_connections: 100, idle_timeout: 60s}}
+listeners:
+  - {name: a, side: access, address: 127.0.0.1, port: 5060, transports: [udp, tcp], idle_timeout: 30s}
+  - name: wss
+    side: access
+    address: 127.0.0.1
+    port: 8443
+    transports: [wss]
+    tls: {certificate: /etc/sbc/cert.pem, private_key: /etc/sbc/key.pem}
+    max_connections: 5
+  - {name: ws, side: access, address: 127.0.0.1, port: 8080, transports: [ws]}
+  - name: t
+    side: trunk
+    address: 127.0.0.1
+    port: 5061
+    transports: [tls]
+    tls: {certificate: /etc/sbc/t.pem, private_key: /etc/sbc/t.key}
+trunks:
+  - name: c
+    listener: t
+    targets: ["192.0.2.1:5061;transport=tls"]
+    tls: {ca: /etc/sbc/carrier-ca.pem, server_name: SIP.Carrier.example}
+"#;
+        let c = load_str("t.yaml", text).expect("valid");
+        let ts: Vec<_> = c.listeners.iter().map(|l| l.transports.clone()).collect();
+        use Transport::*;
+        assert_eq!(ts, [vec![Udp, Tcp], vec![Wss], vec![Ws], vec![Tls]]);
+        let limits: Vec<_> = (0..4).map(|i| c.limits(ListenerId(i))).collect();
+        let tcp = |n, s| TcpConfig { max_connections: n, idle_timeout: Duration::from_secs(s) };
+        assert_eq!(limits, [tcp(100, 30), tcp(5, 60), tcp(100, 60), tcp(100, 60)]);
+        let files = c.listeners[1].tls.as_ref().expect("wss has tls");
+        assert_eq!(files.certificate, Path::new("/etc/sbc/cert.pem"));
+        assert_eq!(files.private_key, Path::new("/etc/sbc/key.pem"));
+        assert!(c.listeners[0].tls.is_none() && c.listeners[2].tls.is_none());
+        assert_eq!(c.trunks[0].targets[0].transport, Tls);
+        let tls = c.trunks[0].tls.as_ref().expect("trunk tls");
+        assert_eq!(tls.ca.as_deref(), Some(Path::new("/etc/sbc/carrier-ca.pem")));
+        assert_eq!(tls.server_name.as_deref(), Some("sip.carrier.example"));
+        assert_eq!((Wss.via_name(), Ws.name(), Tls.via_name()), ("WSS", "ws", "TLS"));
+    }
+
+    #[test]
+    fn secure_transport_errors() {
+        let text = r#"
+listeners:
+  - {name: a, side: access, address: 127.0.0.1, port: 5060, transports: [udp, tcp, ws]}
+  - {name: b, side: access, address: 127.0.0.1, port: 5061, transports: [tls, sctp, tls, wss]}
+  - {name: c, side: access, address: 127.0.0.1, port: 5062, tls: {certificate: c.pem}}
+  - {name: d, side: access, address: 127.0.0.1, port: 5060, transports: [wss], tls: {certificate: c.pem, private_key: k.pem}}
+  - {name: e, side: trunk, address: 127.0.0.1, port: 5070, max_connections: 0, idle_timeout: 0s}
+  - {name: f, side: trunk, address: 127.0.0.1, port: 5071, transports: [udp, tcp]}
+trunks:
+  - {name: w, listener: f, targets: ["192.0.2.1:80;transport=ws"]}
+  - {name: x, listener: f, targets: ["192.0.2.1:5061;transport=tls"], tls: {server_name: "1.2.3.4"}}
+  - {name: y, listener: f, targets: ["192.0.2.1:5060"], tls: {ca: ca.pem}}
+"#;
+        let expected = r#"t.yaml:3:84: tcp and ws cannot share port 5060: use another listener for ws
+t.yaml:4:5: tls needs `tls: {certificate, private_key}`
+t.yaml:4:79: unknown transport "sctp" (expected udp, tcp, tls, ws or wss)
+t.yaml:4:85: transport "tls" is listed twice
+t.yaml:4:90: tls and wss cannot share port 5061: use another listener for wss
+t.yaml:5:66: tls is set but the listener serves neither tls nor wss
+t.yaml:6:55: wss 127.0.0.1:5060: the port is already used by tcp of listener a
+t.yaml:7:77: max_connections must be in 1..=1000000, got 0
+t.yaml:7:77: connection limits need a tcp, tls, ws or wss transport
+t.yaml:7:94: duration must be greater than 0
+t.yaml:10:38: ws and wss are served to clients only, not used toward targets
+t.yaml:11:38: listener f does not serve tls
+t.yaml:11:90: invalid server name "1.2.3.4" (a DNS name, e.g. sip.example.com)
+t.yaml:12:62: tls is set but no target has ;transport=tls"#;
         assert_eq!(errors(text), expected.lines().collect::<Vec<_>>());
     }
 
@@ -1595,6 +1891,77 @@ trunks:
         let c =
             load_str("t.yaml", &format!("{BASE}policy: {{auth: {{realms: [{{realm: r}}]}}}}\n"));
         assert_eq!(c.expect("valid").policy.rules.nonce_secret.as_bytes().len(), 32);
+    }
+
+    #[test]
+    fn registrars_relay_and_local() {
+        let text = format!(
+            "{}  - {{name: kam, listener: t, targets: [\"192.0.2.9:5060;transport=udp\"], \
+             sources: [192.0.2.9/32]}}
+  - {{name: u, listener: a, targets: [\"192.0.2.10:5060\"]}}
+registrars:
+  - {{listener: a, mode: relay, trunk: kam, client_expires: 30s, upstream_expires: 1h}}
+  - {{listener: b, mode: local}}
+  - {{listener: c, mode: local, domain: Lab.Example, client_expires: 2m}}
+policy: {{auth: {{realms: [{{realm: r1}}]}}}}
+",
+            BASE.replace(
+                "port: 5070}",
+                "port: 5070}\n  - {name: b, side: access, address: 127.0.0.1, port: 5062, \
+                 policy: {realm: r1}}\n  - {name: c, side: access, address: 127.0.0.1, \
+                 port: 5064, policy: {realm: r1}}",
+            )
+        );
+        let c = load_str("t.yaml", &text).expect("valid");
+        let secs = Duration::from_secs;
+        let relay = RegistrarMode::Relay { trunk: TrunkId(1), upstream_expires: secs(3600) };
+        assert_eq!(
+            c.registrars,
+            [
+                RegistrarConfig { listener: ListenerId(0), mode: relay, client_expires: secs(30) },
+                RegistrarConfig {
+                    listener: ListenerId(2),
+                    mode: RegistrarMode::Local { domain: "r1".into() },
+                    client_expires: secs(60),
+                },
+                RegistrarConfig {
+                    listener: ListenerId(3),
+                    mode: RegistrarMode::Local { domain: "lab.example".into() },
+                    client_expires: secs(120),
+                },
+            ]
+        );
+        assert_eq!(c.registrar(ListenerId(1)), None, "a trunk listener has none");
+        // Without an entry, an access listener with a realm is an implicit local registrar.
+        let mut c = c;
+        c.registrars.pop();
+        let implicit = c.registrar(ListenerId(3)).expect("implicit");
+        assert_eq!(implicit.mode, RegistrarMode::Local { domain: "r1".into() });
+        assert_eq!(implicit.client_expires, crate::config::DEFAULT_LOCAL_EXPIRES);
+    }
+
+    #[test]
+    fn registrar_errors_are_located() {
+        let text = format!(
+            "{BASE}registrars:
+  - {{listener: t, mode: relay, trunk: c}}
+  - {{listener: a, mode: relay, trunk: nope, client_expires: 5s, domain: x}}
+  - {{listener: a, mode: local, upstream_expires: 10m}}
+  - {{listener: a, mode: push}}
+"
+        );
+        let expected = r#"t.yaml:7:16: listener t is not an access listener
+t.yaml:8:39: unknown trunk "nope"
+t.yaml:8:61: registration lifetime "5s" must be whole seconds in 10s..=24h
+t.yaml:8:73: domain goes with mode local
+t.yaml:9:16: listener a already has a registrar
+t.yaml:9:50: upstream_expires goes with mode relay
+t.yaml:10:16: listener a already has a registrar
+t.yaml:10:25: unknown registrar mode "push" (expected relay or local)"#;
+        assert_eq!(errors(&text), expected.lines().collect::<Vec<_>>());
+        let text = format!("{BASE}registrars: [{{listener: a, mode: local}}]\n");
+        let expected = "t.yaml:6:34: mode local needs a realm on the listener (policy.realm)";
+        assert_eq!(errors(&text), [expected]);
     }
 
     #[test]

@@ -50,6 +50,8 @@ pub struct Config {
     pub records: Option<sbc_cdr::sink::SinkConfig>,
     /// Edge policy (`policy`, `listeners[].policy`, `trunks[].limits`).
     pub policy: PolicySettings,
+    /// Registrations from access listeners (`registrars:`), at most one per listener.
+    pub registrars: Vec<RegistrarConfig>,
 }
 
 impl Config {
@@ -69,6 +71,60 @@ impl Config {
         }
         rules
     }
+
+    /// Connection limits of a listener: its own, else the global `sip.tcp` ones.
+    pub fn limits(&self, listener: ListenerId) -> TcpConfig {
+        self.listeners.get(listener.0).and_then(|l| l.limits).unwrap_or(self.tcp)
+    }
+
+    /// The registrar serving REGISTER on `listener`, if any: its `registrars` entry, else, on
+    /// an access listener with a digest realm, a local registrar of the realm's users (domain:
+    /// the realm; registrations of up to [`DEFAULT_LOCAL_EXPIRES`]).
+    pub fn registrar(&self, listener: ListenerId) -> Option<RegistrarConfig> {
+        if let Some(r) = self.registrars.iter().find(|r| r.listener == listener) {
+            return Some(r.clone());
+        }
+        let realm = self.policy.rules.listeners.get(listener.0)?.realm.clone()?;
+        let access = self.listeners.get(listener.0)?.side == Side::Access;
+        access.then_some(RegistrarConfig {
+            listener,
+            mode: RegistrarMode::Local { domain: realm },
+            client_expires: DEFAULT_LOCAL_EXPIRES,
+        })
+    }
+}
+
+/// Longest registration of the implicit local registrar (see [`Config::registrar`]).
+pub const DEFAULT_LOCAL_EXPIRES: Duration = Duration::from_secs(3600);
+
+/// Registrations from one access listener (`registrars[]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrarConfig {
+    /// The access listener whose REGISTERs this serves.
+    pub listener: ListenerId,
+    /// Relay to an upstream registrar, or keep the bindings locally.
+    pub mode: RegistrarMode,
+    /// Longest registration granted to a client: it refreshes at least this often, which keeps
+    /// its NAT binding open and lets the SBC see a dead client soon.
+    pub client_expires: Duration,
+}
+
+/// Where the registrations of a listener go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistrarMode {
+    /// Each binding is registered upstream with the SBC's own Contact; client refreshes are
+    /// answered locally while the upstream registration lasts.
+    Relay {
+        /// The registrar trunk.
+        trunk: TrunkId,
+        /// Expiry asked of the upstream registrar.
+        upstream_expires: Duration,
+    },
+    /// The SBC is the registrar: the users of the listener's digest realm, in `domain`.
+    Local {
+        /// The domain of the addresses of record (`user@domain`).
+        domain: String,
+    },
 }
 
 /// The edge policy: what sbc-policy decides with, and what the shell does around it.
@@ -119,7 +175,7 @@ impl Default for TimerConfig {
     }
 }
 
-/// Limits for TCP (and later TLS/WS) connections.
+/// Limits of accepted connections (TCP, TLS, WS, WSS): globally in `sip.tcp`, per listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TcpConfig {
     /// A connection with no traffic for this long is closed.
@@ -152,6 +208,68 @@ pub enum Transport {
     Udp,
     /// RFC 3261 over TCP, framed by Content-Length.
     Tcp,
+    /// RFC 3261 over TLS (section 26.2), framed like TCP.
+    Tls,
+    /// RFC 7118 over WebSocket: one SIP message per WebSocket message.
+    Ws,
+    /// RFC 7118 over secure WebSocket (WebSocket over TLS).
+    Wss,
+}
+
+impl Transport {
+    /// The transport token of a Via header (RFC 3261 section 20.42, RFC 7118 section 5.2).
+    pub fn via_name(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
+            Transport::Ws => "WS",
+            Transport::Wss => "WSS",
+        }
+    }
+
+    /// The `transport` URI parameter value (RFC 3261 section 19.1.1, RFC 7118 section 5.3), in
+    /// the lower case used by the config file and the metrics labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+            Transport::Ws => "ws",
+            Transport::Wss => "wss",
+        }
+    }
+
+    /// Whether the transport runs over its own TCP listening socket (all but UDP). A listener
+    /// serves at most one of these on its port, as they cannot be told apart before reading.
+    pub fn is_stream(self) -> bool {
+        !matches!(self, Transport::Udp)
+    }
+
+    /// Whether the transport runs over TLS and needs a certificate on a listener.
+    pub fn is_secure(self) -> bool {
+        matches!(self, Transport::Tls | Transport::Wss)
+    }
+}
+
+/// A certificate chain and its private key, PEM files re-read when they change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first (PEM).
+    pub certificate: PathBuf,
+    /// The private key of the leaf (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub private_key: PathBuf,
+}
+
+/// How the SBC checks a trunk's TLS server (outbound `;transport=tls` targets).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrunkTls {
+    /// CA certificates (PEM) the trunk's certificate must chain to; `None`: the Mozilla roots
+    /// compiled into the binary (webpki-roots).
+    pub ca: Option<PathBuf>,
+    /// The name sent as SNI and checked in the certificate; `None`: the target's IP address
+    /// (checked against the certificate's IP SANs, no SNI sent, RFC 6066 section 3).
+    pub server_name: Option<String>,
 }
 
 /// One listening address, serving one or more transports on the same port.
@@ -175,6 +293,10 @@ pub struct ListenerConfig {
     pub media_advertise: IpAddr,
     /// Media options of legs on this listener; a trunk's own options take precedence.
     pub media: MediaOptions,
+    /// Certificate and key, required when `transports` has `tls` or `wss`.
+    pub tls: Option<TlsFiles>,
+    /// Connection limits of this listener's stream transport; `None`: [`Config::tcp`].
+    pub limits: Option<TcpConfig>,
 }
 
 /// The `media:` section: the relay as a whole.
@@ -267,6 +389,8 @@ pub struct TrunkConfig {
     pub headers: HeaderPolicy,
     /// Media options of legs toward or from this trunk.
     pub media: MediaOptions,
+    /// Verification of the trunk's TLS targets; `None`: the defaults of [`TrunkTls`].
+    pub tls: Option<TrunkTls>,
 }
 
 /// OPTIONS keep-alive toward a trunk's targets.

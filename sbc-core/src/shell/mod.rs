@@ -1,9 +1,9 @@
 //! The tokio shells: sockets, timers and the wiring of the sans-IO engine shards.
 //!
-//! Receive tasks (one per UDP socket, one per TCP connection) parse each message once and hand it
-//! to the shard that owns its call: responses by the shard encoded in our Via branch, requests by
-//! the shard encoded in our leg-B Call-ID or by a hash of a foreign Call-ID. Each shard task owns
-//! one [`Engine`] and is the only thing that touches it, so no lock guards call state. Shard inputs
+//! Receive tasks (one per UDP socket, one per TCP, TLS, WS or WSS connection) parse each message
+//! once and hand it to the shard that owns its call: responses by the shard encoded in our Via
+//! branch, requests by the shard encoded in our leg-B Call-ID or by a hash of a foreign Call-ID.
+//! Each shard task owns one [`Engine`] and is the only thing that touches it, so no lock guards call state. Shard inputs
 //! are bounded channels: when a shard is saturated, datagrams are dropped and counted (UDP peers
 //! retransmit), never queued without limit.
 //!
@@ -26,13 +26,14 @@ use sbc_cdr::sink::CdrSink;
 use sbc_cdr::{CallEvent, CallEventKind, Disposition, Recorder};
 use sbc_media::backend::RelayBackend;
 use sbc_media::relay::{Relay, RelayConfig};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
 use sbc_policy::{DropReason, Offence, Policy, SourceVerdict};
 
 use self::capture::ShardTap;
+use crate::b2bua::bindings::{Bindings, DEFAULT_MAX_BINDINGS};
 use crate::b2bua::health::TrunkHealth;
 use crate::b2bua::{Engine, Event, ids};
 use crate::config::{Config, ListenerId, Transport};
@@ -44,6 +45,10 @@ mod capture;
 #[cfg(feature = "nftables")]
 mod nft;
 mod policy;
+mod tls;
+mod ws;
+
+pub use tls::TlsError;
 
 /// Depth of each shard's input queue; beyond it datagrams are dropped (and counted).
 const SHARD_QUEUE: usize = 65_536;
@@ -78,6 +83,9 @@ pub enum StartError {
     /// The policy settings were refused (a config built in code; files are checked at load).
     #[error("invalid policy: {0}")]
     Policy(sbc_policy::ConfigError),
+    /// A listener's certificate or key, or a trunk's CA file, could not be used.
+    #[error("TLS: {0}")]
+    Tls(TlsError),
 }
 
 // Messages dominate the queue; boxing them would add an allocation per message.
@@ -98,30 +106,56 @@ pub struct ShellStats {
     pub received_udp: Counter,
     /// Messages received over TCP.
     pub received_tcp: Counter,
+    /// Messages received over TLS.
+    pub received_tls: Counter,
+    /// Messages received over WebSocket.
+    pub received_ws: Counter,
+    /// Messages received over secure WebSocket.
+    pub received_wss: Counter,
     /// Messages that failed to parse.
     pub malformed: Counter,
     /// Messages dropped because a shard queue was full.
     pub dropped_overload: Counter,
-    /// TCP connections refused over the limit.
+    /// Connections (TCP, TLS, WS, WSS) refused over a listener's limit.
     pub refused_connections: Counter,
 }
+
+/// Messages received, labelled by transport.
+const RECEIVED: &str = "sbc_sip_messages_received_total";
 
 impl ShellStats {
     fn new() -> ShellStats {
         ShellStats {
-            received_udp: metrics::counter!("sbc_sip_messages_received_total", "transport" => "udp"),
-            received_tcp: metrics::counter!("sbc_sip_messages_received_total", "transport" => "tcp"),
+            received_udp: metrics::counter!(RECEIVED, "transport" => "udp"),
+            received_tcp: metrics::counter!(RECEIVED, "transport" => "tcp"),
+            received_tls: metrics::counter!(RECEIVED, "transport" => "tls"),
+            received_ws: metrics::counter!(RECEIVED, "transport" => "ws"),
+            received_wss: metrics::counter!(RECEIVED, "transport" => "wss"),
             malformed: metrics::counter!("sbc_sip_malformed_total"),
             dropped_overload: metrics::counter!("sbc_sip_dropped_overload_total"),
             refused_connections: metrics::counter!("sbc_tcp_connections_refused_total"),
         }
     }
+
+    fn received_for(&self, transport: Transport) -> &Counter {
+        match transport {
+            Transport::Udp => &self.received_udp,
+            Transport::Tcp => &self.received_tcp,
+            Transport::Tls => &self.received_tls,
+            Transport::Ws => &self.received_ws,
+            Transport::Wss => &self.received_wss,
+        }
+    }
 }
 
-/// Where outgoing bytes go: UDP sockets per listener and the TCP connection table.
+/// Where outgoing bytes go: UDP sockets per listener and the connection table (TCP, TLS, WS,
+/// WSS; a listener serves one of these, so listener and remote address name a connection).
 struct Output {
     udp: Vec<Option<Arc<UdpSocket>>>,
     conns: Mutex<HashMap<(ListenerId, SocketAddr), mpsc::Sender<Bytes>>>,
+    /// How to open TLS toward each trunk target with `;transport=tls`; a TLS flow to any other
+    /// address (a client whose connection is gone) cannot be reopened.
+    tls_targets: HashMap<(ListenerId, SocketAddr), tls::Outbound>,
 }
 
 /// The running SBC.
@@ -165,10 +199,11 @@ impl Sbc {
         if let Some(path) = &config.policy.ban_file {
             policy::load_bans(&policy, path);
         }
+        tls::install_provider();
         let mut udp = vec![None; config.listeners.len()];
         let mut tcp = Vec::new();
         for (i, l) in config.listeners.iter().enumerate() {
-            for t in &l.transports {
+            for &t in &l.transports {
                 match t {
                     Transport::Udp => {
                         let sock = bind_udp(l.addr).map_err(|source| StartError::Bind {
@@ -178,16 +213,31 @@ impl Sbc {
                         })?;
                         udp[i] = Some(Arc::new(sock));
                     }
-                    Transport::Tcp => {
+                    Transport::Tcp | Transport::Tls | Transport::Ws | Transport::Wss => {
+                        // The config requires `tls:` for tls and wss; a config built in code
+                        // without it gets a clear error rather than a listener without TLS.
+                        let certs = match (&l.tls, t.is_secure()) {
+                            (Some(files), true) => Some(Arc::new(
+                                tls::CertStore::load(files).map_err(StartError::Tls)?,
+                            )),
+                            (None, true) => {
+                                return Err(StartError::Tls(TlsError::File {
+                                    path: l.name.clone(),
+                                    why: format!("{} needs a certificate", t.name()),
+                                }));
+                            }
+                            (_, false) => None,
+                        };
                         let sock = TcpListener::bind(l.addr).await.map_err(|source| {
-                            StartError::Bind { transport: "tcp", addr: l.addr, source }
+                            StartError::Bind { transport: t.name(), addr: l.addr, source }
                         })?;
-                        tcp.push((ListenerId(i), sock));
+                        tcp.push((ListenerId(i), t, sock, certs));
                     }
                 }
             }
         }
-        let output = Arc::new(Output { udp, conns: Mutex::new(HashMap::new()) });
+        let tls_targets = tls::outbound(&config).map_err(StartError::Tls)?;
+        let output = Arc::new(Output { udp, conns: Mutex::new(HashMap::new()), tls_targets });
         let stats = Arc::new(ShellStats::new());
         let (senders, receivers): (Vec<_>, Vec<_>) =
             (0..config.shards).map(|_| mpsc::channel(SHARD_QUEUE)).unzip();
@@ -205,6 +255,11 @@ impl Sbc {
         let seed_base: u64 = rand::random();
         let mut done = Vec::new();
         let health = Arc::new(TrunkHealth::new(&config));
+        // Registrations are process-wide: a REGISTER and the INVITE to its user may land on
+        // different shards.
+        let bindings = Arc::new(Bindings::new(DEFAULT_MAX_BINDINGS));
+        let registrars =
+            (0..config.listeners.len()).any(|l| config.registrar(ListenerId(l)).is_some());
         let m = &config.media;
         let relay_config = RelayConfig {
             port_min: m.port_min,
@@ -261,6 +316,8 @@ impl Sbc {
             engine.set_health(Instant::now(), Arc::clone(&health), shard == 0);
             let tap = capture.clone().map(|h| ShardTap::new(h, Arc::clone(&config), &mut engine));
             engine.set_policy(Arc::clone(&policy));
+            // One shard sweeps expired bindings (and unregisters them upstream).
+            engine.set_bindings(Instant::now(), Arc::clone(&bindings), registrars && shard == 0);
             done.push(tokio::spawn(run_shard(
                 engine,
                 tap,
@@ -276,8 +333,12 @@ impl Sbc {
                 tokio::spawn(udp_receive(ListenerId(i), Arc::clone(sock), router.clone()));
             }
         }
-        for (id, listener) in tcp {
-            tokio::spawn(tcp_accept(id, listener, router.clone()));
+        for (id, transport, listener, certs) in tcp {
+            if let Some(certs) = &certs {
+                let name = config.listeners[id.0].name.clone();
+                done.push(tokio::spawn(tls::reload_task(name, Arc::clone(certs))));
+            }
+            tokio::spawn(stream_accept(id, transport, listener, certs, router.clone()));
         }
         for l in &config.listeners {
             tracing::info!(name = %l.name, addr = %l.addr, transports = ?l.transports, "listening");
@@ -409,6 +470,8 @@ async fn run_shard(
     let calls_started = metrics::counter!("sbc_calls_started_total");
     let dropped_banned = metrics::counter!("sbc_sip_requests_dropped_banned_total");
     let registers = metrics::counter!("sbc_registrations_answered_total");
+    let relayed = metrics::counter!("sbc_registrations_relayed_total");
+    let bindings_active = metrics::gauge!("sbc_registrations_active");
     let mut seen = engine.stats();
     let calls_active = metrics::gauge!("sbc_calls_active", "shard" => shard.to_string());
     loop {
@@ -425,6 +488,8 @@ async fn run_shard(
             None => Some(rx.recv().await),
         };
         let now = Instant::now();
+        // A timer or a lost connection may have removed bindings (see the gauge below).
+        let bindings_touched = matches!(input, None | Some(Some(ShardInput::FlowFailed(_))));
         // Records the message for the capture tap (when there is one), then hands it over.
         let mut handle_message = |engine: &mut Engine, flow: Flow, msg: Message, raw| {
             if let (Some(tap), Some((at, data))) = (&mut tap, raw) {
@@ -507,44 +572,67 @@ async fn run_shard(
         let stats = engine.stats();
         dropped_banned.increment(stats.dropped_banned - seen.dropped_banned);
         registers.increment(stats.registers_accepted - seen.registers_accepted);
+        relayed.increment(stats.registers_relayed - seen.registers_relayed);
+        // The bindings are shared: any shard that may have changed them refreshes the gauge
+        // (a REGISTER's answer, a relayed one, a lost connection, the sweep).
+        let touched = stats.registers_accepted != seen.registers_accepted
+            || stats.registers_relayed != seen.registers_relayed
+            || bindings_touched;
+        if touched {
+            bindings_active.set(engine.bindings().len() as f64);
+        }
         seen = stats;
     }
 }
 
 async fn send(router: &Router, t: Transmit) {
     let output = &router.output;
-    match t.flow.transport {
-        Transport::Udp => {
-            let Some(Some(sock)) = output.udp.get(t.flow.listener.0) else {
-                return;
-            };
-            match sock.try_send_to(&t.data, t.flow.remote) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let _ = sock.send_to(&t.data, t.flow.remote).await;
-                }
-                Err(e) => tracing::debug!(remote = %t.flow.remote, error = %e, "udp send failed"),
+    if t.flow.transport == Transport::Udp {
+        let Some(Some(sock)) = output.udp.get(t.flow.listener.0) else {
+            return;
+        };
+        match sock.try_send_to(&t.data, t.flow.remote) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let _ = sock.send_to(&t.data, t.flow.remote).await;
             }
+            Err(e) => tracing::debug!(remote = %t.flow.remote, error = %e, "udp send failed"),
         }
-        Transport::Tcp => {
-            let key = (t.flow.listener, t.flow.remote);
-            let existing = output.conns.lock().ok().and_then(|c| c.get(&key).cloned());
-            match existing {
-                Some(tx) => {
-                    if tx.try_send(t.data).is_err() {
-                        tracing::debug!(remote = %t.flow.remote, "tcp connection queue full or closed");
-                    }
-                }
-                None => {
-                    // No connection to this peer yet: open one (RFC 3261 section 18.1.1).
-                    let (tx, rx) = mpsc::channel(CONN_QUEUE);
-                    let _ = tx.try_send(t.data);
-                    if let Ok(mut c) = output.conns.lock() {
-                        c.insert(key, tx.clone());
-                    }
-                    tokio::spawn(tcp_connect(t.flow, tx, rx, router.clone()));
-                }
+        return;
+    }
+    let key = (t.flow.listener, t.flow.remote);
+    let existing = output.conns.lock().ok().and_then(|c| c.get(&key).cloned());
+    if let Some(tx) = existing {
+        if tx.try_send(t.data).is_err() {
+            tracing::debug!(remote = %t.flow.remote, "connection queue full or closed");
+        }
+        return;
+    }
+    // No connection on this flow. TCP, and TLS toward a configured trunk target, open one (RFC
+    // 3261 section 18.1.1). A client's TLS or WebSocket connection that is gone cannot be
+    // reopened (its address is an ephemeral port, its Via and Contact often `.invalid`, RFC
+    // 7118 section 5): the flow has failed, and the transactions on it fail at once.
+    let reopen = match t.flow.transport {
+        Transport::Tcp => true,
+        Transport::Tls => output.tls_targets.contains_key(&key),
+        Transport::Udp | Transport::Ws | Transport::Wss => false,
+    };
+    match reopen {
+        true => {
+            let (tx, rx) = mpsc::channel(CONN_QUEUE);
+            let _ = tx.try_send(t.data);
+            if let Ok(mut c) = output.conns.lock() {
+                c.insert(key, tx.clone());
             }
+            tokio::spawn(stream_connect(t.flow, tx, rx, router.clone()));
+        }
+        false => {
+            tracing::debug!(
+                remote = %t.flow.remote,
+                transport = t.flow.transport.name(),
+                "no connection on this flow"
+            );
+            router.flow_failed(t.flow);
         }
     }
 }
@@ -582,10 +670,7 @@ async fn udp_receive(listener: ListenerId, sock: Arc<UdpSocket>, router: Router)
 impl Router {
     /// Parses and routes one message; `reply` sends a stateless error response.
     fn dispatch(&self, flow: Flow, data: Bytes, reply: impl FnOnce(Bytes)) {
-        match flow.transport {
-            Transport::Udp => self.stats.received_udp.increment(1),
-            Transport::Tcp => self.stats.received_tcp.increment(1),
-        }
+        self.stats.received_for(flow.transport).increment(1);
         let msg = match sip::parse_with(data.clone(), &self.limits) {
             Ok(m) => m,
             Err(err) => {
@@ -607,6 +692,14 @@ impl Router {
         }
     }
 
+    /// Whatever was pending on a flow will not be answered on it; its transactions may live on
+    /// any shard.
+    fn flow_failed(&self, flow: Flow) {
+        for shard in self.shards.iter() {
+            let _ = shard.try_send(ShardInput::FlowFailed(flow));
+        }
+    }
+
     fn shard_for(&self, msg: &Message) -> usize {
         let n = self.shards.len() as u16;
         if n <= 1 {
@@ -624,19 +717,28 @@ impl Router {
     }
 }
 
-async fn tcp_accept(listener: ListenerId, sock: TcpListener, router: Router) {
+/// Accepts the connections of one stream listener (TCP, TLS, WS or WSS) within its limit.
+async fn stream_accept(
+    listener: ListenerId,
+    transport: Transport,
+    sock: TcpListener,
+    certs: Option<Arc<tls::CertStore>>,
+    router: Router,
+) {
     let open = Arc::new(AtomicUsize::new(0));
+    let max = router.config.limits(listener).max_connections;
     loop {
         let (stream, remote) = match sock.accept().await {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!(error = %e, "tcp accept failed");
+                tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
         };
-        if open.load(Ordering::Relaxed) >= router.config.tcp.max_connections {
+        if open.load(Ordering::Relaxed) >= max {
             router.stats.refused_connections.increment(1);
+            tracing::debug!(%remote, transport = transport.name(), "connection over the limit");
             drop(stream);
             continue;
         }
@@ -648,29 +750,80 @@ async fn tcp_accept(listener: ListenerId, sock: TcpListener, router: Router) {
             drop(stream);
             continue;
         }
+        let _ = stream.set_nodelay(true);
+        // Counted from the accept: a handshake in progress holds a slot, so a flood of
+        // handshakes cannot exceed the limit either.
         open.fetch_add(1, Ordering::Relaxed);
-        let flow = Flow { listener, transport: Transport::Tcp, remote };
-        let (tx, rx) = mpsc::channel(CONN_QUEUE);
-        if let Ok(mut c) = router.output.conns.lock() {
-            c.insert((listener, remote), tx.clone());
-        }
+        let flow = Flow { listener, transport, remote };
+        let acceptor = certs.as_ref().and_then(|c| c.acceptor());
         let router = router.clone();
         let open = Arc::clone(&open);
         tokio::spawn(async move {
-            serve_connection(stream, flow, tx, rx, &router).await;
-            if let Ok(mut c) = router.output.conns.lock() {
-                c.remove(&(listener, remote));
-            }
-            for shard in router.shards.iter() {
-                let _ = shard.try_send(ShardInput::FlowFailed(flow));
-            }
+            serve_accepted(stream, flow, acceptor, &router).await;
             open.fetch_sub(1, Ordering::Relaxed);
         });
     }
 }
 
-/// An outbound connection opened because the engine sent to a flow with none.
-async fn tcp_connect(
+/// Runs the TLS and WebSocket handshakes an accepted connection needs, then serves it. The
+/// connection enters the table (becomes a flow the engine can send on) only once they passed.
+async fn serve_accepted(
+    stream: TcpStream,
+    flow: Flow,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    router: &Router,
+) {
+    let (tx, rx) = mpsc::channel(CONN_QUEUE);
+    let key = (flow.listener, flow.remote);
+    let register = || {
+        if let Ok(mut c) = router.output.conns.lock() {
+            c.insert(key, tx.clone());
+        }
+    };
+    match flow.transport {
+        Transport::Udp => return,
+        Transport::Tcp => {
+            register();
+            serve_connection(stream, flow, tx.clone(), rx, router).await;
+        }
+        Transport::Ws => {
+            let Some(socket) = ws::handshake(stream, router).await else { return };
+            register();
+            ws::serve(socket, flow, tx.clone(), rx, router).await;
+        }
+        Transport::Tls | Transport::Wss => {
+            let Some(acceptor) = acceptor else { return };
+            let stream =
+                match tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(remote = %flow.remote, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(remote = %flow.remote, "TLS handshake timed out");
+                        return;
+                    }
+                };
+            if flow.transport == Transport::Tls {
+                register();
+                serve_connection(stream, flow, tx.clone(), rx, router).await;
+            } else {
+                let Some(socket) = ws::handshake(stream, router).await else { return };
+                register();
+                ws::serve(socket, flow, tx.clone(), rx, router).await;
+            }
+        }
+    }
+    if let Ok(mut c) = router.output.conns.lock() {
+        c.remove(&key);
+    }
+    router.flow_failed(flow);
+}
+
+/// An outbound connection (TCP, or TLS toward a trunk target) opened because the engine sent
+/// to a flow with none.
+async fn stream_connect(
     flow: Flow,
     tx: mpsc::Sender<Bytes>,
     rx: mpsc::Receiver<Bytes>,
@@ -682,39 +835,52 @@ async fn tcp_connect(
     match connect {
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
-            serve_connection(stream, flow, tx, rx, &router).await;
+            match (flow.transport, router.output.tls_targets.get(&key)) {
+                (Transport::Tls, Some(out)) => {
+                    let handshake = out.connector.connect(out.name.clone(), stream);
+                    match tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, handshake).await {
+                        Ok(Ok(s)) => serve_connection(s, flow, tx, rx, &router).await,
+                        Ok(Err(e)) => {
+                            tracing::warn!(remote = %flow.remote, error = %e, "TLS to trunk failed")
+                        }
+                        Err(_) => tracing::warn!(remote = %flow.remote, "TLS to trunk timed out"),
+                    }
+                }
+                (Transport::Tls, None) => {}
+                _ => serve_connection(stream, flow, tx, rx, &router).await,
+            }
         }
-        Ok(Err(e)) => tracing::debug!(remote = %flow.remote, error = %e, "tcp connect failed"),
-        Err(_) => tracing::debug!(remote = %flow.remote, "tcp connect timed out"),
+        Ok(Err(e)) => tracing::debug!(remote = %flow.remote, error = %e, "connect failed"),
+        Err(_) => tracing::debug!(remote = %flow.remote, "connect timed out"),
     }
     if let Ok(mut c) = router.output.conns.lock() {
         c.remove(&key);
     }
-    // Whatever was pending on this connection will not be answered on it; the flow's
-    // transactions may live on any shard.
-    for shard in router.shards.iter() {
-        let _ = shard.try_send(ShardInput::FlowFailed(flow));
-    }
+    router.flow_failed(flow);
 }
 
-/// Reads and frames one connection; `reply` feeds the connection's own writer (stateless error
-/// responses and pongs go straight back without a shard).
-async fn serve_connection(
-    stream: TcpStream,
+/// Reads and frames one TCP or TLS connection; `reply` feeds the connection's own writer
+/// (stateless error responses and pongs go straight back without a shard).
+async fn serve_connection<S>(
+    stream: S,
     flow: Flow,
     reply: mpsc::Sender<Bytes>,
     mut out: mpsc::Receiver<Bytes>,
     router: &Router,
-) {
-    let (mut rd, mut wr) = stream.into_split();
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let writer = tokio::spawn(async move {
         while let Some(data) = out.recv().await {
             if wr.write_all(&data).await.is_err() {
                 break;
             }
         }
+        // A TLS close_notify (or a TCP FIN) when the connection is let go.
+        let _ = wr.shutdown().await;
     });
-    let idle = router.config.tcp.idle_timeout;
+    let idle = router.config.limits(flow.listener).idle_timeout;
     let mut buf = BytesMut::with_capacity(8192);
     'conn: loop {
         match tokio::time::timeout(idle, rd.read_buf(&mut buf)).await {

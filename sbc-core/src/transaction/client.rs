@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rand::Rng;
 
-use crate::config::Transport;
 use crate::sip::{Header, HeaderName, Message, Method};
 use crate::transport::Flow;
 
@@ -78,10 +77,7 @@ impl TransactionLayer {
         let ack = method == Method::Ack;
         let id = if ack { NO_TXN } else { self.slab.reserve() };
         let branch = branch::encode(self.shard, id, self.unpredictable.random());
-        let transport = match flow.transport {
-            Transport::Udp => "UDP",
-            Transport::Tcp => "TCP",
-        };
+        let transport = flow.transport.via_name();
         request.headers.insert(
             0,
             Header::new(

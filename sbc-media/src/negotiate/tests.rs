@@ -349,3 +349,28 @@ fn answer_with_old_style_hold() {
     let prepared = prepare_answer(&answer, &sent(&offer, &[]), &offer).unwrap();
     assert!(has_line(&prepared.sdp, "a=sendonly"));
 }
+
+#[test]
+fn chrome_offer_is_planned_for_transcoding_toward_a_g711_trunk() {
+    let offer = sdp(CHROME);
+    let p = prepare_offer_transcoding(
+        &offer,
+        &list(&["opus", "telephone-event"]),
+        &list(&["PCMA", "PCMU", "telephone-event/8000", "G729"]),
+    )
+    .unwrap();
+    let plan = p.transcode[0].as_ref().expect("audio is transcoded");
+    assert_eq!(plan.codec.0, 111);
+    assert_eq!(plan.codec.1.name, "opus");
+    assert_eq!(plan.events.as_ref().map(|e| (e.0, e.1.clock_rate)), Some((110, 48000)));
+    // The trunk's order, its static numbers, events at its rate.
+    assert_eq!(p.sdp.media[0].formats, ["8", "0", "101"]);
+    // Video is not transcoded.
+    assert_eq!(p.transcode[1], None);
+    // Without events in the trunk profile, none are offered.
+    let p = prepare_offer_transcoding(&offer, &list(&["opus"]), &list(&["PCMU"])).unwrap();
+    assert_eq!(p.sdp.media[0].formats, ["0"]);
+    // Without a profile on either side nothing is transcoded.
+    let p = prepare_offer_transcoding(&offer, &[], &[]).unwrap();
+    assert_eq!(p.transcode, [None, None]);
+}

@@ -204,7 +204,6 @@ fn ipv6_leg_out_of_ipv4_leg() {
 fn chrome_offer_reaches_a_sip_trunk_without_ice_or_bundle() {
     // A relay without DTLS cannot terminate the browser's media: refused, nothing opened.
     let mut call = Call::new();
-    call.backend.set_dtls_fingerprint(None);
     assert_eq!(call.offer(LegSide::A, CHROME), Err(MediaError::BadSdp("DTLS-SRTP not available")));
     assert_eq!(call.backend.open_pairs(), 0);
 
@@ -653,4 +652,149 @@ fn clock_rate_follows_the_negotiated_codec() {
         .unwrap();
     assert_eq!(call.remote(LegSide::A).clock_rate, 8000, "answered PCMU first");
     assert_eq!(call.remote(LegSide::B).clock_rate, 8000);
+}
+
+/// A browser listener's profile (Opus only) and a trunk's (G.711).
+fn browser_leg(leg: LegMedia) -> LegMedia {
+    LegMedia {
+        codecs: vec!["opus".into(), "telephone-event".into()],
+        profile: MediaProfile::Webrtc,
+        ..leg
+    }
+}
+
+/// Chrome's offer, audio only.
+fn chrome_audio() -> String {
+    let cut = CHROME.find("m=video").unwrap();
+    CHROME[..cut].replace("a=group:BUNDLE 0 1", "a=group:BUNDLE 0")
+}
+
+fn codec_spec(name: &str, pt: u8, rate: u32, channels: u8) -> crate::backend::CodecSpec {
+    crate::backend::CodecSpec { name: name.into(), payload_type: pt, clock_rate: rate, channels }
+}
+
+#[test]
+fn browser_opus_to_a_g711_trunk_is_transcoded() {
+    use crate::backend::Transcode;
+    let mut call = Call::new();
+    call.backend.set_dtls_fingerprint(Some(VirtualBackend::FINGERPRINT.to_owned()));
+    call.plane.set_leg(ID, LegSide::A, browser_leg(leg_a()));
+    let offer = call.offer(LegSide::A, &chrome_audio()).unwrap();
+    // Toward the trunk: its own codecs (G.711, events at 8000), nothing of the browser's.
+    let m = &offer.media[0];
+    assert_eq!(m.formats, ["0", "8", "101"]);
+    assert_eq!(
+        line(&offer, "a=rtpmap:"),
+        ["a=rtpmap:0 PCMU/8000", "a=rtpmap:8 PCMA/8000", "a=rtpmap:101 telephone-event/8000"]
+    );
+    assert!(line(&offer, "a=ssrc").is_empty() && line(&offer, "a=rtcp-fb").is_empty());
+    assert_eq!(line(&offer, "a=ptime"), ["a=ptime:20"]);
+    // Before the answer the browser's side already knows its clock.
+    assert_eq!(call.remote(LegSide::A).clock_rate, 48000);
+
+    // baresip answers PCMU with events.
+    let baresip = BARESIP
+        .replace("RTP/AVP 96 97 9 0 8 101", "RTP/AVP 0 101")
+        .replace("a=rtpmap:96 opus/48000/2\r\n", "")
+        .replace("a=fmtp:96 stereo=1;sprop-stereo=1;maxaveragebitrate=28000\r\n", "")
+        .replace("a=rtpmap:97 L16/48000/2\r\n", "");
+    let answer = call.answer(LegSide::B, &baresip).unwrap();
+    // Toward the browser: its own Opus and 48 kHz events, with its numbers and fmtp.
+    assert_eq!(answer.media[0].formats, ["111", "110"]);
+    assert_eq!(
+        line(&answer, "a=rtpmap:"),
+        ["a=rtpmap:111 opus/48000/2", "a=rtpmap:110 telephone-event/48000"]
+    );
+    assert_eq!(line(&answer, "a=fmtp:"), ["a=fmtp:111 minptime=10;useinbandfec=1"]);
+    assert!(line(&answer, "a=ssrc").is_empty());
+
+    let opus = codec_spec("opus", 111, 48000, 2);
+    let pcmu = codec_spec("PCMU", 0, 8000, 1);
+    let te48 = codec_spec("telephone-event", 110, 48000, 1);
+    let te8 = codec_spec("telephone-event", 101, 8000, 1);
+    let a = call.remote(LegSide::A);
+    assert_eq!(
+        a.transcode,
+        Some(Transcode {
+            from: opus.clone(),
+            to: pcmu.clone(),
+            dtmf_from: Some(te48.clone()),
+            dtmf_to: Some(te8.clone()),
+        })
+    );
+    assert_eq!((a.clock_rate, a.pt_map), (48000, RemoteSpec::IDENTITY_PT_MAP));
+    let b = call.remote(LegSide::B);
+    assert_eq!(
+        b.transcode,
+        Some(Transcode { from: pcmu, to: opus, dtmf_from: Some(te8), dtmf_to: Some(te48) })
+    );
+    assert_eq!(b.clock_rate, 8000);
+    let summary = call.plane.summary(ID).unwrap();
+    assert_eq!(summary.a.codec.as_deref(), Some("opus"));
+    assert_eq!(summary.b.codec.as_deref(), Some("PCMU"));
+
+    // A re-offer from the browser keeps transcoding until the new answer says otherwise.
+    call.offer(LegSide::A, &chrome_audio()).unwrap();
+    assert!(call.remote(LegSide::A).transcode.is_some());
+    assert!(call.remote(LegSide::B).transcode.is_some());
+}
+
+#[test]
+fn g711_trunk_to_a_browser_is_offered_opus() {
+    use crate::backend::Transcode;
+    let mut call = Call::new();
+    call.backend.set_dtls_fingerprint(Some(VirtualBackend::FINGERPRINT.to_owned()));
+    // A is the trunk (SIPp, PCMU only), B the browser.
+    call.plane.set_leg(ID, LegSide::A, LegMedia { codecs: leg_b().codecs, ..leg_a() });
+    call.plane.set_leg(ID, LegSide::B, browser_leg(leg_b()));
+    let offer = call.offer(LegSide::A, SIPP).unwrap();
+    assert_eq!(offer.media[0].formats, ["111"], "no events: SIPp offered none");
+    assert_eq!(line(&offer, "a=rtpmap:"), ["a=rtpmap:111 opus/48000/2"]);
+    assert_eq!(line(&offer, "a=fmtp:"), ["a=fmtp:111 useinbandfec=1"]);
+
+    let chrome_answer = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 192.0.2.77\r\nt=0 0\r\n\
+                         m=audio 5004 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n\
+                         a=fmtp:111 minptime=10;useinbandfec=1\r\na=sendrecv\r\n\
+                         a=ice-ufrag:brws\r\na=ice-pwd:browser-password-0123456789\r\n\
+                         a=fingerprint:sha-256 0A:0B:0C\r\na=setup:active\r\na=mid:0\r\n\
+                         a=rtcp-mux\r\n";
+    let answer = call.answer(LegSide::B, chrome_answer).unwrap();
+    assert_eq!(answer.media[0].formats, ["0"]);
+    assert_eq!(line(&answer, "a=rtpmap:"), ["a=rtpmap:0 PCMU/8000"]);
+    assert!(line(&answer, "a=fmtp:").is_empty());
+    let opus = codec_spec("opus", 111, 48000, 2);
+    let pcmu = codec_spec("PCMU", 0, 8000, 1);
+    let a = call.remote(LegSide::A);
+    assert_eq!(
+        a.transcode,
+        Some(Transcode { from: pcmu.clone(), to: opus.clone(), dtmf_from: None, dtmf_to: None })
+    );
+    assert_eq!(a.clock_rate, 8000);
+    let b = call.remote(LegSide::B);
+    assert_eq!(
+        b.transcode,
+        Some(Transcode { from: opus, to: pcmu, dtmf_from: None, dtmf_to: None })
+    );
+    assert_eq!(b.clock_rate, 48000);
+}
+
+#[test]
+fn a_shared_codec_means_no_transcoding() {
+    let mut call = Call::new();
+    call.backend.set_dtls_fingerprint(Some(VirtualBackend::FINGERPRINT.to_owned()));
+    // The browser profile allows PCMU too: Chrome's PCMU reaches the trunk as is.
+    let mut a = browser_leg(leg_a());
+    a.codecs.push("PCMU".into());
+    call.plane.set_leg(ID, LegSide::A, a);
+    let offer = call.offer(LegSide::A, &chrome_audio()).unwrap();
+    assert_eq!(offer.media[0].formats, ["0", "8", "110", "126"]);
+    call.answer(LegSide::B, &TRUNK_TE96.replace("RTP/AVP 0 96", "RTP/AVP 0")).unwrap();
+    assert_eq!(call.remote(LegSide::A).transcode, None);
+    assert_eq!(call.remote(LegSide::B).transcode, None);
+    // A trunk whose codecs the SBC cannot transcode still gets 488.
+    let mut call = Call::new();
+    call.backend.set_dtls_fingerprint(Some(VirtualBackend::FINGERPRINT.to_owned()));
+    call.plane.set_leg(ID, LegSide::A, browser_leg(leg_a()));
+    call.plane.set_leg(ID, LegSide::B, LegMedia { codecs: vec!["G729".into()], ..leg_b() });
+    assert_eq!(call.offer(LegSide::A, &chrome_audio()), Err(MediaError::NoCommonCodec));
 }

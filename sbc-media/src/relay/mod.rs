@@ -10,7 +10,8 @@
 //!
 //! Per packet, a worker applies the rules of `packet` (source check and NAT latching, RFC 5761
 //! demultiplexing, header checks, hold) and forwards through the other side's socket, rewriting
-//! only the payload type byte. It reads with `recvmmsg` and writes with `sendmmsg`, up to 32
+//! only the payload type byte; RTP from a side whose `RemoteSpec::transcode` is set goes through
+//! that side's [`crate::transcode::Transcoder`] instead, on the same worker. It reads with `recvmmsg` and writes with `sendmmsg`, up to 32
 //! datagrams per call, and reads the clock once per batch.
 //!
 //! Sockets are non-blocking UDP, bound on the pair's local addresses (IPv4 or IPv6 per side;
@@ -81,6 +82,7 @@ use crate::backend::{
 };
 use crate::ports::{Leased, PortPool};
 use crate::secure::dtls::DtlsIdentity;
+use crate::transcode::OpusSettings;
 
 /// Receive and send buffer requested for every media socket (the kernel doubles it and caps
 /// it at `net.core.rmem_max` / `wmem_max`). 256 KiB holds seconds of a voice stream, or about
@@ -148,8 +150,15 @@ struct PairEntry {
 }
 
 impl Relay {
-    /// Checks the config, then starts the workers.
+    /// Checks the config, then starts the workers; transcoded calls get the default Opus
+    /// encoder settings.
     pub fn start(config: RelayConfig) -> io::Result<Relay> {
+        Relay::start_with_opus(config, OpusSettings::default())
+    }
+
+    /// [`Relay::start`] with the Opus encoder settings of transcoded calls (complexity,
+    /// bitrate).
+    pub fn start_with_opus(config: RelayConfig, opus: OpusSettings) -> io::Result<Relay> {
         let pool = PortPool::new(config.port_min, config.port_max)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         if config.dscp.is_some_and(|d| d > 63) {
@@ -183,7 +192,7 @@ impl Relay {
             let thread =
                 std::thread::Builder::new().name(format!("media-{i}")).spawn(move || {
                     let _alive = alive;
-                    Worker::new(poll, rx, epoch, identity).run();
+                    Worker::new(poll, rx, epoch, identity, opus).run();
                 })?;
             relay.workers.push(handle);
             relay.threads().push(thread);

@@ -1002,3 +1002,104 @@ fn an_sdes_phone_bridges_to_a_plain_trunk_with_separate_rtcp() {
     let s = call.stats_until(|s| s.from_a.dropped >= 1);
     assert_eq!(s.from_a.packets, 2);
 }
+
+/// Goertzel power of `freq` in 8 kHz samples, normalised by the length.
+fn goertzel(x: &[i16], freq: f64) -> f64 {
+    let w = 2.0 * std::f64::consts::PI * freq / 8000.0;
+    let c = 2.0 * w.cos();
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &v in x {
+        let s0 = f64::from(v) + c * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    (s1 * s1 + s2 * s2 - c * s1 * s2) / (x.len() as f64).powi(2)
+}
+
+fn assert_1khz(pcm: &[i16]) {
+    let tone = goertzel(pcm, 1000.0);
+    for other in [500.0, 1500.0, 2500.0] {
+        assert!(tone > 100.0 * goertzel(pcm, other), "no 1 kHz tone ({tone} vs {other} Hz)");
+    }
+}
+
+fn tone(rate: u32, k: usize, n: usize) -> Vec<i16> {
+    (k * n..(k + 1) * n)
+        .map(|i| {
+            (6000.0 * (2.0 * std::f64::consts::PI * 1000.0 * i as f64 / f64::from(rate)).sin())
+                as i16
+        })
+        .collect()
+}
+
+fn rtp_with(pt: u8, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
+    let mut p = rtp(pt, seq == 0, seq, ts, ssrc);
+    p.truncate(12);
+    p.extend_from_slice(payload);
+    p
+}
+
+#[test]
+fn transcodes_pcmu_to_opus_and_back_over_loopback() {
+    use crate::backend::{CodecSpec, Transcode};
+    use crate::transcode::g711;
+    use opusic_c::{Application, Channels, SampleRate};
+
+    let opus = CodecSpec { name: "opus".into(), payload_type: 111, clock_rate: 48000, channels: 2 };
+    let pcmu = CodecSpec { name: "PCMU".into(), payload_type: 0, clock_rate: 8000, channels: 1 };
+    let c = Call::new(V4, V4);
+    // A is the browser (Opus), B the trunk (PCMU).
+    let a_to_b = Transcode { from: opus.clone(), to: pcmu.clone(), dtmf_from: None, dtmf_to: None };
+    let b_to_a = Transcode { from: pcmu, to: opus, dtmf_from: None, dtmf_to: None };
+    c.configure(LegSide::A, RemoteSpec { transcode: Some(a_to_b), ..remote(&c.a, &c.a_rtcp) });
+    c.configure(LegSide::B, RemoteSpec { transcode: Some(b_to_a), ..remote(&c.b, &c.b_rtcp) });
+
+    // B -> A: 40 PCMU packets of a 1 kHz tone arrive as 40 Opus packets at 48 kHz timestamps.
+    let mut dec = opusic_c::Decoder::new(Channels::Mono, SampleRate::Hz8000).unwrap();
+    let mut heard = Vec::new();
+    let mut last: Option<(u16, u32, u32)> = None;
+    for k in 0..40usize {
+        let payload: Vec<u8> = tone(8000, k, 160).iter().map(|&s| g711::ulaw_encode(s)).collect();
+        c.b.send(&rtp_with(0, k as u16, 160 * k as u32, 0xb0b, &payload), c.at_b);
+        let (got, src) = c.a.recv();
+        assert_eq!(src, c.at_a);
+        assert_eq!(got[1] & 0x7f, 111);
+        let seq = u16::from_be_bytes([got[2], got[3]]);
+        let ts = u32::from_be_bytes([got[4], got[5], got[6], got[7]]);
+        let ssrc = u32::from_be_bytes([got[8], got[9], got[10], got[11]]);
+        assert_ne!(ssrc, 0xb0b, "the transcoded stream has its own SSRC");
+        if let Some((s0, t0, x0)) = last {
+            assert_eq!((seq, ts, ssrc), (s0.wrapping_add(1), t0.wrapping_add(960), x0));
+        }
+        last = Some((seq, ts, ssrc));
+        let mut pcm = [0u16; 960];
+        let n = dec.decode_to_slice(&got[12..], &mut pcm, false).unwrap();
+        heard.extend(pcm[..n].iter().map(|&s| s as i16));
+    }
+    assert_1khz(&heard[1600..]);
+
+    // A -> B: Opus from a 48 kHz encoder (as a browser sends) arrives as PCMU.
+    let mut enc =
+        opusic_c::Encoder::new(Channels::Mono, SampleRate::Hz48000, Application::Voip).unwrap();
+    let mut heard = Vec::new();
+    for k in 0..40usize {
+        let pcm: Vec<u16> = tone(48000, k, 960).iter().map(|&s| s as u16).collect();
+        let mut buf = [0u8; 400];
+        let len = enc.encode_to_slice(&pcm, &mut buf).unwrap();
+        c.a.send(&rtp_with(111, k as u16, 960 * k as u32, 0xa0a, &buf[..len]), c.at_a);
+        let (got, src) = c.b.recv();
+        assert_eq!(src, c.at_b);
+        assert_eq!((got[1] & 0x7f, got.len()), (0, 12 + 160));
+        heard.extend(got[12..].iter().map(|&b| g711::ulaw_decode(b)));
+    }
+    assert_1khz(&heard[1600..]);
+
+    // RTCP is not carried across: B's report stays at the SBC.
+    c.b_rtcp.send(&rtcp_rr(0xb0b), rtcp_port(c.at_b));
+    let s = c.stats_until(|s| s.from_b.rtcp_packets == 1);
+    c.a_rtcp.sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    assert!(c.a_rtcp.sock.recv_from(&mut [0u8; 64]).is_err(), "RTCP crossed a transcoded pair");
+    // Figures stay those of each received leg.
+    assert_eq!((s.from_b.packets, s.from_b.forwarded, s.from_b.dropped), (40, 40, 0));
+    assert_eq!((s.from_a.packets, s.from_a.forwarded), (40, 40));
+}

@@ -22,9 +22,17 @@
 //! before it is queued. Their timers (DTLS retransmissions, handshake deadline, ICE consent)
 //! sit in one heap per worker; the poll waits at most until the earliest. Only secure sides
 //! allocate: rtc-srtp returns a fresh buffer per packet, STUN and DTLS allocate per message.
+//!
+//! Transcoding hook: a side whose [`RemoteSpec::transcode`] is set holds a [`Transcoder`]
+//! (built on `configure`, on this thread, never on signalling). Its accepted RTP does not take
+//! the batch path: [`transcode_rtp`] runs it through the transcoder and sends what comes out
+//! (zero or more packets, in the worker's [`Emitted`] arena) through the other side's RTP socket.
+//! RTCP of a transcoded pair is not forwarded (see `relay_batch`). Its outputs toward a secure
+//! side are protected one by one in a scratch buffer.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::hash::{BuildHasher, RandomState};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -35,15 +43,16 @@ use std::time::{Duration, Instant, SystemTime};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 
-use super::packet::{self, Kind, RtpFields, SideRules, Socket, Verdict};
+use super::packet::{self, Kind, Out, RtpFields, SideRules, Socket, Verdict};
 use super::publish::SharedStats;
 use super::sys::{BATCH, Batch};
 use crate::LegSide;
-use crate::backend::{DirectionStats, PacketTap, PairId, RemoteSpec, Security};
+use crate::backend::{DirectionStats, PacketTap, PairId, RemoteSpec, Security, Transcode};
 use crate::ports::Leased;
 use crate::secure::dtls::DtlsIdentity;
 use crate::secure::{Received, SecureSide};
 use crate::stats::RtpReceiveStats;
+use crate::transcode::{Disposition, Emitted, OpusSettings, Transcoder};
 
 /// Receive batches taken from one socket per round before the worker serves the others
 /// (8 × 32 = 256 datagrams).
@@ -80,6 +89,9 @@ struct Side {
     secure: Option<SecureSide>,
     /// The deadline of `secure` that is in the worker's timer heap, if any.
     armed: Option<Instant>,
+    /// The transcoder of RTP from this side's peer and the spec it was built for; `None` when
+    /// the pair relays as is.
+    transcoder: Option<(Transcode, Transcoder)>,
     /// Local addresses of the RTP and RTCP sockets, for the headers of tapped packets.
     local: [SocketAddr; 2],
     /// Last field: the sockets close before the lease returns their ports.
@@ -154,6 +166,15 @@ pub(crate) struct Worker {
     identity: Arc<DtlsIdentity>,
     /// Deadlines of the secure sides on this worker.
     timers: BinaryHeap<Deadline>,
+    /// Encoder settings of the transcoders this worker builds.
+    opus: OpusSettings,
+    /// Output arena of the transcoders, reused for every packet.
+    emitted: Emitted,
+    /// Keys the SSRCs and initial sequence numbers of transcoded streams (RFC 3550 §8.1 wants
+    /// them random).
+    random: RandomState,
+    /// Transcoders built so far, mixed into their seeds.
+    built: u64,
 }
 
 fn token(slot: usize, side: usize, which: Socket) -> Token {
@@ -171,6 +192,7 @@ impl Worker {
         commands: Receiver<Command>,
         epoch: Instant,
         identity: Arc<DtlsIdentity>,
+        opus: OpusSettings,
     ) -> Worker {
         Worker {
             poll,
@@ -185,6 +207,10 @@ impl Worker {
             epoch,
             identity,
             timers: BinaryHeap::new(),
+            opus,
+            emitted: Emitted::new(),
+            random: RandomState::new(),
+            built: 0,
         }
     }
 
@@ -285,6 +311,26 @@ impl Worker {
         }
         // A DTLS client without ICE sends its ClientHello at once.
         flush_control(s, tap, SystemTime::now());
+        let unchanged = match (&s.transcoder, &remote.transcode) {
+            (Some((old, _)), Some(new)) => old == new,
+            (None, None) => true,
+            _ => false,
+        };
+        if !unchanged {
+            s.transcoder = remote.transcode.as_ref().and_then(|spec| {
+                self.built += 1;
+                let seed = self.random.hash_one((pair.id.0, side, self.built));
+                match Transcoder::new(spec, self.opus, (seed >> 32) as u32, seed) {
+                    Ok(t) => Some((spec.clone(), t)),
+                    Err(e) => {
+                        // The plane only asks for codecs the transcoder has; the side then relays
+                        // nothing rather than the wrong codec.
+                        tracing::error!(pair = pair.id.0, error = %e, "media worker: no transcoder");
+                        None
+                    }
+                }
+            });
+        }
         pair.publish(side, self.epoch);
         arm(&mut self.timers, pair, slot, side);
     }
@@ -347,6 +393,7 @@ impl Worker {
                 rx: RtpReceiveStats::new(),
                 secure: None,
                 armed: None,
+                transcoder: None,
                 local,
                 sockets,
             }
@@ -374,6 +421,8 @@ impl Worker {
         self.next_carry.reserve(sockets.saturating_sub(self.next_carry.len()));
     }
 
+    /// New remote description for one side; (re)builds its transcoder when the transcoding
+    /// changed (an unchanged one keeps its state: the stream it sends goes on).
     fn register(&self, pair: &mut Pair, slot: usize) -> io::Result<()> {
         let registry = self.poll.registry();
         for (side, s) in pair.sides.iter_mut().enumerate() {
@@ -428,7 +477,7 @@ impl Worker {
                 // the socket works again): leave it until the next readiness event.
                 Err(_) => return,
             };
-            relay_batch(pair, side, which, &mut self.batch, n, self.epoch);
+            relay_batch(pair, side, which, &mut self.batch, n, self.epoch, &mut self.emitted);
             pair.publish(side, self.epoch);
             if pair.sides[side].secure.is_some() {
                 arm(&mut self.timers, pair, slot, side);
@@ -473,6 +522,7 @@ fn relay_batch(
     batch: &mut Batch,
     n: usize,
     epoch: Instant,
+    emitted: &mut Emitted,
 ) {
     // One clock read per batch, not per packet.
     let now = Instant::now();
@@ -485,6 +535,10 @@ fn relay_batch(
         [a, b] => (b, a),
     };
     let clock_rate = xs.rules.remote().map_or(0, |r| r.clock_rate);
+    // RTCP is not forwarded across a transcoded pair: its SSRCs, sequence numbers and timestamps
+    // describe a stream the other peer never sees (the SBC sends its own), so its reports
+    // would be wrong there.
+    let transcoded = xs.transcoder.is_some() || ys.transcoder.is_some();
     let arrival = rtp_clock(now.saturating_duration_since(epoch), clock_rate);
     let mut accepted = false;
     for i in 0..n {
@@ -554,13 +608,24 @@ fn relay_batch(
                 if let Some(h) = RtpFields::parse(data) {
                     xs.rx.handle_rtp(h.ssrc, h.seq, h.timestamp, arrival);
                 }
+                if let (Some((_, transcoder)), Ok(out)) = (xs.transcoder.as_mut(), &out) {
+                    let sent = transcode_rtp(transcoder, data, *out, ys, emitted, tap, wall);
+                    xs.counters.forwarded += sent.forwarded;
+                    xs.counters.dropped += sent.dropped;
+                    continue;
+                }
                 if out.is_ok()
                     && let Some(remote) = xs.rules.remote()
                 {
                     packet::rewrite_payload_type(data, &remote.pt_map);
                 }
             }
-            Kind::Rtcp => xs.counters.rtcp_packets += 1,
+            Kind::Rtcp => {
+                xs.counters.rtcp_packets += 1;
+                if transcoded {
+                    continue;
+                }
+            }
         }
         let Ok(out) = out else {
             xs.counters.dropped += 1;
@@ -627,6 +692,68 @@ fn arm(timers: &mut BinaryHeap<Deadline>, pair: &mut Pair, slot: usize, side: us
 /// The first `len` bytes of buffer `i`, as they are sent.
 fn sent_data(batch: &mut Batch, i: usize, len: usize) -> &[u8] {
     batch.buffer(i).and_then(|b| b.get(..len)).unwrap_or(&[])
+}
+
+/// What [`transcode_rtp`] did with one packet.
+struct Transcoded {
+    /// Packets sent toward the other side.
+    forwarded: u64,
+    /// The input packet, when the transcoder refused it, and outputs that could not be sent.
+    dropped: u64,
+}
+
+/// The transcoding stage: one accepted RTP packet from side X (after SRTP removal, where a side
+/// has it) through X's transcoder; every packet it produces goes to `out` through side Y's RTP
+/// socket (where SRTP protection toward Y belongs). One `send_to` per output: a transcoded call
+/// sends 100 packets/s, and the codec costs ~50 times more than the system call.
+fn transcode_rtp(
+    transcoder: &mut Transcoder,
+    data: &[u8],
+    out: Out,
+    ys: &mut Side,
+    emitted: &mut Emitted,
+    tap: Option<&dyn PacketTap>,
+    wall: SystemTime,
+) -> Transcoded {
+    emitted.clear();
+    let mut result = Transcoded { forwarded: 0, dropped: 0 };
+    // Comfort noise and events toward a side without them are consumed, not dropped.
+    if matches!(transcoder.handle_rtp(data, emitted), Disposition::Dropped(_)) {
+        result.dropped += 1;
+    }
+    result.dropped += u64::from(emitted.overflow());
+    // A secure destination (a browser) gets each output protected in a scratch buffer with room
+    // for the SRTP tag; nothing leaves before its keys exist.
+    let mut scratch = [0u8; 1600];
+    for packet in emitted.iter() {
+        let packet = match ys.secure.as_mut() {
+            None => packet,
+            Some(secure) => {
+                let protected = match scratch.get_mut(..packet.len()) {
+                    Some(dst) => {
+                        dst.copy_from_slice(packet);
+                        secure.protect(false, &mut scratch, packet.len())
+                    }
+                    None => None,
+                };
+                match protected.and_then(|len| scratch.get(..len)) {
+                    Some(p) => p,
+                    None => {
+                        result.dropped += 1;
+                        continue;
+                    }
+                }
+            }
+        };
+        if let Some(tap) = tap {
+            tap.packet(wall, ys.local(Socket::Rtp), out.to, packet);
+        }
+        match send_one(ys.socket(Socket::Rtp), packet, out.to) {
+            Ok(()) => result.forwarded += 1,
+            Err(_) => result.dropped += 1,
+        }
+    }
+    result
 }
 
 fn tag(kind: Kind) -> usize {

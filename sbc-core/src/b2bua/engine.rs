@@ -2459,6 +2459,7 @@ fn failure_reason(failure: MediaFailure) -> (u16, String) {
         MediaFailure::FingerprintMismatch(_) => (47, "DTLS fingerprint mismatch".to_owned()),
         MediaFailure::DtlsFailed(_, why) => (47, format!("DTLS failure: {why}")),
         MediaFailure::ConsentExpired(_) => (102, "ICE consent expired".to_owned()),
+        MediaFailure::BadKeys(_) => (47, "SRTP keys unusable".to_owned()),
         _ => (47, "media failure".to_owned()),
     };
     // The text is a quoted-string (RFC 3326): nothing that could end it or the header.

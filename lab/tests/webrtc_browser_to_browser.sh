@@ -17,8 +17,8 @@
 # getStats(): DTLS connected, an SRTP cipher, candidate pair succeeded with the SBC as remote,
 # received codec opus, >= 20 packets per second each way, <= 2 % loss, the other's tone heard;
 # the SDP each browser received names opus and carries a fingerprint that is neither its own
-# nor the other browser's (the SBC's: re-keyed per leg); the SDPs on the trunk side are led by
-# opus (passed through, not transcoded).
+# nor the other browser's, and the same for both (the SBC relay's one certificate: re-keyed per
+# leg); the SDPs on the trunk side are led by opus (passed through, not transcoded).
 source "$(dirname "$0")/../lib.sh"
 LAB_TEST_TIMEOUT=${LAB_TEST_TIMEOUT_BROWSER:-150}
 source "$LAB_DIR/webrtc_e2e.sh"
@@ -82,6 +82,11 @@ for name in alice bob; do
         lab_fail "$name received a browser's own DTLS fingerprint: the SBC did not re-key the leg"
     fi
 done
+
+# The relay has one DTLS certificate (docs/architecture.md, secure::dtls): both legs name it.
+[[ -n $(browser_fingerprints alice remote) &&
+    $(browser_fingerprints alice remote) == "$(browser_fingerprints bob remote)" ]] ||
+    lab_fail "the browsers received different fingerprints: not both the SBC relay's certificate"
 
 capture_stop sip
 while read -r line; do

@@ -85,7 +85,7 @@ wait_file() {
     return 1
 }
 
-# baresip_register NAME PORT RTP_PORTS HZ [answer | dial URI] ...: baresip NAME on
+# baresip_peer NAME PORT RTP_PORTS HZ answer | ARGS... dial URI: baresip NAME on
 # 127.0.0.1:PORT registers sip:NAME@lab.test with Kamailio (its requests go through it), G.711
 # only, sends HZ and records what it hears (DIR $OUT/NAME, recording $OUT/NAME/received.wav).
 # answer: in the background (PEER_PID[NAME]), returns once registered; dial: in the foreground.

@@ -170,7 +170,7 @@ browser_sdp_codecs() {
     browser_json "$1" "(r.get('sdp') or {}).get('$2') or ''" | sdp_codecs
 }
 
-# sdp_fingerprints NAME local|remote: the a=fingerprint values of that SDP of browser NAME.
+# browser_fingerprints NAME local|remote: the a=fingerprint values of that SDP of browser NAME.
 browser_fingerprints() {
     browser_json "$1" "(r.get('sdp') or {}).get('$2') or ''" | tr -d '\r' |
         sed -n 's/^a=fingerprint:[^ ]* //p' | sort -u

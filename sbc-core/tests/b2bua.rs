@@ -1786,6 +1786,35 @@ fn invite_to_the_token_reaches_the_client_where_its_register_came_from() {
 }
 
 #[test]
+fn a_call_spiralling_back_to_a_token_is_not_a_loop() {
+    // Client to client through the upstream registrar: the registrar's INVITE to the callee's
+    // token still carries the SBC's Via of the caller's leg B.
+    let mut net = Net::new(relay_config());
+    let token = relay_register(&mut net, false);
+    net.uac_sends(&invite("sp1", "", true));
+    let b = net.take(UAS).into_iter().find(|m| m.method() == Some(&sip::Method::Invite)).unwrap();
+    let sbc_via = hdr(&b, HeaderName::Via);
+    assert!(sbc_via.contains("127.0.0.2:5070"), "{sbc_via}");
+    let spiral = |ruri: &str, call_id: &str| {
+        trunk_invite(call_id, ruri).replacen(
+            "Max-Forwards: 70\n",
+            &format!("Via: {sbc_via}\nMax-Forwards: 69\n"),
+            1,
+        )
+    };
+    let _ = net.take(UAC);
+    net.uas_sends(&spiral(&format!("sip:{token}@127.0.0.2:5070"), "sp2"));
+    assert_eq!(net.take_one(UAS).code(), Some(100));
+    let inv = net.take_one(UAC);
+    assert_eq!(inv.method(), Some(&sip::Method::Invite));
+    assert_eq!(inv.request_uri().unwrap().to_string(), "sip:alice@10.0.0.5:5062");
+    // The same Via on a request to anything else is still a loop.
+    net.uas_sends(&spiral("sip:100@127.0.0.2:5070", "sp3"));
+    let codes: Vec<u16> = net.take(UAS).iter().filter_map(|m| m.code()).collect();
+    assert_eq!(codes.last(), Some(&482), "{codes:?}");
+}
+
+#[test]
 fn a_dropped_connection_removes_the_binding_and_unregisters_upstream() {
     let mut net = Net::new(relay_config());
     let token = relay_register(&mut net, true);

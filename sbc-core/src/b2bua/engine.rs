@@ -619,7 +619,7 @@ impl Engine {
         if req.max_forwards() == Some(0) {
             return Some((483, "Too Many Hops"));
         }
-        if self.is_loop(req) {
+        if self.is_loop(req) && !to_contact_token(req) {
             return Some((482, "Loop Detected"));
         }
         if matches!(req.request_uri()?.scheme, sip::Scheme::Other(_)) {
@@ -2386,6 +2386,16 @@ fn min_se_above(resp: &Message, asked: u32) -> Option<u32> {
     let v = resp.header(&HeaderName::MinSe)?;
     let secs: u32 = std::str::from_utf8(v).ok()?.split(';').next()?.trim().parse().ok()?;
     (secs > asked).then_some(secs)
+}
+
+/// Whether a request is addressed to one of the SBC's registration contact tokens. Such a
+/// request comes back from an upstream registrar after its location lookup, and carries the
+/// SBC's own Via when one of its clients called another through that registrar (client -> SBC
+/// -> registrar -> SBC -> client): the Request-URI changed on the way, so RFC 3261 section 16.3
+/// calls it a spiral, not a loop. Max-Forwards, lowered on every pass through the SBC, still
+/// ends a real loop (483).
+fn to_contact_token(req: &Message) -> bool {
+    req.request_uri().and_then(|u| u.user_str()).is_some_and(super::bindings::is_token)
 }
 
 fn is_supported(option_tag: &[u8]) -> bool {

@@ -653,3 +653,64 @@ uac_wait_ratio() {
 require_tool() {
     command -v "$1" >/dev/null || lab_abort "$1 not found (install the $2 package: bash lab/test-all.sh does)"
 }
+
+# ---- baresip UAs (media_baresip, media_sdes, media_transcode) ---------------------------
+
+# Pids of the running baresip UAs, by name.
+declare -gA UA_PID=()
+
+# ua_start NAME [BARESIP ARGS...]: run baresip with $OUT/NAME as config dir, log NAME.ua.log.
+ua_start() {
+    local name=$1
+    shift
+    timeout -k 5 "$LAB_TEST_TIMEOUT" baresip -f "$OUT/$name" "$@" \
+        >"$OUT/$name.ua.log" 2>&1 </dev/null &
+    UA_PID[$name]=$!
+}
+
+# ua_wait NAME SECONDS: wait until baresip NAME has exited; false if it is still running.
+ua_wait() {
+    local pid=${UA_PID[$1]} i
+    for ((i = 0; i < $2 * 10; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -0 "$pid" 2>/dev/null && return 1
+    wait "$pid" 2>/dev/null
+    unset 'UA_PID[$1]'
+    return 0
+}
+
+# ua_stop NAME: SIGINT (baresip ends its calls and exits), then SIGKILL after 5 s.
+ua_stop() {
+    local pid=${UA_PID[$1]:-}
+    [[ -n $pid ]] || return 0
+    kill -INT "$pid" 2>/dev/null
+    if ! ua_wait "$1" 5; then
+        lab_note "baresip $1 still running 5 s after SIGINT; killed"
+        lab__kill_tree "$pid"
+        wait "$pid" 2>/dev/null
+        unset 'UA_PID[$1]'
+    fi
+}
+
+# ua_log_has NAME REGEX DESCRIPTION: require a line of NAME.ua.log to match REGEX.
+ua_log_has() {
+    if tr '\r' '\n' <"$OUT/$1.ua.log" | grep -Eq -- "$2"; then
+        lab_step "baresip $1: $3"
+    else
+        lab_fail "baresip $1: no sign that $3 (see $1.ua.log)"
+    fi
+}
+
+# sip_count PCAP FILTER DESCRIPTION: require at least one SIP message of PCAP matching the tshark
+# FILTER.
+sip_count() {
+    local n
+    n=$(sip_times "$1" "$2" | wc -l)
+    if ((n > 0)); then
+        lab_step "$3 ($n)"
+    else
+        lab_fail "not in the capture: $3"
+    fi
+}

@@ -103,63 +103,6 @@ EOF
         >"$dir/accounts"
 }
 
-declare -A UA_PID=()
-
-# ua_start NAME [BARESIP ARGS...]: run baresip with $OUT/NAME as config dir, log NAME.ua.log.
-ua_start() {
-    local name=$1
-    shift
-    timeout -k 5 "$LAB_TEST_TIMEOUT" baresip -f "$OUT/$name" "$@" \
-        >"$OUT/$name.ua.log" 2>&1 </dev/null &
-    UA_PID[$name]=$!
-}
-
-# ua_wait NAME SECONDS: wait until baresip NAME has exited; false if it is still running.
-ua_wait() {
-    local pid=${UA_PID[$1]} i
-    for ((i = 0; i < $2 * 10; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -0 "$pid" 2>/dev/null && return 1
-    wait "$pid" 2>/dev/null
-    unset 'UA_PID[$1]'
-    return 0
-}
-
-# ua_stop NAME: SIGINT (baresip ends its calls and exits), then SIGKILL after 5 s.
-ua_stop() {
-    local pid=${UA_PID[$1]:-}
-    [[ -n $pid ]] || return 0
-    kill -INT "$pid" 2>/dev/null
-    if ! ua_wait "$1" 5; then
-        lab_note "baresip $1 still running 5 s after SIGINT; killed"
-        lab__kill_tree "$pid"
-        wait "$pid" 2>/dev/null
-        unset 'UA_PID[$1]'
-    fi
-}
-
-# ua_log_has NAME REGEX DESCRIPTION: require a line of NAME.ua.log to match REGEX.
-ua_log_has() {
-    if tr '\r' '\n' <"$OUT/$1.ua.log" | grep -Eq -- "$2"; then
-        lab_step "baresip $1: $3"
-    else
-        lab_fail "baresip $1: no sign that $3 (see $1.ua.log)"
-    fi
-}
-
-# sip_count FILTER DESCRIPTION: require at least one SIP message matching the tshark FILTER.
-sip_count() {
-    local n
-    n=$(sip_times "$OUT/media.pcap" "$1" | wc -l)
-    if ((n > 0)); then
-        lab_step "$2 ($n)"
-    else
-        lab_fail "not in the capture: $2"
-    fi
-}
-
 tone_wav "$OUT/caller-${CALLER_HZ}hz.wav" "$CALLER_HZ"
 tone_wav "$OUT/callee-${CALLEE_HZ}hz.wav" "$CALLEE_HZ"
 baresip_config caller "$CALLER_IP" "$CALLER_PORT" "$CALLER_RTP" "$OUT/caller-${CALLER_HZ}hz.wav" ""
@@ -203,8 +146,8 @@ if [[ -n $dur ]] && ((dur >= CALL_SECS - 2)); then
 else
     lab_fail "caller's call lasted ${dur:-?} s (expected about $CALL_SECS s)"
 fi
-sip_count "ip.dst == $CALLEE_IP && sip.Method == \"BYE\"" "BYE reached the callee"
-sip_count "ip.dst == $CALLER_IP && sip.CSeq.method == \"BYE\" && sip.Status-Code == 200" \
+sip_count "$OUT/media.pcap" "ip.dst == $CALLEE_IP && sip.Method == \"BYE\"" "BYE reached the callee"
+sip_count "$OUT/media.pcap" "ip.dst == $CALLER_IP && sip.CSeq.method == \"BYE\" && sip.Status-Code == 200" \
     "200 OK to the BYE reached the caller"
 
 pcap=(--pcap "$OUT/media.pcap")

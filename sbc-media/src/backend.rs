@@ -205,6 +205,9 @@ pub struct Transcode {
     pub dtmf_from: Option<CodecSpec>,
     /// RFC 4733 telephone events toward the other side, if it accepts them.
     pub dtmf_to: Option<CodecSpec>,
+    /// The receiver of `to` decodes Opus in-band FEC (`useinbandfec=1` in its fmtp, RFC 7587
+    /// §7.1): the encoder adds FEC while that receiver's RTCP reports loss.
+    pub fec_to: bool,
 }
 
 /// Why a pair stopped carrying media on its own account (not hold, not silence): the call should

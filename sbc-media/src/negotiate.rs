@@ -214,12 +214,14 @@ pub fn prepare_answer_transcoding(
                     to: spec(to_pt, &to_codec),
                     dtmf_from: offerer_events.clone(),
                     dtmf_to: events_out.as_ref().map(|(pt, c)| spec(*pt, c)),
+                    fec_to: inband_fec(raw, to_pt),
                 },
                 from_answerer: Transcode {
                     from: spec(from_pt, &to_codec),
                     to: offerer_codec,
                     dtmf_from: events_in.as_ref().map(|(pt, c)| spec(*pt, c)),
                     dtmf_to: offerer_events,
+                    fec_to: inband_fec(offered, plan.codec.0),
                 },
             });
         }
@@ -232,6 +234,45 @@ pub fn prepare_answer_transcoding(
         }
     }
     Ok((prepared, pairs))
+}
+
+/// Whether format `pt` of a line has `useinbandfec=1` in its fmtp: its receiver decodes Opus
+/// in-band FEC (RFC 7587 §7.1; absent means 0).
+fn inband_fec(m: &Media, pt: u8) -> bool {
+    m.attributes.iter().filter_map(|a| a.payload_value("fmtp")).any(|(p, params)| {
+        p == pt
+            && params.split(';').any(|kv| {
+                kv.split_once('=').is_some_and(|(k, v)| {
+                    k.trim().eq_ignore_ascii_case("useinbandfec") && v.trim() == "1"
+                })
+            })
+    })
+}
+
+/// The Opus format parameters the SBC declares for what it receives on a transcoded line
+/// (RFC 7587 §7.1). The other side is G.711, so nothing above 4 kHz survives: asking the
+/// browser for narrowband (`maxplaybackrate=8000`) saves it bits and the SBC the decoding of
+/// bands it would throw away (a fullband packet costs twice a narrowband one to decode to
+/// 8 kHz). The SBC's own encoder runs at 8 kHz (`sprop-maxcapturerate`), decodes in-band FEC,
+/// and sends mono.
+const OPUS_FMTP: &str = "maxplaybackrate=8000;sprop-maxcapturerate=8000;useinbandfec=1";
+
+/// `params` (an offerer's Opus fmtp) with what the SBC declares for its own receiving side put
+/// in place of the offerer's: [`OPUS_FMTP`], the rest (`minptime`, bitrate limits) kept.
+fn opus_fmtp_answer(params: &str) -> String {
+    const OURS: [&str; 5] =
+        ["maxplaybackrate", "sprop-maxcapturerate", "useinbandfec", "stereo", "sprop-stereo"];
+    let mut out: Vec<&str> = params
+        .split(';')
+        .map(str::trim)
+        .filter(|kv| !kv.is_empty())
+        .filter(|kv| {
+            let key = kv.split_once('=').map_or(*kv, |(k, _)| k).trim();
+            !OURS.iter().any(|o| key.eq_ignore_ascii_case(o))
+        })
+        .collect();
+    out.push(OPUS_FMTP);
+    out.join(";")
 }
 
 /// The first format of a line that the SBC transcodes, with its payload type.
@@ -279,7 +320,7 @@ fn offer_for_transcoding(
             continue;
         };
         let line = match c {
-            transcode::Codec::Opus => (OPUS_PT, "opus/48000/2", Some("useinbandfec=1")),
+            transcode::Codec::Opus => (OPUS_PT, "opus/48000/2", Some(OPUS_FMTP)),
             transcode::Codec::Pcmu => (0, "PCMU/8000", None),
             transcode::Codec::Pcma => (8, "PCMA/8000", None),
         };
@@ -322,13 +363,28 @@ fn answer_for_transcoding(m: &mut Media, plan: &TranscodePlan, offered: &Media, 
     }
     m.attributes.retain(|a| format_attribute_pt(a).is_none() && !is_stream_attribute(a));
     m.formats = pts.iter().map(u8::to_string).collect();
+    let opus = transcode::Codec::from_rtpmap(&plan.codec.1.name, plan.codec.1.clock_rate)
+        == Some(transcode::Codec::Opus);
+    let mut opus_fmtp = opus;
     for a in &offered.attributes {
         let keep = ["rtpmap", "fmtp"]
             .iter()
             .any(|n| a.payload_value(n).is_some_and(|(pt, _)| pts.contains(&pt)));
-        if keep {
-            m.attributes.push(a.clone());
+        if !keep {
+            continue;
         }
+        match a.payload_value("fmtp") {
+            Some((pt, params)) if opus && pt == plan.codec.0 => {
+                m.attributes
+                    .push(Attribute::new("fmtp", format!("{pt} {}", opus_fmtp_answer(params))));
+                opus_fmtp = false;
+            }
+            _ => m.attributes.push(a.clone()),
+        }
+    }
+    if opus_fmtp {
+        // The offerer sent no fmtp for its Opus: the SBC's parameters still apply.
+        m.attributes.push(Attribute::new("fmtp", format!("{} {OPUS_FMTP}", plan.codec.0)));
     }
 }
 

@@ -705,7 +705,11 @@ fn browser_opus_to_a_g711_trunk_is_transcoded() {
         line(&answer, "a=rtpmap:"),
         ["a=rtpmap:111 opus/48000/2", "a=rtpmap:110 telephone-event/48000"]
     );
-    assert_eq!(line(&answer, "a=fmtp:"), ["a=fmtp:111 minptime=10;useinbandfec=1"]);
+    // Its fmtp with what the SBC receives: narrowband (the trunk is G.711), in-band FEC.
+    assert_eq!(
+        line(&answer, "a=fmtp:"),
+        ["a=fmtp:111 minptime=10;maxplaybackrate=8000;sprop-maxcapturerate=8000;useinbandfec=1"]
+    );
     assert!(line(&answer, "a=ssrc").is_empty());
 
     let opus = codec_spec("opus", 111, 48000, 2);
@@ -720,13 +724,21 @@ fn browser_opus_to_a_g711_trunk_is_transcoded() {
             to: pcmu.clone(),
             dtmf_from: Some(te48.clone()),
             dtmf_to: Some(te8.clone()),
+            fec_to: false,
         })
     );
     assert_eq!((a.clock_rate, a.pt_map), (48000, RemoteSpec::IDENTITY_PT_MAP));
     let b = call.remote(LegSide::B);
     assert_eq!(
         b.transcode,
-        Some(Transcode { from: pcmu, to: opus, dtmf_from: Some(te8), dtmf_to: Some(te48) })
+        Some(Transcode {
+            from: pcmu,
+            to: opus,
+            dtmf_from: Some(te8),
+            dtmf_to: Some(te48),
+            fec_to: true,
+        }),
+        "Chrome offered useinbandfec=1"
     );
     assert_eq!(b.clock_rate, 8000);
     let summary = call.plane.summary(ID).unwrap();
@@ -750,7 +762,10 @@ fn g711_trunk_to_a_browser_is_offered_opus() {
     let offer = call.offer(LegSide::A, SIPP).unwrap();
     assert_eq!(offer.media[0].formats, ["111"], "no events: SIPp offered none");
     assert_eq!(line(&offer, "a=rtpmap:"), ["a=rtpmap:111 opus/48000/2"]);
-    assert_eq!(line(&offer, "a=fmtp:"), ["a=fmtp:111 useinbandfec=1"]);
+    assert_eq!(
+        line(&offer, "a=fmtp:"),
+        ["a=fmtp:111 maxplaybackrate=8000;sprop-maxcapturerate=8000;useinbandfec=1"]
+    );
 
     let chrome_answer = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 192.0.2.77\r\nt=0 0\r\n\
                          m=audio 5004 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n\
@@ -767,13 +782,19 @@ fn g711_trunk_to_a_browser_is_offered_opus() {
     let a = call.remote(LegSide::A);
     assert_eq!(
         a.transcode,
-        Some(Transcode { from: pcmu.clone(), to: opus.clone(), dtmf_from: None, dtmf_to: None })
+        Some(Transcode {
+            from: pcmu.clone(),
+            to: opus.clone(),
+            dtmf_from: None,
+            dtmf_to: None,
+            fec_to: true,
+        })
     );
     assert_eq!(a.clock_rate, 8000);
     let b = call.remote(LegSide::B);
     assert_eq!(
         b.transcode,
-        Some(Transcode { from: opus, to: pcmu, dtmf_from: None, dtmf_to: None })
+        Some(Transcode { from: opus, to: pcmu, dtmf_from: None, dtmf_to: None, fec_to: false })
     );
     assert_eq!(b.clock_rate, 48000);
 }

@@ -274,6 +274,33 @@ fn is_rtp(data: &[u8]) -> bool {
     b0 >> 6 == 2 && data.len() >= 12 + csrc_len && !(72..=76).contains(&(b1 & 0x7f))
 }
 
+/// Calls `f(ssrc, fraction_lost)` for each report block of the SR and RR packets in a compound
+/// RTCP packet (RFC 3550 §6.4.1, §6.4.2): the stream reported on and its loss in 1/256. The
+/// walk stops at the first packet whose header or length does not fit.
+pub(crate) fn for_each_report_block(data: &[u8], mut f: impl FnMut(u32, u8)) {
+    const SR: u8 = 200;
+    const RR: u8 = 201;
+    const BLOCK: usize = 24;
+    let mut rest = data;
+    while let Some(header) = rest.get(..4) {
+        if header[0] >> 6 != 2 {
+            return;
+        }
+        let words = usize::from(u16::from_be_bytes([header[2], header[3]]));
+        let Some(packet) = rest.get(..(words + 1) * 4) else { return };
+        let first = match header[1] {
+            SR => 28,
+            RR => 8,
+            _ => packet.len(),
+        };
+        let count = usize::from(header[0] & 0x1f);
+        for block in packet.get(first..).unwrap_or(&[]).chunks_exact(BLOCK).take(count) {
+            f(u32::from_be_bytes([block[0], block[1], block[2], block[3]]), block[4]);
+        }
+        rest = rest.get(packet.len()..).unwrap_or(&[]);
+    }
+}
+
 /// RTCP version 2 with at least a header and a sender SSRC (RFC 3550 §6.4).
 fn is_rtcp(data: &[u8]) -> bool {
     data.len() >= 8 && data[0] >> 6 == 2 && is_rtcp_type(data)
@@ -309,6 +336,8 @@ pub(crate) fn rewrite_payload_type(data: &mut [u8], pt_map: &[u8; 128]) {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn addr(s: &str) -> SocketAddr {
@@ -600,6 +629,60 @@ mod tests {
             }
             let _ = RtpFields::parse(&data);
             rewrite_payload_type(&mut data, &map);
+        }
+    }
+
+    /// Report blocks as (SSRC, fraction lost) from a compound packet.
+    fn blocks(data: &[u8]) -> Vec<(u32, u8)> {
+        let mut v = Vec::new();
+        for_each_report_block(data, |ssrc, lost| v.push((ssrc, lost)));
+        v
+    }
+
+    fn block(ssrc: u32, lost: u8) -> Vec<u8> {
+        let mut b = ssrc.to_be_bytes().to_vec();
+        b.push(lost);
+        b.extend_from_slice(&[0; 19]);
+        b
+    }
+
+    #[test]
+    fn report_blocks_of_sr_and_rr_in_a_compound_packet() {
+        // SR with one block (Chrome's usual first packet), then an RR with two, then an SDES.
+        let mut sr = vec![0x81, 200, 0, 12, 0, 0, 0, 1];
+        sr.extend_from_slice(&[0; 20]);
+        sr.extend(block(0xAAAA_0001, 13));
+        let mut rr = vec![0x82, 201, 0, 13, 0, 0, 0, 1];
+        rr.extend(block(0xAAAA_0002, 0));
+        rr.extend(block(0xAAAA_0003, 255));
+        let sdes = [0x81, 202, 0, 2, 0, 0, 0, 1, 0, 0, 0, 0];
+        let compound = [sr, rr, sdes.to_vec()].concat();
+        assert_eq!(blocks(&compound), [(0xAAAA_0001, 13), (0xAAAA_0002, 0), (0xAAAA_0003, 255)]);
+    }
+
+    #[test]
+    fn report_blocks_stop_at_what_does_not_fit() {
+        // The count says 2, the length holds 1: only the one that is there.
+        let mut rr = vec![0x82, 201, 0, 7, 0, 0, 0, 1];
+        rr.extend(block(7, 9));
+        assert_eq!(blocks(&rr), [(7, 9)]);
+        // A length beyond the datagram ends the walk; so does a wrong version.
+        let mut long = rr.clone();
+        long[3] = 40;
+        assert!(blocks(&long).is_empty());
+        let mut v1 = rr.clone();
+        v1[0] = 0x42;
+        assert!(blocks(&v1).is_empty());
+        // A packet type without report blocks is skipped whole.
+        let app = [0x80, 204, 0, 2, 0, 0, 0, 1, b'n', b'a', b'm', b'e'];
+        assert_eq!(blocks(&[app.to_vec(), rr].concat()), [(7, 9)]);
+    }
+
+    proptest! {
+        #[test]
+        fn report_blocks_of_any_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let n = blocks(&data).len();
+            prop_assert!(n <= data.len() / 24);
         }
     }
 }

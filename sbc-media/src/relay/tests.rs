@@ -1049,8 +1049,14 @@ fn transcodes_pcmu_to_opus_and_back_over_loopback() {
     let pcmu = CodecSpec { name: "PCMU".into(), payload_type: 0, clock_rate: 8000, channels: 1 };
     let c = Call::new(V4, V4);
     // A is the browser (Opus), B the trunk (PCMU).
-    let a_to_b = Transcode { from: opus.clone(), to: pcmu.clone(), dtmf_from: None, dtmf_to: None };
-    let b_to_a = Transcode { from: pcmu, to: opus, dtmf_from: None, dtmf_to: None };
+    let a_to_b = Transcode {
+        from: opus.clone(),
+        to: pcmu.clone(),
+        dtmf_from: None,
+        dtmf_to: None,
+        fec_to: false,
+    };
+    let b_to_a = Transcode { from: pcmu, to: opus, dtmf_from: None, dtmf_to: None, fec_to: false };
     c.configure(LegSide::A, RemoteSpec { transcode: Some(a_to_b), ..remote(&c.a, &c.a_rtcp) });
     c.configure(LegSide::B, RemoteSpec { transcode: Some(b_to_a), ..remote(&c.b, &c.b_rtcp) });
 
@@ -1102,4 +1108,51 @@ fn transcodes_pcmu_to_opus_and_back_over_loopback() {
     // Figures stay those of each received leg.
     assert_eq!((s.from_b.packets, s.from_b.forwarded, s.from_b.dropped), (40, 40, 0));
     assert_eq!((s.from_a.packets, s.from_a.forwarded), (40, 40));
+}
+
+#[test]
+fn the_browsers_loss_reports_turn_fec_on_toward_it() {
+    use crate::backend::{CodecSpec, Transcode};
+    use crate::transcode::g711;
+
+    let opus = CodecSpec { name: "opus".into(), payload_type: 111, clock_rate: 48000, channels: 2 };
+    let pcmu = CodecSpec { name: "PCMU".into(), payload_type: 0, clock_rate: 8000, channels: 1 };
+    let c = Call::new(V4, V4);
+    // A is the browser (Opus, useinbandfec=1), B the trunk (PCMU).
+    let a_to_b = Transcode {
+        from: opus.clone(),
+        to: pcmu.clone(),
+        dtmf_from: None,
+        dtmf_to: None,
+        fec_to: false,
+    };
+    let b_to_a = Transcode { from: pcmu, to: opus, dtmf_from: None, dtmf_to: None, fec_to: true };
+    c.configure(LegSide::A, RemoteSpec { transcode: Some(a_to_b), ..remote(&c.a, &c.a_rtcp) });
+    c.configure(LegSide::B, RemoteSpec { transcode: Some(b_to_a), ..remote(&c.b, &c.b_rtcp) });
+    // Sends PCMU packets `range` from B; the Opus packets A got, and how many carry FEC.
+    let send = |range: std::ops::Range<usize>| {
+        let mut with_fec = 0;
+        let mut ssrc = 0;
+        for k in range {
+            let payload: Vec<u8> =
+                tone(8000, k, 160).iter().map(|&s| g711::ulaw_encode(s)).collect();
+            c.b.send(&rtp_with(0, k as u16, 160 * k as u32, 0xb0b, &payload), c.at_b);
+            let (got, _) = c.a.recv();
+            ssrc = u32::from_be_bytes([got[8], got[9], got[10], got[11]]);
+            with_fec += usize::from(crate::transcode::opus_has_lbrr(&got[12..]));
+        }
+        (ssrc, with_fec)
+    };
+    let (ssrc, with_fec) = send(0..10);
+    assert_eq!(with_fec, 0, "no loss reported: no FEC");
+
+    // The browser's receiver report on the SBC's stream: 10 % lost (26/256).
+    let mut rr = vec![0x81, 201, 0, 7, 0, 0, 0x0a, 0x0a];
+    rr.extend(ssrc.to_be_bytes());
+    rr.push(26);
+    rr.extend([0; 19]);
+    c.a_rtcp.send(&rr, rtcp_port(c.at_a));
+    c.stats_until(|s| s.from_a.rtcp_packets == 1);
+    let (_, with_fec) = send(10..20);
+    assert!(with_fec >= 9, "FEC in {with_fec} of 10 packets after the report");
 }

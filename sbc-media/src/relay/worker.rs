@@ -317,6 +317,9 @@ impl Worker {
             _ => false,
         };
         if !unchanged {
+            if let Some((_, old)) = &s.transcoder {
+                log_transcoder(pair.id, side, old);
+            }
             s.transcoder = remote.transcode.as_ref().and_then(|spec| {
                 self.built += 1;
                 let seed = self.random.hash_one((pair.id.0, side, self.built));
@@ -454,6 +457,11 @@ impl Worker {
     fn close(&mut self, id: PairId) {
         let Some(slot) = self.by_id.remove(&id) else { return };
         let Some(mut pair) = self.pairs[slot].take() else { return };
+        for (side, s) in pair.sides.iter().enumerate() {
+            if let Some((_, t)) = &s.transcoder {
+                log_transcoder(id, side, t);
+            }
+        }
         pair.publish(0, self.epoch);
         pair.publish(1, self.epoch);
         let _ = self.deregister(&mut pair);
@@ -623,6 +631,19 @@ fn relay_batch(
             Kind::Rtcp => {
                 xs.counters.rtcp_packets += 1;
                 if transcoded {
+                    // X's peer reports on the stream Y's transcoder sends it: its loss steers
+                    // that encoder's in-band FEC.
+                    if let Some((_, toward_x)) = ys.transcoder.as_mut() {
+                        packet::for_each_report_block(data, |ssrc, lost| {
+                            if toward_x.receiver_report(ssrc, lost) {
+                                tracing::debug!(
+                                    pair = pair.id.0,
+                                    loss = toward_x.expected_loss(),
+                                    "media worker: Opus FEC follows the receiver's loss"
+                                );
+                            }
+                        });
+                    }
                     continue;
                 }
             }
@@ -660,6 +681,25 @@ fn relay_batch(
     xs.counters.dropped += u64::from(counts.failed[0] + counts.failed[1]);
     if accepted {
         pair.last_packet = Some(now);
+    }
+}
+
+/// What a transcoder saw of its Opus input, when it had any: the bandwidths the sender coded
+/// (a browser that honours the SBC's `maxplaybackrate=8000` sends narrowband, the cheapest to
+/// decode) and the FEC level its own output ended at.
+fn log_transcoder(id: PairId, side: usize, t: &Transcoder) {
+    let [nb, mb, wb, swb, fb] = t.input_bandwidths();
+    if nb + mb + wb + swb + fb > 0 {
+        tracing::info!(
+            pair = id.0,
+            side,
+            nb,
+            mb,
+            wb,
+            swb,
+            fb,
+            "media worker: Opus packets decoded by coded bandwidth"
+        );
     }
 }
 

@@ -301,6 +301,12 @@ pub struct Transcoder {
     events_out: Option<Format>,
     decoder: Decoder,
     encoder: Encoder,
+    /// The receiver of the output decodes in-band FEC: its loss reports steer the encoder.
+    fec_to: bool,
+    /// The loss level (percent) the encoder was last told.
+    loss_level: u8,
+    /// Opus packets decoded, by coded audio bandwidth (NB, MB, WB, SWB, FB).
+    bandwidths: [u64; 5],
 
     // Input tracking.
     /// SSRC and sequence number of the last packet used.
@@ -368,7 +374,10 @@ impl Transcoder {
             events_in: spec.dtmf_from.as_ref().map(format),
             events_out: spec.dtmf_to.as_ref().map(format),
             decoder: Decoder::new(from).map_err(TranscodeError::Codec)?,
-            encoder: Encoder::new(to, opus).map_err(TranscodeError::Codec)?,
+            encoder: Encoder::new(to, opus, spec.fec_to).map_err(TranscodeError::Codec)?,
+            fec_to: spec.fec_to,
+            loss_level: opus.expected_loss,
+            bandwidths: [0; 5],
             input: None,
             next_in_ts: None,
             anchor: None,
@@ -387,6 +396,45 @@ impl Transcoder {
     /// The SSRC of the output stream.
     pub fn ssrc(&self) -> u32 {
         self.ssrc
+    }
+
+    /// Opus packets decoded so far by the bandwidth their sender coded: narrowband, mediumband,
+    /// wideband, super-wideband, fullband (RFC 6716 §3.1). Zero for a G.711 input.
+    pub fn input_bandwidths(&self) -> [u64; 5] {
+        self.bandwidths
+    }
+
+    /// The loss level (percent) the Opus encoder currently assumes; above 0 it adds in-band FEC.
+    pub fn expected_loss(&self) -> u8 {
+        self.loss_level
+    }
+
+    /// A report block of the output's receiver (RFC 3550 §6.4.1): `fraction_lost` of the
+    /// stream `ssrc`, in 1/256. For this transcoder's own SSRC, toward an Opus receiver that
+    /// decodes FEC, it moves the encoder's expected loss between the levels 0, 1, 5, 10 and 20 %:
+    /// up at once, down only when the loss falls a fifth below the level (so a loss hovering
+    /// around a level does not reconfigure the encoder at every report). Returns whether the
+    /// level changed.
+    pub fn receiver_report(&mut self, ssrc: u32, fraction_lost: u8) -> bool {
+        const LEVELS: [u8; 5] = [0, 1, 5, 10, 20];
+        if ssrc != self.ssrc || !self.fec_to || self.to != Codec::Opus {
+            return false;
+        }
+        // Percent times 10, to compare with the hysteresis without floats.
+        let permille = u32::from(fraction_lost) * 1000 / 256;
+        let target =
+            LEVELS.iter().rev().copied().find(|&l| permille >= u32::from(l) * 10).unwrap_or(0);
+        let current = self.loss_level;
+        let level = if target >= current || permille * 5 < u32::from(current) * 40 {
+            target
+        } else {
+            current
+        };
+        if level == current || self.encoder.set_expected_loss(level).is_err() {
+            return false;
+        }
+        self.loss_level = level;
+        true
     }
 
     /// Transcodes one RTP packet from the input side; the packets to send toward the other side
@@ -480,6 +528,11 @@ impl Transcoder {
             Ok(n) => n,
             Err(_) => return Disposition::Dropped(DropCause::Undecodable),
         };
+        if self.from == Codec::Opus
+            && let Some(&toc) = p.payload.first()
+        {
+            self.bandwidths[opus_bandwidth(toc)] += 1;
+        }
         self.push_pcm(out, n);
         self.next_in_ts = Some(p.timestamp.wrapping_add(n as u32 * ups));
         Disposition::Audio
@@ -612,4 +665,25 @@ fn splitmix64(x: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+/// The coded bandwidth of an Opus packet from its TOC byte (RFC 6716 §3.1), as an index into
+/// [`Transcoder::input_bandwidths`].
+fn opus_bandwidth(toc: u8) -> usize {
+    match toc >> 3 {
+        0..=3 | 16..=19 => 0,
+        4..=7 => 1,
+        8..=11 | 20..=23 => 2,
+        12..=13 | 24..=27 => 3,
+        _ => 4,
+    }
+}
+
+/// Whether an Opus payload carries in-band FEC (LBRR) of the frame before it: libopus's own
+/// parser (opusic-c does not wrap it), for the tests of this crate.
+#[cfg(test)]
+pub(crate) fn opus_has_lbrr(payload: &[u8]) -> bool {
+    let len = i32::try_from(payload.len()).unwrap_or(i32::MAX);
+    // SAFETY: libopus reads at most `len` bytes from the pointer, all of them the slice's.
+    unsafe { opusic_sys::opus_packet_has_lbrr(payload.as_ptr(), len) > 0 }
 }

@@ -16,7 +16,7 @@ fn pcmu() -> CodecSpec {
 }
 
 fn spec(from: CodecSpec, to: CodecSpec) -> Transcode {
-    Transcode { from, to, dtmf_from: None, dtmf_to: None }
+    Transcode { from, to, dtmf_from: None, dtmf_to: None, fec_to: false }
 }
 
 fn transcoder(from: CodecSpec, to: CodecSpec) -> Transcoder {
@@ -311,6 +311,7 @@ fn dtmf_is_rescaled_between_clocks() {
         to: opus(),
         dtmf_from: Some(te8.clone()),
         dtmf_to: Some(te48.clone()),
+        fec_to: false,
     };
     let mut t = Transcoder::new(&s, OpusSettings::default(), 5, 1).unwrap();
     let mut input = pcmu_tone(5, 20, 3000.0);
@@ -338,7 +339,13 @@ fn dtmf_is_rescaled_between_clocks() {
     }
 
     // And back: 48000 -> 8000.
-    let back = Transcode { from: opus(), to: pcmu(), dtmf_from: Some(te48), dtmf_to: Some(te8) };
+    let back = Transcode {
+        from: opus(),
+        to: pcmu(),
+        dtmf_from: Some(te48),
+        dtmf_to: Some(te8),
+        fec_to: false,
+    };
     let mut t = Transcoder::new(&back, OpusSettings::default(), 6, 2).unwrap();
     let mut input = opus_tone(3, 3000.0);
     input.push(rtp(126, 10, 90_000 + 3 * 960, 0xBEEF, true, &[11, 0x8a, 0x0f, 0x00]));
@@ -422,6 +429,7 @@ fn arbitrary_packets_never_panic() {
             to: opus(),
             dtmf_from: Some(te.clone()),
             dtmf_to: Some(te),
+            fec_to: true,
         },
     ];
     let mut out = Emitted::new();
@@ -459,4 +467,86 @@ fn the_longest_packets_after_the_longest_loss_all_fit() {
         counts.push(out.len());
     }
     assert_eq!(counts, [6, 6, 12, 6]);
+}
+
+/// Feeds 10 PCMU packets (a speech-band tone) and returns how many Opus outputs carry FEC.
+fn lbrr_in_next(t: &mut Transcoder, first: usize) -> usize {
+    let packets: Vec<Vec<u8>> = pcmu_tone(first + 10, 20, 8000.0).split_off(first);
+    run(t, &packets).iter().filter(|p| opus_has_lbrr(Rtp::parse(p).unwrap().payload)).count()
+}
+
+#[test]
+fn fec_follows_the_receivers_loss_reports() {
+    let s = Transcode { fec_to: true, ..spec(pcmu(), opus()) };
+    let mut t = Transcoder::new(&s, OpusSettings::default(), 0xC0FFEE, 7).unwrap();
+    // No report yet: no loss assumed, no FEC spent.
+    assert_eq!(t.expected_loss(), 0);
+    assert_eq!(lbrr_in_next(&mut t, 0), 0);
+
+    // 3 % loss (8/256) reported on our stream: FEC at the 1 % level.
+    assert!(t.receiver_report(0xC0FFEE, 8));
+    assert_eq!(t.expected_loss(), 1);
+    assert!(lbrr_in_next(&mut t, 10) >= 8, "the frames after the report carry FEC");
+    // Reports on other streams change nothing.
+    assert!(!t.receiver_report(0x1234, 200));
+    assert_eq!(t.expected_loss(), 1);
+
+    // Up at once: 12 % -> 10; 30 % -> 20.
+    assert!(t.receiver_report(0xC0FFEE, 31));
+    assert_eq!(t.expected_loss(), 10);
+    assert!(t.receiver_report(0xC0FFEE, 77));
+    assert_eq!(t.expected_loss(), 20);
+    // Down only a fifth below the level: 17 % stays at 20, 15 % goes to 10.
+    assert!(!t.receiver_report(0xC0FFEE, 44));
+    assert_eq!(t.expected_loss(), 20);
+    assert!(t.receiver_report(0xC0FFEE, 39));
+    assert_eq!(t.expected_loss(), 10);
+    // Loss gone: back to 0, and the encoder stops spending on FEC.
+    assert!(t.receiver_report(0xC0FFEE, 0));
+    assert_eq!(t.expected_loss(), 0);
+    // (A packet carries the FEC of the frame before it: the first one may still have some.)
+    assert!(lbrr_in_next(&mut t, 20) <= 1);
+}
+
+#[test]
+fn no_fec_toward_a_receiver_that_does_not_decode_it() {
+    // useinbandfec absent (0): reports are ignored and nothing carries FEC.
+    let mut t = transcoder(pcmu(), opus());
+    assert!(!t.receiver_report(0xC0FFEE, 128));
+    assert_eq!(t.expected_loss(), 0);
+    assert_eq!(lbrr_in_next(&mut t, 0), 0);
+    // Toward G.711 there is no encoder state to steer.
+    let s = Transcode { fec_to: true, ..spec(opus(), pcmu()) };
+    let mut t = Transcoder::new(&s, OpusSettings::default(), 0xC0FFEE, 7).unwrap();
+    assert!(!t.receiver_report(0xC0FFEE, 128));
+}
+
+#[test]
+fn opus_input_is_counted_by_coded_bandwidth() {
+    let mut t = transcoder(opus(), pcmu());
+    // A 48 kHz encoder at its default bitrate codes fullband (or super-wideband).
+    run(&mut t, &opus_tone(10, 8000.0));
+    let [nb, mb, wb, swb, fb] = t.input_bandwidths();
+    assert_eq!((nb, mb, wb), (0, 0, 0));
+    assert_eq!(swb + fb, 10);
+    // Capped at narrowband, as a browser honouring maxplaybackrate=8000 sends.
+    let mut enc =
+        opusic_c::Encoder::new(Channels::Mono, SampleRate::Hz48000, Application::Voip).unwrap();
+    enc.set_max_bandwidth(opusic_c::Bandwidth::Narrow).unwrap();
+    let mut t = transcoder(opus(), pcmu());
+    let packets: Vec<Vec<u8>> = (0..10)
+        .map(|i| {
+            let pcm: Vec<u16> =
+                sine(700.0, 8000.0, 48000, i * 960, 960).iter().map(|&s| s as u16).collect();
+            let mut buf = [0u8; 400];
+            let len = enc.encode_to_slice(&pcm, &mut buf).unwrap();
+            rtp(111, 7 + i as u16, 90_000 + (i * 960) as u32, 0xBEEF, i == 0, &buf[..len])
+        })
+        .collect();
+    run(&mut t, &packets);
+    assert_eq!(t.input_bandwidths(), [10, 0, 0, 0, 0]);
+    // G.711 input counts nothing.
+    let mut t = transcoder(pcmu(), opus());
+    run(&mut t, &pcmu_tone(5, 20, 8000.0));
+    assert_eq!(t.input_bandwidths(), [0; 5]);
 }

@@ -224,3 +224,19 @@ while off + 16 <= len(data):
     print(start + " | " + " ".join(names.get(p, {"0": "pcmu", "8": "pcma"}.get(p, "pt" + p)).lower() for p in pts))
 PY
 }
+
+# opus_input_narrowband: the SBC's transcoder logs, when the call's media ends, the coded
+# bandwidths of the Opus packets it decoded. The SBC's SDP asks the browser for narrowband
+# (maxplaybackrate=8000, the trunk is G.711): Chrome must have sent narrowband only.
+opus_input_narrowband() {
+    local line="" i
+    for ((i = 0; i < 50; i++)); do
+        line=$(grep -m1 'Opus packets decoded by coded bandwidth' "$OUT/sbc.log" 2>/dev/null) && break
+        sleep 0.1
+    done
+    [[ -n $line ]] || lab_fail "no 'Opus packets decoded by coded bandwidth' line in sbc.log"
+    local counts=${line#*side=* }
+    lab_step "browser's Opus as the SBC decoded it: $counts"
+    [[ $counts =~ nb=([0-9]+)\ mb=0\ wb=0\ swb=0\ fb=0 ]] && ((BASH_REMATCH[1] >= 100)) ||
+        lab_fail "the browser's Opus is not all narrowband ($counts), maxplaybackrate=8000 ignored?"
+}

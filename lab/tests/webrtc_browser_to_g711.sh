@@ -18,7 +18,8 @@
 # no G.711), the SBC's INVITE to Kamailio and baresip's answer name PCMU (and no opus); the
 # browser's getStats(): DTLS connected, an SRTP cipher, candidate pair succeeded with the SBC as
 # remote, received codec opus, >= 20 packets per second each way, <= 2 % loss; the browser
-# heard baresip's 1300 Hz (WebAudio), baresip's recording holds the browser's 700 Hz.
+# heard baresip's 1300 Hz (WebAudio), baresip's recording holds the browser's 700 Hz; the
+# browser's Opus was narrowband only (the SBC's maxplaybackrate=8000), as the SBC's log counts it.
 source "$(dirname "$0")/../lib.sh"
 LAB_TEST_TIMEOUT=${LAB_TEST_TIMEOUT_BROWSER:-150}
 source "$LAB_DIR/webrtc_e2e.sh"
@@ -75,6 +76,7 @@ for sdp in "offer:$offer" "answer:$answer"; do
 done
 cp "$OUT/bob/baresip.log" "$OUT/bob.ua.log" 2>/dev/null
 media_check bob_heard wav --file "$OUT/bob/received.wav" --hz "$BROWSER_HZ"
+opus_input_narrowband
 
 peer_stop kamailio
 LAB_PASS_REASON="browser registered over WSS via the SBC (Kamailio holds the SBC's token), called"

@@ -19,7 +19,8 @@
 # received names opus (and no G.711), the SBC's 200 to Kamailio names PCMU (and no opus); the
 # browser's getStats(): DTLS connected, an SRTP cipher, candidate pair succeeded with the SBC as
 # remote, received codec opus, >= 20 packets per second each way, <= 2 % loss; the browser
-# heard baresip's 1300 Hz, baresip's recording holds the browser's 700 Hz.
+# heard baresip's 1300 Hz, baresip's recording holds the browser's 700 Hz; the browser's Opus was
+# narrowband only (the SBC's maxplaybackrate=8000), as the SBC's log counts it.
 source "$(dirname "$0")/../lib.sh"
 LAB_TEST_TIMEOUT=${LAB_TEST_TIMEOUT_BROWSER:-150}
 source "$LAB_DIR/webrtc_e2e.sh"
@@ -72,6 +73,7 @@ lab_step "trunk side: SBC's 200 to Kamailio [${answer#*| }]"
 [[ -n $answer && " ${answer#*| } " == *" pcmu "* && " ${answer#*| } " != *" opus "* ]] ||
     lab_fail "trunk-side answer '$answer' does not name PCMU without opus"
 media_check carol_heard wav --file "$OUT/carol/received.wav" --hz "$BROWSER_HZ"
+opus_input_narrowband
 
 peer_stop kamailio
 LAB_PASS_REASON="G.711 baresip called the browser via Kamailio -> SBC token -> WSS: PCMU <-> Opus"

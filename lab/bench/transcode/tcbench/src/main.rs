@@ -1,7 +1,9 @@
 //! Transcoding benchmark tool (see lab/bench/transcode/run.sh and docs/benchmarks.md).
 //!
 //! Options of both: `--complexity C`, `--bitrate B`, `--loss L` (the encoder's expected loss in
-//! percent: in-band FEC is produced only when it is above 0), defaults those of the SBC.
+//! percent: in-band FEC is produced only when it is above 0, as when the browser's RTCP reports
+//! loss), defaults those of the SBC; `--fullband`: the browser's packets are fullband (a browser
+//! that ignores the SBC's `maxplaybackrate=8000`) instead of narrowband.
 //!
 //! `tcbench codec [--seconds S]`: the raw cost of libopus on the SBC's path,
 //! per 20 ms frame: one decode of a browser's Opus packet straight to 8 kHz, and one encode of
@@ -32,6 +34,7 @@ use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use opusic_c::{Application, Channels, InbandFec, SampleRate};
@@ -44,6 +47,8 @@ const PTIME: Duration = Duration::from_millis(20);
 /// Distinct canned frames (5 s of signal), looped.
 const CANNED: usize = 250;
 const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// `--fullband`: see the module docs.
+static FULLBAND: AtomicBool = AtomicBool::new(false);
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -55,6 +60,7 @@ fn main() -> ExitCode {
             .unwrap_or(default)
     };
     let defaults = OpusSettings::default();
+    FULLBAND.store(args.iter().any(|a| a == "--fullband"), Ordering::Relaxed);
     let settings = OpusSettings {
         complexity: opt("--complexity", f64::from(defaults.complexity)) as u8,
         bitrate: opt("--bitrate", f64::from(defaults.bitrate)) as u32,
@@ -112,7 +118,9 @@ fn speech(rate: u32, n: usize) -> Vec<i16> {
         .collect()
 }
 
-/// Opus packets as a browser sends them: 48 kHz mono input, VOIP, FEC, default bitrate.
+/// Opus packets as a browser sends them: 48 kHz mono input, VOIP, FEC, default bitrate, and
+/// narrowband, as the SBC's `maxplaybackrate=8000` asks (Chrome caps its encoder's bandwidth
+/// by it: the lab's webrtc tests see only narrowband packets); fullband with `--fullband`.
 fn browser_opus() -> Vec<Vec<u8>> {
     let pcm = speech(48000, 960 * CANNED);
     let mut enc =
@@ -120,6 +128,9 @@ fn browser_opus() -> Vec<Vec<u8>> {
     enc.set_inband_fec(InbandFec::Mode1).unwrap();
     enc.set_packet_loss(10).unwrap();
     enc.set_complexity(10).unwrap();
+    if !FULLBAND.load(Ordering::Relaxed) {
+        enc.set_max_bandwidth(opusic_c::Bandwidth::Narrow).unwrap();
+    }
     pcm.chunks(960)
         .map(|c| {
             let c: Vec<u16> = c.iter().map(|&s| s as u16).collect();
@@ -204,6 +215,10 @@ fn codec(settings: OpusSettings, seconds: f64) {
 
     let frame_ns = PTIME.as_nanos() as f64;
     println!("libopus={}", opusic_c::version());
+    println!(
+        "browser_bandwidth={}",
+        if FULLBAND.load(Ordering::Relaxed) { "fullband" } else { "narrowband" }
+    );
     println!("complexity={complexity}");
     println!("bitrate={}", s.bitrate);
     println!("expected_loss={}", s.expected_loss);
@@ -230,8 +245,11 @@ fn specs() -> (Transcode, Transcode) {
             to: pcmu.clone(),
             dtmf_from: Some(te48.clone()),
             dtmf_to: Some(te8.clone()),
+            fec_to: false,
         },
-        Transcode { from: pcmu, to: opus, dtmf_from: Some(te8), dtmf_to: Some(te48) },
+        // The browser decodes FEC (useinbandfec=1): the encoder adds it when `--loss` is above
+        // 0, as when the browser reports loss.
+        Transcode { from: pcmu, to: opus, dtmf_from: Some(te8), dtmf_to: Some(te48), fec_to: true },
     )
 }
 
@@ -368,15 +386,9 @@ fn relay(
         by_port.insert(ports.a_rtp, 2 * c + 1);
     }
 
-    let result = generate(
-        &browser,
-        &trunk,
-        &mut streams,
-        &by_port,
-        warmup,
-        duration,
-        &|| thread_ticks("media-0"),
-    );
+    let result = generate(&browser, &trunk, &mut streams, &by_port, warmup, duration, &|| {
+        thread_ticks("media-0")
+    });
     let mut forwarded = 0u64;
     let mut dropped = 0u64;
     for id in &pairs {
@@ -516,7 +528,8 @@ fn generate(
                         if cycle >= warm_cycles && cycle < total_cycles {
                             s.received_in_window += 1;
                             if let Some(at) = s.sent_at[(cycle as usize) % RING] {
-                                latencies.push(arrived.saturating_duration_since(at).as_micros() as u32);
+                                latencies
+                                    .push(arrived.saturating_duration_since(at).as_micros() as u32);
                             }
                         }
                     }
@@ -627,7 +640,11 @@ fn rtpengine(calls: usize, warmup: f64, duration: f64, ng_port: u16, pid: u32) -
     let port_of = |r: &Value, what: &str, c: usize| -> Option<u16> {
         let body = r.get("sdp").and_then(Value::as_str);
         if c == 0 {
-            eprintln!("{what} toward {}:\n{}", if what == "offer" { "trunk" } else { "browser" }, body.unwrap_or("-"));
+            eprintln!(
+                "{what} toward {}:\n{}",
+                if what == "offer" { "trunk" } else { "browser" },
+                body.unwrap_or("-")
+            );
         }
         body.and_then(audio_port)
     };
@@ -652,15 +669,9 @@ fn rtpengine(calls: usize, warmup: f64, duration: f64, ng_port: u16, pid: u32) -
         by_port.insert(at_b, 2 * c);
         by_port.insert(at_a, 2 * c + 1);
     }
-    let result = generate(
-        &browser,
-        &trunk,
-        &mut streams,
-        &by_port,
-        warmup,
-        duration,
-        &|| process_ticks(pid),
-    );
+    let result = generate(&browser, &trunk, &mut streams, &by_port, warmup, duration, &|| {
+        process_ticks(pid)
+    });
     let deletes: Vec<Value> = (0..calls)
         .map(|c| {
             Value::dict(vec![

@@ -9,6 +9,8 @@
 #     -> SBC access 127.0.0.1:5060 (media profile sdes) | SBC trunk 127.0.0.2:5070 (plain RTP)
 #     -> callee SIPp 127.0.0.12:5080 (lab/scenarios/uas_media_pcmu.xml: refuses an offer that
 #        is not RTP/AVP or carries a=crypto, answers PCMU, -rtp_echo on its media port)
+#   and last a plain phone, plain 127.0.0.14:5066 (no mediaenc: RTP/AVP without a=crypto), which
+#   the sdes listener must refuse.
 #   config: lab/configs/media_sdes.yaml plus a records section (CDRs in ./cdr), written to
 #   $OUT/media_sdes_sipp.yaml by this test.
 #   traffic: each caller sends BYE after CALL_SECS s. Whatever SIPp gets it sends back, so the
@@ -31,6 +33,7 @@
 # - end: the caller's BYE reached SIPp and its 200 the caller; SIPp completed 2 calls (INVITE,
 #   ACK, BYE, 200); one CDR per call (by the caller's Call-ID): answered/200, released by the
 #   caller, billing about CALL_SECS s.
+# - the plain phone gets 488, nothing of its call reaches SIPp, and its CDR is failed/488.
 #
 # The callers' source routes are those of media_baresip (ua_source_routes in lib.sh: baresip
 # 1.0 binds its RTP sockets to the wildcard address). SIPp binds its media socket to its -mi
@@ -68,6 +71,8 @@ for c in "${CALLERS[@]}"; do
     ua_config "$c" "${IP[$c]}" "${PORT[$c]}" "${RTP[$c]}" "$wav" "PCMU/8000/1,PCMA/8000/1" \
         ";mediaenc=${MEDIAENC[$c]}" srtp.so sndfile.so
 done
+PLAIN_IP=127.0.0.14 PLAIN_PORT=5066
+ua_config plain "$PLAIN_IP" "$PLAIN_PORT" 14000-14899 "$wav" "PCMU/8000/1,PCMA/8000/1" ""
 
 # media_sdes's config, and CDRs: what differs from it is only the records section.
 cfg=$OUT/media_sdes_sipp.yaml
@@ -99,6 +104,13 @@ for c in "${CALLERS[@]}"; do
         ua_stop "$c"
     fi
 done
+# A plain-RTP phone (no a=crypto) on the same sdes listener: the SBC must refuse it.
+lab_step "caller plain (baresip, no mediaenc) on $PLAIN_IP:$PLAIN_PORT dials sip:refused@$target"
+ua_start plain -t 4 -e "/dial sip:refused@$target"
+ua_wait plain 15 || {
+    lab_fail "caller plain still running 15 s after start"
+    ua_stop plain
+}
 uas_finish sipp "${#CALLERS[@]}"
 capture_stop media
 sbc_stop
@@ -254,11 +266,22 @@ check_call() {
 for c in "${CALLERS[@]}"; do
     check_call "$c"
 done
-lab_step "---- both calls"
+lab_step "---- caller plain (no a=crypto)"
+sip_count "$pcap" "ip.dst == $PLAIN_IP && sip.Status-Code == 488 && sip.CSeq.method == \"INVITE\"" \
+    "the SBC refused caller plain's INVITE with 488"
+ua_log_has plain "session closed: 488" "was refused (488)"
+n=$(sip_times "$pcap" "ip.dst == $SIPP_IP && $invite && sip.from.user == \"plain\"" | wc -l)
+if ((n == 0)); then
+    lab_step "no INVITE of caller plain reached SIPp"
+else
+    lab_fail "$n INVITEs of caller plain reached SIPp: the sdes listener let a plain offer through"
+fi
+lab_step "---- all calls"
 media_check sdp sdp --pcap "$pcap" --sbc "$SBC_ACCESS" --sbc "$SBC_TRUNK"
 
-# CDRs: one per call, each the caller's Call-ID, answered, released by the caller.
-python3 "$LAB_DIR/cdr_check.py" cdr csv "callee:${#CALLERS[@]}:answered:200" >cdr-check.txt 2>&1 ||
+# CDRs: one per call; the SDES callers' by their Call-ID, answered, released by the caller.
+python3 "$LAB_DIR/cdr_check.py" cdr csv "callee:${#CALLERS[@]}:answered:200" refused:1:failed:488 \
+    >cdr-check.txt 2>&1 ||
     lab_fail "CDRs: see cdr-check.txt ($(grep -m1 problem cdr-check.txt))"
 lab_step "$(head -n 1 cdr-check.txt)"
 for c in "${CALLERS[@]}"; do
@@ -287,5 +310,5 @@ LAB_PASS_REASON="SDES-SRTP baresips (RTP/SAVP and best-effort RTP/AVP, each with
 LAB_PASS_REASON+=" plain-RTP SIPp trunk through the SBC: RTP/AVP without a=crypto to SIPp, the caller's"
 LAB_PASS_REASON+=" protocol with the SBC's own key back, plain PCMU with the caller's tone both ways on"
 LAB_PASS_REASON+=" the trunk leg, SRTP both ways on the caller's leg, its tone heard back by the"
-LAB_PASS_REASON+=" caller, BYE and one CDR per call"
+LAB_PASS_REASON+=" caller, BYE and one CDR per call; a plain caller refused (488)"
 lab_end

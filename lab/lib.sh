@@ -654,7 +654,7 @@ require_tool() {
     command -v "$1" >/dev/null || lab_abort "$1 not found (install the $2 package: bash lab/test-all.sh does)"
 }
 
-# ---- baresip UAs (media_baresip, media_sdes, media_transcode) ---------------------------
+# ---- baresip UAs (media_baresip, media_sdes, media_sdes_sipp, media_transcode) ----------
 
 # Pids of the running baresip UAs, by name.
 declare -gA UA_PID=()
@@ -713,4 +713,65 @@ sip_count() {
     else
         lab_fail "not in the capture: $3"
     fi
+}
+
+# ua_config NAME IP PORT RTP_PORTS WAV CODECS ACCOUNT_PARAMS [MODULE...]: a headless baresip
+# config dir $OUT/NAME: SIP on IP:PORT, RTP from RTP_PORTS (no rtcp-mux), the aufile source
+# reading WAV (its rate must be the codec's: 8 kHz mono for G.711), one account offering CODECS
+# (e.g. PCMU/8000/1,PCMA/8000/1) with ACCOUNT_PARAMS (e.g. ";answermode=auto"), and the extra
+# MODULEs (e.g. srtp.so; sndfile.so records what the UA sends and decodes into $OUT/NAME/snd).
+# No audio player and no alert device: baresip 1.0's aufile is a source only.
+ua_config() {
+    local name=$1 ip=$2 port=$3 rtp=$4 wav=$5 codecs=$6 params=$7 dir=$OUT/$1 m modules=
+    shift 7
+    for m in "$@"; do modules+="module			$m"$'\n'; done
+    mkdir -p "$dir/snd"
+    cat >"$dir/config" <<EOF
+poll_method		epoll
+sip_listen		$ip:$port
+net_interface		$ip
+call_local_timeout	30
+call_max_calls		1
+audio_source		aufile,$wav
+rtp_ports		$rtp
+rtcp_mux		no
+jitter_buffer_delay	5-10
+rtp_stats		yes
+statmode_default	off
+snd_path		$dir/snd
+module_path		/usr/lib/baresip/modules
+module			g711.so
+module			aufile.so
+${modules}module_tmp		account.so
+module_app		menu.so
+EOF
+    echo "<sip:$name@$ip:$port>;regint=0;audio_codecs=$codecs$params" >"$dir/accounts"
+}
+
+# ua_source_routes IP=SPORTS...: baresip 1.0 binds its RTP sockets to the wildcard address, so
+# in a namespace where all of 127.0.0.0/8 is local its RTP would leave from 127.0.0.1, not from
+# the address in its SDP. A policy route per UA fixes that: UDP from the source ports SPORTS
+# (a range covering the UA's rtp_ports) leaves from IP. The rules are consulted before the
+# local table, so the local table's rule moves after them. Aborts unless every route is in
+# effect (routes.txt keeps the commands' output and the rules).
+ua_source_routes() {
+    local spec ip sports table=111 pref=10 ok=1 src
+    lab_step "policy routes (udp source ports -> source address): $*"
+    for spec in "$@"; do
+        ip=${spec%%=*} sports=${spec#*=}
+        { ip route add local 127.0.0.0/8 dev lo src "$ip" table "$table" &&
+            ip rule add ipproto udp sport "$sports" lookup "$table" pref "$pref"; } \
+            >>"$OUT/routes.txt" 2>&1 || ok=0
+        table=$((table + 1)) pref=$((pref + 1))
+    done
+    { ip rule add lookup local pref 100 && ip rule del pref 0; } >>"$OUT/routes.txt" 2>&1 || ok=0
+    ip rule >>"$OUT/routes.txt" 2>&1
+    ((ok)) || lab_abort "cannot set the per-UA source routes (see routes.txt)"
+    for spec in "$@"; do
+        ip=${spec%%=*} sports=${spec#*=}
+        src=$(ip route get 127.0.0.1 ipproto udp sport "${sports%-*}" dport 40000 |
+            grep -o 'src [0-9.]*')
+        [[ $src == "src $ip" ]] ||
+            lab_abort "policy routes not effective (udp from port ${sports%-*} would leave with '$src')"
+    done
 }

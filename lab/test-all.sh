@@ -65,7 +65,7 @@ install_peers() {
     command -v pgrep >/dev/null || missing+=(procps)
     command -v python3 >/dev/null || missing+=(python3)
     # baresip (headless, G.711 + aufile; srtp.so for media_sdes) and sox (its tone files):
-    # media_baresip, media_sdes.
+    # media_baresip, media_sdes, media_sdes_sipp.
     command -v baresip >/dev/null || missing+=(baresip-core)
     command -v sox >/dev/null || missing+=(sox)
     # The edge-policy tests: attack tools (sipvicious) and kernel bans (nft, setpriv).

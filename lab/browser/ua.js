@@ -140,6 +140,7 @@
         const hits = voiced.filter((f) => Math.abs(f.hz - this.expectHz) <= toleranceHz);
         out.expectedHz = this.expectHz;
         out.toleranceHz = toleranceHz;
+        out.matchedFrames = hits.length;
         out.matchRatio = frames.length ? round(hits.length / frames.length, 3) : 0;
         out.toneShare = round(med(voiced.map((f) => f.share)), 3);
         const first = this.frames.find(

@@ -228,8 +228,9 @@ function judge(o, r) {
     check(checks, 'received tone',
       a.dominantHz !== null && Math.abs(a.dominantHz - o.expectHz) <= o.tolerance &&
         a.matchRatio >= o.minMatch,
-      `dominant ${a.dominantHz} Hz at ${a.levelDbfs} dBFS, ${a.matchRatio} of ${a.frames} frames ` +
-      `at ${o.expectHz}+-${o.tolerance} Hz (need ${o.minMatch}), energy share ${a.toneShare}`);
+      `dominant ${a.dominantHz} Hz at ${a.levelDbfs} dBFS, ${a.matchedFrames} of ${a.frames} frames ` +
+      `at ${o.expectHz}+-${o.tolerance} Hz (ratio ${a.matchRatio}, need ${o.minMatch}), ` +
+      `energy share ${a.toneShare}`);
   }
   return checks;
 }

@@ -84,6 +84,9 @@ impl DtlsIdentity {
                 // Certificates are self-signed: the fingerprint check replaces the CA chain
                 // (RFC 5763 §5), and the server requires the client's certificate for it.
                 .with_insecure_skip_verify(true)
+                // Only the client side uses it (SNI; nothing checks it in DTLS-SRTP). Without it
+                // rtc-dtls warns at every start and picks "localhost" itself: same value, said once.
+                .with_server_name("localhost".to_owned())
                 .with_client_auth(if is_client {
                     ClientAuthType::NoClientCert
                 } else {

@@ -2457,6 +2457,8 @@ fn leg_media(config: &Config, listener: ListenerId, trunk: Option<TrunkId>) -> L
         inactivity_timeout: options.inactivity_timeout.flatten(),
         profile: options.profile.unwrap_or_default(),
         srtp_suites: options.srtp_suites.unwrap_or_default(),
+        // Set from the trunk once `trunks[].dtmf` exists.
+        dtmf: sbc_media::dtmf::DtmfMode::Rfc4733,
     }
 }
 

@@ -22,6 +22,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use crate::sdp::{Attribute, Media};
+
 #[cfg(test)]
 mod tests;
 
@@ -403,4 +405,68 @@ impl OutStream {
         self.last = Some(Last { seq, ..last });
         Some(16)
     }
+}
+
+/// How a leg carries DTMF (`trunks[].dtmf`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DtmfMode {
+    /// RFC 4733 telephone events in the media, relayed as they are; INFO relayed as any request.
+    #[default]
+    Rfc4733,
+    /// SIP INFO (`application/dtmf-relay`): when the other leg uses RFC 4733, the SBC converts
+    /// both ways and this leg is never offered telephone-event.
+    Info,
+}
+
+/// The telephone-event format of an RTP media line: its payload type and clock rate (the first
+/// one when a line has several, e.g. /48000 and /8000 from a browser).
+pub fn telephone_event(m: &Media) -> Option<(u8, u32)> {
+    m.formats.iter().find_map(|f| {
+        let c = m.codec(f)?;
+        let pt = f.parse::<u8>().ok().filter(|pt| *pt < 128)?;
+        c.name.eq_ignore_ascii_case("telephone-event").then_some((pt, c.clock_rate))
+    })
+}
+
+/// Removes every telephone-event format from a media line, with its `rtpmap` and `fmtp`.
+/// A line left without formats keeps them (never an empty `m=`; the peer then refuses it).
+pub fn strip_telephone_events(m: &mut Media) {
+    let events: Vec<String> = m
+        .formats
+        .iter()
+        .filter(|f| m.codec(f).is_some_and(|c| c.name.eq_ignore_ascii_case("telephone-event")))
+        .cloned()
+        .collect();
+    if events.is_empty() || events.len() == m.formats.len() {
+        return;
+    }
+    m.formats.retain(|f| !events.contains(f));
+    m.attributes.retain(|a| {
+        let pt = ["rtpmap", "fmtp"].iter().find_map(|n| a.payload_value(n)).map(|(pt, _)| pt);
+        !pt.is_some_and(|pt| events.iter().any(|e| e.parse::<u8>().ok() == Some(pt)))
+    });
+}
+
+/// Adds telephone-event (events 0-15) to an RTP audio line that has none, at the clock rate of
+/// its first codec, with payload type 101 or, when that is taken, the first free dynamic one.
+/// Returns the payload type added; `None` when the line had events already or no type is free.
+pub fn add_telephone_event(m: &mut Media) -> Option<u8> {
+    if telephone_event(m).is_some() {
+        return None;
+    }
+    let rate = m
+        .formats
+        .iter()
+        .filter_map(|f| m.codec(f))
+        .find(|c| !c.is_auxiliary())
+        .map_or(8000, |c| c.clock_rate);
+    let taken = |pt: u8| {
+        m.formats.iter().any(|f| f.parse::<u8>().ok() == Some(pt))
+            || m.attributes.iter().any(|a| a.payload_value("rtpmap").is_some_and(|(n, _)| n == pt))
+    };
+    let pt = std::iter::once(101).chain(96..=127).find(|pt| !taken(*pt))?;
+    m.formats.push(pt.to_string());
+    m.attributes.push(Attribute::new("rtpmap", format!("{pt} telephone-event/{rate}")));
+    m.attributes.push(Attribute::new("fmtp", format!("{pt} 0-15")));
+    Some(pt)
 }

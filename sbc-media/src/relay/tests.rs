@@ -1156,3 +1156,78 @@ fn the_browsers_loss_reports_turn_fec_on_toward_it() {
     let (_, with_fec) = send(10..20);
     assert!(with_fec >= 9, "FEC in {with_fec} of 10 packets after the report");
 }
+
+/// A telephone-event packet (RFC 4733): event, E bit, volume 10, duration.
+fn event_rtp(seq: u16, ts: u32, ssrc: u32, event: u8, end: bool, duration: u16) -> Vec<u8> {
+    let mut p = vec![0x80, 101];
+    p.extend(seq.to_be_bytes());
+    p.extend(ts.to_be_bytes());
+    p.extend(ssrc.to_be_bytes());
+    p.extend([event, if end { 0x8a } else { 0x0a }]);
+    p.extend(duration.to_be_bytes());
+    p
+}
+
+fn seq_of(p: &[u8]) -> u16 {
+    u16::from_be_bytes([p[2], p[3]])
+}
+
+#[test]
+fn interworking_side_turns_events_into_key_presses_and_keeps_the_stream_gapless() {
+    use crate::dtmf::{DtmfEvent, TelephoneEvents};
+    let c = Call::new(V4, V4);
+    let events = TelephoneEvents { from_peer: 101, to_peer: 101, clock_rate: 8000 };
+    c.configure(
+        LegSide::A,
+        RemoteSpec { telephone_events: Some(events), ..remote(&c.a, &c.a_rtcp) },
+    );
+    // Peer A: audio 0..2, key 7 (start, update, three ends: one key press), audio 3.
+    c.a.send(&rtp(0, false, 0, 0, 0xa), c.at_a);
+    c.a.send(&rtp(0, false, 1, 160, 0xa), c.at_a);
+    c.a.send(&event_rtp(2, 320, 0xa, 7, false, 160), c.at_a);
+    c.a.send(&event_rtp(3, 320, 0xa, 7, false, 320), c.at_a);
+    for s in 4..7 {
+        c.a.send(&event_rtp(s, 320, 0xa, 7, true, 800), c.at_a);
+    }
+    c.a.send(&rtp(0, false, 7, 1120, 0xa), c.at_a);
+    // B gets the audio only, numbered without a gap.
+    let got: Vec<u16> = (0..3).map(|_| seq_of(&c.b.recv().0)).collect();
+    assert_eq!(got, vec![0, 1, 2]);
+    let deadline = Instant::now() + WAIT;
+    let detected = loop {
+        if let Some(d) = c.relay.poll_dtmf(c.id) {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "no key press reported");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    assert_eq!(detected, (LegSide::A, DtmfEvent { event: 7, duration_ms: 100 }));
+    assert_eq!(c.relay.poll_dtmf(c.id), None, "one key press, one report");
+
+    // The other way: B's stream toward A, then a digit played into it.
+    c.b.send(&rtp(0, false, 100, 8000, 0xb), c.at_b);
+    assert_eq!(seq_of(&c.a.recv().0), 100);
+    c.relay.send_dtmf(c.id, LegSide::A, DtmfEvent { event: 5, duration_ms: 100 });
+    let mut played = Vec::new();
+    while played.len() < 5 {
+        let (p, src) = c.a.recv();
+        assert_eq!(src, c.at_a);
+        played.push(p);
+    }
+    let start = &played[0];
+    assert_eq!(start[1], 0x80 | 101, "start packet: marker and the event payload type");
+    assert_eq!(&start[8..12], &0xbu32.to_be_bytes(), "the SSRC of the stream A receives");
+    let ts = u32::from_be_bytes([start[4], start[5], start[6], start[7]]);
+    assert!((8000..8000 + 8 * 500).contains(&ts), "timestamp follows the stream: {ts}");
+    for (k, p) in played.iter().enumerate() {
+        assert_eq!(seq_of(p), 101 + k as u16);
+        assert_eq!(p[12], 5);
+        assert_eq!(&p[4..8], &start[4..8]);
+    }
+    let ends: Vec<&Vec<u8>> = played.iter().filter(|p| p[13] & 0x80 != 0).collect();
+    assert_eq!(ends.len(), 3);
+    assert_eq!(u16::from_be_bytes([ends[0][14], ends[0][15]]), 800);
+    // Start, one update at 50 ms, three ends at 100 ms; B's next packet continues after them.
+    c.b.send(&rtp(0, false, 101, 8160, 0xb), c.at_b);
+    assert_eq!(seq_of(&c.a.recv().0), 106);
+}

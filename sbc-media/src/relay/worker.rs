@@ -292,13 +292,17 @@ impl Worker {
                 continue;
             }
             let tap = pair.tap.as_deref();
-            let s = &mut pair.sides[side];
+            let (s, other) = match &mut pair.sides {
+                [a, b] if side == 0 => (a, b),
+                [a, b] => (b, a),
+            };
             s.armed = None;
             if let Some(secure) = s.secure.as_mut() {
                 secure.handle_timeout(now);
                 flush_control(s, tap, SystemTime::now());
             }
-            inject(s, now, tap);
+            let transcoder = other.transcoder.as_mut().map(|(_, t)| t);
+            inject(s, transcoder, now, tap);
             pair.publish(side, self.epoch);
             arm(&mut self.timers, pair, slot, side);
         }
@@ -793,10 +797,17 @@ fn flush_control(s: &mut Side, tap: Option<&dyn PacketTap>, wall: SystemTime) {
 }
 
 /// Hook 4, SIP INFO interworking: sends the event packets of side `s`'s injector that are due
-/// at `now` to its peer, in the stream the relay sends it (see [`OutStream`]), SRTP-protected
-/// on a secure side. A digit toward a side that was never sent a packet (no stream to join: a
-/// transcoded side, whose stream the transcoder owns, or a silent one) is dropped.
-fn inject(s: &mut Side, now: Instant, tap: Option<&dyn PacketTap>) {
+/// at `now` to its peer, in the stream the relay sends it, SRTP-protected on a secure side.
+/// That stream is the relayed one ([`OutStream`]), or, when the other side's peer is
+/// transcoded toward `s`, the transcoder's own (`transcoder`: its SSRC, sequence numbers and
+/// timestamp). A digit toward a relayed side that was never sent a packet (no SSRC to join)
+/// is dropped.
+fn inject(
+    s: &mut Side,
+    mut transcoder: Option<&mut Transcoder>,
+    now: Instant,
+    tap: Option<&dyn PacketTap>,
+) {
     let Some(dtmf) = s.dtmf.as_mut() else { return };
     let Ok(out) = s.rules.rtp_out() else {
         // Nowhere to send yet: the packets due now are lost, the digit goes on.
@@ -806,11 +817,22 @@ fn inject(s: &mut Side, now: Instant, tap: Option<&dyn PacketTap>) {
     let events = dtmf.events;
     let stream = &mut s.out;
     let mut buf = [0u8; 64];
-    while let Some(p) = dtmf
-        .injector
-        .poll_packet(now, events.to_peer, events.clock_rate, |n, r| stream.timestamp_at(n, r))
-    {
-        let Some(mut len) = stream.inject(&p, &mut buf) else { continue };
+    loop {
+        let next = match transcoder.as_deref_mut() {
+            Some(t) => {
+                let ts = t.next_timestamp();
+                dtmf.injector.poll_packet(now, events.to_peer, events.clock_rate, |_, _| Some(ts))
+            }
+            None => dtmf.injector.poll_packet(now, events.to_peer, events.clock_rate, |n, r| {
+                stream.timestamp_at(n, r)
+            }),
+        };
+        let Some(p) = next else { break };
+        let written = match transcoder.as_deref_mut() {
+            Some(t) => t.inject_event(&p, &mut buf),
+            None => stream.inject(&p, &mut buf),
+        };
+        let Some(mut len) = written else { continue };
         if let Some(secure) = s.secure.as_mut() {
             match secure.protect(false, &mut buf, len) {
                 Some(protected) => len = protected,

@@ -102,3 +102,13 @@ fn legs_of_one_mode_relay_events_as_they_are() {
         assert!(!plane.send_dtmf(ID, LegSide::A, DtmfEvent { event: 1, duration_ms: 100 }));
     }
 }
+
+#[test]
+fn events_offered_next_to_opus_run_at_48k() {
+    let text = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
+m=audio 5000 RTP/AVP 111 0\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:0 PCMU/8000\r\n";
+    let mut m = Sdp::parse(text.as_bytes()).unwrap().media.remove(0);
+    assert_eq!(add_telephone_event(&mut m), Some(101));
+    assert_eq!(telephone_event(&m), Some((101, 48000)));
+    assert!(m.attributes.iter().any(|a| a.value.as_deref() == Some("101 0-15")));
+}

@@ -1231,3 +1231,64 @@ fn interworking_side_turns_events_into_key_presses_and_keeps_the_stream_gapless(
     c.b.send(&rtp(0, false, 101, 8160, 0xb), c.at_b);
     assert_eq!(seq_of(&c.a.recv().0), 106);
 }
+
+#[test]
+fn interworking_on_an_sdes_side_unprotects_events_and_protects_injected_digits() {
+    use crate::backend::{SdesKeys, Security, SrtpProfile};
+    use crate::dtmf::{DtmfEvent, TelephoneEvents};
+    use crate::secure::srtp::SrtpPair;
+    let c = Call::new(V4, V4);
+    let phone_key: Vec<u8> = (0..30).collect();
+    let sbc_key: Vec<u8> = (50..80).collect();
+    let keys = SdesKeys {
+        profile: SrtpProfile::Aes128CmHmacSha1_80,
+        local: sbc_key.clone(),
+        remote: phone_key.clone(),
+    };
+    let mut spec = remote(&c.a, &c.a_rtcp);
+    spec.security = Security::Sdes(keys);
+    spec.telephone_events =
+        Some(TelephoneEvents { from_peer: 101, to_peer: 101, clock_rate: 8000 });
+    c.configure(LegSide::A, spec);
+    let provider = rtc_dtls::crypto_provider::default_provider().unwrap();
+    let mut phone =
+        SrtpPair::new(SrtpProfile::Aes128CmHmacSha1_80, &phone_key, &sbc_key, provider.crypto())
+            .unwrap();
+    let seal = |ctx: &mut SrtpPair, plain: &[u8]| {
+        let mut buf = plain.to_vec();
+        buf.resize(2048, 0);
+        let n = ctx.protect(false, &mut buf, plain.len()).unwrap();
+        buf.truncate(n);
+        buf
+    };
+    // The phone's SRTP key press (start, end x3) is detected; only its audio reaches the trunk.
+    c.a.send(&seal(&mut phone, &event_rtp(1, 160, 0xa, 9, false, 160)), c.at_a);
+    for s in 2..5 {
+        c.a.send(&seal(&mut phone, &event_rtp(s, 160, 0xa, 9, true, 480)), c.at_a);
+    }
+    c.a.send(&seal(&mut phone, &rtp(0, false, 5, 640, 0xa)), c.at_a);
+    assert_eq!(seq_of(&c.b.recv().0), 1, "the audio, numbered after the consumed events");
+    let deadline = Instant::now() + WAIT;
+    let detected = loop {
+        if let Some(d) = c.relay.poll_dtmf(c.id) {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "no key press reported");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    assert_eq!(detected, (LegSide::A, DtmfEvent { event: 9, duration_ms: 60 }));
+    // The trunk's stream toward the phone, then a digit: protected with the SBC's key.
+    c.b.send(&rtp(0, false, 40, 6400, 0xb), c.at_b);
+    let (mut got, _) = c.a.recv();
+    let n = phone.unprotect(false, &mut got).unwrap();
+    assert_eq!(seq_of(&got[..n]), 40);
+    c.relay.send_dtmf(c.id, LegSide::A, DtmfEvent { event: 0, duration_ms: 40 });
+    for k in 0..4u16 {
+        let (mut got, _) = c.a.recv();
+        let n = phone.unprotect(false, &mut got).expect("SRTP from the SBC");
+        let p = &got[..n];
+        assert_eq!(n, 16);
+        assert_eq!((p[1] & 0x7f, seq_of(p), p[12]), (101, 41 + k, 0));
+        assert_eq!(&p[8..12], &0xbu32.to_be_bytes());
+    }
+}

@@ -1292,3 +1292,39 @@ fn interworking_on_an_sdes_side_unprotects_events_and_protects_injected_digits()
         assert_eq!(&p[8..12], &0xbu32.to_be_bytes());
     }
 }
+
+#[test]
+fn a_pair_closed_while_a_digit_plays_ends_cleanly() {
+    use crate::dtmf::{DtmfEvent, TelephoneEvents};
+    let c = Call::new(V4, V4);
+    let events = TelephoneEvents { from_peer: 101, to_peer: 101, clock_rate: 8000 };
+    c.configure(
+        LegSide::A,
+        RemoteSpec { telephone_events: Some(events), ..remote(&c.a, &c.a_rtcp) },
+    );
+    c.b.send(&rtp(0, false, 1, 160, 0xb), c.at_b);
+    c.a.recv();
+    c.relay.send_dtmf(c.id, LegSide::A, DtmfEvent { event: 3, duration_ms: 5000 });
+    let (start, _) = c.a.recv();
+    assert_eq!(start[1], 0x80 | 101);
+    // Digits toward the side without telephone events are refused by the worker, not played.
+    c.relay.send_dtmf(c.id, LegSide::B, DtmfEvent { event: 3, duration_ms: 100 });
+    assert!(c.relay.close(c.id).is_some());
+    assert_eq!(c.relay.poll_dtmf(c.id), None, "a closed pair reports nothing");
+    c.relay.send_dtmf(c.id, LegSide::A, DtmfEvent { event: 4, duration_ms: 100 });
+    // The worker goes on serving other pairs.
+    let other = c.relay.open(PairSpec { local_a: V4, local_b: V4 }).unwrap();
+    let (pa, pb) = (Peer::new(V4), Peer::new(V4));
+    c.relay.configure(
+        other.id,
+        LegSide::A,
+        &RemoteSpec { rtp: Some(pa.addr()), ..RemoteSpec::default() },
+    );
+    c.relay.configure(
+        other.id,
+        LegSide::B,
+        &RemoteSpec { rtp: Some(pb.addr()), ..RemoteSpec::default() },
+    );
+    pa.send(&rtp(0, false, 7, 0, 0xc), SocketAddr::new(V4, other.a_rtp));
+    assert_eq!(seq_of(&pb.recv().0), 7);
+}

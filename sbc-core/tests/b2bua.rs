@@ -90,6 +90,7 @@ fn config(targets: &[&str], ring: Duration) -> Config {
                 },
                 media: MediaOptions::default(),
                 tls: None,
+                dtmf: Default::default(),
             })
             .collect(),
         routes: vec![RouteConfig {
@@ -2019,4 +2020,104 @@ fn webrtc_listener_without_dtls_in_the_relay_refuses_with_488() {
     assert!(codes.contains(&Some(488)), "{codes:?}");
     assert!(net.take(UAS).is_empty(), "nothing reached the trunk");
     assert_eq!(relay.open_pairs(), 0);
+}
+
+const SDP_TE: &str = "v=0\no=alice 1 1 IN IP4 127.0.0.10\ns=-\nc=IN IP4 127.0.0.10\nt=0 0\n\
+m=audio 6000 RTP/AVP 0 101\na=rtpmap:101 telephone-event/8000\na=fmtp:101 0-15\n";
+
+/// An in-dialog request from the UAS with a body of type `ct`.
+fn uas_request_with(method: &str, b_invite: &Message, cseq: u32, ct: &str, body: &str) -> String {
+    uas_request(method, b_invite, "btag", cseq, body)
+        .replace("Content-Type: application/sdp", &format!("Content-Type: {ct}"))
+}
+
+#[test]
+fn dtmf_info_trunk_interworks_with_rfc4733_both_ways() {
+    use sbc_media::dtmf::{DtmfEvent, DtmfMode};
+    let relay = Arc::new(VirtualBackend::new(40_000..=40_099));
+    let mut cfg = config(&[UAS], Duration::from_secs(60));
+    cfg.trunks[0].dtmf = DtmfMode::Info;
+    let mut net = Net::with_relay(cfg, Some(relay.clone()));
+    // The caller (RFC 4733) offers telephone-event; the INFO trunk is offered none.
+    let invite = invite("dtmf@client.example", "", true).replace(
+        &format!("Content-Length: {}\r\n\r\n{SDP}", wire_len(SDP)).replace("\r\n", "\n"),
+        &format!("Content-Length: {}\n\n{SDP_TE}", wire_len(SDP_TE)),
+    );
+    assert!(invite.contains("telephone-event"));
+    net.uac_sends(&invite);
+    net.take(UAC);
+    let b_invite = net.take_one(UAS);
+    let offer = String::from_utf8_lossy(&b_invite.body).into_owned();
+    assert!(offer.contains("m=audio") && !offer.contains("telephone-event"), "{offer}");
+    net.uas_sends(&uas_response(&b_invite, 200, "OK", "btag", "", SDP));
+    net.take(UAS);
+    let ok = net.take_one(UAC);
+    let answer = String::from_utf8_lossy(&ok.body).into_owned();
+    assert!(answer.contains("a=rtpmap:101 telephone-event/8000"), "the caller keeps its events");
+    net.uac_sends(&uac_request("ACK", &ok, 1, "", ""));
+    let pair = relay.pair_ids()[0];
+    assert!(relay.remote(pair, LegSide::A).unwrap().telephone_events.is_some());
+
+    // INFO from the trunk: answered by the SBC, played toward the caller, not relayed.
+    let ct = "application/dtmf-relay";
+    net.uas_sends(&uas_request_with("INFO", &b_invite, 2, ct, "Signal=5\nDuration=200\n"));
+    assert_eq!(net.take_one(UAS).code(), Some(200));
+    assert!(net.take(UAC).is_empty(), "a DTMF INFO is not relayed");
+    let five = DtmfEvent { event: 5, duration_ms: 200 };
+    assert_eq!(relay.sent_dtmf(pair), vec![(LegSide::A, five)]);
+    net.uas_sends(&uas_request_with("INFO", &b_invite, 3, "application/dtmf", "#"));
+    assert_eq!(net.take_one(UAS).code(), Some(200));
+    assert_eq!(relay.sent_dtmf(pair)[1], (LegSide::A, DtmfEvent { event: 11, duration_ms: 250 }));
+    // A malformed body is refused; another body type is relayed as before.
+    net.uas_sends(&uas_request_with("INFO", &b_invite, 4, ct, "Signal=X\n"));
+    assert_eq!(net.take_one(UAS).code(), Some(400));
+    net.uas_sends(&uas_request_with("INFO", &b_invite, 5, "application/xml", "<x/>\n"));
+    let relayed = net.take_one(UAC);
+    assert_eq!(relayed.method(), Some(&sip::Method::Info));
+    net.uac_sends(&uac_response(&relayed, 200, "OK"));
+    assert_eq!(net.take_one(UAS).code(), Some(200));
+    assert_eq!(relay.sent_dtmf(pair).len(), 2);
+
+    // A key press detected in the caller's RTP becomes one INFO on the trunk's dialog.
+    relay.detect_dtmf(pair, LegSide::A, DtmfEvent { event: 1, duration_ms: 120 });
+    net.advance(Duration::from_millis(60));
+    let info = net.take_one(UAS);
+    assert_eq!(info.method(), Some(&sip::Method::Info));
+    assert_eq!(info.call_id(), b_invite.call_id(), "in leg B's dialog");
+    assert_eq!(hdr(&info, HeaderName::ContentType), "application/dtmf-relay");
+    assert_eq!(&info.body[..], b"Signal=1\r\nDuration=120\r\n");
+    assert!(net.take(UAC).is_empty());
+    // The trunk refuses it: logged, the call goes on.
+    net.uas_sends(&uas_response(&info, 415, "Unsupported Media Type", "", "", ""));
+    relay.detect_dtmf(pair, LegSide::A, DtmfEvent { event: 16, duration_ms: 100 });
+    net.advance(Duration::from_secs(2));
+    assert!(net.take(UAC).is_empty() && net.take(UAS).is_empty(), "flash is no digit; no BYE");
+    relay.detect_dtmf(pair, LegSide::A, DtmfEvent { event: 14, duration_ms: 100 });
+    net.advance(Duration::from_millis(60));
+    let second = net.take_one(UAS);
+    assert_eq!(&second.body[..], b"Signal=C\r\nDuration=100\r\n");
+    assert!(
+        second.cseq().unwrap().seq > info.cseq().unwrap().seq,
+        "the SBC's own CSeq space on leg B"
+    );
+    net.uas_sends(&uas_response(&second, 200, "OK", "", "", ""));
+
+    // An INFO from the caller (the RFC 4733 side) is relayed as before.
+    net.uac_sends(&uac_request("INFO", &ok, 2, "", "").replace(
+        "Content-Length: 0",
+        "Content-Type: application/dtmf-relay\nContent-Length: 10\n\nSignal=5\n",
+    ));
+    let relayed = net.take_one(UAS);
+    assert_eq!(relayed.method(), Some(&sip::Method::Info));
+    net.uas_sends(&uas_response(&relayed, 200, "OK", "", "", ""));
+    assert_eq!(net.take_one(UAC).code(), Some(200));
+    assert_eq!(relay.sent_dtmf(pair).len(), 2);
+
+    let stats = net.engine.stats();
+    assert_eq!(stats.dtmf_interworked, 4);
+    net.uac_sends(&uac_request("BYE", &ok, 3, "", ""));
+    let bye = net.take_one(UAS);
+    net.uas_sends(&uas_response(&bye, 200, "OK", "", "", ""));
+    net.take(UAC);
+    net.assert_idle();
 }

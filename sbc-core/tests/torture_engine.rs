@@ -56,6 +56,7 @@ fn config() -> Config {
             headers: HeaderPolicy::default(),
             media: MediaOptions::default(),
             tls: None,
+            dtmf: Default::default(),
         }],
         routes: vec![RouteConfig {
             name: "all".into(),

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use crate::LegSide;
+use crate::dtmf::{DtmfEvent, TelephoneEvents};
 
 /// Identifies one stream pair inside a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -79,6 +80,12 @@ pub struct RemoteSpec {
     /// Transcoding of the RTP received from this side's peer into the other side's codec; `None`
     /// when both sides share a codec (the packets are relayed as they are).
     pub transcode: Option<Transcode>,
+    /// SIP INFO interworking toward the other leg (this is the call's RFC 4733 leg, see
+    /// [`crate::dtmf`]): telephone events from this side's peer are detected and not relayed
+    /// (the backend reports them through [`RelayBackend::poll_dtmf`]), and digits given to
+    /// [`RelayBackend::send_dtmf`] are played toward this peer. `None`: events are relayed as
+    /// any other packet.
+    pub telephone_events: Option<TelephoneEvents>,
 }
 
 /// How one side of a pair is secured, from that leg's media profile and SDP.
@@ -250,6 +257,7 @@ impl Default for RemoteSpec {
             pt_map: RemoteSpec::IDENTITY_PT_MAP,
             security: Security::Plain,
             transcode: None,
+            telephone_events: None,
         }
     }
 }
@@ -348,6 +356,18 @@ pub trait RelayBackend: Send + Sync {
     /// The fingerprint of the SBC's DTLS certificate, as written in `a=fingerprint`
     /// (`sha-256 AB:CD:...`); `None` when the backend cannot do DTLS.
     fn dtls_fingerprint(&self) -> Option<String> {
+        None
+    }
+    /// Plays `event` as RFC 4733 packets toward `toward`'s peer, in the stream the pair sends
+    /// it; needs [`RemoteSpec::telephone_events`] on that side (else the digit is dropped). The
+    /// default drops it (a backend without packets).
+    fn send_dtmf(&self, pair: PairId, toward: LegSide, event: DtmfEvent) {
+        let _ = (pair, toward, event);
+    }
+    /// The oldest key press detected on a side with [`RemoteSpec::telephone_events`], with the
+    /// side whose peer sent it; `None` when there is none (always, by default).
+    fn poll_dtmf(&self, pair: PairId) -> Option<(LegSide, DtmfEvent)> {
+        let _ = pair;
         None
     }
 }

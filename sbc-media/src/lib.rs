@@ -13,6 +13,7 @@
 //! - [`profile`]: the media transport profiles (plain RTP, SDES-SRTP, WebRTC) and the conversion
 //!   of SDP between them;
 //! - [`MediaPlane`]: the per-call state and the calls into the relay;
+//! - [`dtmf`]: RFC 4733 event detection and generation for SIP INFO interworking, sans-IO;
 //! - [`backend`]: the seam to the packet relay, and [`VirtualBackend`], a relay without sockets
 //!   for sans-IO tests;
 //! - [`secure`]: the secure media path of one relay side (ICE-lite, DTLS-SRTP, SRTP, SDES),
@@ -25,6 +26,7 @@
 //! signalling shards.
 
 pub mod backend;
+pub mod dtmf;
 pub mod negotiate;
 mod plane;
 pub mod ports;

@@ -36,6 +36,10 @@ use crate::backend::{
     DirectionStats, DtlsRole, Latch, MediaFailure, PacketTap, PairPorts, PairSpec, RelayBackend,
     RemoteSpec, Security, SrtpProfile,
 };
+use crate::dtmf::{
+    DtmfEvent, DtmfMode, TelephoneEvents, add_telephone_event, strip_telephone_events,
+    telephone_event,
+};
 use crate::negotiate::{
     NegotiateError, TranscodePair, TranscodePlan, clock_rate, effective_direction, has_rtcp_mux,
     localize, main_codec, prepare_answer_transcoding, prepare_offer_transcoding, remote_addresses,
@@ -44,7 +48,7 @@ use crate::profile::{
     CryptoLine, MediaProfile, PeerSecurity, Setup, SideSecurity, Toward, Wire, is_webrtc_proto,
     peer_security, write_media, write_rejected_mid, write_session,
 };
-use crate::sdp::{Direction, Origin, Sdp, addr_type};
+use crate::sdp::{Attribute, Direction, Origin, Sdp, addr_type};
 use crate::{LegSide, MediaError, MediaSessionId};
 
 /// Per-leg media profile, from the listener/trunk config of that leg.
@@ -70,6 +74,10 @@ pub struct LegMedia {
     /// SDES suites the SBC offers and accepts on this leg, in order of preference; empty:
     /// [`crate::profile::DEFAULT_SDES_SUITES`].
     pub srtp_suites: Vec<SrtpProfile>,
+    /// How the leg's peers carry DTMF. A call with one [`DtmfMode::Info`] leg and one
+    /// [`DtmfMode::Rfc4733`] leg interworks (see [`crate::dtmf`] and
+    /// [`MediaPlane::send_dtmf`]); two legs of the same mode relay as they are.
+    pub dtmf: DtmfMode,
 }
 
 impl Default for LegMedia {
@@ -84,6 +92,7 @@ impl Default for LegMedia {
             inactivity_timeout: None,
             profile: MediaProfile::Rtp,
             srtp_suites: Vec::new(),
+            dtmf: DtmfMode::Rfc4733,
         }
     }
 }
@@ -227,6 +236,37 @@ impl MediaPlane {
     pub fn failure(&self, id: MediaSessionId) -> Option<MediaFailure> {
         let session = self.sessions.get(&id)?;
         session.streams.iter().flatten().find_map(|p| self.backend.stats(p.ports.id)?.failure)
+    }
+
+    /// The call's INFO leg when it interworks DTMF (one leg [`DtmfMode::Info`], the other
+    /// [`DtmfMode::Rfc4733`]); `None` otherwise or for an unknown session.
+    pub fn dtmf_info_leg(&self, id: MediaSessionId) -> Option<LegSide> {
+        self.sessions.get(&id)?.info_leg()
+    }
+
+    /// Plays a digit received by SIP INFO toward `toward`'s peer as RFC 4733 events, on the
+    /// call's first audio stream whose `toward` side negotiated telephone-event. `false` when
+    /// there is none (the peer cannot receive events; the digit is not played).
+    pub fn send_dtmf(&self, id: MediaSessionId, toward: LegSide, event: DtmfEvent) -> bool {
+        let Some(session) = self.sessions.get(&id) else { return false };
+        let pair = session.streams.iter().flatten().find(|p| {
+            p.audio
+                && p.configured[idx(toward)].as_ref().is_some_and(|r| r.telephone_events.is_some())
+        });
+        match pair {
+            Some(p) => {
+                self.backend.send_dtmf(p.ports.id, toward, event);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The next key press the relay detected in the RFC 4733 events of an interworking call,
+    /// with the leg whose peer sent it; `None` when there is none.
+    pub fn poll_dtmf(&self, id: MediaSessionId) -> Option<(LegSide, DtmfEvent)> {
+        let session = self.sessions.get(&id)?;
+        session.streams.iter().flatten().find_map(|p| self.backend.poll_dtmf(p.ports.id))
     }
 
     /// Whether a leg of the call runs DTLS or ICE, whose failures [`MediaPlane::failure`]
@@ -491,6 +531,7 @@ impl Session {
         // fallback if the answerer does not multiplex).
         localize(&mut sent, advertise, &ports, &[]);
         self.write_offer_security(&mut sent, &received, security, to);
+        self.offer_dtmf(&mut sent, to);
         self.origins[idx(to)].stamp(&mut sent, advertise);
 
         // The offerer's side now: where it receives, what it sends. Its payload type map and
@@ -563,6 +604,7 @@ impl Session {
         let advertise = self.legs[idx(offerer)].advertise;
         localize(&mut out, advertise, &ports, &offerer_mux);
         self.write_answer_security(&mut out, &answer, offerer, backend.dtls_fingerprint());
+        self.answer_dtmf(&mut out, offerer);
         self.origins[idx(offerer)].stamp(&mut out, advertise);
 
         self.sec[idx(from)] = answered;
@@ -620,6 +662,68 @@ impl Session {
         Ok(out.to_bytes())
     }
 
+    /// The INFO leg of an interworking call (see [`MediaPlane::dtmf_info_leg`]).
+    fn info_leg(&self) -> Option<LegSide> {
+        match (self.legs[0].dtmf, self.legs[1].dtmf) {
+            (DtmfMode::Info, DtmfMode::Rfc4733) => Some(LegSide::A),
+            (DtmfMode::Rfc4733, DtmfMode::Info) => Some(LegSide::B),
+            _ => None,
+        }
+    }
+
+    /// DTMF interworking in an offer the SBC sends to `to`: an INFO leg is offered no
+    /// telephone-event; the 4733 leg is offered telephone-event even when the INFO leg's offer
+    /// had none, so that its peer can send key presses.
+    fn offer_dtmf(&self, sent: &mut Sdp, to: LegSide) {
+        let Some(info) = self.info_leg() else { return };
+        for m in sent.media.iter_mut().filter(|m| m.is_audio() && m.is_rtp() && m.port != 0) {
+            if info == to {
+                strip_telephone_events(m);
+            } else {
+                add_telephone_event(m);
+            }
+        }
+    }
+
+    /// DTMF interworking in an answer the SBC sends to `offerer`: an INFO offerer gets no
+    /// telephone-event; a 4733 offerer gets back the telephone-event it offered, which the INFO
+    /// answerer could not accept (it was never offered it), so that it sends key presses.
+    fn answer_dtmf(&self, out: &mut Sdp, offerer: LegSide) {
+        let Some(info) = self.info_leg() else { return };
+        let Some(offer) = self.pending.as_ref() else { return };
+        for (i, m) in out.media.iter_mut().enumerate() {
+            if !(m.is_audio() && m.is_rtp() && m.port != 0) {
+                continue;
+            }
+            if info == offerer {
+                strip_telephone_events(m);
+                continue;
+            }
+            let Some(offered) = offer.received.media.get(i) else { continue };
+            if telephone_event(m).is_some() {
+                continue;
+            }
+            if let Some((pt, rate)) = telephone_event(offered) {
+                m.formats.push(pt.to_string());
+                m.attributes.push(Attribute::new("rtpmap", format!("{pt} telephone-event/{rate}")));
+                m.attributes.push(Attribute::new("fmtp", format!("{pt} 0-15")));
+            }
+        }
+    }
+
+    /// The telephone events of `side` on stream `i` when it is the 4733 leg of an interworking
+    /// call and both its peer's SDP and the SBC's toward it have them.
+    fn telephone_events(&self, i: usize, side: LegSide) -> Option<TelephoneEvents> {
+        if self.info_leg()? != side.other() {
+            return None;
+        }
+        let theirs = self.current[idx(side)].as_ref()?.media.get(i)?;
+        let ours = self.origins[idx(side)].last.as_ref()?.media.get(i)?;
+        let (to_peer, clock_rate) = telephone_event(theirs)?;
+        let (from_peer, _) = telephone_event(ours)?;
+        Some(TelephoneEvents { from_peer, to_peer, clock_rate })
+    }
+
     fn pair(&self, i: usize) -> Option<&Pair> {
         self.streams.get(i).and_then(Option::as_ref)
     }
@@ -667,6 +771,7 @@ impl Session {
             clock_rate,
             pt_map,
             security,
+            telephone_events: self.telephone_events(i, side),
             ..RemoteSpec::default()
         }
     }
@@ -935,6 +1040,8 @@ fn splitmix64(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+#[cfg(test)]
+mod dtmf_tests;
 #[cfg(test)]
 mod profile_tests;
 #[cfg(test)]

@@ -18,6 +18,7 @@ use crate::LegSide;
 use crate::backend::{
     PairId, PairPorts, PairSpec, PairStats, RelayBackend, RelayError, RemoteSpec,
 };
+use crate::dtmf::DtmfEvent;
 
 /// A socket-free [`RelayBackend`] (see the module docs).
 #[derive(Debug)]
@@ -45,6 +46,10 @@ struct VirtualPair {
     remote: [Option<RemoteSpec>; 2],
     configured: [u32; 2],
     stats: PairStats,
+    /// Digits asked for by `send_dtmf`, oldest first.
+    sent_dtmf: Vec<(LegSide, DtmfEvent)>,
+    /// Key presses `poll_dtmf` will report, oldest first.
+    detected: VecDeque<(LegSide, DtmfEvent)>,
 }
 
 impl VirtualBackend {
@@ -114,6 +119,17 @@ impl VirtualBackend {
         self.lock().pairs.get_mut(&pair).map(|p| p.stats.last_packet = Some(at)).is_some()
     }
 
+    /// The digits [`RelayBackend::send_dtmf`] was asked to play on a pair, oldest first.
+    pub fn sent_dtmf(&self, pair: PairId) -> Vec<(LegSide, DtmfEvent)> {
+        self.lock().pairs.get(&pair).map(|p| p.sent_dtmf.clone()).unwrap_or_default()
+    }
+
+    /// Makes [`RelayBackend::poll_dtmf`] report a key press from `from`'s peer, as the relay
+    /// does when it detects one; false for an unknown pair.
+    pub fn detect_dtmf(&self, pair: PairId, from: LegSide, event: DtmfEvent) -> bool {
+        self.lock().pairs.get_mut(&pair).map(|p| p.detected.push_back((from, event))).is_some()
+    }
+
     /// Makes the backend DTLS-capable with this certificate fingerprint (`sha-256 AB:CD:...`),
     /// as the real relay is; `None` takes it back.
     pub fn set_dtls_fingerprint(&self, fingerprint: Option<String>) {
@@ -145,6 +161,8 @@ impl RelayBackend for VirtualBackend {
             remote: [None, None],
             configured: [0, 0],
             stats: PairStats::default(),
+            sent_dtmf: Vec::new(),
+            detected: VecDeque::new(),
         };
         state.pairs.insert(id, pair);
         Ok(ports)
@@ -167,6 +185,16 @@ impl RelayBackend for VirtualBackend {
         state.free.push_back(p.ports.a_rtp);
         state.free.push_back(p.ports.b_rtp);
         Some(p.stats)
+    }
+
+    fn send_dtmf(&self, pair: PairId, toward: LegSide, event: DtmfEvent) {
+        if let Some(p) = self.lock().pairs.get_mut(&pair) {
+            p.sent_dtmf.push((toward, event));
+        }
+    }
+
+    fn poll_dtmf(&self, pair: PairId) -> Option<(LegSide, DtmfEvent)> {
+        self.lock().pairs.get_mut(&pair)?.detected.pop_front()
     }
 
     fn dtls_fingerprint(&self) -> Option<String> {

@@ -11,6 +11,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sbc_cdr::{CallEventKind, CallRef, Disposition, MediaLegStats, ReleaseSide};
 use sbc_media::backend::{MediaFailure, PacketTap, RelayBackend};
+use sbc_media::dtmf::DtmfMode;
 use sbc_media::{
     LegMedia, LegSide, MediaError, MediaPlane, MediaSessionId, MediaSummary, VirtualBackend,
 };
@@ -19,6 +20,7 @@ use sbc_policy::{AdmissionRequest, AuthRequest, Offence, Permit, Policy, RejectM
 
 use super::bindings::Bindings;
 use super::dialog::Dialog;
+use super::dtmf;
 use super::health::{ProbeCounter, TrunkHealth};
 use super::ids::{CallKey, decode_call_id, make_call_id, make_tag};
 use super::routing::{self, Origin};
@@ -41,6 +43,9 @@ const MEDIA_RECHECK: Duration = Duration::from_secs(5);
 /// fingerprint mismatch, a dead handshake, lost consent): the relay has no way to call the core,
 /// and a second of dead air before the BYE is what a user notices least.
 const MEDIA_FAILURE_POLL: Duration = Duration::from_secs(1);
+/// How often a call that interworks DTMF takes the key presses the relay detected: the delay
+/// it adds to a digit, small next to the key press itself (reported at its end).
+const DTMF_POLL: Duration = Duration::from_millis(50);
 
 /// Option tags the SBC understands on either leg (RFC 3261 section 8.2.2.3).
 const SUPPORTED: &[&str] = &["100rel", "timer", "replaces"];
@@ -93,6 +98,8 @@ pub struct EngineStats {
     pub registers_accepted: u64,
     /// REGISTERs sent to an upstream registrar (registrations, refreshes, unregistrations).
     pub registers_relayed: u64,
+    /// DTMF key presses converted between SIP INFO and RFC 4733 (both directions).
+    pub dtmf_interworked: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -105,6 +112,9 @@ enum Role {
     Fire,
     /// A session refresh we send on a leg: failure means the leg is dead.
     Refresh,
+    /// An INFO carrying a key press detected in RFC 4733 events: a failure is logged, the call
+    /// goes on.
+    DtmfInfo,
     /// Leg B's INVITE of a call that ended before it was answered (CANCEL, ring timeout,
     /// shutdown): a 2xx racing the CANCEL is ACKed and BYEd with this dialog (RFC 3261 9.1).
     Orphan(Box<Dialog>),
@@ -218,6 +228,8 @@ enum CallTimer {
     Probe(TrunkId, usize),
     /// Media inactivity check of an answered call.
     Media,
+    /// Poll of the key presses the relay detected, for a call that interworks DTMF.
+    Dtmf,
     /// Expiry sweep of the shared bindings (one shard does it); the key is unused.
     Sweep,
 }
@@ -441,6 +453,7 @@ impl Engine {
                 CallTimer::Session(side) => self.session_timeout(now, key, side, at),
                 CallTimer::Probe(trunk, target) => self.send_probe(now, trunk, target),
                 CallTimer::Media => self.media_check(now, key),
+                CallTimer::Dtmf => self.dtmf_check(now, key),
                 CallTimer::Sweep => self.sweep_bindings(now),
             }
             self.drain_txn_events(now);
@@ -1394,7 +1407,10 @@ impl Engine {
                 self.on_register_response(now, *pending, resp)
             }
             Role::Register(_) => {}
-            Role::AInvite | Role::RelayServer { .. } | Role::Fire => {}
+            Role::DtmfInfo if code >= 300 => {
+                tracing::warn!(code, "INFO with a DTMF digit refused by the peer; call goes on");
+            }
+            Role::AInvite | Role::RelayServer { .. } | Role::Fire | Role::DtmfInfo => {}
         }
     }
 
@@ -1624,6 +1640,9 @@ impl Engine {
         let failure = self.media_can_fail(key).then_some(MEDIA_FAILURE_POLL);
         if let Some(after) = timeout.into_iter().chain(failure).min() {
             self.timers.push(Reverse((now + after, key, CallTimer::Media)));
+        }
+        if self.media.dtmf_info_leg(media).is_some() {
+            self.timers.push(Reverse((now + DTMF_POLL, key, CallTimer::Dtmf)));
         }
         let Some(call) = slot_call_mut(&mut self.slots, key) else {
             return;
@@ -1936,6 +1955,9 @@ impl Engine {
             Role::Probe { trunk, target } => self.probe_result(trunk, target, false),
             Role::Refresh => self.session_dead(now, key),
             Role::Register(pending) => self.on_register_failed(now, *pending, code, reason),
+            Role::DtmfInfo => {
+                tracing::warn!(code, reason, "INFO with a DTMF digit failed; call goes on");
+            }
             Role::RelayServer { .. } | Role::Fire | Role::Orphan(_) => {}
         }
     }
@@ -2034,8 +2056,70 @@ impl Engine {
                 }
                 self.relay_request(now, key, side, txn, req);
             }
+            Method::Info if self.dtmf_info(now, key, side, txn, &req) => {}
             _ => self.relay_request(now, key, side, txn, req),
         }
+    }
+
+    /// An INFO on the INFO leg of a call that interworks DTMF: a key press (`application/
+    /// dtmf-relay` or `application/dtmf`) is answered here and played as RFC 4733 events toward
+    /// the other leg's peer. `false`: not such an INFO; the caller relays it as any request.
+    fn dtmf_info(
+        &mut self,
+        now: Instant,
+        key: CallKey,
+        side: LegSide,
+        txn: TxnId,
+        req: &Message,
+    ) -> bool {
+        let Some(media) = self.call(key).map(|c| c.media) else { return false };
+        if self.media.dtmf_info_leg(media) != Some(side) {
+            return false;
+        }
+        let event = match dtmf::parse_info(req.content_type().map(|c| &c[..]), &req.body) {
+            dtmf::InfoBody::Other => return false,
+            dtmf::InfoBody::Malformed(why) => {
+                tracing::debug!(why, "malformed DTMF INFO");
+                self.reply(now, txn, req, 400, "Bad DTMF Body");
+                return true;
+            }
+            dtmf::InfoBody::Digit(event) => event,
+        };
+        self.reply(now, txn, req, 200, "OK");
+        let digit = event.digit().unwrap_or('?');
+        // RFC 6086 leaves the INFO package to the peers: a digit the other side cannot receive
+        // is answered 200 all the same (the sender cannot do better), and logged.
+        if self.media.send_dtmf(media, other_side(side), event) {
+            self.stats.dtmf_interworked += 1;
+            tracing::info!(%digit, duration_ms = event.duration_ms, "DTMF: SIP INFO to RFC 4733");
+        } else {
+            tracing::warn!(%digit, "DTMF INFO dropped: the other leg negotiated no telephone-event");
+        }
+        true
+    }
+
+    /// Sends the key presses the relay detected on the 4733 leg of an interworking call as
+    /// INFOs on its INFO leg, then polls again in [`DTMF_POLL`].
+    fn dtmf_check(&mut self, now: Instant, key: CallKey) {
+        let Some(media) = self.call(key).map(|c| c.media) else { return };
+        let Some(info) = self.media.dtmf_info_leg(media) else { return };
+        while let Some((from, event)) = self.media.poll_dtmf(media) {
+            let Some(digit) = event.digit().filter(|_| from != info) else { continue };
+            let Some(call) = self.call_mut(key) else { return };
+            if info == LegSide::B && !call.b_confirmed {
+                continue;
+            }
+            let Some(d) = call.leg(info) else { continue };
+            let mut req = d.request(Method::Info, None);
+            let body = format!("Signal={digit}\r\nDuration={}\r\n", event.duration_ms);
+            set_body(&mut req, Some(Bytes::from_static(b"application/dtmf-relay")), body.into());
+            let (flow, sent_by) = (d.flow, d.sent_by.clone());
+            let t = self.txns.send_request(now, req, flow, &sent_by);
+            self.own(t, key, Role::DtmfInfo);
+            self.stats.dtmf_interworked += 1;
+            tracing::info!(%digit, duration_ms = event.duration_ms, "DTMF: RFC 4733 to SIP INFO");
+        }
+        self.timers.push(Reverse((now + DTMF_POLL, key, CallTimer::Dtmf)));
     }
 
     fn on_bye(&mut self, now: Instant, key: CallKey, side: LegSide, txn: TxnId, req: &Message) {
@@ -2457,6 +2541,7 @@ fn leg_media(config: &Config, listener: ListenerId, trunk: Option<TrunkId>) -> L
         inactivity_timeout: options.inactivity_timeout.flatten(),
         profile: options.profile.unwrap_or_default(),
         srtp_suites: options.srtp_suites.unwrap_or_default(),
+        dtmf: trunk.and_then(|t| config.trunks.get(t.0)).map_or(DtmfMode::Rfc4733, |t| t.dtmf),
     }
 }
 

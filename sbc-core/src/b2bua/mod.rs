@@ -40,6 +40,7 @@
 
 pub mod bindings;
 pub mod dialog;
+mod dtmf;
 mod engine;
 pub mod health;
 pub mod ids;

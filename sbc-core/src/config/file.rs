@@ -24,6 +24,7 @@ use sbc_cdr::sink::SinkConfig;
 use sbc_cdr::writer::WriterConfig;
 use sbc_media::MediaProfile;
 use sbc_media::backend::SrtpProfile;
+use sbc_media::dtmf::DtmfMode;
 use sbc_policy::{
     AccessLists, Algorithm, AuthUser, BanConfig, Credential, KNOWN_SCANNERS, ListenerPolicy,
     OffenceRule, OffenceRules, PolicyConfig, Rate, RealmConfig, RejectMode, TrunkLimits,
@@ -150,7 +151,7 @@ file_structs! {
     FileTrunk { name: Str, listener: Str, targets: Option<List>, sources: Option<List>,
         options: Option<FileKeepAlive>, rewrite: Option<FileRewrite>, headers: Option<FileHeaders>,
         media: Option<S<FileLegMedia>>, limits: Option<FileTrunkLimits>,
-        tls: Option<S<FileTrunkTls>> }
+        tls: Option<S<FileTrunkTls>>, dtmf: Str }
     FileKeepAlive { interval: Str, down_after: Num, up_after: Num }
     FileRewrite { strip: Num, prepend: Str, regex: Option<S<FileRegex>> }
     FileRegex { #[serde(rename = "match")] pattern: Str, replace: Str }
@@ -732,7 +733,19 @@ fn trunk(cx: &mut Ctx, ft: &S<FileTrunk>, ls: &Table<ListenerConfig>) -> Option<
     let (name, listener) = (t.name.as_ref()?.value.clone(), ListenerId(listener?));
     let (rewrite, headers) = (rewrite.unwrap_or_default(), headers.unwrap_or_default());
     let media = media?;
-    Some(TrunkConfig { name, listener, targets, sources, options, rewrite, headers, media, tls })
+    let dtmf = cx.or(&t.dtmf, DtmfMode::Rfc4733, dtmf_mode).unwrap_or_default();
+    Some(TrunkConfig {
+        name,
+        listener,
+        targets,
+        sources,
+        options,
+        rewrite,
+        headers,
+        media,
+        tls,
+        dtmf,
+    })
 }
 
 fn media(cx: &mut Ctx, fm: &S<FileMedia>) -> Option<MediaConfig> {
@@ -925,6 +938,15 @@ fn leg_media(cx: &mut Ctx, fm: &S<FileLegMedia>) -> Option<MediaOptions> {
         },
         srtp_suites: suites,
     })
+}
+
+/// `rfc4733` or `info`.
+fn dtmf_mode(s: &str) -> Parsed<DtmfMode> {
+    match s {
+        "rfc4733" => Ok(DtmfMode::Rfc4733),
+        "info" => Ok(DtmfMode::Info),
+        _ => Err(format!("invalid dtmf {s:?} (rfc4733 or info)")),
+    }
 }
 
 /// `rtp`, `sdes` or `webrtc`.
@@ -2038,5 +2060,28 @@ trunks:
                 .expect("valid");
         let options = plain.listeners[0].media.or(&plain.media.defaults);
         assert_eq!((options.profile, options.srtp_suites), (Some(MediaProfile::Rtp), Some(vec![])));
+    }
+
+    #[test]
+    fn trunk_dtmf_is_rfc4733_by_default_or_info() {
+        let text = r#"
+listeners:
+  - {name: t, side: trunk, address: 127.0.0.1, port: 5070}
+trunks:
+  - {name: plain, listener: t, targets: ["127.0.0.1:5080"]}
+  - {name: info, listener: t, targets: ["127.0.0.1:5090"], dtmf: info}
+  - {name: explicit, listener: t, targets: ["127.0.0.1:5091"], dtmf: rfc4733}
+"#;
+        let c = load_str("t.yaml", text).expect("valid");
+        let modes: Vec<DtmfMode> = c.trunks.iter().map(|t| t.dtmf).collect();
+        assert_eq!(modes, vec![DtmfMode::Rfc4733, DtmfMode::Info, DtmfMode::Rfc4733]);
+        let bad = text.replace("dtmf: info", "dtmf: inband");
+        let errors = load_str("t.yaml", &bad).expect_err("invalid");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let e = errors[0].to_string();
+        assert!(
+            e.contains("invalid dtmf \"inband\" (rfc4733 or info)") && e.contains("t.yaml:6"),
+            "{e}"
+        );
     }
 }

@@ -15,6 +15,7 @@ use ipnetwork::IpNetwork;
 use regex::Regex;
 use sbc_media::MediaProfile;
 use sbc_media::backend::SrtpProfile;
+pub use sbc_media::dtmf::DtmfMode;
 use sbc_policy::PolicyConfig;
 
 pub use file::{ConfigError, load, load_str};
@@ -394,6 +395,9 @@ pub struct TrunkConfig {
     pub media: MediaOptions,
     /// Verification of the trunk's TLS targets; `None`: the defaults of [`TrunkTls`].
     pub tls: Option<TrunkTls>,
+    /// How the trunk's far end carries DTMF (`dtmf: rfc4733 | info`); with `info`, calls whose
+    /// other leg uses RFC 4733 are converted both ways (see `sbc_media::dtmf`).
+    pub dtmf: DtmfMode,
 }
 
 /// OPTIONS keep-alive toward a trunk's targets.

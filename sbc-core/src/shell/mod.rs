@@ -476,6 +476,7 @@ async fn run_shard(
     let dropped_banned = metrics::counter!("sbc_sip_requests_dropped_banned_total");
     let registers = metrics::counter!("sbc_registrations_answered_total");
     let relayed = metrics::counter!("sbc_registrations_relayed_total");
+    let dtmf = metrics::counter!("sbc_dtmf_interworked_total");
     let bindings_active = metrics::gauge!("sbc_registrations_active");
     let mut seen = engine.stats();
     let calls_active = metrics::gauge!("sbc_calls_active", "shard" => shard.to_string());
@@ -578,6 +579,7 @@ async fn run_shard(
         dropped_banned.increment(stats.dropped_banned - seen.dropped_banned);
         registers.increment(stats.registers_accepted - seen.registers_accepted);
         relayed.increment(stats.registers_relayed - seen.registers_relayed);
+        dtmf.increment(stats.dtmf_interworked - seen.dtmf_interworked);
         // The bindings are shared: any shard that may have changed them refreshes the gauge
         // (a REGISTER's answer, a relayed one, a lost connection, the sweep).
         let touched = stats.registers_accepted != seen.registers_accepted

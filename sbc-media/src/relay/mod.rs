@@ -80,6 +80,7 @@ use crate::LegSide;
 use crate::backend::{
     PacketTap, PairId, PairPorts, PairSpec, PairStats, RelayBackend, RelayError, RemoteSpec,
 };
+use crate::dtmf::DtmfEvent;
 use crate::ports::{Leased, PortPool};
 use crate::secure::dtls::DtlsIdentity;
 use crate::transcode::OpusSettings;
@@ -302,6 +303,16 @@ impl RelayBackend for Relay {
         let Some(worker) = self.control().pairs.get(&pair).map(|e| e.worker) else { return };
         // Like `configure`: applies to every packet the worker reads after this returned.
         self.send(worker, Command::Tap { id: pair, tap });
+    }
+
+    fn send_dtmf(&self, pair: PairId, toward: LegSide, event: DtmfEvent) {
+        let Some(worker) = self.control().pairs.get(&pair).map(|e| e.worker) else { return };
+        self.send(worker, Command::Dtmf { id: pair, toward, event });
+    }
+
+    fn poll_dtmf(&self, pair: PairId) -> Option<(LegSide, DtmfEvent)> {
+        let shared = Arc::clone(&self.control().pairs.get(&pair)?.shared);
+        shared.pop_dtmf()
     }
 
     fn stats(&self, pair: PairId) -> Option<PairStats> {

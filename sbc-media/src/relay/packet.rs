@@ -137,6 +137,11 @@ impl SideRules {
         }
     }
 
+    /// Where RTP toward this side's peer goes, for packets the relay makes itself.
+    pub(crate) fn rtp_out(&self) -> Result<Out, DropReason> {
+        self.rtp_destination()
+    }
+
     /// Where RTP toward this side's peer goes: the latched address, else the SDP's.
     fn rtp_destination(&self) -> Result<Out, DropReason> {
         let remote = self.remote.as_ref().ok_or(DropReason::NoDestination)?;
@@ -324,6 +329,24 @@ impl RtpFields {
             ssrc: u32::from_be_bytes([h[8], h[9], h[10], h[11]]),
         })
     }
+}
+
+/// Payload type, timestamp and payload of an RTP packet (after the CSRC list and any header
+/// extension, padding removed); `None` when the header does not fit in `data`.
+pub(crate) fn rtp_payload(data: &[u8]) -> Option<(u8, u32, &[u8])> {
+    let h = RtpFields::parse(data)?;
+    let b0 = *data.first()?;
+    let pt = data.get(1)? & 0x7f;
+    let mut start = 12 + 4 * usize::from(b0 & 0x0f);
+    if b0 & 0x10 != 0 {
+        let ext = data.get(start + 2..start + 4)?;
+        start += 4 + 4 * usize::from(u16::from_be_bytes([ext[0], ext[1]]));
+    }
+    let mut end = data.len();
+    if b0 & 0x20 != 0 {
+        end = end.checked_sub(usize::from(*data.last()?))?;
+    }
+    Some((pt, h.timestamp, data.get(start..end)?))
 }
 
 /// Rewrites the payload type of an RTP packet through `pt_map`, keeping the marker bit. The only

@@ -9,12 +9,15 @@
 //! same scheme crossbeam's `AtomicCell` uses. Neither side ever blocks the other, so the packet
 //! path takes no lock.
 
+use std::collections::VecDeque;
 use std::hint::spin_loop;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::LegSide;
 use crate::backend::{DirectionStats, MediaFailure, PairStats};
+use crate::dtmf::DtmfEvent;
 
 /// Fields of one direction, in the order of [`DirectionStats`].
 const FIELDS: usize = 7;
@@ -34,7 +37,14 @@ pub(crate) struct SharedStats {
     /// The pair's first failure: written once by the worker, read without a lock (a failure is
     /// final, so it sits outside the sequence).
     failure: OnceLock<MediaFailure>,
+    /// Key presses detected and not yet taken by signalling, oldest first, at most
+    /// [`DTMF_QUEUE`] (further ones are dropped). LOCK: taken once per key press by the worker
+    /// and once per poll by signalling, never per packet.
+    dtmf: Mutex<VecDeque<(LegSide, DtmfEvent)>>,
 }
+
+/// Key presses kept for signalling per pair: a few seconds of fast dialling between two polls.
+pub(crate) const DTMF_QUEUE: usize = 32;
 
 impl SharedStats {
     /// Publishes the figures of packets from `side` (0 = A, 1 = B). Worker thread only.
@@ -66,6 +76,22 @@ impl SharedStats {
         }
         self.last_packet.store(last, Ordering::Relaxed);
         self.seq.store(s.wrapping_add(2), Ordering::Release);
+    }
+
+    /// Queues a detected key press for signalling (dropped when [`DTMF_QUEUE`] wait). Worker
+    /// thread only.
+    pub(crate) fn push_dtmf(&self, side: LegSide, event: DtmfEvent) -> bool {
+        let mut q = self.dtmf.lock().unwrap_or_else(PoisonError::into_inner);
+        if q.len() >= DTMF_QUEUE {
+            return false;
+        }
+        q.push_back((side, event));
+        true
+    }
+
+    /// The oldest key press queued. Any thread.
+    pub(crate) fn pop_dtmf(&self) -> Option<(LegSide, DtmfEvent)> {
+        self.dtmf.lock().unwrap_or_else(PoisonError::into_inner).pop_front()
     }
 
     /// Records the pair's failure; only the first one is kept. Worker thread only.
@@ -154,12 +180,9 @@ mod tests {
         assert_eq!(shared.snapshot(epoch).last_packet, Some(epoch));
         // The first failure stays.
         assert_eq!(shared.snapshot(epoch).failure, None);
-        shared.publish_failure(MediaFailure::ConsentExpired(crate::LegSide::A));
-        shared.publish_failure(MediaFailure::FingerprintMismatch(crate::LegSide::B));
-        assert_eq!(
-            shared.snapshot(epoch).failure,
-            Some(MediaFailure::ConsentExpired(crate::LegSide::A))
-        );
+        shared.publish_failure(MediaFailure::ConsentExpired(LegSide::A));
+        shared.publish_failure(MediaFailure::FingerprintMismatch(LegSide::B));
+        assert_eq!(shared.snapshot(epoch).failure, Some(MediaFailure::ConsentExpired(LegSide::A)));
     }
 
     #[test]

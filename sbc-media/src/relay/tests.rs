@@ -1156,3 +1156,175 @@ fn the_browsers_loss_reports_turn_fec_on_toward_it() {
     let (_, with_fec) = send(10..20);
     assert!(with_fec >= 9, "FEC in {with_fec} of 10 packets after the report");
 }
+
+/// A telephone-event packet (RFC 4733): event, E bit, volume 10, duration.
+fn event_rtp(seq: u16, ts: u32, ssrc: u32, event: u8, end: bool, duration: u16) -> Vec<u8> {
+    let mut p = vec![0x80, 101];
+    p.extend(seq.to_be_bytes());
+    p.extend(ts.to_be_bytes());
+    p.extend(ssrc.to_be_bytes());
+    p.extend([event, if end { 0x8a } else { 0x0a }]);
+    p.extend(duration.to_be_bytes());
+    p
+}
+
+fn seq_of(p: &[u8]) -> u16 {
+    u16::from_be_bytes([p[2], p[3]])
+}
+
+#[test]
+fn interworking_side_turns_events_into_key_presses_and_keeps_the_stream_gapless() {
+    use crate::dtmf::{DtmfEvent, TelephoneEvents};
+    let c = Call::new(V4, V4);
+    let events = TelephoneEvents { from_peer: 101, to_peer: 101, clock_rate: 8000 };
+    c.configure(
+        LegSide::A,
+        RemoteSpec { telephone_events: Some(events), ..remote(&c.a, &c.a_rtcp) },
+    );
+    // Peer A: audio 0..2, key 7 (start, update, three ends: one key press), audio 3.
+    c.a.send(&rtp(0, false, 0, 0, 0xa), c.at_a);
+    c.a.send(&rtp(0, false, 1, 160, 0xa), c.at_a);
+    c.a.send(&event_rtp(2, 320, 0xa, 7, false, 160), c.at_a);
+    c.a.send(&event_rtp(3, 320, 0xa, 7, false, 320), c.at_a);
+    for s in 4..7 {
+        c.a.send(&event_rtp(s, 320, 0xa, 7, true, 800), c.at_a);
+    }
+    c.a.send(&rtp(0, false, 7, 1120, 0xa), c.at_a);
+    // B gets the audio only, numbered without a gap.
+    let got: Vec<u16> = (0..3).map(|_| seq_of(&c.b.recv().0)).collect();
+    assert_eq!(got, vec![0, 1, 2]);
+    let deadline = Instant::now() + WAIT;
+    let detected = loop {
+        if let Some(d) = c.relay.poll_dtmf(c.id) {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "no key press reported");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    assert_eq!(detected, (LegSide::A, DtmfEvent { event: 7, duration_ms: 100 }));
+    assert_eq!(c.relay.poll_dtmf(c.id), None, "one key press, one report");
+
+    // The other way: B's stream toward A, then a digit played into it.
+    c.b.send(&rtp(0, false, 100, 8000, 0xb), c.at_b);
+    assert_eq!(seq_of(&c.a.recv().0), 100);
+    c.relay.send_dtmf(c.id, LegSide::A, DtmfEvent { event: 5, duration_ms: 100 });
+    let mut played = Vec::new();
+    while played.len() < 5 {
+        let (p, src) = c.a.recv();
+        assert_eq!(src, c.at_a);
+        played.push(p);
+    }
+    let start = &played[0];
+    assert_eq!(start[1], 0x80 | 101, "start packet: marker and the event payload type");
+    assert_eq!(&start[8..12], &0xbu32.to_be_bytes(), "the SSRC of the stream A receives");
+    let ts = u32::from_be_bytes([start[4], start[5], start[6], start[7]]);
+    assert!((8000..8000 + 8 * 500).contains(&ts), "timestamp follows the stream: {ts}");
+    for (k, p) in played.iter().enumerate() {
+        assert_eq!(seq_of(p), 101 + k as u16);
+        assert_eq!(p[12], 5);
+        assert_eq!(&p[4..8], &start[4..8]);
+    }
+    let ends: Vec<&Vec<u8>> = played.iter().filter(|p| p[13] & 0x80 != 0).collect();
+    assert_eq!(ends.len(), 3);
+    assert_eq!(u16::from_be_bytes([ends[0][14], ends[0][15]]), 800);
+    // Start, one update at 50 ms, three ends at 100 ms; B's next packet continues after them.
+    c.b.send(&rtp(0, false, 101, 8160, 0xb), c.at_b);
+    assert_eq!(seq_of(&c.a.recv().0), 106);
+}
+
+#[test]
+fn interworking_on_an_sdes_side_unprotects_events_and_protects_injected_digits() {
+    use crate::backend::{SdesKeys, Security, SrtpProfile};
+    use crate::dtmf::{DtmfEvent, TelephoneEvents};
+    use crate::secure::srtp::SrtpPair;
+    let c = Call::new(V4, V4);
+    let phone_key: Vec<u8> = (0..30).collect();
+    let sbc_key: Vec<u8> = (50..80).collect();
+    let keys = SdesKeys {
+        profile: SrtpProfile::Aes128CmHmacSha1_80,
+        local: sbc_key.clone(),
+        remote: phone_key.clone(),
+    };
+    let mut spec = remote(&c.a, &c.a_rtcp);
+    spec.security = Security::Sdes(keys);
+    spec.telephone_events =
+        Some(TelephoneEvents { from_peer: 101, to_peer: 101, clock_rate: 8000 });
+    c.configure(LegSide::A, spec);
+    let provider = rtc_dtls::crypto_provider::default_provider().unwrap();
+    let mut phone =
+        SrtpPair::new(SrtpProfile::Aes128CmHmacSha1_80, &phone_key, &sbc_key, provider.crypto())
+            .unwrap();
+    let seal = |ctx: &mut SrtpPair, plain: &[u8]| {
+        let mut buf = plain.to_vec();
+        buf.resize(2048, 0);
+        let n = ctx.protect(false, &mut buf, plain.len()).unwrap();
+        buf.truncate(n);
+        buf
+    };
+    // The phone's SRTP key press (start, end x3) is detected; only its audio reaches the trunk.
+    c.a.send(&seal(&mut phone, &event_rtp(1, 160, 0xa, 9, false, 160)), c.at_a);
+    for s in 2..5 {
+        c.a.send(&seal(&mut phone, &event_rtp(s, 160, 0xa, 9, true, 480)), c.at_a);
+    }
+    c.a.send(&seal(&mut phone, &rtp(0, false, 5, 640, 0xa)), c.at_a);
+    assert_eq!(seq_of(&c.b.recv().0), 1, "the audio, numbered after the consumed events");
+    let deadline = Instant::now() + WAIT;
+    let detected = loop {
+        if let Some(d) = c.relay.poll_dtmf(c.id) {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "no key press reported");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    assert_eq!(detected, (LegSide::A, DtmfEvent { event: 9, duration_ms: 60 }));
+    // The trunk's stream toward the phone, then a digit: protected with the SBC's key.
+    c.b.send(&rtp(0, false, 40, 6400, 0xb), c.at_b);
+    let (mut got, _) = c.a.recv();
+    let n = phone.unprotect(false, &mut got).unwrap();
+    assert_eq!(seq_of(&got[..n]), 40);
+    c.relay.send_dtmf(c.id, LegSide::A, DtmfEvent { event: 0, duration_ms: 40 });
+    for k in 0..4u16 {
+        let (mut got, _) = c.a.recv();
+        let n = phone.unprotect(false, &mut got).expect("SRTP from the SBC");
+        let p = &got[..n];
+        assert_eq!(n, 16);
+        assert_eq!((p[1] & 0x7f, seq_of(p), p[12]), (101, 41 + k, 0));
+        assert_eq!(&p[8..12], &0xbu32.to_be_bytes());
+    }
+}
+
+#[test]
+fn a_pair_closed_while_a_digit_plays_ends_cleanly() {
+    use crate::dtmf::{DtmfEvent, TelephoneEvents};
+    let c = Call::new(V4, V4);
+    let events = TelephoneEvents { from_peer: 101, to_peer: 101, clock_rate: 8000 };
+    c.configure(
+        LegSide::A,
+        RemoteSpec { telephone_events: Some(events), ..remote(&c.a, &c.a_rtcp) },
+    );
+    c.b.send(&rtp(0, false, 1, 160, 0xb), c.at_b);
+    c.a.recv();
+    c.relay.send_dtmf(c.id, LegSide::A, DtmfEvent { event: 3, duration_ms: 5000 });
+    let (start, _) = c.a.recv();
+    assert_eq!(start[1], 0x80 | 101);
+    // Digits toward the side without telephone events are refused by the worker, not played.
+    c.relay.send_dtmf(c.id, LegSide::B, DtmfEvent { event: 3, duration_ms: 100 });
+    assert!(c.relay.close(c.id).is_some());
+    assert_eq!(c.relay.poll_dtmf(c.id), None, "a closed pair reports nothing");
+    c.relay.send_dtmf(c.id, LegSide::A, DtmfEvent { event: 4, duration_ms: 100 });
+    // The worker goes on serving other pairs.
+    let other = c.relay.open(PairSpec { local_a: V4, local_b: V4 }).unwrap();
+    let (pa, pb) = (Peer::new(V4), Peer::new(V4));
+    c.relay.configure(
+        other.id,
+        LegSide::A,
+        &RemoteSpec { rtp: Some(pa.addr()), ..RemoteSpec::default() },
+    );
+    c.relay.configure(
+        other.id,
+        LegSide::B,
+        &RemoteSpec { rtp: Some(pb.addr()), ..RemoteSpec::default() },
+    );
+    pa.send(&rtp(0, false, 7, 0, 0xc), SocketAddr::new(V4, other.a_rtp));
+    assert_eq!(seq_of(&pb.recv().0), 7);
+}

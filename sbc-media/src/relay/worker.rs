@@ -48,6 +48,7 @@ use super::publish::SharedStats;
 use super::sys::{BATCH, Batch};
 use crate::LegSide;
 use crate::backend::{DirectionStats, PacketTap, PairId, RemoteSpec, Security, Transcode};
+use crate::dtmf::{DtmfEvent, EventDetector, Injector, OutStream, TelephoneEvents};
 use crate::ports::Leased;
 use crate::secure::dtls::DtlsIdentity;
 use crate::secure::{Received, SecureSide};
@@ -74,6 +75,8 @@ pub(crate) enum Command {
     Tap { id: PairId, tap: Option<Arc<dyn PacketTap>> },
     /// Close the pair, publish its final figures, then answer on `done`.
     Close { id: PairId, done: SyncSender<()> },
+    /// Play a digit toward one side's peer (SIP INFO interworking).
+    Dtmf { id: PairId, toward: LegSide, event: DtmfEvent },
     /// Close everything and end the thread.
     Shutdown,
 }
@@ -92,10 +95,24 @@ struct Side {
     /// The transcoder of RTP from this side's peer and the spec it was built for; `None` when
     /// the pair relays as is.
     transcoder: Option<(Transcode, Transcoder)>,
+    /// SIP INFO interworking on this side (its [`RemoteSpec::telephone_events`]): the detector
+    /// of the events its peer sends and the generator of those the SBC plays to it; `None`
+    /// when the side relays events as any packet.
+    dtmf: Option<Box<SideDtmf>>,
+    /// The stream relayed toward this side's peer: the sequence shift that keeps it gapless
+    /// around injected or consumed event packets (used only when either side interworks).
+    out: OutStream,
     /// Local addresses of the RTP and RTCP sockets, for the headers of tapped packets.
     local: [SocketAddr; 2],
     /// Last field: the sockets close before the lease returns their ports.
     sockets: Leased<UdpSocket>,
+}
+
+/// The interworking state of one side, boxed: most calls never have one.
+struct SideDtmf {
+    events: TelephoneEvents,
+    detector: EventDetector,
+    injector: Injector,
 }
 
 impl Side {
@@ -275,12 +292,17 @@ impl Worker {
                 continue;
             }
             let tap = pair.tap.as_deref();
-            let s = &mut pair.sides[side];
+            let (s, other) = match &mut pair.sides {
+                [a, b] if side == 0 => (a, b),
+                [a, b] => (b, a),
+            };
             s.armed = None;
             if let Some(secure) = s.secure.as_mut() {
                 secure.handle_timeout(now);
                 flush_control(s, tap, SystemTime::now());
             }
+            let transcoder = other.transcoder.as_mut().map(|(_, t)| t);
+            inject(s, transcoder, now, tap);
             pair.publish(side, self.epoch);
             arm(&mut self.timers, pair, slot, side);
         }
@@ -311,6 +333,18 @@ impl Worker {
         }
         // A DTLS client without ICE sends its ClientHello at once.
         flush_control(s, tap, SystemTime::now());
+        match (remote.telephone_events, s.dtmf.as_mut()) {
+            (None, _) => s.dtmf = None,
+            // A re-INVITE keeps a digit that plays, with the numbers it now has.
+            (Some(events), Some(d)) => d.events = events,
+            (Some(events), None) => {
+                s.dtmf = Some(Box::new(SideDtmf {
+                    events,
+                    detector: EventDetector::new(),
+                    injector: Injector::new(),
+                }))
+            }
+        }
         let unchanged = match (&s.transcoder, &remote.transcode) {
             (Some((old, _)), Some(new)) => old == new,
             (None, None) => true,
@@ -338,6 +372,21 @@ impl Worker {
         arm(&mut self.timers, pair, slot, side);
     }
 
+    /// Queues a digit to play toward side `side` of the pair in `slot`, and arms its timer.
+    fn queue_dtmf(&mut self, slot: usize, side: usize, event: DtmfEvent) {
+        let Some(Some(pair)) = self.pairs.get_mut(slot) else { return };
+        let id = pair.id.0;
+        let Some(dtmf) = pair.sides[side].dtmf.as_mut() else {
+            tracing::warn!(pair = id, "media worker: digit toward a side without telephone-event");
+            return;
+        };
+        if !dtmf.injector.queue(Instant::now(), event) {
+            tracing::warn!(pair = id, "media worker: digit queue full, digit dropped");
+            return;
+        }
+        arm(&mut self.timers, pair, slot, side);
+    }
+
     /// Applies pending commands; `false` on shutdown.
     fn apply_commands(&mut self) -> bool {
         loop {
@@ -351,6 +400,11 @@ impl Worker {
                 Ok(Command::Tap { id, tap }) => {
                     if let Some(pair) = self.by_id.get(&id).and_then(|&s| self.pairs[s].as_mut()) {
                         pair.tap = tap;
+                    }
+                }
+                Ok(Command::Dtmf { id, toward, event }) => {
+                    if let Some(&slot) = self.by_id.get(&id) {
+                        self.queue_dtmf(slot, side_index(toward), event);
                     }
                 }
                 Ok(Command::Close { id, done }) => {
@@ -397,6 +451,8 @@ impl Worker {
                 secure: None,
                 armed: None,
                 transcoder: None,
+                dtmf: None,
+                out: OutStream::default(),
                 local,
                 sockets,
             }
@@ -538,10 +594,16 @@ fn relay_batch(
     // batch and a copy per packet inside the tap.
     let tap = pair.tap.as_deref();
     let wall = if tap.is_some() { SystemTime::now() } else { SystemTime::UNIX_EPOCH };
+    let shared = &pair.shared;
+    let pair_id = pair.id.0;
     let (xs, ys) = match &mut pair.sides {
         [a, b] if x == 0 => (a, b),
         [a, b] => (b, a),
     };
+    // Only interworking pairs keep track of the stream they send (a branch per packet for the
+    // others).
+    let interwork = xs.dtmf.is_some() || ys.dtmf.is_some();
+    let leg = if x == 0 { LegSide::A } else { LegSide::B };
     let clock_rate = xs.rules.remote().map_or(0, |r| r.clock_rate);
     // RTCP is not forwarded across a transcoded pair: its SSRCs, sequence numbers and timestamps
     // describe a stream the other peer never sees (the SBC sends its own), so its reports
@@ -616,6 +678,21 @@ fn relay_batch(
                 if let Some(h) = RtpFields::parse(data) {
                     xs.rx.handle_rtp(h.ssrc, h.seq, h.timestamp, arrival);
                 }
+                // Hook 4, SIP INFO interworking: the peer's telephone events become key presses
+                // for signalling and are not relayed.
+                if let Some(dtmf) = xs.dtmf.as_mut()
+                    && let Some((pt, timestamp, payload)) = packet::rtp_payload(data)
+                    && pt == dtmf.events.from_peer
+                {
+                    dtmf.detector.handle(timestamp, payload, dtmf.events.clock_rate);
+                    while let Some(event) = dtmf.detector.poll_event() {
+                        if !shared.push_dtmf(leg, event) {
+                            tracing::warn!(pair = pair_id, "media worker: DTMF queue full");
+                        }
+                    }
+                    ys.out.consumed();
+                    continue;
+                }
                 if let (Some((_, transcoder)), Ok(out)) = (xs.transcoder.as_mut(), &out) {
                     let sent = transcode_rtp(transcoder, data, *out, ys, emitted, tap, wall);
                     xs.counters.forwarded += sent.forwarded;
@@ -626,6 +703,9 @@ fn relay_batch(
                     && let Some(remote) = xs.rules.remote()
                 {
                     packet::rewrite_payload_type(data, &remote.pt_map);
+                }
+                if interwork && out.is_ok() {
+                    ys.out.relay(data, now);
                 }
             }
             Kind::Rtcp => {
@@ -716,11 +796,68 @@ fn flush_control(s: &mut Side, tap: Option<&dyn PacketTap>, wall: SystemTime) {
     }
 }
 
+/// Hook 4, SIP INFO interworking: sends the event packets of side `s`'s injector that are due
+/// at `now` to its peer, in the stream the relay sends it, SRTP-protected on a secure side.
+/// That stream is the relayed one ([`OutStream`]), or, when the other side's peer is
+/// transcoded toward `s`, the transcoder's own (`transcoder`: its SSRC, sequence numbers and
+/// timestamp). A digit toward a relayed side that was never sent a packet (no SSRC to join)
+/// is dropped.
+fn inject(
+    s: &mut Side,
+    mut transcoder: Option<&mut Transcoder>,
+    now: Instant,
+    tap: Option<&dyn PacketTap>,
+) {
+    let Some(dtmf) = s.dtmf.as_mut() else { return };
+    let Ok(out) = s.rules.rtp_out() else {
+        // Nowhere to send yet: the packets due now are lost, the digit goes on.
+        while dtmf.injector.poll_packet(now, 0, 8000, |_, _| None).is_some() {}
+        return;
+    };
+    let events = dtmf.events;
+    let stream = &mut s.out;
+    let mut buf = [0u8; 64];
+    loop {
+        let next = match transcoder.as_deref_mut() {
+            Some(t) => {
+                let ts = t.next_timestamp();
+                dtmf.injector.poll_packet(now, events.to_peer, events.clock_rate, |_, _| Some(ts))
+            }
+            None => dtmf.injector.poll_packet(now, events.to_peer, events.clock_rate, |n, r| {
+                stream.timestamp_at(n, r)
+            }),
+        };
+        let Some(p) = next else { break };
+        let written = match transcoder.as_deref_mut() {
+            Some(t) => t.inject_event(&p, &mut buf),
+            None => stream.inject(&p, &mut buf),
+        };
+        let Some(mut len) = written else { continue };
+        if let Some(secure) = s.secure.as_mut() {
+            match secure.protect(false, &mut buf, len) {
+                Some(protected) => len = protected,
+                None => continue,
+            }
+        }
+        let Some(data) = buf.get(..len) else { continue };
+        if let Some(tap) = tap {
+            tap.packet(SystemTime::now(), s.local[0], out.to, data);
+        }
+        // A full socket buffer loses the packet; the end is sent three times for that reason.
+        let _ = send_one(&s.sockets.rtp, data, out.to);
+    }
+}
+
 /// Puts the secure side's next deadline in the heap if it is earlier than the one armed (a
 /// later one is found when the armed entry fires).
 fn arm(timers: &mut BinaryHeap<Deadline>, pair: &mut Pair, slot: usize, side: usize) {
     let s = &mut pair.sides[side];
-    let next = s.secure.as_ref().and_then(SecureSide::poll_timeout);
+    let secure = s.secure.as_ref().and_then(SecureSide::poll_timeout);
+    let dtmf = s.dtmf.as_ref().and_then(|d| d.injector.poll_timeout());
+    let next = match (secure, dtmf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     if let Some(t) = next
         && s.armed.is_none_or(|armed| t < armed)
     {

@@ -437,6 +437,34 @@ impl Transcoder {
         true
     }
 
+    /// The output timestamp the next audio frame will carry: where an event injected now
+    /// starts (SIP INFO interworking, see [`crate::dtmf`]).
+    pub fn next_timestamp(&self) -> u32 {
+        self.next_out_ts
+    }
+
+    /// Writes an RFC 4733 packet made by the SBC (a digit received by SIP INFO) into `buf` as
+    /// the output stream's next packet: its SSRC and sequence number (the transcoder owns that
+    /// stream, so later frames continue after it). Returns the length (16), `None` when `buf`
+    /// is too short.
+    pub fn inject_event(
+        &mut self,
+        packet: &crate::dtmf::EventPacket,
+        buf: &mut [u8],
+    ) -> Option<usize> {
+        write_header(
+            buf,
+            packet.marker,
+            packet.payload_type,
+            self.seq,
+            packet.timestamp,
+            self.ssrc,
+        )?;
+        buf.get_mut(RTP_HEADER..RTP_HEADER + 4)?.copy_from_slice(&packet.payload);
+        self.seq = self.seq.wrapping_add(1);
+        Some(RTP_HEADER + 4)
+    }
+
     /// Transcodes one RTP packet from the input side; the packets to send toward the other side
     /// are appended to `out` (which the caller clears between calls or not, as it likes).
     pub fn handle_rtp(&mut self, packet: &[u8], out: &mut Emitted) -> Disposition {

@@ -550,3 +550,25 @@ fn opus_input_is_counted_by_coded_bandwidth() {
     run(&mut t, &pcmu_tone(5, 20, 8000.0));
     assert_eq!(t.input_bandwidths(), [0; 5]);
 }
+
+#[test]
+fn injected_events_join_the_transcoded_stream() {
+    use crate::dtmf::EventPacket;
+    let mut t = transcoder(pcmu(), opus());
+    let before = run(&mut t, &pcmu_tone(5, 20, 3000.0));
+    let (_, _, seq_last, ts_last, ssrc) = header(&before[before.len() - 1]);
+    let at = t.next_timestamp();
+    assert_eq!(at, ts_last.wrapping_add(960), "the next frame's timestamp");
+    let mut buf = [0u8; 64];
+    let start =
+        EventPacket { marker: true, payload_type: 101, timestamp: at, payload: [5, 10, 3, 192] };
+    assert_eq!(t.inject_event(&start, &mut buf), Some(16));
+    assert_eq!(header(&buf[..16]), (true, 101, seq_last.wrapping_add(1), at, ssrc));
+    assert_eq!(&buf[12..16], &[5, 10, 3, 192]);
+    assert_eq!(t.inject_event(&start, &mut [0u8; 10]), None, "too short: nothing written");
+    let after = run(&mut t, &pcmu_tone(7, 20, 3000.0)[5..]);
+    let (_, pt, seq, ts, ssrc_after) = header(&after[0]);
+    assert_eq!((pt, ssrc_after), (111, ssrc));
+    assert_eq!(seq, seq_last.wrapping_add(2), "frames continue after the injected packet");
+    assert_eq!(ts, at);
+}

@@ -731,8 +731,8 @@ tone_wav() {
 # MODULEs (e.g. srtp.so, opus.so; sndfile.so records what the UA sends and decodes into
 # $OUT/NAME/snd). No audio player and no alert device: baresip 1.0's aufile is a source only.
 # rtp_stats is no unless UA_RTP_STATS=yes (UA_RTP_STATS=yes ua_config ...): with it baresip
-# prints RTP statistics at hangup, and it also puts an X-RTP-Stat header in its BYE, so it
-# changes what goes on the wire.
+# prints RTP statistics at hangup, and once it has had an RTCP sender report it also puts an
+# X-RTP-Stat header in its BYE, so it changes what goes on the wire.
 ua_config() {
     local name=$1 ip=$2 port=$3 rtp=$4 wav=$5 codecs=$6 params=$7 dir=$OUT/$1 m modules=
     local stats=${UA_RTP_STATS:-no}

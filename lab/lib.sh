@@ -715,14 +715,27 @@ sip_count() {
     fi
 }
 
+# tone_wav FILE HZ [RATE [CHANNELS]]: 10 s of a sine at HZ, S16LE, RATE Hz (8000) and CHANNELS
+# (1), made by sox: what baresip's aufile reads (the file's rate and channels must be the
+# codec's: 8 kHz mono for G.711, 48 kHz stereo for opus/48000/2), longer than the lab's calls
+# (when the file ends, baresip 1.0 hangs up).
+tone_wav() {
+    sox -n -r "${3:-8000}" -c "${4:-1}" -b 16 -e signed-integer "$1" synth 10 sine "$2" vol 0.5 \
+        >>"$OUT/sox.txt" 2>&1 || lab_abort "sox could not make $1 (see sox.txt)"
+}
+
 # ua_config NAME IP PORT RTP_PORTS WAV CODECS ACCOUNT_PARAMS [MODULE...]: a headless baresip
 # config dir $OUT/NAME: SIP on IP:PORT, RTP from RTP_PORTS (no rtcp-mux), the aufile source
 # reading WAV (its rate must be the codec's: 8 kHz mono for G.711), one account offering CODECS
 # (e.g. PCMU/8000/1,PCMA/8000/1) with ACCOUNT_PARAMS (e.g. ";answermode=auto"), and the extra
-# MODULEs (e.g. srtp.so; sndfile.so records what the UA sends and decodes into $OUT/NAME/snd).
-# No audio player and no alert device: baresip 1.0's aufile is a source only.
+# MODULEs (e.g. srtp.so, opus.so; sndfile.so records what the UA sends and decodes into
+# $OUT/NAME/snd). No audio player and no alert device: baresip 1.0's aufile is a source only.
+# rtp_stats is no unless UA_RTP_STATS=yes (UA_RTP_STATS=yes ua_config ...): with it baresip
+# prints RTP statistics at hangup, and once it has had an RTCP sender report it also puts an
+# X-RTP-Stat header in its BYE, so it changes what goes on the wire.
 ua_config() {
     local name=$1 ip=$2 port=$3 rtp=$4 wav=$5 codecs=$6 params=$7 dir=$OUT/$1 m modules=
+    local stats=${UA_RTP_STATS:-no}
     shift 7
     for m in "$@"; do modules+="module			$m"$'\n'; done
     mkdir -p "$dir/snd"
@@ -736,7 +749,7 @@ audio_source		aufile,$wav
 rtp_ports		$rtp
 rtcp_mux		no
 jitter_buffer_delay	5-10
-rtp_stats		yes
+rtp_stats		$stats
 statmode_default	off
 snd_path		$dir/snd
 module_path		/usr/lib/baresip/modules

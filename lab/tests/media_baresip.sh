@@ -6,12 +6,13 @@
 #   config: lab/configs/media.yaml (media anchored on 127.0.0.1 toward the caller and
 #   127.0.0.2 toward the callee)
 #   traffic: one call. Both baresips run headless (no audio device: modules g711, aufile,
-#   account, menu; config dirs generated in $OUT/caller and $OUT/callee), codecs limited to
-#   PCMU/PCMA. Each one's audio source is a 10 s, 8 kHz sine made by sox: 700 Hz from the
-#   caller, 1300 Hz from the callee (longer than the call: when aufile's file ends, baresip
-#   1.0 hangs up). The callee answers on its own (account parameter
-#   answermode=auto); the caller dials with -e "/dial sip:callee@..." and hangs up (BYE)
-#   after CALL_SECS (8) s through baresip's own quit timer (-t), which ends its calls first.
+#   account, menu; config dirs generated in $OUT/caller and $OUT/callee by ua_config in
+#   lib.sh), codecs limited to PCMU/PCMA. Each one's audio source is a 10 s, 8 kHz sine made
+#   by sox (tone_wav): 700 Hz from the caller, 1300 Hz from the callee (longer than the call:
+#   when aufile's file ends, baresip 1.0 hangs up). The callee answers on its own (account
+#   parameter answermode=auto); the caller dials with -e "/dial sip:callee@..." and hangs up
+#   (BYE) after CALL_SECS (8) s through baresip's own quit timer (-t), which ends its calls
+#   first.
 #   dumpcap captures lo for the whole call.
 #
 # Expectations on the SBC: the call is set up and the caller's BYE reaches the callee and
@@ -32,7 +33,7 @@
 # relays none of it), and the capture could not tell the UAs from the SBC. So, in this
 # test's own namespace only, policy routes give each UA's RTP port range its own source
 # address (ip rule sport ... lookup a table whose local route has src 127.0.0.11 /
-# 127.0.0.12), as if each UA were a host of its own.
+# 127.0.0.12: ua_source_routes in lib.sh), as if each UA were a host of its own.
 source "$(dirname "$0")/../lib.sh"
 LAB_TEST_TIMEOUT=90
 lab_begin media_baresip
@@ -50,64 +51,15 @@ for tool in baresip sox tshark dumpcap; do
 done
 
 # Source address per UA (see the header): RTP/RTCP from the caller's port range leaves from
-# the caller's address, the callee's from the callee's. The rules are consulted before the
-# local table, so the local table's rule moves after them.
-lab_step "policy routes: udp sport $CALLER_SPORTS from $CALLER_IP, $CALLEE_SPORTS from $CALLEE_IP"
-{
-    ip route add local 127.0.0.0/8 dev lo src "$CALLER_IP" table 111 &&
-        ip route add local 127.0.0.0/8 dev lo src "$CALLEE_IP" table 112 &&
-        ip rule add ipproto udp sport "$CALLER_SPORTS" lookup 111 pref 10 &&
-        ip rule add ipproto udp sport "$CALLEE_SPORTS" lookup 112 pref 11 &&
-        ip rule add lookup local pref 100 &&
-        ip rule del pref 0
-} >"$OUT/routes.txt" 2>&1 || lab_abort "cannot set the per-UA source routes (see routes.txt)"
-ip rule >>"$OUT/routes.txt" 2>&1
-src=$(ip route get 127.0.0.1 ipproto udp sport "${CALLER_RTP%-*}" dport 40000 |
-    grep -o 'src [0-9.]*')
-[[ $src == "src $CALLER_IP" ]] ||
-    lab_abort "policy routes not effective (caller RTP would leave with '$src')"
-
-# tone_wav FILE HZ: 10 s of a sine at HZ, 8 kHz mono S16LE (what baresip's aufile reads
-# for G.711: the file's rate must be the codec's).
-tone_wav() {
-    sox -n -r 8000 -c 1 -b 16 -e signed-integer "$1" synth 10 sine "$2" vol 0.5 \
-        >>"$OUT/sox.txt" 2>&1 || lab_abort "sox could not make $1 (see sox.txt)"
-}
-
-# baresip_config NAME IP PORT RTP_PORTS WAV ACCOUNT_PARAMS: config dir $OUT/NAME.
-baresip_config() {
-    local name=$1 ip=$2 port=$3 rtp=$4 wav=$5 params=$6 dir=$OUT/$1
-    mkdir -p "$dir"
-    # No audio player, no alert device: baresip 1.0's aufile is a source only, and the
-    # call runs without a player (the rx pipeline shows "(play)"); what was received is
-    # judged on the wire.
-    cat >"$dir/config" <<EOF
-poll_method		epoll
-sip_listen		$ip:$port
-net_interface		$ip
-call_local_timeout	30
-call_max_calls		1
-audio_source		aufile,$wav
-rtp_ports		$rtp
-rtcp_mux		no
-jitter_buffer_delay	5-10
-rtp_stats		no
-statmode_default	off
-module_path		/usr/lib/baresip/modules
-module			g711.so
-module			aufile.so
-module_tmp		account.so
-module_app		menu.so
-EOF
-    echo "<sip:$name@$ip:$port>;regint=0;audio_codecs=PCMU/8000/1,PCMA/8000/1$params" \
-        >"$dir/accounts"
-}
+# the caller's address, the callee's from the callee's.
+ua_source_routes "$CALLER_IP=$CALLER_SPORTS" "$CALLEE_IP=$CALLEE_SPORTS"
 
 tone_wav "$OUT/caller-${CALLER_HZ}hz.wav" "$CALLER_HZ"
 tone_wav "$OUT/callee-${CALLEE_HZ}hz.wav" "$CALLEE_HZ"
-baresip_config caller "$CALLER_IP" "$CALLER_PORT" "$CALLER_RTP" "$OUT/caller-${CALLER_HZ}hz.wav" ""
-baresip_config callee "$CALLEE_IP" "$CALLEE_PORT" "$CALLEE_RTP" "$OUT/callee-${CALLEE_HZ}hz.wav" \
-    ";answermode=auto"
+ua_config caller "$CALLER_IP" "$CALLER_PORT" "$CALLER_RTP" "$OUT/caller-${CALLER_HZ}hz.wav" \
+    "PCMU/8000/1,PCMA/8000/1" ""
+ua_config callee "$CALLEE_IP" "$CALLEE_PORT" "$CALLEE_RTP" "$OUT/callee-${CALLEE_HZ}hz.wav" \
+    "PCMU/8000/1,PCMA/8000/1" ";answermode=auto"
 
 sbc_start lab/configs/media.yaml
 capture_start media udp

@@ -65,14 +65,15 @@ ua_source_routes "${IP[mand]}=${SPORTS[mand]}" "${IP[best]}=${SPORTS[best]}"
 
 # 10 s of the callers' tone, 8 kHz mono S16LE (aufile reads it at the codec's rate).
 wav=$OUT/caller-${CALLER_HZ}hz.wav
-sox -n -r 8000 -c 1 -b 16 -e signed-integer "$wav" synth 10 sine "$CALLER_HZ" vol 0.5 \
-    >"$OUT/sox.txt" 2>&1 || lab_abort "sox could not make the tone (see sox.txt)"
+tone_wav "$wav" "$CALLER_HZ"
+# rtp_stats yes: the checks read the callers' RTP statistics at hangup.
 for c in "${CALLERS[@]}"; do
-    ua_config "$c" "${IP[$c]}" "${PORT[$c]}" "${RTP[$c]}" "$wav" "PCMU/8000/1,PCMA/8000/1" \
-        ";mediaenc=${MEDIAENC[$c]}" srtp.so sndfile.so
+    UA_RTP_STATS=yes ua_config "$c" "${IP[$c]}" "${PORT[$c]}" "${RTP[$c]}" "$wav" \
+        "PCMU/8000/1,PCMA/8000/1" ";mediaenc=${MEDIAENC[$c]}" srtp.so sndfile.so
 done
 PLAIN_IP=127.0.0.14 PLAIN_PORT=5066
-ua_config plain "$PLAIN_IP" "$PLAIN_PORT" 14000-14899 "$wav" "PCMU/8000/1,PCMA/8000/1" ""
+UA_RTP_STATS=yes ua_config plain "$PLAIN_IP" "$PLAIN_PORT" 14000-14899 "$wav" \
+    "PCMU/8000/1,PCMA/8000/1" ""
 
 # media_sdes's config, and CDRs: what differs from it is only the records section.
 cfg=$OUT/media_sdes_sipp.yaml

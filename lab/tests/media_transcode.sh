@@ -17,8 +17,10 @@
 # caller's 700 Hz (on the wire), and what each UA decoded has the other's tone as its strongest
 # frequency: 700 Hz at the callee, 1300 Hz at the caller (from Opus made by the SBC).
 #
-# Policy routes as in media_baresip: baresip 1.0 binds its RTP sockets to the wildcard address,
-# so each UA's RTP port range gets its own source address in this test's namespace.
+# Policy routes as in media_baresip (ua_source_routes in lib.sh): baresip 1.0 binds its RTP
+# sockets to the wildcard address, so each UA's RTP port range gets its own source address in
+# this test's namespace. Both UAs load opus.so and sndfile.so (ua_config in lib.sh; the tones
+# are tone_wav's).
 source "$(dirname "$0")/../lib.sh"
 LAB_TEST_TIMEOUT=90
 lab_begin media_transcode
@@ -36,67 +38,16 @@ for tool in baresip sox tshark dumpcap; do
 done
 
 # Source address per UA (see the header): RTP/RTCP from the caller's port range leaves from
-# the caller's address, the callee's from the callee's. The rules are consulted before the
-# local table, so the local table's rule moves after them.
-lab_step "policy routes: udp sport $CALLER_SPORTS from $CALLER_IP, $CALLEE_SPORTS from $CALLEE_IP"
-{
-    ip route add local 127.0.0.0/8 dev lo src "$CALLER_IP" table 111 &&
-        ip route add local 127.0.0.0/8 dev lo src "$CALLEE_IP" table 112 &&
-        ip rule add ipproto udp sport "$CALLER_SPORTS" lookup 111 pref 10 &&
-        ip rule add ipproto udp sport "$CALLEE_SPORTS" lookup 112 pref 11 &&
-        ip rule add lookup local pref 100 &&
-        ip rule del pref 0
-} >"$OUT/routes.txt" 2>&1 || lab_abort "cannot set the per-UA source routes (see routes.txt)"
-ip rule >>"$OUT/routes.txt" 2>&1
-src=$(ip route get 127.0.0.1 ipproto udp sport "${CALLER_RTP%-*}" dport 40000 |
-    grep -o 'src [0-9.]*')
-[[ $src == "src $CALLER_IP" ]] ||
-    lab_abort "policy routes not effective (caller RTP would leave with '$src')"
+# the caller's address, the callee's from the callee's.
+ua_source_routes "$CALLER_IP=$CALLER_SPORTS" "$CALLEE_IP=$CALLEE_SPORTS"
 
-# tone_wav FILE HZ RATE CHANNELS: 10 s of a sine at HZ, S16LE at RATE (what baresip's aufile
-# reads: the file's rate and channels must be the codec's, 2 for opus/48000/2).
-tone_wav() {
-    sox -n -r "$3" -c "$4" -b 16 -e signed-integer "$1" synth 10 sine "$2" vol 0.5 \
-        >>"$OUT/sox.txt" 2>&1 || lab_abort "sox could not make $1 (see sox.txt)"
-}
-
-# baresip_config NAME IP PORT RTP_PORTS WAV CODECS ACCOUNT_PARAMS: config dir $OUT/NAME.
-baresip_config() {
-    local name=$1 ip=$2 port=$3 rtp=$4 wav=$5 codecs=$6 params=$7 dir=$OUT/$1
-    mkdir -p "$dir/snd"
-    # No audio player, no alert device: baresip 1.0's aufile is a source only, and the
-    # call runs without a player (the rx pipeline shows "(play)"); what was received is
-    # judged on the wire.
-    cat >"$dir/config" <<EOF
-poll_method		epoll
-sip_listen		$ip:$port
-net_interface		$ip
-call_local_timeout	30
-call_max_calls		1
-audio_source		aufile,$wav
-rtp_ports		$rtp
-rtcp_mux		no
-jitter_buffer_delay	5-10
-rtp_stats		no
-statmode_default	off
-snd_path		$dir/snd
-module_path		/usr/lib/baresip/modules
-module			g711.so
-module			opus.so
-module			aufile.so
-module			sndfile.so
-module_tmp		account.so
-module_app		menu.so
-EOF
-    echo "<sip:$name@$ip:$port>;regint=0;audio_codecs=$codecs$params" >"$dir/accounts"
-}
-
+# aufile reads the file at the codec's rate and channels: 48 kHz stereo for opus/48000/2.
 tone_wav "$OUT/caller-${CALLER_HZ}hz.wav" "$CALLER_HZ" 48000 2
 tone_wav "$OUT/callee-${CALLEE_HZ}hz.wav" "$CALLEE_HZ" 8000 1
-baresip_config caller "$CALLER_IP" "$CALLER_PORT" "$CALLER_RTP" "$OUT/caller-${CALLER_HZ}hz.wav" \
-    "opus/48000/2" ""
-baresip_config callee "$CALLEE_IP" "$CALLEE_PORT" "$CALLEE_RTP" "$OUT/callee-${CALLEE_HZ}hz.wav" \
-    "PCMU/8000/1,PCMA/8000/1" ";answermode=auto"
+ua_config caller "$CALLER_IP" "$CALLER_PORT" "$CALLER_RTP" "$OUT/caller-${CALLER_HZ}hz.wav" \
+    "opus/48000/2" "" opus.so sndfile.so
+ua_config callee "$CALLEE_IP" "$CALLEE_PORT" "$CALLEE_RTP" "$OUT/callee-${CALLEE_HZ}hz.wav" \
+    "PCMU/8000/1,PCMA/8000/1" ";answermode=auto" opus.so sndfile.so
 
 sbc_start lab/configs/media-transcode.yaml
 capture_start media udp

@@ -102,7 +102,8 @@ pub struct TelephoneEvents {
 /// Folds received telephone-event packets into key presses (see the module docs).
 ///
 /// A key press is the set of packets with one RTP timestamp. It is reported once: at its first
-/// end packet, or, when all end packets were lost, when a packet of a later event arrives.
+/// end packet, or, when all end packets were lost, when a packet of a later event arrives or
+/// [`END_TIMEOUT`] after its last packet, whichever comes first.
 /// Late packets of an event already reported (the redundant ends, reordered updates) and
 /// packets older than the current event are ignored. Events other than the 16 DTMF digits
 /// (flash, tones) are followed for de-duplication but never reported.
@@ -120,7 +121,14 @@ struct Current {
     event: u8,
     /// Longest duration seen, in clock units.
     duration: u16,
+    /// When its last packet arrived.
+    last_at: Instant,
 }
+
+/// A key press whose packets stopped this long ago without an end packet has ended (its end
+/// packets were lost): a sender updates a running event every 50 ms (RFC 4733 §2.5.1.3), so
+/// ten missed updates in a row are not jitter.
+pub const END_TIMEOUT: Duration = Duration::from_millis(500);
 
 impl Default for EventDetector {
     fn default() -> EventDetector {
@@ -135,9 +143,9 @@ impl EventDetector {
         EventDetector { current: None, reported: [None; 4], out: VecDeque::with_capacity(2) }
     }
 
-    /// One telephone-event packet: its RTP `timestamp` and `payload` (after the RTP header),
-    /// with the events' `clock_rate`. A payload shorter than 4 bytes is ignored.
-    pub fn handle(&mut self, timestamp: u32, payload: &[u8], clock_rate: u32) {
+    /// One telephone-event packet, arrived at `now`: its RTP `timestamp` and `payload` (after
+    /// the RTP header), with the events' `clock_rate`. A payload shorter than 4 bytes is ignored.
+    pub fn handle(&mut self, now: Instant, timestamp: u32, payload: &[u8], clock_rate: u32) {
         let &[event, flags, d0, d1, ..] = payload else { return };
         let end = flags & 0x80 != 0;
         let duration = u16::from_be_bytes([d0, d1]);
@@ -147,7 +155,7 @@ impl EventDetector {
         match self.current {
             Some(cur) if cur.timestamp == timestamp => {
                 let duration = duration.max(cur.duration);
-                self.current = Some(Current { duration, ..cur });
+                self.current = Some(Current { duration, last_at: now, ..cur });
             }
             // RFC 3550 serial arithmetic: an older timestamp is a reordered packet of an event
             // already superseded.
@@ -155,11 +163,27 @@ impl EventDetector {
             Some(cur) => {
                 // A new key press while the last one never ended: its end packets were lost.
                 self.report(cur, clock_rate);
-                self.current = Some(Current { timestamp, event, duration });
+                self.current = Some(Current { timestamp, event, duration, last_at: now });
             }
-            None => self.current = Some(Current { timestamp, event, duration }),
+            None => self.current = Some(Current { timestamp, event, duration, last_at: now }),
         }
         if end && let Some(cur) = self.current.take() {
+            self.report(cur, clock_rate);
+        }
+    }
+
+    /// When a key press without an end packet is to be taken as ended, if one is running.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.current.map(|c| c.last_at + END_TIMEOUT)
+    }
+
+    /// Reports the running key press if its packets stopped [`END_TIMEOUT`] ago (all its end
+    /// packets lost, and no later key press to tell), with the longest duration seen.
+    pub fn handle_timeout(&mut self, now: Instant, clock_rate: u32) {
+        if let Some(cur) = self.current
+            && now >= cur.last_at + END_TIMEOUT
+        {
+            self.current = None;
             self.report(cur, clock_rate);
         }
     }

@@ -30,25 +30,27 @@ fn digits_map_both_ways() {
 #[test]
 fn start_updates_and_redundant_ends_are_one_event() {
     let mut d = EventDetector::new();
-    d.handle(1000, &te(1, false, 160), 8000);
-    d.handle(1000, &te(1, false, 320), 8000);
-    d.handle(1000, &te(1, false, 480), 8000);
+    let t0 = Instant::now();
+    d.handle(t0, 1000, &te(1, false, 160), 8000);
+    d.handle(t0, 1000, &te(1, false, 320), 8000);
+    d.handle(t0, 1000, &te(1, false, 480), 8000);
     assert!(events(&mut d).is_empty(), "reported at its end, not before");
-    d.handle(1000, &te(1, true, 800), 8000);
+    d.handle(t0, 1000, &te(1, true, 800), 8000);
     assert_eq!(events(&mut d), vec![DtmfEvent { event: 1, duration_ms: 100 }]);
     // The two redundant ends and a late update change nothing.
-    d.handle(1000, &te(1, true, 800), 8000);
-    d.handle(1000, &te(1, true, 800), 8000);
-    d.handle(1000, &te(1, false, 480), 8000);
+    d.handle(t0, 1000, &te(1, true, 800), 8000);
+    d.handle(t0, 1000, &te(1, true, 800), 8000);
+    d.handle(t0, 1000, &te(1, false, 480), 8000);
     assert!(events(&mut d).is_empty());
 }
 
 #[test]
 fn a_new_timestamp_is_a_new_event_even_for_the_same_digit() {
     let mut d = EventDetector::new();
-    d.handle(1000, &te(5, true, 400), 8000);
-    d.handle(3000, &te(5, false, 160), 8000);
-    d.handle(3000, &te(5, true, 1600), 8000);
+    let t0 = Instant::now();
+    d.handle(t0, 1000, &te(5, true, 400), 8000);
+    d.handle(t0, 3000, &te(5, false, 160), 8000);
+    d.handle(t0, 3000, &te(5, true, 1600), 8000);
     assert_eq!(
         events(&mut d),
         vec![DtmfEvent { event: 5, duration_ms: 50 }, DtmfEvent { event: 5, duration_ms: 200 }]
@@ -58,30 +60,54 @@ fn a_new_timestamp_is_a_new_event_even_for_the_same_digit() {
 #[test]
 fn reordered_packets_keep_the_longest_duration_and_old_events_are_ignored() {
     let mut d = EventDetector::new();
-    d.handle(8000, &te(9, false, 320), 8000);
+    let t0 = Instant::now();
+    d.handle(t0, 8000, &te(9, false, 320), 8000);
     // An update overtaken by a later one.
-    d.handle(8000, &te(9, false, 160), 8000);
+    d.handle(t0, 8000, &te(9, false, 160), 8000);
     // A straggler of an older event, never seen before.
-    d.handle(4000, &te(3, true, 800), 8000);
-    d.handle(8000, &te(9, true, 480), 8000);
+    d.handle(t0, 4000, &te(3, true, 800), 8000);
+    d.handle(t0, 8000, &te(9, true, 480), 8000);
     assert_eq!(events(&mut d), vec![DtmfEvent { event: 9, duration_ms: 60 }]);
 }
 
 #[test]
 fn an_event_whose_ends_were_lost_is_reported_when_the_next_starts() {
     let mut d = EventDetector::new();
-    d.handle(100, &te(11, false, 960), 8000);
-    d.handle(5000, &te(2, false, 160), 8000);
+    let t0 = Instant::now();
+    d.handle(t0, 100, &te(11, false, 960), 8000);
+    d.handle(t0, 5000, &te(2, false, 160), 8000);
     assert_eq!(events(&mut d), vec![DtmfEvent { event: 11, duration_ms: 120 }]);
-    d.handle(5000, &te(2, true, 400), 8000);
+    d.handle(t0, 5000, &te(2, true, 400), 8000);
     assert_eq!(events(&mut d), vec![DtmfEvent { event: 2, duration_ms: 50 }]);
+}
+
+#[test]
+fn an_event_whose_ends_were_lost_is_reported_after_the_timeout() {
+    let mut d = EventDetector::new();
+    let t0 = Instant::now();
+    assert_eq!(d.poll_timeout(), None, "nothing running, nothing to wait for");
+    d.handle(t0, 4000, &te(7, false, 160), 8000);
+    let update = t0 + Duration::from_millis(50);
+    d.handle(update, 4000, &te(7, false, 800), 8000);
+    // The deadline follows the last packet.
+    assert_eq!(d.poll_timeout(), Some(update + END_TIMEOUT));
+    d.handle_timeout(update + END_TIMEOUT - Duration::from_millis(1), 8000);
+    assert!(events(&mut d).is_empty(), "not yet: a late update may still come");
+    d.handle_timeout(update + END_TIMEOUT, 8000);
+    assert_eq!(events(&mut d), [DtmfEvent { event: 7, duration_ms: 100 }]);
+    assert_eq!(d.poll_timeout(), None);
+    // Its end packets arriving after all are late copies: not a second key press.
+    d.handle(update + END_TIMEOUT * 2, 4000, &te(7, true, 960), 8000);
+    assert!(events(&mut d).is_empty());
+    assert_eq!(d.poll_timeout(), None);
 }
 
 #[test]
 fn timestamps_wrap_and_48k_durations_scale() {
     let mut d = EventDetector::new();
-    d.handle(u32::MAX - 10, &te(7, true, 4800), 48000);
-    d.handle(20, &te(8, true, 9600), 48000);
+    let t0 = Instant::now();
+    d.handle(t0, u32::MAX - 10, &te(7, true, 4800), 48000);
+    d.handle(t0, 20, &te(8, true, 9600), 48000);
     assert_eq!(
         events(&mut d),
         vec![DtmfEvent { event: 7, duration_ms: 100 }, DtmfEvent { event: 8, duration_ms: 200 }]
@@ -91,9 +117,10 @@ fn timestamps_wrap_and_48k_durations_scale() {
 #[test]
 fn non_digit_events_and_short_payloads_are_not_reported() {
     let mut d = EventDetector::new();
-    d.handle(10, &te(16, true, 800), 8000);
-    d.handle(20, &[1, 0x80], 8000);
-    d.handle(30, &[], 8000);
+    let t0 = Instant::now();
+    d.handle(t0, 10, &te(16, true, 800), 8000);
+    d.handle(t0, 20, &[1, 0x80], 8000);
+    d.handle(t0, 30, &[], 8000);
     assert!(events(&mut d).is_empty());
 }
 

@@ -1328,3 +1328,29 @@ fn a_pair_closed_while_a_digit_plays_ends_cleanly() {
     pa.send(&rtp(0, false, 7, 0, 0xc), SocketAddr::new(V4, other.a_rtp));
     assert_eq!(seq_of(&pb.recv().0), 7);
 }
+
+#[test]
+fn a_key_press_whose_ends_were_lost_is_reported_after_the_timeout() {
+    use crate::dtmf::{DtmfEvent, END_TIMEOUT, TelephoneEvents};
+    let c = Call::new(V4, V4);
+    let events = TelephoneEvents { from_peer: 101, to_peer: 101, clock_rate: 8000 };
+    c.configure(
+        LegSide::A,
+        RemoteSpec { telephone_events: Some(events), ..remote(&c.a, &c.a_rtcp) },
+    );
+    // Key 3: start and one update, then nothing (the three end packets are lost).
+    let sent = Instant::now();
+    c.a.send(&event_rtp(0, 320, 0xa, 3, false, 160), c.at_a);
+    c.a.send(&event_rtp(1, 320, 0xa, 3, false, 480), c.at_a);
+    let deadline = sent + END_TIMEOUT + WAIT;
+    let detected = loop {
+        if let Some(d) = c.relay.poll_dtmf(c.id) {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "the key press was never reported");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert!(sent.elapsed() >= END_TIMEOUT, "reported before the timeout");
+    assert_eq!(detected, (LegSide::A, DtmfEvent { event: 3, duration_ms: 60 }));
+    assert_eq!(c.relay.poll_dtmf(c.id), None);
+}

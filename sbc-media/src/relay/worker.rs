@@ -303,6 +303,16 @@ impl Worker {
             }
             let transcoder = other.transcoder.as_mut().map(|(_, t)| t);
             inject(s, transcoder, now, tap);
+            if let Some(dtmf) = s.dtmf.as_mut() {
+                // A key press whose end packets were all lost ends here.
+                dtmf.detector.handle_timeout(now, dtmf.events.clock_rate);
+                let leg = if side == 0 { LegSide::A } else { LegSide::B };
+                while let Some(event) = dtmf.detector.poll_event() {
+                    if !pair.shared.push_dtmf(leg, event) {
+                        tracing::warn!(pair = id, "media worker: DTMF queue full");
+                    }
+                }
+            }
             pair.publish(side, self.epoch);
             arm(&mut self.timers, pair, slot, side);
         }
@@ -543,7 +553,7 @@ impl Worker {
             };
             relay_batch(pair, side, which, &mut self.batch, n, self.epoch, &mut self.emitted);
             pair.publish(side, self.epoch);
-            if pair.sides[side].secure.is_some() {
+            if pair.sides[side].secure.is_some() || pair.sides[side].dtmf.is_some() {
                 arm(&mut self.timers, pair, slot, side);
             }
             if n < BATCH {
@@ -684,7 +694,7 @@ fn relay_batch(
                     && let Some((pt, timestamp, payload)) = packet::rtp_payload(data)
                     && pt == dtmf.events.from_peer
                 {
-                    dtmf.detector.handle(timestamp, payload, dtmf.events.clock_rate);
+                    dtmf.detector.handle(now, timestamp, payload, dtmf.events.clock_rate);
                     while let Some(event) = dtmf.detector.poll_event() {
                         if !shared.push_dtmf(leg, event) {
                             tracing::warn!(pair = pair_id, "media worker: DTMF queue full");
@@ -853,7 +863,12 @@ fn inject(
 fn arm(timers: &mut BinaryHeap<Deadline>, pair: &mut Pair, slot: usize, side: usize) {
     let s = &mut pair.sides[side];
     let secure = s.secure.as_ref().and_then(SecureSide::poll_timeout);
-    let dtmf = s.dtmf.as_ref().and_then(|d| d.injector.poll_timeout());
+    let dtmf = s.dtmf.as_ref().and_then(|d| {
+        match (d.injector.poll_timeout(), d.detector.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    });
     let next = match (secure, dtmf) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),

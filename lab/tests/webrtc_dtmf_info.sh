@@ -17,11 +17,11 @@
 # Checked: SIPp (its regexps) got an offer on RTP/AVP without telephone-event or a=crypto, then
 # exactly four INFOs, in order, Content-Type application/dtmf-relay, Signal=1, 4, 7, #, each
 # with Duration 40..500 ms, then the browser's BYE (any other request fails its call); tshark on
-# the trunk leg sees the same four INFOs (the durations printed), and only PCMU (payload type 0,
-# no event packet) toward SIPp's media port; the SBC logged four "DTMF: RFC 4733 to SIP INFO"
-# with the digits in order and sbc_dtmf_interworked_total rose by 4; ua.mjs: call established,
-# DTLS connected, SRTP, candidate pair with the SBC as remote, codec opus, packets both ways,
-# <= 2 % loss, "DTMF sent" 147#, and its own 700 Hz heard back (see MIN_MATCH).
+# the trunk leg sees the same four INFOs, 200..1000 ms apart (one per key press), and only PCMU
+# (payload type 0, no event packet) toward SIPp's media port; the SBC logged four "DTMF: RFC
+# 4733 to SIP INFO" with the digits in order and sbc_dtmf_interworked_total rose by 4; ua.mjs:
+# call established, DTLS connected, SRTP, candidate pair with the SBC as remote, codec opus,
+# packets both ways, <= 2 % loss, "DTMF sent" 147#, and its own 700 Hz heard back (MIN_MATCH).
 # Validated with the feature off (`dtmf: rfc4733` in the config): SIPp's offer then holds
 # telephone-event and no INFO comes, so its call fails, and the SBC logs no interworked digit.
 source "$(dirname "$0")/../lib.sh"
@@ -75,8 +75,9 @@ capture_stop trunk
 sipp_port=$(awk '/o=callee/ { own = 1 } own && /m=audio/ { print $2; exit }' "$OUT/ivr.messages.log")
 [[ -n $sipp_port ]] || lab_abort "no media port in SIPp's 200 (ivr.messages.log)"
 # (a retransmission, sip.resend, is the same request, not a second key press)
-tshark -r "$OUT/trunk.pcap" -n -Y 'sip.Method == "INFO" && sip.resend == 0 && udp.srcport == 5070 && udp.dstport == 5080' \
-    -T fields -e udp.payload >"$OUT/infos.txt" 2>"$OUT/tshark.stderr"
+info_filter='sip.Method == "INFO" && sip.resend == 0 && udp.srcport == 5070 && udp.dstport == 5080'
+tshark -r "$OUT/trunk.pcap" -n -Y "$info_filter" -T fields -e frame.time_relative -e udp.payload \
+    >"$OUT/infos.txt" 2>"$OUT/tshark.stderr"
 tshark -r "$OUT/trunk.pcap" -n -d "udp.port==$sipp_port,rtp" -Y "rtp && udp.dstport == $sipp_port" \
     -T fields -e rtp.p_type >"$OUT/rtp_to_ivr.txt" 2>>"$OUT/tshark.stderr"
 lab_step "trunk leg (tshark): $(wc -l <"$OUT/infos.txt") INFO(s), $(wc -l <"$OUT/rtp_to_ivr.txt") RTP" \
@@ -84,11 +85,13 @@ lab_step "trunk leg (tshark): $(wc -l <"$OUT/infos.txt") INFO(s), $(wc -l <"$OUT
 if ! python3 - "$OUT/infos.txt" "$DIGITS" >"$OUT/info_check.txt" 2>&1 <<'PY'; then
 import re, sys
 want = list(sys.argv[2])
-fail, got = [], []
+fail, got, times = [], [], []
 for line in open(sys.argv[1]):
     if not line.strip():
         continue
-    msg = bytes.fromhex(line.strip().replace(":", "")).decode(errors="replace")
+    t, payload = line.split()
+    times.append(float(t))
+    msg = bytes.fromhex(payload.replace(":", "")).decode(errors="replace")
     head, _, body = msg.partition("\r\n\r\n")
     ct = re.search(r"^(?:Content-Type|c):\s*(.*?)\s*$", head, re.M | re.I)
     ctype = ct.group(1) if ct else ""
@@ -97,12 +100,17 @@ for line in open(sys.argv[1]):
     got.append((sig.group(1) if sig else None, int(dur.group(1)) if dur else None))
     if ctype.lower() != "application/dtmf-relay":
         fail.append(f"INFO with Content-Type '{ctype}'")
-print("INFOs (signal, duration ms):", got)
+gaps = [round((b - a) * 1000) for a, b in zip(times, times[1:])]
+print("INFOs (signal, duration ms):", got, "ms between them:", gaps)
 if [g[0] for g in got] != want:
     fail.append(f"digits {[g[0] for g in got]}, expected {want} once each in order")
 bad = [g for g in got if g[1] is None or not 40 <= g[1] <= 500]
 if bad:
     fail.append(f"implausible durations (want 40..500 ms): {bad}")
+# One INFO per key press as it ends: the tones start 260 ms apart or more (160 + 100 ms gap), so
+# INFOs bunched together (or held back to the hangup) are a defect too.
+if any(not 200 <= g <= 1000 for g in gaps):
+    fail.append(f"INFOs {gaps} ms apart, expected one per key press (200..1000 ms)")
 for f in fail:
     print("FAIL:", f)
 sys.exit(1 if fail else 0)

@@ -6,7 +6,8 @@
 #
 #   browser alice (lab/browser/ua.mjs, `call` mode: no REGISTER) --WSS--> SBC wss 127.0.0.1:8443
 #     (profile webrtc, codecs opus, telephone-event) | trunk 127.0.0.1:5070 --UDP--> SIPp IVR
-#     127.0.0.1:5080 (lab/scenarios/uas_ivr_dtmf_info.xml; trunk codecs PCMU, dtmf: info)
+#     127.0.0.1:5080 (lab/scenarios/uas_ivr_dtmf_info.xml; trunk codecs PCMU,
+#     telephone-event, dtmf: info)
 #   media: browser <-ICE-lite, DTLS-SRTP, Opus + telephone-event/48000-> SBC 127.0.0.1:42000-42999
 #     <-RTP PCMU-> SIPp (-rtp_echo: it sends back what it gets, so the browser receives RTP)
 #   config: lab/configs/webrtc_dtmf_info.yaml; the WSS certificate is self-signed (openssl).
@@ -22,8 +23,9 @@
 # call established, DTLS connected, SRTP, candidate pair with the SBC as remote, codec opus,
 # packets both ways, <= 2 % loss, "DTMF sent" 147#; the G.711 on the trunk leg decodes to the
 # browser's 700 Hz (media_check tone: the SBC transcoded the browser's Opus; SIPp only echoes it).
-# The browser does not judge the tone it gets back: it hears its own tone, which Chrome's echo
-# canceller suppresses at its microphone (seen here: 15 of 51 frames silent after the digits).
+# The browser does not judge the tone it gets back: it would hear its own tone, and with
+# --expect-hz only 0.61..0.78 of its frames after the digits held it (3 runs; 10..15 of 51
+# silent), most likely Chrome's echo canceller removing its own tone from its microphone.
 # Validated with the feature off (`dtmf: rfc4733` in the config): SIPp's offer then holds
 # telephone-event and no INFO comes, so its call fails, and the SBC logs no interworked digit.
 source "$(dirname "$0")/../lib.sh"
@@ -56,7 +58,8 @@ lab_step "browser alice calls sip:ivr@lab.test for ${CALL_SECS}s without registe
     "at ${DTMF_AT}s (sends ${BROWSER_HZ} Hz, Opus)"
 rc=0
 node "$BROWSER_DIR/ua.mjs" --wss wss://127.0.0.1:8443 --uri sip:alice@lab.test \
-    --duration "$CALL_SECS" --send-hz "$BROWSER_HZ" --expect-codec opus --send-dtmf "$DIGITS" --dtmf-at "$DTMF_AT" \
+    --duration "$CALL_SECS" --send-hz "$BROWSER_HZ" --expect-codec opus \
+    --send-dtmf "$DIGITS" --dtmf-at "$DTMF_AT" \
     --out "$OUT/alice.json" call sip:ivr@lab.test >/dev/null 2>"$OUT/alice.stderr" </dev/null || rc=$?
 browser_judge alice "$rc"
 sbc_anchored alice

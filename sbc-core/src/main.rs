@@ -64,7 +64,9 @@ fn run(file: PathBuf) -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                // rtc-dtls warns about every TLS extension it does not implement, some 18
+                // lines per Chrome handshake; its errors still show. RUST_LOG overrides both.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rtc_dtls=error")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -22,18 +22,24 @@ webrtc_outer_setup() {
     fi
 }
 
-# webrtc_require_peers: every peer these tests need, or the test fails (never a skip).
-webrtc_require_peers() {
-    require_tool kamailio kamailio
-    require_tool kamcmd kamailio
-    require_tool baresip baresip-core
+# webrtc_require_browser: what a browser test needs whatever its peer (Chromium, the JsSIP
+# bundle, node, openssl for the WSS certificate, tshark), or the test fails (never a skip).
+webrtc_require_browser() {
     require_tool openssl openssl
-    require_tool sox sox
     require_tool node nodejs
     require_tool tshark tshark
     require_tool dumpcap tshark
     [[ -x ${LAB_CHROMIUM:-/usr/bin/chromium} ]] || lab_abort "/usr/bin/chromium missing (apt-get install chromium)"
     [[ -f $BROWSER_DIR/build/jssip.js ]] || lab_abort "lab/browser/build/jssip.js missing (bash lab/browser/setup.sh)"
+}
+
+# webrtc_require_peers: every peer the Kamailio/baresip tests need, or the test fails.
+webrtc_require_peers() {
+    require_tool kamailio kamailio
+    require_tool kamcmd kamailio
+    require_tool baresip baresip-core
+    require_tool sox sox
+    webrtc_require_browser
 }
 
 # webrtc_cert: a self-signed certificate for the SBC's WSS listener, in the SBC's working

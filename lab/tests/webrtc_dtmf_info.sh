@@ -38,12 +38,7 @@ if lab_is_direct; then
     LAB_PASS_REASON="not applicable in direct mode (tests the SBC's WebRTC edge and DTMF interworking)"
     lab_end
 fi
-require_tool openssl openssl
-require_tool node nodejs
-require_tool tshark tshark
-require_tool dumpcap tshark
-[[ -x ${LAB_CHROMIUM:-/usr/bin/chromium} ]] || lab_abort "/usr/bin/chromium missing (apt-get install chromium)"
-[[ -f $BROWSER_DIR/build/jssip.js ]] || lab_abort "lab/browser/build/jssip.js missing (bash lab/browser/setup.sh)"
+webrtc_require_browser
 
 CALL_SECS=8 DTMF_AT=2 DIGITS='147#'
 BROWSER_HZ=700

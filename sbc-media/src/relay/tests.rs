@@ -1039,16 +1039,13 @@ fn rtp_with(pt: u8, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
     p
 }
 
-#[test]
-fn transcodes_pcmu_to_opus_and_back_over_loopback() {
+/// A transcoded call: A is the browser (Opus 111), B the trunk (PCMU); `fec_to_browser`: the
+/// browser decodes in-band FEC.
+fn browser_and_trunk(fec_to_browser: bool) -> Call {
     use crate::backend::{CodecSpec, Transcode};
-    use crate::transcode::g711;
-    use opusic_c::{Application, Channels, SampleRate};
-
     let opus = CodecSpec { name: "opus".into(), payload_type: 111, clock_rate: 48000, channels: 2 };
     let pcmu = CodecSpec { name: "PCMU".into(), payload_type: 0, clock_rate: 8000, channels: 1 };
     let c = Call::new(V4, V4);
-    // A is the browser (Opus), B the trunk (PCMU).
     let a_to_b = Transcode {
         from: opus.clone(),
         to: pcmu.clone(),
@@ -1056,9 +1053,19 @@ fn transcodes_pcmu_to_opus_and_back_over_loopback() {
         dtmf_to: None,
         fec_to: false,
     };
-    let b_to_a = Transcode { from: pcmu, to: opus, dtmf_from: None, dtmf_to: None, fec_to: false };
+    let b_to_a =
+        Transcode { from: pcmu, to: opus, dtmf_from: None, dtmf_to: None, fec_to: fec_to_browser };
     c.configure(LegSide::A, RemoteSpec { transcode: Some(a_to_b), ..remote(&c.a, &c.a_rtcp) });
     c.configure(LegSide::B, RemoteSpec { transcode: Some(b_to_a), ..remote(&c.b, &c.b_rtcp) });
+    c
+}
+
+#[test]
+fn transcodes_pcmu_to_opus_and_back_over_loopback() {
+    use crate::transcode::g711;
+    use opusic_c::{Application, Channels, SampleRate};
+
+    let c = browser_and_trunk(false);
 
     // B -> A: 40 PCMU packets of a 1 kHz tone arrive as 40 Opus packets at 48 kHz timestamps.
     let mut dec = opusic_c::Decoder::new(Channels::Mono, SampleRate::Hz8000).unwrap();
@@ -1112,23 +1119,10 @@ fn transcodes_pcmu_to_opus_and_back_over_loopback() {
 
 #[test]
 fn the_browsers_loss_reports_turn_fec_on_toward_it() {
-    use crate::backend::{CodecSpec, Transcode};
     use crate::transcode::g711;
 
-    let opus = CodecSpec { name: "opus".into(), payload_type: 111, clock_rate: 48000, channels: 2 };
-    let pcmu = CodecSpec { name: "PCMU".into(), payload_type: 0, clock_rate: 8000, channels: 1 };
-    let c = Call::new(V4, V4);
-    // A is the browser (Opus, useinbandfec=1), B the trunk (PCMU).
-    let a_to_b = Transcode {
-        from: opus.clone(),
-        to: pcmu.clone(),
-        dtmf_from: None,
-        dtmf_to: None,
-        fec_to: false,
-    };
-    let b_to_a = Transcode { from: pcmu, to: opus, dtmf_from: None, dtmf_to: None, fec_to: true };
-    c.configure(LegSide::A, RemoteSpec { transcode: Some(a_to_b), ..remote(&c.a, &c.a_rtcp) });
-    c.configure(LegSide::B, RemoteSpec { transcode: Some(b_to_a), ..remote(&c.b, &c.b_rtcp) });
+    // The browser decodes in-band FEC (useinbandfec=1).
+    let c = browser_and_trunk(true);
     // Sends PCMU packets `range` from B; the Opus packets A got, and how many carry FEC.
     let send = |range: std::ops::Range<usize>| {
         let mut with_fec = 0;

@@ -947,25 +947,32 @@ fn a_dtls_client_side_sends_its_hello_at_once_and_retransmits_on_the_workers_tim
     assert_eq!(call.relay.stats(call.id).unwrap().failure, None);
 }
 
-#[test]
-fn an_sdes_phone_bridges_to_a_plain_trunk_with_separate_rtcp() {
+/// Side A as an SDES-SRTP phone (AES_CM_128_HMAC_SHA1_80, fixed keys): its remote spec, to
+/// configure (after any change), and the phone's own SRTP contexts.
+fn sdes_phone_on_a(call: &Call) -> (RemoteSpec, crate::secure::srtp::SrtpPair) {
     use crate::backend::{SdesKeys, Security, SrtpProfile};
-    use crate::secure::srtp::SrtpPair;
-    let call = Call::new(V4, V4);
     let phone_key: Vec<u8> = (0..30).collect();
     let sbc_key: Vec<u8> = (50..80).collect();
-    let keys = SdesKeys {
-        profile: SrtpProfile::Aes128CmHmacSha1_80,
-        local: sbc_key.clone(),
-        remote: phone_key.clone(),
-    };
-    let mut spec = remote(&call.a, &call.a_rtcp);
-    spec.security = Security::Sdes(keys);
-    call.configure(LegSide::A, spec);
     let provider = rtc_dtls::crypto_provider::default_provider().unwrap();
-    let mut phone =
-        SrtpPair::new(SrtpProfile::Aes128CmHmacSha1_80, &phone_key, &sbc_key, provider.crypto())
-            .unwrap();
+    let phone = crate::secure::srtp::SrtpPair::new(
+        SrtpProfile::Aes128CmHmacSha1_80,
+        &phone_key,
+        &sbc_key,
+        provider.crypto(),
+    )
+    .unwrap();
+    let keys =
+        SdesKeys { profile: SrtpProfile::Aes128CmHmacSha1_80, local: sbc_key, remote: phone_key };
+    let spec = RemoteSpec { security: Security::Sdes(keys), ..remote(&call.a, &call.a_rtcp) };
+    (spec, phone)
+}
+
+#[test]
+fn an_sdes_phone_bridges_to_a_plain_trunk_with_separate_rtcp() {
+    use crate::secure::srtp::SrtpPair;
+    let call = Call::new(V4, V4);
+    let (spec, mut phone) = sdes_phone_on_a(&call);
+    call.configure(LegSide::A, spec);
     let seal = |ctx: &mut SrtpPair, rtcp: bool, plain: &[u8]| {
         let mut buf = plain.to_vec();
         buf.resize(2048, 0);
@@ -1228,26 +1235,13 @@ fn interworking_side_turns_events_into_key_presses_and_keeps_the_stream_gapless(
 
 #[test]
 fn interworking_on_an_sdes_side_unprotects_events_and_protects_injected_digits() {
-    use crate::backend::{SdesKeys, Security, SrtpProfile};
     use crate::dtmf::{DtmfEvent, TelephoneEvents};
     use crate::secure::srtp::SrtpPair;
     let c = Call::new(V4, V4);
-    let phone_key: Vec<u8> = (0..30).collect();
-    let sbc_key: Vec<u8> = (50..80).collect();
-    let keys = SdesKeys {
-        profile: SrtpProfile::Aes128CmHmacSha1_80,
-        local: sbc_key.clone(),
-        remote: phone_key.clone(),
-    };
-    let mut spec = remote(&c.a, &c.a_rtcp);
-    spec.security = Security::Sdes(keys);
+    let (mut spec, mut phone) = sdes_phone_on_a(&c);
     spec.telephone_events =
         Some(TelephoneEvents { from_peer: 101, to_peer: 101, clock_rate: 8000 });
     c.configure(LegSide::A, spec);
-    let provider = rtc_dtls::crypto_provider::default_provider().unwrap();
-    let mut phone =
-        SrtpPair::new(SrtpProfile::Aes128CmHmacSha1_80, &phone_key, &sbc_key, provider.crypto())
-            .unwrap();
     let seal = |ctx: &mut SrtpPair, plain: &[u8]| {
         let mut buf = plain.to_vec();
         buf.resize(2048, 0);

@@ -6,14 +6,17 @@
 # beside the raw cost of libopus decode + encode per 20 ms frame on this machine.
 #
 # A call: the "browser" side sends Opus (48 kHz RTP clock, 20 ms, made by a 48 kHz libopus
-# encoder from a speech-like signal) and the "trunk" side sends PCMU (20 ms) of the same signal;
-# X transcodes both ways. X is pinned to RELAY_CORE, the generator to GEN_CORE, both under
+# encoder from the signal: recorded speech by default) and the "trunk" side sends PCMU (20 ms) of
+# the same signal, each call from its own place in it; X transcodes both ways. X is pinned to RELAY_CORE, the generator to GEN_CORE, both under
 # SCHED_FIFO (chrt -f FIFO_PRIO) so that other tenants of this shared machine cannot starve them.
 # Everything runs in a network namespace of its own, on loopback.
 #
-# usage: lab/bench/transcode/run.sh [--quick] [--only LIST]
+# usage: lab/bench/transcode/run.sh [--quick] [--only LIST] [--signal S]
 #   --quick      5 s windows and one bisection
 #   --only LIST  comma-separated subset of: codec,sbc,rtpengine (default: all)
+#   --signal S   the audio both sides carry: recorded (default: SIPp's recorded speech),
+#                speech (synthetic, always voiced: the dearest to encode) or tone (1 kHz: the
+#                cheapest); see tcbench's docs
 # Environment: RELAY_CORE (0), GEN_CORE (1), FIFO_PRIO (50), COMPLEXITY (5), SBC_START (100),
 #   RTPE_START (20).
 #
@@ -36,11 +39,13 @@ TABLE=$OUT/bench-transcode.txt
 
 QUICK=0
 ONLY="codec,sbc,rtpengine"
+SIGNAL=recorded
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--quick) QUICK=1 ;;
 	--only) ONLY=$2; shift ;;
-	-h | --help) sed -n '2,30p' "$0"; exit 0 ;;
+	--signal) SIGNAL=$2; shift ;;
+	-h | --help) sed -n '2,33p' "$0"; exit 0 ;;
 	*) echo "unknown argument: $1" >&2; exit 64 ;;
 	esac
 	shift
@@ -64,6 +69,7 @@ command -v cmake >/dev/null || need+=(cmake) # libopus is built from opusic-sys'
 if has rtpengine; then command -v rtpengine >/dev/null || need+=(rtpengine-daemon); fi
 command -v ip >/dev/null || need+=(iproute2)
 command -v taskset >/dev/null || need+=(util-linux)
+[ "$SIGNAL" != recorded ] || [ -f /usr/share/sip-tester/g711a.pcap ] || need+=(sip-tester)
 if [ ${#need[@]} -gt 0 ]; then
 	echo "installing: ${need[*]}"
 	apt-get update -qq
@@ -93,15 +99,17 @@ if has codec; then
 	for loss in 10 0; do
 		f=$RAW/codec-loss$loss.txt
 		"${SCHED[@]}" taskset -c "$RELAY_CORE" "$TCBENCH" codec --complexity "$COMPLEXITY" \
-			--loss "$loss" --seconds 3 >"$f"
-		lines+=("$(printf 'libopus %s, complexity %s, FEC %-3s decode %6.1f us + encode %6.1f us per 20 ms -> codec bound %s calls/core (SBC transcoder, both directions: %6.1f us -> %s)' \
+			--loss "$loss" --signal "$SIGNAL" --seconds 3 >"$f"
+		lines+=("$(printf 'libopus %s, complexity %s, FEC %-3s decode %6.1f us + encode %6.1f us per 20 ms -> codec bound %s calls/core (SBC transcoder, both directions: %6.1f us -> %s; %s calls in turn: %6.1f us -> %s)' \
 			"$(kv "$f" libopus | sed 's/libopus //')" "$(kv "$f" complexity)" \
 			"$([ "$loss" = 0 ] && echo off || echo on)" \
 			"$(awk -v v="$(kv "$f" decode_ns)" 'BEGIN { print v / 1000 }')" \
 			"$(awk -v v="$(kv "$f" encode_ns)" 'BEGIN { print v / 1000 }')" \
 			"$(kv "$f" codec_bound_calls_per_core)" \
 			"$(awk -v v="$(kv "$f" transcoder_call_ns)" 'BEGIN { print v / 1000 }')" \
-			"$(kv "$f" transcoder_bound_calls_per_core)")")
+			"$(kv "$f" transcoder_bound_calls_per_core)" "$(kv "$f" interleaved_calls)" \
+			"$(awk -v v="$(kv "$f" interleaved_call_ns)" 'BEGIN { print v / 1000 }')" \
+			"$(kv "$f" interleaved_bound_calls_per_core)")")
 		echo "${lines[-1]}"
 	done
 fi
@@ -117,7 +125,7 @@ step() {
 	sbc)
 		nsx "${SCHED[@]}" timeout 120 "$TCBENCH" relay --calls "$n" --warmup "$WARM_S" \
 			--duration "$WINDOW_S" --relay-core "$RELAY_CORE" --gen-core "$GEN_CORE" \
-			--complexity "$COMPLEXITY" >"$STEP_FILE" 2>&1 || rc=$?
+			--complexity "$COMPLEXITY" --signal "$SIGNAL" >"$STEP_FILE" 2>&1 || rc=$?
 		;;
 	rtpengine)
 		# Not through nsx (a function: $! would be a subshell): ip netns exec, chrt and taskset
@@ -131,7 +139,7 @@ step() {
 			sleep 0.1
 		done
 		nsx "${SCHED[@]}" taskset -c "$GEN_CORE" timeout 120 "$TCBENCH" rtpengine --calls "$n" \
-			--warmup "$WARM_S" --duration "$WINDOW_S" --ng-port "$NG_PORT" --pid "$RTPE_PID" \
+			--warmup "$WARM_S" --duration "$WINDOW_S" --ng-port "$NG_PORT" --pid "$RTPE_PID" --signal "$SIGNAL" \
 			>"$STEP_FILE" 2>"$STEP_FILE.err" || rc=$?
 		kill "$RTPE_PID" 2>/dev/null || true
 		wait "$RTPE_PID" 2>/dev/null || true
@@ -187,6 +195,6 @@ done
 
 {
 	echo "Transcoding benchmark, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-	echo "window ${WINDOW_S} s, Opus complexity ${COMPLEXITY}, X on core ${RELAY_CORE}, generator on core ${GEN_CORE}"
+	echo "window ${WINDOW_S} s, signal ${SIGNAL}, Opus complexity ${COMPLEXITY}, X on core ${RELAY_CORE}, generator on core ${GEN_CORE}"
 	printf '%s\n' "${lines[@]}"
 } | tee "$TABLE"

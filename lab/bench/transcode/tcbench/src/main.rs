@@ -3,13 +3,18 @@
 //! Options of both: `--complexity C`, `--bitrate B`, `--loss L` (the encoder's expected loss in
 //! percent: in-band FEC is produced only when it is above 0, as when the browser's RTCP reports
 //! loss), defaults those of the SBC; `--fullband`: the browser's packets are fullband (a browser
-//! that ignores the SBC's `maxplaybackrate=8000`) instead of narrowband.
+//! that ignores the SBC's `maxplaybackrate=8000`) instead of narrowband; `--signal S`: the audio
+//! both sides carry, `recorded` (default: the recorded speech of SIPp's `g711a.pcap`, from
+//! Debian's sip-tester), `speech` (a synthetic, always voiced speech-like signal) or `tone` (a
+//! steady 1 kHz sine, like the lab's test tones). libopus's SILK encoder costs differ by signal: a tone
+//! is the cheapest, voiced speech the dearest.
 //!
 //! `tcbench codec [--seconds S]`: the raw cost of libopus on the SBC's path,
 //! per 20 ms frame: one decode of a browser's Opus packet straight to 8 kHz, and one encode of
 //! 8 kHz PCM at the SBC's settings (VOIP, 20 kbit/s, in-band FEC). Both are what one Opus <-> PCMU
 //! call costs every 20 ms, so 20 ms / (decode + encode) is the codec bound in calls per core.
-//! Also times the SBC's `Transcoder` (both directions of one call, no sockets).
+//! Also times the SBC's `Transcoder` (both directions of one call, no sockets), alone and with 200
+//! calls in turn, each at its own place in the signal (cold codec states, as in the relay).
 //!
 //! `tcbench rtpengine --calls N --pid PID [--ng-port P] [--warmup S] [--duration S]`: the same
 //! calls through an rtpengine already running (its ng port on loopback, PID for its CPU),
@@ -34,6 +39,7 @@ use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::process::ExitCode;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -46,9 +52,35 @@ use sbc_media::transcode::{Emitted, OpusSettings, Transcoder, g711};
 const PTIME: Duration = Duration::from_millis(20);
 /// Distinct canned frames (5 s of signal), looped.
 const CANNED: usize = 250;
+/// Calls whose transcoders `tcbench codec` runs in turn, for the cost with cold codec states.
+const INTERLEAVED: usize = 200;
+/// Frames between one call's place in the canned signal and the next call's: prime to
+/// [`CANNED`], so that calls spread over all of it.
+const CALL_STRIDE: usize = 37;
 const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// `--fullband`: see the module docs.
 static FULLBAND: AtomicBool = AtomicBool::new(false);
+/// `--signal`: see the module docs.
+static SIGNAL: OnceLock<Signal> = OnceLock::new();
+/// Where Debian's sip-tester puts the recorded speech of `--signal recorded`.
+const RECORDED_PCAP: &str = "/usr/share/sip-tester/g711a.pcap";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    Speech,
+    Tone,
+    Recorded,
+}
+
+impl Signal {
+    fn name(self) -> &'static str {
+        match self {
+            Signal::Speech => "speech",
+            Signal::Tone => "tone",
+            Signal::Recorded => "recorded",
+        }
+    }
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -61,6 +93,20 @@ fn main() -> ExitCode {
     };
     let defaults = OpusSettings::default();
     FULLBAND.store(args.iter().any(|a| a == "--fullband"), Ordering::Relaxed);
+    let signal = match args.iter().position(|a| a == "--signal").and_then(|i| args.get(i + 1)) {
+        None => Signal::Recorded,
+        Some(name) => match [Signal::Speech, Signal::Tone, Signal::Recorded]
+            .into_iter()
+            .find(|s| s.name() == name)
+        {
+            Some(s) => s,
+            None => {
+                eprintln!("--signal: speech, tone or recorded");
+                return ExitCode::from(64);
+            }
+        },
+    };
+    let _ = SIGNAL.set(signal);
     let settings = OpusSettings {
         complexity: opt("--complexity", f64::from(defaults.complexity)) as u8,
         bitrate: opt("--bitrate", f64::from(defaults.bitrate)) as u32,
@@ -96,7 +142,7 @@ fn main() -> ExitCode {
 /// A speech-like test signal: a voiced harmonic series (f0 gliding 100..200 Hz, falling
 /// spectrum), a 4 Hz syllable envelope, and some noise: cheap to make, and it keeps the encoder
 /// out of its silence shortcuts.
-fn speech(rate: u32, n: usize) -> Vec<i16> {
+fn synthetic_speech(rate: u32, n: usize) -> Vec<i16> {
     let mut seed = 0x1234_5678u32;
     (0..n)
         .map(|i| {
@@ -118,11 +164,61 @@ fn speech(rate: u32, n: usize) -> Vec<i16> {
         .collect()
 }
 
+/// `n` samples at `rate` (8000 or 48000) of the `--signal` chosen, looped if need be.
+fn signal(rate: u32, n: usize) -> Vec<i16> {
+    match SIGNAL.get().copied().unwrap_or(Signal::Recorded) {
+        Signal::Speech => synthetic_speech(rate, n),
+        Signal::Tone => (0..n)
+            .map(|i| {
+                let t = i as f64 / f64::from(rate);
+                ((2.0 * std::f64::consts::PI * 1000.0 * t).sin() * 8000.0) as i16
+            })
+            .collect(),
+        Signal::Recorded => {
+            let pcm8 = recorded_speech();
+            let up = (rate / 8000) as usize;
+            // Linear interpolation to 48 kHz: the browser's encoder is narrowband here, so
+            // the images above 4 kHz that a cruder upsampler leaves would not matter either.
+            (0..n)
+                .map(|i| {
+                    let (k, frac) = ((i / up) % pcm8.len(), (i % up) as f64 / up as f64);
+                    let (a, b) = (f64::from(pcm8[k]), f64::from(pcm8[(k + 1) % pcm8.len()]));
+                    (a + (b - a) * frac) as i16
+                })
+                .collect()
+        }
+    }
+}
+
+/// The A-law payloads of every RTP packet in SIPp's `g711a.pcap` (Ethernet, IPv4, UDP), decoded.
+fn recorded_speech() -> Vec<i16> {
+    let bytes = std::fs::read(RECORDED_PCAP).unwrap_or_else(|e| {
+        panic!("--signal recorded reads {RECORDED_PCAP} (apt-get install sip-tester): {e}")
+    });
+    const HEADERS: usize = 14 + 20 + 8 + 12;
+    let mut pcm = Vec::new();
+    let mut at = 24;
+    while let Some(record) = bytes.get(at..at + 16) {
+        let len = u32::from_le_bytes([record[8], record[9], record[10], record[11]]) as usize;
+        let Some(frame) = bytes.get(at + 16..at + 16 + len) else { break };
+        // RTP version 2, payload type 8 (PCMA): skip anything else the capture holds.
+        let pcma = frame
+            .get(HEADERS - 12..HEADERS - 10)
+            .is_some_and(|h| h[0] >> 6 == 2 && h[1] & 0x7f == 8);
+        if let Some(payload) = frame.get(HEADERS..).filter(|_| pcma) {
+            pcm.extend(payload.iter().map(|&c| g711::alaw_decode(c)));
+        }
+        at += 16 + len;
+    }
+    assert!(pcm.len() >= 8000, "{RECORDED_PCAP}: no audio found");
+    pcm
+}
+
 /// Opus packets as a browser sends them: 48 kHz mono input, VOIP, FEC, default bitrate, and
 /// narrowband, as the SBC's `maxplaybackrate=8000` asks (Chrome caps its encoder's bandwidth
 /// by it: the lab's webrtc tests see only narrowband packets); fullband with `--fullband`.
 fn browser_opus() -> Vec<Vec<u8>> {
-    let pcm = speech(48000, 960 * CANNED);
+    let pcm = signal(48000, 960 * CANNED);
     let mut enc =
         opusic_c::Encoder::new(Channels::Mono, SampleRate::Hz48000, Application::Voip).unwrap();
     enc.set_inband_fec(InbandFec::Mode1).unwrap();
@@ -142,7 +238,7 @@ fn browser_opus() -> Vec<Vec<u8>> {
 }
 
 fn trunk_pcmu() -> Vec<Vec<u8>> {
-    speech(8000, 160 * CANNED)
+    signal(8000, 160 * CANNED)
         .chunks(160)
         .map(|c| c.iter().map(|&s| g711::ulaw_encode(s)).collect())
         .collect()
@@ -160,7 +256,7 @@ fn thread_cpu() -> Duration {
 fn codec(settings: OpusSettings, seconds: f64) {
     let complexity = settings.complexity;
     let opus = browser_opus();
-    let pcm8: Vec<u16> = speech(8000, 160 * CANNED).iter().map(|&s| s as u16).collect();
+    let pcm8: Vec<u16> = signal(8000, 160 * CANNED).iter().map(|&s| s as u16).collect();
     let mut dec = opusic_c::Decoder::new(Channels::Mono, SampleRate::Hz8000).unwrap();
     let mut enc =
         opusic_c::Encoder::new(Channels::Mono, SampleRate::Hz8000, Application::Voip).unwrap();
@@ -213,12 +309,40 @@ fn codec(settings: OpusSettings, seconds: f64) {
     }
     let call_ns = (thread_cpu() - t0).as_nanos() as f64 / n as f64;
 
+    // The same for INTERLEAVED calls in turn, each at its own place in the signal (as the relay
+    // runs them): every codec state and code path is cold again when its call's turn comes.
+    let mut calls: Vec<(Transcoder, Transcoder)> = (0..INTERLEAVED as u32)
+        .map(|c| {
+            let a = Transcoder::new(&spec_a, s, 10 + 2 * c, u64::from(10 + 2 * c)).unwrap();
+            let b = Transcoder::new(&spec_b, s, 11 + 2 * c, u64::from(11 + 2 * c)).unwrap();
+            (a, b)
+        })
+        .collect();
+    let (mut n, mut cycle, t0) = (0usize, 0usize, thread_cpu());
+    while thread_cpu() - t0 < budget {
+        let seq = cycle as u16;
+        for (c, (ta, tb)) in calls.iter_mut().enumerate() {
+            let k = (cycle + c * CALL_STRIDE) % CANNED;
+            let ts = u32::from(seq);
+            let a = rtp(111, seq, ts.wrapping_mul(960), 0xA, &opus[k]);
+            let b = rtp(0, seq, ts.wrapping_mul(160), 0xB, &pcmu[k]);
+            emitted.clear();
+            ta.handle_rtp(&a, &mut emitted);
+            emitted.clear();
+            tb.handle_rtp(&b, &mut emitted);
+        }
+        n += INTERLEAVED;
+        cycle += 1;
+    }
+    let interleaved_ns = (thread_cpu() - t0).as_nanos() as f64 / n as f64;
+
     let frame_ns = PTIME.as_nanos() as f64;
     println!("libopus={}", opusic_c::version());
     println!(
         "browser_bandwidth={}",
         if FULLBAND.load(Ordering::Relaxed) { "fullband" } else { "narrowband" }
     );
+    println!("signal={}", SIGNAL.get().copied().unwrap_or(Signal::Recorded).name());
     println!("complexity={complexity}");
     println!("bitrate={}", s.bitrate);
     println!("expected_loss={}", s.expected_loss);
@@ -227,6 +351,9 @@ fn codec(settings: OpusSettings, seconds: f64) {
     println!("codec_bound_calls_per_core={:.0}", frame_ns / (decode_ns + encode_ns));
     println!("transcoder_call_ns={call_ns:.0}");
     println!("transcoder_bound_calls_per_core={:.0}", frame_ns / call_ns);
+    println!("interleaved_calls={INTERLEAVED}");
+    println!("interleaved_call_ns={interleaved_ns:.0}");
+    println!("interleaved_bound_calls_per_core={:.0}", frame_ns / interleaved_ns);
 }
 
 fn codec_spec(name: &str, pt: u8, rate: u32, ch: u8) -> CodecSpec {
@@ -399,6 +526,7 @@ fn relay(
     }
     relay.shutdown();
     println!("x=sbc");
+    println!("signal={}", SIGNAL.get().copied().unwrap_or(Signal::Recorded).name());
     println!("complexity={complexity}");
     println!("expected_loss={}", opus_settings.expected_loss);
     println!("relay_forwarded={forwarded}");
@@ -488,7 +616,10 @@ fn generate(
                 cpu_start = cpu();
                 window_start = Some(Instant::now());
             }
-            let k = (cycle as usize) % CANNED;
+            // Each call at its own place in the signal: real calls do not speak in unison, and
+            // frames that cost the encoder more (voiced ones) would otherwise load the relay in
+            // bursts, every call at once.
+            let k = (cycle as usize + call * CALL_STRIDE) % CANNED;
             let seq = cycle as u16;
             let a = rtp(111, seq, (cycle as u32).wrapping_mul(960), 0xA000 + call as u32, &opus[k]);
             let b = rtp(0, seq, (cycle as u32).wrapping_mul(160), 0xB000 + call as u32, &pcmu[k]);

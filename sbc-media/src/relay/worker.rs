@@ -726,7 +726,9 @@ fn relay_batch(
                     if let Some((_, toward_x)) = ys.transcoder.as_mut() {
                         packet::for_each_report_block(data, |ssrc, lost| {
                             if toward_x.receiver_report(ssrc, lost) {
-                                tracing::debug!(
+                                // Rare (levels with hysteresis), and what an operator asks
+                                // first about a browser's call quality.
+                                tracing::info!(
                                     pair = pair.id.0,
                                     loss = toward_x.expected_loss(),
                                     "media worker: Opus FEC follows the receiver's loss"
@@ -776,7 +778,8 @@ fn relay_batch(
 
 /// What a transcoder saw of its Opus input, when it had any: the bandwidths the sender coded
 /// (a browser that honours the SBC's `maxplaybackrate=8000` sends narrowband, the cheapest to
-/// decode) and the FEC level its own output ended at.
+/// decode); and toward an Opus receiver that decodes FEC, how many frames carried it (its
+/// loss reports turn FEC on) and the loss level the encoder ended at.
 fn log_transcoder(id: PairId, side: usize, t: &Transcoder) {
     let [nb, mb, wb, swb, fb] = t.input_bandwidths();
     if nb + mb + wb + swb + fb > 0 {
@@ -789,6 +792,15 @@ fn log_transcoder(id: PairId, side: usize, t: &Transcoder) {
             swb,
             fb,
             "media worker: Opus packets decoded by coded bandwidth"
+        );
+    }
+    if t.fec_receiver() {
+        tracing::info!(
+            pair = id.0,
+            side,
+            fec_frames = t.fec_frames(),
+            loss = t.expected_loss(),
+            "media worker: Opus frames encoded with in-band FEC"
         );
     }
 }

@@ -307,6 +307,8 @@ pub struct Transcoder {
     loss_level: u8,
     /// Opus packets decoded, by coded audio bandwidth (NB, MB, WB, SWB, FB).
     bandwidths: [u64; 5],
+    /// Opus frames encoded while the encoder assumed loss (with in-band FEC).
+    fec_frames: u64,
 
     // Input tracking.
     /// SSRC and sequence number of the last packet used.
@@ -378,6 +380,7 @@ impl Transcoder {
             fec_to: spec.fec_to,
             loss_level: opus.expected_loss,
             bandwidths: [0; 5],
+            fec_frames: 0,
             input: None,
             next_in_ts: None,
             anchor: None,
@@ -407,6 +410,17 @@ impl Transcoder {
     /// The loss level (percent) the Opus encoder currently assumes; above 0 it adds in-band FEC.
     pub fn expected_loss(&self) -> u8 {
         self.loss_level
+    }
+
+    /// Whether the output is Opus toward a receiver that decodes in-band FEC (`useinbandfec=1`):
+    /// the transcoders whose FEC the receiver's reports steer.
+    pub fn fec_receiver(&self) -> bool {
+        self.fec_to && self.to == Codec::Opus
+    }
+
+    /// Opus frames encoded so far while the encoder assumed loss, that is with in-band FEC.
+    pub fn fec_frames(&self) -> u64 {
+        self.fec_frames
     }
 
     /// A report block of the output's receiver (RFC 3550 §6.4.1): `fraction_lost` of the
@@ -638,7 +652,9 @@ impl Transcoder {
             Some(RTP_HEADER + len)
         });
         // A frame that did not fit still advances the stream: the receiver sees it as lost.
-        let _ = sent;
+        if sent && self.loss_level > 0 && self.to == Codec::Opus {
+            self.fec_frames += 1;
+        }
         self.seq = self.seq.wrapping_add(1);
         self.next_out_ts = ts.wrapping_add(FRAME as u32 * self.to.units_per_sample());
     }

@@ -479,14 +479,17 @@ fn lbrr_in_next(t: &mut Transcoder, first: usize) -> usize {
 fn fec_follows_the_receivers_loss_reports() {
     let s = Transcode { fec_to: true, ..spec(pcmu(), opus()) };
     let mut t = Transcoder::new(&s, OpusSettings::default(), 0xC0FFEE, 7).unwrap();
+    assert!(t.fec_receiver());
     // No report yet: no loss assumed, no FEC spent.
     assert_eq!(t.expected_loss(), 0);
     assert_eq!(lbrr_in_next(&mut t, 0), 0);
+    assert_eq!(t.fec_frames(), 0);
 
     // 3 % loss (8/256) reported on our stream: FEC at the 1 % level.
     assert!(t.receiver_report(0xC0FFEE, 8));
     assert_eq!(t.expected_loss(), 1);
     assert!(lbrr_in_next(&mut t, 10) >= 8, "the frames after the report carry FEC");
+    assert_eq!(t.fec_frames(), 10, "the 10 frames encoded at the 1 % level are counted");
     // Reports on other streams change nothing.
     assert!(!t.receiver_report(0x1234, 200));
     assert_eq!(t.expected_loss(), 1);
@@ -506,15 +509,18 @@ fn fec_follows_the_receivers_loss_reports() {
     assert_eq!(t.expected_loss(), 0);
     // (A packet carries the FEC of the frame before it: the first one may still have some.)
     assert!(lbrr_in_next(&mut t, 20) <= 1);
+    assert_eq!(t.fec_frames(), 10, "frames without FEC are not counted");
 }
 
 #[test]
 fn no_fec_toward_a_receiver_that_does_not_decode_it() {
     // useinbandfec absent (0): reports are ignored and nothing carries FEC.
     let mut t = transcoder(pcmu(), opus());
+    assert!(!t.fec_receiver());
     assert!(!t.receiver_report(0xC0FFEE, 128));
     assert_eq!(t.expected_loss(), 0);
     assert_eq!(lbrr_in_next(&mut t, 0), 0);
+    assert_eq!(t.fec_frames(), 0);
     // Toward G.711 there is no encoder state to steer.
     let s = Transcode { fec_to: true, ..spec(opus(), pcmu()) };
     let mut t = Transcoder::new(&s, OpusSettings::default(), 0xC0FFEE, 7).unwrap();

@@ -2243,3 +2243,24 @@ fn glare_refused_by_the_sbc_keeps_the_pending_offer() {
     net.uac_sends(&uac_request("ACK", &ok, 2, "", ""));
     hang_up(&mut net, &ok, 3);
 }
+
+#[test]
+fn a_refused_initial_offer_ends_the_call_and_frees_its_ports() {
+    let relay = Arc::new(VirtualBackend::new(40_000..=40_099));
+    let free = relay.free_ports();
+    let mut net =
+        Net::with_relay(config(&[UAS, UAS2], Duration::from_secs(60)), Some(relay.clone()));
+    net.uac_sends(&invite("refused-initial@client.example", "", true));
+    net.take(UAC);
+    let first = net.take_one(UAS);
+    assert_eq!(relay.open_pairs(), 1);
+    // The first target fails (failover keeps the pair), the second refuses the offer.
+    net.uas_sends(&uas_response(&first, 503, "Service Unavailable", "btag", "", ""));
+    let second = net.take(UAS2).into_iter().find(|m| m.method().is_some()).unwrap();
+    assert_eq!(relay.open_pairs(), 1);
+    net.peer_sends(UAS2, &uas_response(&second, 488, "Not Acceptable Here", "btag2", "", ""));
+    let codes: Vec<u16> = net.take(UAC).iter().filter_map(Message::code).collect();
+    assert!(codes.contains(&488), "{codes:?}");
+    assert_eq!((relay.open_pairs(), relay.free_ports()), (0, free));
+    net.assert_idle();
+}

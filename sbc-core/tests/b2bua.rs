@@ -2121,3 +2121,146 @@ fn dtmf_info_trunk_interworks_with_rfc4733_both_ways() {
     net.take(UAC);
     net.assert_idle();
 }
+
+/// Calls through a socket-free relay: (net, relay, leg B INVITE, leg A 200, the call's pair).
+fn relayed_call(
+    call_id: &str,
+) -> (Net, Arc<VirtualBackend>, Message, Message, sbc_media::backend::PairId) {
+    let relay = Arc::new(VirtualBackend::new(40_000..=40_099));
+    let mut net = Net::with_relay(config(&[UAS], Duration::from_secs(60)), Some(relay.clone()));
+    let (b_invite, ok) = establish(&mut net, call_id);
+    let pair = relay.pair_ids()[0];
+    (net, relay, b_invite, ok, pair)
+}
+
+/// Both sides of `pair` as the relay has them.
+type Sides = (Option<sbc_media::backend::RemoteSpec>, Option<sbc_media::backend::RemoteSpec>);
+
+fn sides(relay: &VirtualBackend, pair: sbc_media::backend::PairId) -> Sides {
+    (relay.remote(pair, LegSide::A), relay.remote(pair, LegSide::B))
+}
+
+/// The caller re-INVITEs (or UPDATEs) with its media moved to 127.0.0.11; returns the relayed
+/// request on leg B.
+fn caller_moves(net: &mut Net, ok: &Message, method: &str, cseq: u32) -> Message {
+    let moved = SDP.replace("127.0.0.10", "127.0.0.11");
+    net.take(UAC);
+    net.take(UAS);
+    net.uac_sends(&uac_request(method, ok, cseq, "Contact: <sip:alice@127.0.0.10:5061>\n", &moved));
+    let relayed = net.take(UAS).into_iter().find(|m| m.method().is_some());
+    let relayed = relayed
+        .unwrap_or_else(|| panic!("{:?}", net.take(UAC).iter().map(summary).collect::<Vec<_>>()));
+    assert_eq!(relayed.method().map(|m| m.to_string()), Some(method.to_owned()));
+    relayed
+}
+
+fn hang_up(net: &mut Net, ok: &Message, cseq: u32) {
+    net.take(UAC);
+    net.take(UAS);
+    net.uac_sends(&uac_request("BYE", ok, cseq, "", ""));
+    let bye = net.take(UAS).into_iter().find(|m| m.method() == Some(&sip::Method::Bye)).unwrap();
+    net.uas_sends(&uas_response(&bye, 200, "OK", "", "", ""));
+    net.assert_idle();
+}
+
+#[test]
+fn a_refused_reinvite_leaves_the_media_as_it_was() {
+    let (mut net, relay, _b_invite, ok, pair) = relayed_call("refused@client.example");
+    let before = sides(&relay, pair);
+    let re_b = caller_moves(&mut net, &ok, "INVITE", 2);
+    // The relay follows the offerer at once...
+    assert_eq!(relay.remote(pair, LegSide::A).unwrap().rtp, Some(addr("127.0.0.11:6000")));
+    // ...and goes back when the callee refuses (RFC 3264 §8): the caller keeps the old session.
+    net.uas_sends(&uas_response(&re_b, 488, "Not Acceptable Here", "", "", ""));
+    let codes: Vec<u16> = net.take(UAC).iter().filter_map(Message::code).collect();
+    assert!(codes.contains(&488), "{codes:?}");
+    assert_eq!(sides(&relay, pair), before);
+    assert_eq!(relay.restore_count(pair, LegSide::A), 1);
+
+    // An UPDATE with an offer, refused by the callee's own glare (491): the same.
+    let update = caller_moves(&mut net, &ok, "UPDATE", 3);
+    net.uas_sends(&uas_response(&update, 491, "Request Pending", "", "", ""));
+    assert_eq!(sides(&relay, pair), before);
+    assert_eq!(relay.restore_count(pair, LegSide::A), 2);
+
+    // An offerless re-INVITE refused: no offer was made, nothing to undo.
+    net.uac_sends(&uac_request("INVITE", &ok, 4, "Contact: <sip:alice@127.0.0.10:5061>\n", ""));
+    let re_b = net.take(UAS).into_iter().find(|m| m.method().is_some()).unwrap();
+    net.uas_sends(&uas_response(&re_b, 488, "Not Acceptable Here", "", "", ""));
+    assert_eq!(relay.restore_count(pair, LegSide::A), 2);
+    assert_eq!(sides(&relay, pair), before);
+    hang_up(&mut net, &ok, 5);
+}
+
+#[test]
+fn a_reinvite_that_times_out_or_is_cancelled_leaves_the_media_as_it_was() {
+    let (mut net, relay, _b_invite, ok, pair) = relayed_call("timeout@client.example");
+    let before = sides(&relay, pair);
+    // The callee never answers: the SBC's own 408 (Timer B) refuses the offer.
+    caller_moves(&mut net, &ok, "INVITE", 2);
+    assert_ne!(sides(&relay, pair), before);
+    net.advance(Duration::from_secs(40));
+    let codes: Vec<u16> = net.take(UAC).iter().filter_map(Message::code).collect();
+    assert!(codes.contains(&408), "{codes:?}");
+    assert_eq!(sides(&relay, pair), before);
+
+    // The re-INVITE is over: the next one is relayed, not answered 491 as glare. The caller
+    // cancels it: the callee's 487 refuses the offer.
+    let re_b = caller_moves(&mut net, &ok, "INVITE", 3);
+    assert_ne!(sides(&relay, pair), before);
+    // (RFC 3261 §9.1: the SBC cancels its copy only once a provisional response came.)
+    net.uas_sends(&uas_response(&re_b, 100, "Trying", "", "", ""));
+    net.uac_sends(
+        &uac_request("CANCEL", &ok, 3, "", "").replace("z9hG4bK-aCANCEL3", "z9hG4bK-aINVITE3"),
+    );
+    let cancel = net.take(UAS).into_iter().find(|m| m.method() == Some(&sip::Method::Cancel));
+    net.uas_sends(&uas_response(&cancel.unwrap(), 200, "OK", "", "", ""));
+    assert_ne!(sides(&relay, pair), before, "only the final response decides");
+    net.uas_sends(&uas_response(&re_b, 487, "Request Terminated", "", "", ""));
+    let codes: Vec<u16> = net.take(UAC).iter().filter_map(Message::code).collect();
+    assert!(codes.contains(&487), "{codes:?}");
+    assert_eq!(sides(&relay, pair), before);
+    assert_eq!(relay.restore_count(pair, LegSide::A), 2);
+    hang_up(&mut net, &ok, 4);
+}
+
+#[test]
+fn glare_refused_by_the_sbc_keeps_the_pending_offer() {
+    let (mut net, relay, b_invite, ok, pair) = relayed_call("glare@client.example");
+    let re_b = caller_moves(&mut net, &ok, "INVITE", 2);
+    let moved = sides(&relay, pair);
+    // The callee's re-INVITE crosses ours: the SBC answers it 491 before the plane sees it.
+    let theirs = SDP.replace("127.0.0.10", "127.0.0.30");
+    net.uas_sends(&uas_request("INVITE", &b_invite, "btag", 1, &theirs));
+    let codes: Vec<u16> = net.take(UAS).iter().filter_map(Message::code).collect();
+    assert!(codes.contains(&491), "{codes:?}");
+    assert_eq!(sides(&relay, pair), moved, "the caller's offer stands");
+    assert_eq!(relay.restore_count(pair, LegSide::A) + relay.restore_count(pair, LegSide::B), 0);
+    // And is accepted.
+    net.uas_sends(&uas_response(&re_b, 200, "OK", "", "", SDP));
+    assert!(net.take(UAC).iter().any(|m| m.code() == Some(200)));
+    assert_eq!(relay.remote(pair, LegSide::A).unwrap().rtp, Some(addr("127.0.0.11:6000")));
+    net.uac_sends(&uac_request("ACK", &ok, 2, "", ""));
+    hang_up(&mut net, &ok, 3);
+}
+
+#[test]
+fn a_refused_initial_offer_ends_the_call_and_frees_its_ports() {
+    let relay = Arc::new(VirtualBackend::new(40_000..=40_099));
+    let free = relay.free_ports();
+    let mut net =
+        Net::with_relay(config(&[UAS, UAS2], Duration::from_secs(60)), Some(relay.clone()));
+    net.uac_sends(&invite("refused-initial@client.example", "", true));
+    net.take(UAC);
+    let first = net.take_one(UAS);
+    assert_eq!(relay.open_pairs(), 1);
+    // The first target fails (failover keeps the pair), the second refuses the offer.
+    net.uas_sends(&uas_response(&first, 503, "Service Unavailable", "btag", "", ""));
+    let second = net.take(UAS2).into_iter().find(|m| m.method().is_some()).unwrap();
+    assert_eq!(relay.open_pairs(), 1);
+    net.peer_sends(UAS2, &uas_response(&second, 488, "Not Acceptable Here", "btag2", "", ""));
+    let codes: Vec<u16> = net.take(UAC).iter().filter_map(Message::code).collect();
+    assert!(codes.contains(&488), "{codes:?}");
+    assert_eq!((relay.open_pairs(), relay.free_ports()), (0, free));
+    net.assert_idle();
+}

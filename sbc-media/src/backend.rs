@@ -343,6 +343,15 @@ pub trait RelayBackend: Send + Sync {
     /// Sets or changes where `side`'s peer is and what it may send. Resets NAT latching for that
     /// side; keeps the counters.
     fn configure(&self, pair: PairId, side: LegSide, remote: &RemoteSpec);
+    /// Puts `side` back to `remote`, what it had before a refused offer (RFC 3264 §8), as
+    /// [`RelayBackend::configure`] does, except for the secure state: when `remote.security` is
+    /// the one the side's latest change replaced, that earlier secure state itself comes back
+    /// (its DTLS association, SRTP contexts with their rollover counters, ICE state) instead of
+    /// a fresh one that its peer, which never left the old session, would not talk to. The
+    /// default just configures (a backend without secure state).
+    fn restore(&self, pair: PairId, side: LegSide, remote: &RemoteSpec) {
+        self.configure(pair, side, remote);
+    }
     /// Current figures of a pair (`None` for an unknown pair).
     fn stats(&self, pair: PairId) -> Option<PairStats>;
     /// Closes the pair's sockets, returns its ports to the range and its final figures.

@@ -19,7 +19,11 @@
 //!
 //! Everything that can fail (parsing, negotiation, opening ports) happens before the session is
 //! touched, and pairs opened by a failing offer are closed again, so an error leaves the session
-//! as it was (RFC 3264 §8: a refused re-offer keeps the old session).
+//! as it was. An offer that the other leg refuses (a final non-2xx to the re-INVITE or UPDATE)
+//! is undone by [`MediaPlane::offer_refused`]: RFC 3264 §8 and RFC 3261 §14.1 keep the old
+//! session in force, and its peers still use its addresses, ports and keys. For that an offer
+//! keeps what it changed until it is answered: the session as it was, and the pairs of the streams
+//! it disables, still open and configured (their ports are what the peers know).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -33,8 +37,8 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use crate::backend::{
-    DirectionStats, DtlsRole, Latch, MediaFailure, PacketTap, PairPorts, PairSpec, RelayBackend,
-    RemoteSpec, Security, SrtpProfile,
+    DirectionStats, DtlsRole, Latch, MediaFailure, PacketTap, PairId, PairPorts, PairSpec,
+    RelayBackend, RemoteSpec, Security, SrtpProfile,
 };
 use crate::dtmf::{
     DtmfEvent, DtmfMode, TelephoneEvents, add_telephone_event, strip_telephone_events,
@@ -171,6 +175,13 @@ impl MediaPlane {
         session.origins[s] = OriginState::new(seed, id, side, session.generation[s]);
         session.current[s] = None;
         session.sec[s] = SideSecurity::default();
+        // The session before the pending offer had the old peer on this side: there is nothing
+        // to go back to.
+        if let Some(rollback) = session.pending.as_mut().and_then(|o| o.rollback.take()) {
+            for pair in rollback.retiring {
+                session.close_pair(&*self.backend, pair);
+            }
+        }
         // An offer the old peer made can no longer be answered.
         if session.pending.as_ref().is_some_and(|o| o.from == side) {
             session.pending = None;
@@ -230,6 +241,24 @@ impl MediaPlane {
         session.answer(&*self.backend, from, answer, now)
     }
 
+    /// The other leg refused the latest offer from `from` (a final non-2xx to the re-INVITE or
+    /// UPDATE that carried it, whether the peer sent it or the SBC made it: 408, 503, 487 after a
+    /// CANCEL): the session is put back exactly as it was before that offer (RFC 3264 §8, RFC 3261
+    /// §14.1): what each side said, the security and keys, the offer pending before (already
+    /// answered, or none); the relay gets back the old configuration of both sides of every pair
+    /// (only where it differs from what it has now, through [`RelayBackend::restore`], so an
+    /// unchanged DTLS association or SRTP context is kept and a replaced one comes back); pairs
+    /// the offer opened are closed; pairs it disabled, still open, carry their stream again.
+    ///
+    /// Returns whether anything was undone: `false` (a no-op) when the pending offer is not from
+    /// `from` (glare: the other side's offer stays), has been answered, or the session is
+    /// unknown. Do not call it for an offerless re-INVITE: the offer was in its 2xx. After a
+    /// refused initial offer the call ends and [`MediaPlane::release`] frees everything.
+    pub fn offer_refused(&mut self, id: MediaSessionId, from: LegSide, now: Instant) -> bool {
+        let Some(session) = self.sessions.get_mut(&id) else { return false };
+        session.rollback(&*self.backend, from, now)
+    }
+
     /// Why the call's media failed (DTLS fingerprint mismatch or handshake failure, ICE consent
     /// lost), as the relay reports it for any of its pairs; `None` while media is fine or for an
     /// unknown session. The call should then end with this reason.
@@ -266,7 +295,7 @@ impl MediaPlane {
     /// with the leg whose peer sent it; `None` when there is none.
     pub fn poll_dtmf(&self, id: MediaSessionId) -> Option<(LegSide, DtmfEvent)> {
         let session = self.sessions.get(&id)?;
-        session.streams.iter().flatten().find_map(|p| self.backend.poll_dtmf(p.ports.id))
+        session.all_pairs().find_map(|p| self.backend.poll_dtmf(p.ports.id))
     }
 
     /// Whether a leg of the call runs DTLS or ICE, whose failures [`MediaPlane::failure`]
@@ -284,13 +313,10 @@ impl MediaPlane {
     pub fn inactivity_deadline(&self, id: MediaSessionId) -> Option<Instant> {
         let session = self.sessions.get(&id)?;
         let timeout = session.legs.iter().filter_map(|l| l.inactivity_timeout).min()?;
-        let mut pairs = session.streams.iter().flatten().peekable();
+        let mut pairs = session.all_pairs().peekable();
         pairs.peek()?;
-        let forwarding = session
-            .streams
-            .iter()
-            .flatten()
-            .any(|p| p.configured.iter().flatten().any(|r| r.forward));
+        let forwarding =
+            session.all_pairs().any(|p| p.configured.iter().flatten().any(|r| r.forward));
         if !forwarding {
             return None;
         }
@@ -306,7 +332,7 @@ impl MediaPlane {
     pub fn summary(&self, id: MediaSessionId) -> Option<MediaSummary> {
         let session = self.sessions.get(&id)?;
         let mut received = session.closed;
-        for pair in session.streams.iter().flatten() {
+        for pair in session.all_pairs() {
             if let Some(stats) = self.backend.stats(pair.ports.id) {
                 add_stats(&mut received[0], &stats.from_a);
                 add_stats(&mut received[1], &stats.from_b);
@@ -319,7 +345,7 @@ impl MediaPlane {
     /// later (a stream added by a re-INVITE). No-op for an unknown session.
     pub fn tap(&mut self, id: MediaSessionId, tap: Option<Arc<dyn PacketTap>>) {
         let Some(session) = self.sessions.get_mut(&id) else { return };
-        for pair in session.streams.iter().flatten() {
+        for pair in session.all_pairs() {
             self.backend.tap(pair.ports.id, tap.clone());
         }
         session.tap = tap;
@@ -329,7 +355,9 @@ impl MediaPlane {
     /// final figures. `None` for an unknown session.
     pub fn release(&mut self, id: MediaSessionId) -> Option<MediaSummary> {
         let mut session = self.sessions.remove(&id)?;
-        for pair in std::mem::take(&mut session.streams).into_iter().flatten() {
+        let retiring = session.pending.as_mut().and_then(|o| o.rollback.take());
+        let retiring = retiring.into_iter().flat_map(|r| r.retiring);
+        for pair in std::mem::take(&mut session.streams).into_iter().flatten().chain(retiring) {
             session.close_pair(&*self.backend, pair);
         }
         Some(session.summary(session.closed))
@@ -383,6 +411,35 @@ struct Offer {
     sent: Sdp,
     /// Per m-line: the offerer's side of a transcoded stream.
     transcode: Vec<Option<TranscodePlan>>,
+    /// The session before this offer, until the offer is answered, superseded or refused.
+    rollback: Option<Box<Rollback>>,
+}
+
+/// What an unanswered offer changed, to put it back if the other leg refuses it (RFC 3264 §8).
+/// `origins` are not kept: an `o=` version that went up toward the answerer stays up (the next
+/// offer differs from the refused one anyway), and `last_change` is the refusal's time.
+#[derive(Debug)]
+struct Rollback {
+    current: [Option<Sdp>; 2],
+    sec: [SideSecurity; 2],
+    secured: Option<usize>,
+    codecs: [Option<String>; 2],
+    /// The offer before this one (answered, or superseded unanswered), without its rollback:
+    /// only the latest offer can be refused, and a chain would grow with every re-INVITE.
+    pending: Option<Box<Offer>>,
+    /// Per m-line before the offer: the pair there and what the relay had on each side.
+    streams: Vec<Option<SavedPair>>,
+    /// Pairs of the streams the offer disables: open and configured as before until the answer
+    /// closes them, or the refusal puts them back with the ports the peers know.
+    retiring: Vec<Pair>,
+}
+
+/// A pair as it was before an offer.
+#[derive(Debug)]
+struct SavedPair {
+    id: PairId,
+    audio: bool,
+    configured: [Option<RemoteSpec>; 2],
 }
 
 /// One stream's relay pair.
@@ -504,15 +561,50 @@ impl Session {
             }
         }
 
+        // The session as it is, for a refusal of this offer. An earlier offer still unanswered
+        // is superseded: the streams it disabled are gone in this offer too.
+        let previous = self.pending.take().map(|mut offer| {
+            if let Some(rollback) = offer.rollback.take() {
+                for pair in rollback.retiring {
+                    self.close_pair(backend, pair);
+                }
+            }
+            Box::new(offer)
+        });
+        let saved = self
+            .streams
+            .iter()
+            .map(|s| {
+                s.as_ref().map(|p| SavedPair {
+                    id: p.ports.id,
+                    audio: p.audio,
+                    configured: p.configured.clone(),
+                })
+            })
+            .collect();
+        let mut rollback = Rollback {
+            current: self.current.clone(),
+            sec: self.sec.clone(),
+            secured: self.secured,
+            codecs: self.codecs.clone(),
+            pending: previous,
+            streams: saved,
+            retiring: Vec::new(),
+        };
+
         let mut streams: Vec<Option<Pair>> = sent.media.iter().map(|_| None).collect();
         for (i, old) in std::mem::take(&mut self.streams).into_iter().enumerate() {
             let Some(pair) = old else { continue };
-            let keep = pair.spec == spec && sent.media.get(i).is_some_and(|m| m.port != 0);
+            let enabled = sent.media.get(i).is_some_and(|m| m.port != 0);
             match streams.get_mut(i) {
-                Some(slot) if keep => {
+                Some(slot) if enabled && pair.spec == spec => {
                     let audio = sent.media.get(i).is_some_and(|m| m.is_audio());
                     *slot = Some(Pair { audio, ..pair });
                 }
+                // Disabled: closed by the answer (or back after a refusal), not before.
+                _ if pair.spec == spec => rollback.retiring.push(pair),
+                // New bind addresses come only with a new peer on a leg (`set_leg`, failover),
+                // whose old session nobody can return to: closed at once.
                 _ => self.close_pair(backend, pair),
             }
         }
@@ -567,7 +659,8 @@ impl Session {
         }
         self.last_change = Some(now);
         let body = sent.to_bytes();
-        self.pending = Some(Offer { from, received, sent, transcode });
+        let rollback = Some(Box::new(rollback));
+        self.pending = Some(Offer { from, received, sent, transcode, rollback });
         Ok(body)
     }
 
@@ -592,6 +685,13 @@ impl Session {
         let offerer_mux: Vec<bool> = offer.received.media.iter().map(has_rtcp_mux).collect();
         let mut out = prepared.sdp;
 
+        // Answered: the offer is the session now, nothing to go back to (a second answer to it,
+        // a 200 after a 183, finds no rollback).
+        if let Some(rollback) = self.pending.as_mut().and_then(|o| o.rollback.take()) {
+            for pair in rollback.retiring {
+                self.close_pair(backend, pair);
+            }
+        }
         for (i, m) in out.media.iter().enumerate() {
             if m.port == 0
                 && let Some(pair) = self.streams.get_mut(i).and_then(Option::take)
@@ -660,6 +760,67 @@ impl Session {
         }
         self.last_change = Some(now);
         Ok(out.to_bytes())
+    }
+
+    /// See [`MediaPlane::offer_refused`].
+    fn rollback(&mut self, backend: &dyn RelayBackend, from: LegSide, now: Instant) -> bool {
+        let Some(offer) = self.pending.take_if(|o| o.from == from && o.rollback.is_some()) else {
+            return false;
+        };
+        let Some(rollback) = offer.rollback else { return false };
+        let Rollback { current, sec, secured, codecs, pending, streams: saved, retiring } =
+            *rollback;
+        let mut open: Vec<Pair> =
+            std::mem::take(&mut self.streams).into_iter().flatten().chain(retiring).collect();
+        let mut streams = Vec::with_capacity(saved.len());
+        for saved in saved {
+            // A pair missing from `open` was closed for new bind addresses: it cannot come back.
+            let pos = saved.as_ref().and_then(|s| open.iter().position(|p| p.ports.id == s.id));
+            let (Some(saved), Some(pos)) = (saved, pos) else {
+                streams.push(None);
+                continue;
+            };
+            let mut pair = open.swap_remove(pos);
+            pair.audio = saved.audio;
+            for (side, old) in [LegSide::A, LegSide::B].into_iter().zip(saved.configured) {
+                let slot = &mut pair.configured[idx(side)];
+                if *slot == old {
+                    continue;
+                }
+                match &old {
+                    Some(spec) => backend.restore(pair.ports.id, side, spec),
+                    None => {
+                        // Never configured before the offer: the relay cannot unlearn the peer,
+                        // so it stops forwarding from it, as for a forgotten peer (`set_leg`).
+                        let latch =
+                            if self.legs[idx(side)].nat { Latch::Nat } else { Latch::Strict };
+                        let forget = RemoteSpec { forward: false, latch, ..RemoteSpec::default() };
+                        backend.configure(pair.ports.id, side, &forget);
+                    }
+                }
+                *slot = old;
+            }
+            streams.push(Some(pair));
+        }
+        // What is left was opened by the refused offer.
+        for pair in open {
+            self.close_pair(backend, pair);
+        }
+        self.streams = streams;
+        self.current = current;
+        self.sec = sec;
+        self.secured = secured;
+        self.codecs = codecs;
+        self.pending = pending.map(|offer| *offer);
+        self.last_change = Some(now);
+        true
+    }
+
+    /// The pairs of the streams, and those an unanswered offer disabled (still open until its
+    /// answer): all that carries media and holds ports.
+    fn all_pairs(&self) -> impl Iterator<Item = &Pair> {
+        let rollback = self.pending.as_ref().and_then(|o| o.rollback.as_deref());
+        self.streams.iter().flatten().chain(rollback.into_iter().flat_map(|r| &r.retiring))
     }
 
     /// The INFO leg of an interworking call (see [`MediaPlane::dtmf_info_leg`]).

@@ -4,10 +4,10 @@
 //! It allocates port numbers from a range the way the real relay does (even RTP ports, RTCP on
 //! RTP + 1, four ports per pair, [`RelayError::NoPorts`] when exhausted, ports back on close) but
 //! binds nothing. It records the last [`RemoteSpec`] set for each side of each pair and how often
-//! it was set, so a test can check what the call logic told the relay, and it lets a test set the
-//! figures [`RelayBackend::stats`] reports (counters, `last_packet`, `failure`). It can do DTLS
-//! as far as the call logic can tell: [`VirtualBackend::set_dtls_fingerprint`] gives it a
-//! certificate fingerprint.
+//! it was set (and how often by [`RelayBackend::restore`]), so a test can check what the call
+//! logic told the relay, and it lets a test set the figures [`RelayBackend::stats`] reports
+//! (counters, `last_packet`, `failure`). It can do DTLS as far as the call logic can tell:
+//! [`VirtualBackend::set_dtls_fingerprint`] gives it a certificate fingerprint.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::RangeInclusive;
@@ -45,6 +45,8 @@ struct VirtualPair {
     ports: PairPorts,
     remote: [Option<RemoteSpec>; 2],
     configured: [u32; 2],
+    /// How many of `configured` were [`RelayBackend::restore`]s.
+    restored: [u32; 2],
     stats: PairStats,
     /// Digits asked for by `send_dtmf`, oldest first.
     sent_dtmf: Vec<(LegSide, DtmfEvent)>,
@@ -109,6 +111,12 @@ impl VirtualBackend {
         self.lock().pairs.get(&pair).map_or(0, |p| p.configured[idx(side)])
     }
 
+    /// How many of those configurations were [`RelayBackend::restore`]s (a refused offer put
+    /// the side back).
+    pub fn restore_count(&self, pair: PairId, side: LegSide) -> u32 {
+        self.lock().pairs.get(&pair).map_or(0, |p| p.restored[idx(side)])
+    }
+
     /// Sets the figures `stats` and `close` report for a pair; false for an unknown pair.
     pub fn set_stats(&self, pair: PairId, stats: PairStats) -> bool {
         self.lock().pairs.get_mut(&pair).map(|p| p.stats = stats).is_some()
@@ -160,6 +168,7 @@ impl RelayBackend for VirtualBackend {
             ports,
             remote: [None, None],
             configured: [0, 0],
+            restored: [0, 0],
             stats: PairStats::default(),
             sent_dtmf: Vec::new(),
             detected: VecDeque::new(),
@@ -172,6 +181,14 @@ impl RelayBackend for VirtualBackend {
         if let Some(p) = self.lock().pairs.get_mut(&pair) {
             p.remote[idx(side)] = Some(remote.clone());
             p.configured[idx(side)] += 1;
+        }
+    }
+
+    fn restore(&self, pair: PairId, side: LegSide, remote: &RemoteSpec) {
+        if let Some(p) = self.lock().pairs.get_mut(&pair) {
+            p.remote[idx(side)] = Some(remote.clone());
+            p.configured[idx(side)] += 1;
+            p.restored[idx(side)] += 1;
         }
     }
 

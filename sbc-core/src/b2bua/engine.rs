@@ -1949,6 +1949,15 @@ impl Engine {
             Role::RelayClient { server } => {
                 if let Some((_, Role::RelayServer { request, .. })) = self.owners.get(&server) {
                     let resp = request.response_to(code, reason, None);
+                    let request = request.clone();
+                    // As for a final response relayed from the other leg: the re-INVITE is over,
+                    // or every later one would be answered 491 as glare.
+                    if request.method() == Some(&Method::Invite)
+                        && let Some(call) = self.call_mut(key)
+                    {
+                        call.reinvite = None;
+                    }
+                    self.relayed_offer_refused(now, key, &request, code);
                     self.finish_server(now, key, server, resp);
                 }
             }
@@ -2292,6 +2301,7 @@ impl Engine {
         let session_side = call.session[idx(side)];
         let Some(d) = call.leg(side) else { return };
         let contact = d.contact.clone();
+        self.relayed_offer_refused(now, key, &request, code);
         let mut r = request.response_to(code, &reason_of(&resp), None);
         if (101..300).contains(&code)
             && matches!(
@@ -2339,6 +2349,25 @@ impl Engine {
             self.finish_server(now, key, server, r);
         } else {
             self.txns.respond(now, server, r);
+        }
+    }
+
+    /// A relayed INVITE or UPDATE that carried an SDP offer got a final non-2xx (from the other
+    /// leg, or made by the SBC for its client transaction: 408, 503): the offer is refused and the
+    /// old session stays in force (RFC 3264 §8, RFC 3261 §14.1), in the relay too. An offerless
+    /// re-INVITE offered nothing (the offer would have been in its 2xx); a 491 the SBC sends for
+    /// glare never reaches here, and the plane leaves an offer from the other side alone.
+    fn relayed_offer_refused(&mut self, now: Instant, key: CallKey, request: &Message, code: u16) {
+        let offered = matches!(request.method(), Some(Method::Invite | Method::Update))
+            && !request.body.is_empty()
+            && is_sdp(request);
+        if !offered || code < 300 {
+            return;
+        }
+        let Some(call) = self.call(key) else { return };
+        let (media, from) = (call.media, call.by_side_of(request));
+        if self.media.offer_refused(media, from, now) {
+            tracing::debug!(code, ?from, "refused offer: the media session is back as it was");
         }
     }
 

@@ -547,3 +547,47 @@ fn audio_only_browser_call_golden() {
     assert_eq!(a.rtp, Some("127.0.0.1:38651".parse().unwrap()));
     assert_eq!((a.rtcp_mux, a.rtcp), (true, a.rtp));
 }
+
+#[test]
+fn refused_sdes_re_key_brings_the_old_keys_back() {
+    let mut call = Call::new(MediaProfile::Sdes, MediaProfile::Rtp);
+    let old = [CryptoLine { tag: 1, suite: SrtpProfile::Aes128CmHmacSha1_80, key: key(5, 30) }];
+    call.offer(LegSide::A, &sdes_offer("RTP/SAVP", &old)).unwrap();
+    let answer = call.answer(LegSide::B, SIPP).unwrap();
+    let keys = sdes(&call.remote(LegSide::A)).clone();
+    assert_eq!(keys.remote, key(5, 30));
+
+    // The phone re-keys; the relay takes the new key at once; the trunk says 488.
+    let new = [CryptoLine { key: key(6, 30), ..old[0].clone() }];
+    call.offer(LegSide::A, &sdes_offer("RTP/SAVP", &new)).unwrap();
+    assert_eq!(sdes(&call.remote(LegSide::A)).remote, key(6, 30));
+    assert!(call.plane.offer_refused(ID, LegSide::A, call.t0));
+    // The phone falls back to the old session: so does the relay, with both old keys, and it is
+    // told to restore (the worker then brings back the old SRTP contexts themselves).
+    assert_eq!(sdes(&call.remote(LegSide::A)), &keys);
+    assert_eq!(call.backend.restore_count(call.pair(), LegSide::A), 1);
+    // The answer in force (repeated) still carries the SBC's old key.
+    assert_eq!(call.answer(LegSide::B, SIPP).unwrap(), answer);
+}
+
+#[test]
+fn refused_ice_restart_keeps_the_old_credentials() {
+    let mut call = Call::new(MediaProfile::Webrtc, MediaProfile::Rtp);
+    call.offer(LegSide::A, CHROME).unwrap();
+    call.answer(LegSide::B, TRUNK_ANSWER).unwrap();
+    let before = dtls(&call.remote(LegSide::A)).clone();
+    let restart = CHROME
+        .replace("Kx3b", "Nw9q")
+        .replace("0hUc1eF3zQ6vYwB8nK2mPq4r", "PqPqPqPqPqPqPqPqPqPqPqPq")
+        .replace("7B:8B", "00:01");
+    call.offer(LegSide::A, &restart).unwrap();
+    assert_ne!(dtls(&call.remote(LegSide::A)), &before);
+    assert!(call.plane.offer_refused(ID, LegSide::A, call.t0));
+    assert_eq!(dtls(&call.remote(LegSide::A)), &before, "old association and credentials");
+    // The SBC's own credentials came back too: a re-offer without a restart keeps them.
+    call.offer(LegSide::A, CHROME).unwrap();
+    let answer = call.answer(LegSide::B, TRUNK_ANSWER).unwrap();
+    let ice = before.ice.unwrap();
+    assert_eq!(value(&answer.media[0], "ice-ufrag"), ice.local_ufrag);
+    assert_eq!(value(&answer.media[0], "ice-pwd"), ice.local_pwd);
+}

@@ -368,6 +368,10 @@ fn port_zero_streams_and_stream_changes_in_re_offers() {
     let audio_off = three.replacen("m=audio 6000", "m=audio 0", 1);
     let offer = call.offer(LegSide::A, &audio_off).unwrap();
     assert_eq!(offer.media.iter().map(|m| m.port == 0).collect::<Vec<_>>(), [true, false, false]);
+    // The disabled stream's pair stays open until the answer (a refusal would bring it back).
+    assert_eq!(call.pairs().len(), 3);
+    assert!(call.pairs().contains(&audio_pair));
+    call.answer(LegSide::B, &audio_off).unwrap();
     assert_eq!(call.pairs().len(), 2);
     assert!(!call.pairs().contains(&audio_pair));
     assert_eq!(call.backend.free_ports(), FREE - 4);
@@ -586,8 +590,13 @@ fn summary_and_release_return_figures_and_ports() {
     assert_eq!(summary.a.received.jitter_ms, 7.5);
     assert_eq!(summary.b.received.packets, 300);
     assert_eq!(summary.a.codec.as_deref(), Some("PCMU"), "the audio stream's codec");
-    // Video disabled by a re-offer: its figures stay in the summary.
-    call.offer(LegSide::A, &two.replace("m=video 6002", "m=video 0")).unwrap();
+    // Video disabled by a re-offer: its figures stay in the summary, before the answer (the
+    // pair is still open) and after it (closed).
+    let no_video = two.replace("m=video 6002", "m=video 0");
+    call.offer(LegSide::A, &no_video).unwrap();
+    assert_eq!(call.pairs(), pairs);
+    assert_eq!(call.plane.summary(ID).unwrap().a.received.packets, 150);
+    call.answer(LegSide::B, &no_video).unwrap();
     assert_eq!(call.pairs(), [pairs[0]]);
     assert_eq!(call.plane.summary(ID).unwrap().a.received.packets, 150);
     let last = call.plane.release(ID).unwrap();
@@ -818,4 +827,172 @@ fn a_shared_codec_means_no_transcoding() {
     call.plane.set_leg(ID, LegSide::A, browser_leg(leg_a()));
     call.plane.set_leg(ID, LegSide::B, LegMedia { codecs: vec!["G729".into()], ..leg_b() });
     assert_eq!(call.offer(LegSide::A, &chrome_audio()), Err(MediaError::NoCommonCodec));
+}
+
+/// Both sides of every open pair as the relay has them, with the pair's ports.
+fn relay_state(call: &Call) -> Vec<(Option<PairPorts>, Option<RemoteSpec>, Option<RemoteSpec>)> {
+    let b = &call.backend;
+    b.pair_ids()
+        .into_iter()
+        .map(|p| (b.ports(p), b.remote(p, LegSide::A), b.remote(p, LegSide::B)))
+        .collect()
+}
+
+#[test]
+fn refused_re_offer_puts_the_old_address_back() {
+    let mut call = Call::new();
+    let (_, answer) = basic_call(&mut call);
+    let pair = call.pair();
+    let before = relay_state(&call);
+    let b_count = call.backend.configure_count(pair, LegSide::B);
+
+    // A moves; the relay follows at once (the offerer may already send from there).
+    call.offer(LegSide::A, &SIPP.replace("127.0.0.1", "127.0.0.2")).unwrap();
+    assert_eq!(call.remote(LegSide::A).rtp, sock("127.0.0.2:6000"));
+    // B says 488: A stays where the old session has it (RFC 3264 §8).
+    assert!(call.plane.offer_refused(ID, LegSide::A, call.at(1)));
+    assert_eq!(relay_state(&call), before);
+    assert_eq!(call.remote(LegSide::A).rtp, sock("127.0.0.1:6000"));
+    assert_eq!(call.backend.restore_count(pair, LegSide::A), 1);
+    assert_eq!(call.backend.configure_count(pair, LegSide::B), b_count, "B never changed");
+    // The offer in force is the answered one again: answering it again gives the same answer.
+    let again = call.answer(LegSide::B, &TRUNK_TE96.replace("RTP/AVP 0 96", "RTP/AVP 0")).unwrap();
+    assert_eq!(again, answer);
+    // Nothing left to refuse.
+    assert!(!call.plane.offer_refused(ID, LegSide::A, call.at(2)));
+    assert_eq!(call.backend.restore_count(pair, LegSide::A), 1);
+}
+
+#[test]
+fn refused_hold_restores_forwarding_on_both_sides() {
+    let mut call = Call::new();
+    basic_call(&mut call);
+    let before = relay_state(&call);
+    call.offer(LegSide::A, &format!("{SIPP}a=sendonly\r\n")).unwrap();
+    assert!(!call.remote(LegSide::B).forward, "a hold stops B -> A at once");
+    assert!(call.plane.offer_refused(ID, LegSide::A, call.at(1)));
+    assert_eq!(relay_state(&call), before);
+    assert!(call.remote(LegSide::B).forward);
+    assert_eq!(call.backend.restore_count(call.pair(), LegSide::B), 1);
+    // The next hold is computed against the restored session: it stops B again.
+    call.offer(LegSide::A, &format!("{SIPP}a=sendonly\r\n")).unwrap();
+    assert!(!call.remote(LegSide::B).forward);
+}
+
+#[test]
+fn refused_re_offer_disabling_a_stream_keeps_its_pair_and_ports() {
+    let mut call = Call::new();
+    let two = format!("{SIPP}m=video 6002 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n");
+    let first = call.offer(LegSide::A, &two).unwrap();
+    call.answer(LegSide::B, &two).unwrap();
+    let before = relay_state(&call);
+    assert_eq!(before.len(), 2);
+
+    let no_video = two.replace("m=video 6002", "m=video 0");
+    let offer = call.offer(LegSide::A, &no_video).unwrap();
+    assert_eq!(offer.media[1].port, 0);
+    assert_eq!(relay_state(&call), before, "kept open and untouched until the answer");
+    assert!(call.plane.offer_refused(ID, LegSide::A, call.at(1)));
+    assert_eq!(relay_state(&call), before, "same pairs, same ports, same configuration");
+    assert_eq!(call.backend.free_ports(), FREE - 4);
+
+    // The video stream is back in the session: a later re-offer carries it on the same ports.
+    let again = call.offer(LegSide::A, &two).unwrap();
+    assert_eq!(
+        again.media.iter().map(|m| m.port).collect::<Vec<_>>(),
+        first.media.iter().map(|m| m.port).collect::<Vec<_>>()
+    );
+    // Accepted this time: disabled, then closed by the answer.
+    call.offer(LegSide::A, &no_video).unwrap();
+    call.answer(LegSide::B, &no_video).unwrap();
+    assert_eq!(call.pairs().len(), 1);
+    assert!(!call.plane.offer_refused(ID, LegSide::A, call.at(2)), "answered: nothing to undo");
+    assert_eq!(call.pairs().len(), 1);
+}
+
+#[test]
+fn refused_re_offer_adding_a_stream_closes_the_new_pair() {
+    let mut call = Call::new();
+    basic_call(&mut call);
+    let before = relay_state(&call);
+    let added = format!("{SIPP}m=video 6002 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n");
+    call.offer(LegSide::A, &added).unwrap();
+    assert_eq!(call.pairs().len(), 2);
+    assert!(call.plane.offer_refused(ID, LegSide::A, call.at(1)));
+    assert_eq!(relay_state(&call), before);
+    assert_eq!(call.backend.free_ports(), FREE - 2);
+    // One stream again: a re-offer of the old session's single m-line is fine, same ports.
+    let offer = call.offer(LegSide::A, SIPP).unwrap();
+    assert_eq!(offer.media.len(), 1);
+    assert_eq!(relay_state(&call)[0].0, before[0].0);
+    call.plane.release(ID);
+    assert_eq!(call.backend.free_ports(), FREE);
+}
+
+#[test]
+fn refusal_with_nothing_to_undo_is_a_no_op() {
+    let mut call = Call::new();
+    assert!(!call.plane.offer_refused(MediaSessionId(99), LegSide::A, call.t0), "no session");
+    basic_call(&mut call);
+    let pair = call.pair();
+    let before = relay_state(&call);
+    let counts = [LegSide::A, LegSide::B].map(|s| call.backend.configure_count(pair, s));
+    // The offer was answered (2xx): both directions are no-ops.
+    assert!(!call.plane.offer_refused(ID, LegSide::A, call.at(1)));
+    assert!(!call.plane.offer_refused(ID, LegSide::B, call.at(1)));
+    assert_eq!(relay_state(&call), before);
+    assert_eq!([LegSide::A, LegSide::B].map(|s| call.backend.configure_count(pair, s)), counts);
+    // Glare: B's offer is pending; a refusal of A's (the SBC's own 491) must leave it alone.
+    call.offer(LegSide::B, TRUNK_TE96).unwrap();
+    let during = relay_state(&call);
+    assert!(!call.plane.offer_refused(ID, LegSide::A, call.at(2)));
+    assert_eq!(relay_state(&call), during);
+    assert!(call.answer(LegSide::A, SIPP).is_ok(), "B's offer is still there to answer");
+    assert!(!call.plane.offer_refused(ID, LegSide::B, call.at(3)));
+    let restores = [LegSide::A, LegSide::B].map(|s| call.backend.restore_count(pair, s));
+    assert_eq!(restores, [0, 0]);
+}
+
+#[test]
+fn refused_initial_offer_leaves_nothing_open() {
+    let mut call = Call::new();
+    call.offer(LegSide::A, &format!("{SIPP}m=audio 6002 RTP/AVP 0\r\n")).unwrap();
+    assert_eq!(call.pairs().len(), 2);
+    assert!(call.plane.offer_refused(ID, LegSide::A, call.at(1)));
+    assert_eq!((call.backend.open_pairs(), call.backend.free_ports()), (0, FREE));
+    assert_eq!(call.answer(LegSide::B, SIPP), Err(MediaError::NoOffer));
+    // The engine then ends the call; release finds an empty session.
+    assert!(call.plane.release(ID).is_some());
+    assert!(call.plane.is_empty());
+}
+
+#[test]
+fn pairs_kept_for_an_unanswered_offer_are_freed_on_every_path() {
+    let two = format!("{SIPP}m=video 6002 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n");
+    let no_video = two.replace("m=video 6002", "m=video 0");
+    let setup = || {
+        let mut call = Call::new();
+        call.offer(LegSide::A, &two).unwrap();
+        call.answer(LegSide::B, &two).unwrap();
+        call.offer(LegSide::A, &no_video).unwrap();
+        assert_eq!(call.pairs().len(), 2);
+        call
+    };
+    // The call ends while the re-offer is pending.
+    let mut call = setup();
+    call.plane.release(ID);
+    assert_eq!((call.backend.open_pairs(), call.backend.free_ports()), (0, FREE));
+    // A new offer supersedes the unanswered one (and disables the stream again).
+    let mut call = setup();
+    call.offer(LegSide::A, &no_video).unwrap();
+    assert_eq!(call.pairs().len(), 1);
+    call.answer(LegSide::B, &no_video).unwrap();
+    assert_eq!((call.pairs().len(), call.backend.free_ports()), (1, FREE - 2));
+    // A new peer on a leg: the old session cannot come back.
+    let mut call = setup();
+    call.plane.set_leg(ID, LegSide::B, leg_b());
+    assert_eq!(call.pairs().len(), 1);
+    assert!(!call.plane.offer_refused(ID, LegSide::A, call.at(1)));
+    call.plane.release(ID);
+    assert_eq!(call.backend.free_ports(), FREE);
 }

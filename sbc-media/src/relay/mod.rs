@@ -251,6 +251,14 @@ impl Relay {
         true
     }
 
+    /// [`RelayBackend::configure`] or, with `restore`, [`RelayBackend::restore`].
+    fn configure_side(&self, pair: PairId, side: LegSide, remote: &RemoteSpec, restore: bool) {
+        let Some(worker) = self.control().pairs.get(&pair).map(|e| e.worker) else { return };
+        let remote = Box::new(remote.clone());
+        // A stopped worker has closed the pair already: nothing left to configure.
+        self.send(worker, Command::Configure { id: pair, side, remote, restore });
+    }
+
     fn lease(&self, ip: std::net::IpAddr) -> Result<Leased<mio::net::UdpSocket>, RelayError> {
         let dscp = self.dscp;
         self.pool.lease(ip, |addr| bind_socket(addr, dscp).map(mio::net::UdpSocket::from_std))
@@ -293,10 +301,11 @@ impl RelayBackend for Relay {
     }
 
     fn configure(&self, pair: PairId, side: LegSide, remote: &RemoteSpec) {
-        let Some(worker) = self.control().pairs.get(&pair).map(|e| e.worker) else { return };
-        let cmd = Command::Configure { id: pair, side, remote: Box::new(remote.clone()) };
-        // A stopped worker has closed the pair already: nothing left to configure.
-        self.send(worker, cmd);
+        self.configure_side(pair, side, remote, false);
+    }
+
+    fn restore(&self, pair: PairId, side: LegSide, remote: &RemoteSpec) {
+        self.configure_side(pair, side, remote, true);
     }
 
     fn tap(&self, pair: PairId, tap: Option<Arc<dyn PacketTap>>) {

@@ -1342,3 +1342,77 @@ fn a_key_press_whose_ends_were_lost_is_reported_after_the_timeout() {
     assert_eq!(detected, (LegSide::A, DtmfEvent { event: 3, duration_ms: 60 }));
     assert_eq!(c.relay.poll_dtmf(c.id), None);
 }
+
+#[test]
+fn a_refused_offer_brings_back_the_dtls_association_it_replaced() {
+    let relay = relay_with(2, 1);
+    let p = relay.open(PairSpec { local_a: V4, local_b: V4 }).unwrap();
+    let (at_a, at_b) = (SocketAddr::new(V4, p.a_rtp), SocketAddr::new(V4, p.b_rtp));
+    let mut browser = Browser::new(at_a);
+    let (trunk, trunk_rtcp) = (Peer::new(V4), Peer::new(V4));
+    let old = browser.remote(browser.peer.fingerprint.clone());
+    relay.configure(p.id, LegSide::A, &old);
+    relay.configure(p.id, LegSide::B, &remote(&trunk, &trunk_rtcp));
+    browser.connect();
+    let plain = rtp(0, false, 1, 160, 0xabcd);
+    browser.send_rtp(&plain);
+    assert_eq!(trunk.recv().0, plain);
+
+    // A re-offer with another certificate: the relay sets up a new association at once, which
+    // the browser's packets (still under the old one) do not pass.
+    let mut other = browser.peer.fingerprint.clone();
+    other.digest[0] ^= 1;
+    let other = browser.remote(other);
+    relay.configure(p.id, LegSide::A, &other);
+    browser.send_rtp(&rtp(0, false, 2, 320, 0xabcd));
+    relay_stats_until(&relay, p.id, |s| s.from_a.dropped == 1);
+
+    // Refused: the old association itself comes back, no new handshake; media flows both ways
+    // with the keys it had.
+    relay.restore(p.id, LegSide::A, &old);
+    let plain = rtp(0, false, 3, 480, 0xabcd);
+    browser.send_rtp(&plain);
+    assert_eq!(trunk.recv().0, plain);
+    let back = rtp(0, false, 1, 160, 0x7777);
+    trunk.send(&back, at_b);
+    assert_eq!(browser.recv_rtp(), back);
+
+    // A plain configure with the old description is a new association, as before: only a
+    // restore brings back the replaced one.
+    relay.configure(p.id, LegSide::A, &other);
+    relay.configure(p.id, LegSide::A, &old);
+    browser.send_rtp(&rtp(0, false, 4, 640, 0xabcd));
+    relay_stats_until(&relay, p.id, |s| s.from_a.dropped == 2);
+    assert_eq!(relay.stats(p.id).unwrap().failure, None);
+}
+
+#[test]
+fn a_refused_sdes_re_key_brings_back_the_srtp_context_with_its_replay_window() {
+    use crate::backend::Security;
+    let call = Call::new(V4, V4);
+    let (old, mut phone) = sdes_phone_on_a(&call);
+    call.configure(LegSide::A, old.clone());
+    let mut sealed = rtp(0, false, 1, 160, 0x1111);
+    let len = sealed.len();
+    sealed.resize(2048, 0);
+    let n = phone.protect(false, &mut sealed, len).unwrap();
+    sealed.truncate(n);
+    call.a.send(&sealed, call.at_a);
+    assert_eq!(call.b.recv().0, rtp(0, false, 1, 160, 0x1111));
+
+    // Re-key offered, then refused: the context that saw packet 1 is back, so a replay of it
+    // is refused (a fresh context from the same keys would take it).
+    let mut rekeyed = old.clone();
+    if let Security::Sdes(keys) = &mut rekeyed.security {
+        keys.remote = (100..130).collect();
+    }
+    call.configure(LegSide::A, rekeyed);
+    call.relay.restore(call.id, LegSide::A, &old);
+    call.a.send(&sealed, call.at_a);
+    call.stats_until(|s| s.from_a.dropped == 1);
+    let mut next = rtp(0, false, 2, 320, 0x1111);
+    next.resize(2048, 0);
+    let n = phone.protect(false, &mut next, len).unwrap();
+    call.a.send(&next[..n], call.at_a);
+    assert_eq!(call.b.recv().0, rtp(0, false, 2, 320, 0x1111));
+}

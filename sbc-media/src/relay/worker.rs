@@ -69,8 +69,9 @@ pub(crate) const WAKER: Token = Token(usize::MAX);
 pub(crate) enum Command {
     /// Take over a new pair: its sockets (A, B), already bound, and its figures.
     Open { id: PairId, sides: [Leased<UdpSocket>; 2], v6: [bool; 2], shared: Arc<SharedStats> },
-    /// New remote description for one side.
-    Configure { id: PairId, side: LegSide, remote: Box<RemoteSpec> },
+    /// New remote description for one side; `restore`: the one it had before a refused offer
+    /// (see [`crate::backend::RelayBackend::restore`]).
+    Configure { id: PairId, side: LegSide, remote: Box<RemoteSpec>, restore: bool },
     /// Set or remove the pair's capture tap.
     Tap { id: PairId, tap: Option<Arc<dyn PacketTap>> },
     /// Close the pair, publish its final figures, then answer on `done`.
@@ -90,6 +91,10 @@ struct Side {
     rx: RtpReceiveStats,
     /// SRTP/DTLS/ICE state when this side is secured; `None` on a plain side.
     secure: Option<SecureSide>,
+    /// The secure state the latest change of security replaced (`None`: it was plain), kept
+    /// for a refused offer to bring back: its peer never left it. One deep, since only the
+    /// latest offer can be refused; boxed, as most sides never change.
+    replaced: Option<Box<SecureSide>>,
     /// The deadline of `secure` that is in the worker's timer heap, if any.
     armed: Option<Instant>,
     /// The transcoder of RTP from this side's peer and the spec it was built for; `None` when
@@ -319,23 +324,43 @@ impl Worker {
     }
 
     /// New remote description for one side of the pair in `slot`: the packet rules, and the
-    /// secure state (kept when the security is unchanged, so a re-INVITE does not re-key).
-    fn configure(&mut self, slot: usize, side: usize, remote: &RemoteSpec) {
+    /// secure state (kept when the security is unchanged, so a re-INVITE does not re-key). With
+    /// `restore` (a refused offer), a security equal to the one the latest change replaced
+    /// brings that secure state back: the same DTLS association and SRTP contexts (rollover
+    /// counters, replay windows), which a fresh state made from the same keys would not have.
+    fn configure(&mut self, slot: usize, side: usize, remote: &RemoteSpec, restore: bool) {
         let Some(Some(pair)) = self.pairs.get_mut(slot) else { return };
         let tap = pair.tap.as_deref();
         let s = &mut pair.sides[side];
         s.rules.configure(remote);
-        let keep = s.secure.as_ref().is_some_and(|sec| sec.security() == &remote.security);
+        let plain = matches!(remote.security, Security::Plain);
+        let keep = s.secure.as_ref().is_some_and(|sec| sec.security() == &remote.security)
+            || (plain && s.secure.is_none());
+        let back = restore
+            && match &s.replaced {
+                Some(old) => old.security() == &remote.security,
+                None => plain,
+            };
         if keep {
             if let Some(sec) = s.secure.as_mut() {
                 sec.set_peer(remote.rtp);
             }
-        } else if matches!(remote.security, Security::Plain) {
-            s.secure = None;
+        } else if back {
+            // The refused state is dropped: nothing can bring it back.
+            s.secure = s.replaced.take().map(|old| *old);
+            if let Some(sec) = s.secure.as_mut() {
+                sec.set_peer(remote.rtp);
+            }
+            s.armed = None;
         } else {
-            let leg = if side == 0 { LegSide::A } else { LegSide::B };
-            s.secure =
-                SecureSide::new(Instant::now(), leg, &remote.security, &self.identity, remote.rtp);
+            let next = if plain {
+                None
+            } else {
+                let leg = if side == 0 { LegSide::A } else { LegSide::B };
+                let now = Instant::now();
+                SecureSide::new(now, leg, &remote.security, &self.identity, remote.rtp)
+            };
+            s.replaced = std::mem::replace(&mut s.secure, next).map(Box::new);
             s.armed = None;
         }
         if let Some(path) = s.secure.as_ref().and_then(SecureSide::ice_path) {
@@ -402,9 +427,9 @@ impl Worker {
         loop {
             match self.commands.try_recv() {
                 Ok(Command::Open { id, sides, v6, shared }) => self.open(id, sides, v6, shared),
-                Ok(Command::Configure { id, side, remote }) => {
+                Ok(Command::Configure { id, side, remote, restore }) => {
                     if let Some(&slot) = self.by_id.get(&id) {
-                        self.configure(slot, side_index(side), &remote);
+                        self.configure(slot, side_index(side), &remote, restore);
                     }
                 }
                 Ok(Command::Tap { id, tap }) => {
@@ -459,6 +484,7 @@ impl Worker {
                 counters: DirectionStats::default(),
                 rx: RtpReceiveStats::new(),
                 secure: None,
+                replaced: None,
                 armed: None,
                 transcoder: None,
                 dtmf: None,

@@ -12,6 +12,7 @@
 //! ICE may move the peer to another address, so the endpoint always sees one fixed placeholder
 //! address and the side decides where datagrams really go.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -153,7 +154,20 @@ impl SrtpProfileKeys {
     }
 }
 
+/// Handshake messages remembered per agent to recognise a peer's retransmission; a handshake
+/// has fewer than a dozen messages, more only from a misbehaving peer.
+const SEEN_MESSAGES: usize = 32;
+
 /// The DTLS association of one side. Owned by the media worker of its pair.
+///
+/// Retransmission repair. rtc-dtls 0.21 answers a peer's repeated flight only once its own
+/// handshake is complete. Before that, a handshake record that does not complete the flight it
+/// waits for (such as the ClientHello a browser repeats because the SBC's ServerHello flight
+/// was lost) disarms its retransmission timer and is answered with nothing: both ends then
+/// wait for each other until the handshake times out, and the call has no media. One lost
+/// datagram in the wrong place was enough (seen with Chrome and 10 % loss). So the agent keeps
+/// its last flight, and when a handshake message it has already received arrives again and the
+/// endpoint sends nothing, it sends that flight again itself (RFC 6347 §4.2.4).
 pub struct DtlsAgent {
     endpoint: Endpoint,
     role: DtlsRole,
@@ -161,6 +175,12 @@ pub struct DtlsAgent {
     /// When the handshake started; `None` before.
     started: Option<Instant>,
     done: bool,
+    /// Datagrams to send, taken from the endpoint (or repeated from `last_flight`).
+    queue: VecDeque<BytesMut>,
+    /// The datagrams of the latest flight the endpoint sent.
+    last_flight: Vec<BytesMut>,
+    /// Handshake messages received (type, message_seq, fragment offset).
+    seen: Vec<(u8, u16, u32)>,
 }
 
 impl DtlsAgent {
@@ -180,6 +200,9 @@ impl DtlsAgent {
             remote_fingerprints: remote_fingerprints.to_vec(),
             started: None,
             done: false,
+            queue: VecDeque::new(),
+            last_flight: Vec::new(),
+            seen: Vec::new(),
         }
     }
 
@@ -200,7 +223,9 @@ impl DtlsAgent {
             return DtlsProgress::Pending;
         }
         self.started = Some(now);
-        match self.endpoint.connect(now, PLACEHOLDER, Arc::clone(&identity.client), None) {
+        let started = self.endpoint.connect(now, PLACEHOLDER, Arc::clone(&identity.client), None);
+        self.take_transmits();
+        match started {
             Ok(()) => DtlsProgress::Pending,
             Err(_) => DtlsProgress::Failed("cannot start the handshake"),
         }
@@ -213,7 +238,14 @@ impl DtlsAgent {
             return DtlsProgress::Pending;
         }
         self.started.get_or_insert(now);
-        let events = match self.endpoint.read(now, PLACEHOLDER, None, BytesMut::from(data)) {
+        let repeated = self.note_handshake_message(data);
+        let read = self.endpoint.read(now, PLACEHOLDER, None, BytesMut::from(data));
+        let answered = self.take_transmits();
+        if repeated && !answered && !self.done {
+            // See the type docs: the peer repeats its flight because ours was lost.
+            self.queue.extend(self.last_flight.iter().cloned());
+        }
+        let events = match read {
             Ok(events) => events,
             // A record that does not parse or authenticate is dropped (RFC 6347 §4.1.2.7);
             // a fatal handshake error shows up as the retransmission timer giving up.
@@ -248,7 +280,9 @@ impl DtlsAgent {
         if self.started.is_some_and(|t| now >= t + HANDSHAKE_TIMEOUT) {
             return DtlsProgress::Failed("handshake timed out");
         }
-        match self.endpoint.handle_timeout(PLACEHOLDER, now) {
+        let result = self.endpoint.handle_timeout(PLACEHOLDER, now);
+        self.take_transmits();
+        match result {
             // No association yet (a server before its ClientHello): nothing to retransmit.
             Ok(()) | Err(rtc_shared::error::Error::InvalidRemoteAddress(_)) => {
                 DtlsProgress::Pending
@@ -259,7 +293,38 @@ impl DtlsAgent {
 
     /// The next datagram to send to the peer.
     pub fn poll_transmit(&mut self) -> Option<BytesMut> {
-        self.endpoint.poll_transmit().map(|t| t.message)
+        self.take_transmits();
+        self.queue.pop_front()
+    }
+
+    /// Moves what the endpoint has to send into the queue; what it sent in one go is the
+    /// latest flight. Returns whether there was anything.
+    fn take_transmits(&mut self) -> bool {
+        let mut flight = Vec::new();
+        while let Some(t) = self.endpoint.poll_transmit() {
+            flight.push(t.message);
+        }
+        if flight.is_empty() {
+            return false;
+        }
+        if !self.done {
+            self.last_flight = flight.clone();
+        }
+        self.queue.extend(flight);
+        true
+    }
+
+    /// Remembers the handshake message that starts `data` (plaintext epoch-0 handshake records
+    /// only; later ones are encrypted) and tells whether it was received before.
+    fn note_handshake_message(&mut self, data: &[u8]) -> bool {
+        let Some(key) = handshake_message_key(data) else { return false };
+        if self.seen.contains(&key) {
+            return true;
+        }
+        if self.seen.len() < SEEN_MESSAGES {
+            self.seen.push(key);
+        }
+        false
     }
 
     /// After the handshake: the fingerprint check, then the key export (RFC 5764 §4.2).
@@ -304,6 +369,19 @@ impl DtlsAgent {
         };
         DtlsProgress::Keys(SrtpProfileKeys { profile, local, remote })
     }
+}
+
+/// The first record of a datagram, when it is a plaintext (epoch 0) handshake fragment (RFC 6347
+/// §4.1, §4.2.2): its message type, message_seq and fragment offset, which a retransmission
+/// repeats (the record sequence number does not).
+fn handshake_message_key(data: &[u8]) -> Option<(u8, u16, u32)> {
+    const HANDSHAKE: u8 = 22;
+    let header = data.get(..25)?;
+    if header[0] != HANDSHAKE || header[3..5] != [0, 0] {
+        return None;
+    }
+    let offset = u32::from_be_bytes([0, header[19], header[20], header[21]]);
+    Some((header[13], u16::from_be_bytes([header[17], header[18]]), offset))
 }
 
 /// Does `cert` (DER) hash to `f`? sha-256, sha-384 and sha-512 are known (RFC 8122 §5 names

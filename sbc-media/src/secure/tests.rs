@@ -600,3 +600,108 @@ fn header_extensions_protect_when_well_formed_and_are_refused_when_not() {
     buf.resize(2048, 0);
     assert_eq!(sbc.protect(false, &mut buf, bad.len()), None);
 }
+
+/// RFC 6347 §4.2.4: a server whose last flight (ChangeCipherSpec, Finished) was lost learns it
+/// from the client's retransmitted flight, and must send its own again; the client (Chrome)
+/// otherwise never completes, while the server thinks the handshake is done.
+#[test]
+fn a_lost_last_server_flight_is_sent_again_when_the_client_retransmits() {
+    let t0 = Instant::now();
+    let mut peer = Peer::new(true);
+    let mut side = ice_side(t0, DtlsRole::Server, vec![peer.fingerprint.clone()]);
+    let ok = || check("sbcU:brwsr", "sbc-password-0123456789", true);
+    side.handle(t0, addr(BROWSER), &mut ok());
+    drain(&mut side);
+    peer.endpoint.connect(t0, peer.sbc, Arc::clone(&peer.config), None).unwrap();
+    // Run the handshake, losing the server's datagrams that start with a ChangeCipherSpec
+    // record (content type 20): its last flight.
+    let mut lost = 0;
+    let mut peer_done = false;
+    for _ in 0..16 {
+        while let Some(t) = peer.endpoint.poll_transmit() {
+            side.handle(t0, addr(BROWSER), &mut t.message.to_vec());
+        }
+        let out = drain(&mut side);
+        if out.is_empty() {
+            break;
+        }
+        for t in out {
+            if t.data[0] == 20 {
+                lost += 1;
+                continue;
+            }
+            let events = peer.endpoint.read(t0, peer.sbc, None, BytesMut::from(&t.data[..]));
+            peer_done |=
+                events.unwrap().iter().any(|e| matches!(e, EndpointEvent::HandshakeComplete));
+        }
+    }
+    assert_eq!(lost, 1, "the server's last flight was sent once, and lost");
+    assert!(side.is_ready(), "the SBC completed on the client's Finished");
+    assert!(!peer_done, "the client has not");
+
+    // The client's retransmission timer fires: it sends its last flight again, and the SBC
+    // must answer with its own.
+    let mut now = t0;
+    for _ in 0..6 {
+        now += Duration::from_secs(2);
+        let _ = peer.endpoint.handle_timeout(peer.sbc, now);
+        let mut again = 0;
+        while let Some(t) = peer.endpoint.poll_transmit() {
+            again += 1;
+            side.handle(now, addr(BROWSER), &mut t.message.to_vec());
+        }
+        for t in drain(&mut side) {
+            let events = peer.endpoint.read(now, peer.sbc, None, BytesMut::from(&t.data[..]));
+            peer_done |=
+                events.unwrap().iter().any(|e| matches!(e, EndpointEvent::HandshakeComplete));
+        }
+        if peer_done || again == 0 {
+            break;
+        }
+    }
+    assert!(peer_done, "the client completed after its retransmission");
+    assert!(side.is_ready());
+}
+
+/// A lost server flight (ServerHello .. ServerHelloDone) is sent again when the client's
+/// retransmitted ClientHello arrives, and the handshake completes.
+#[test]
+fn a_lost_server_hello_flight_is_sent_again_when_the_client_retransmits() {
+    let t0 = Instant::now();
+    let mut peer = Peer::new(true);
+    let mut side = ice_side(t0, DtlsRole::Server, vec![peer.fingerprint.clone()]);
+    let ok = || check("sbcU:brwsr", "sbc-password-0123456789", true);
+    side.handle(t0, addr(BROWSER), &mut ok());
+    drain(&mut side);
+    peer.endpoint.connect(t0, peer.sbc, Arc::clone(&peer.config), None).unwrap();
+    // The server flight carries the certificate: the first large handshake datagram (a
+    // HelloVerifyRequest is some 60 bytes) is lost.
+    let mut lost = 0;
+    let mut peer_done = false;
+    let mut now = t0;
+    for round in 0..24 {
+        if round > 0 && !peer_done {
+            now += Duration::from_secs(1);
+            let _ = peer.endpoint.handle_timeout(peer.sbc, now);
+        }
+        while let Some(t) = peer.endpoint.poll_transmit() {
+            side.handle(now, addr(BROWSER), &mut t.message.to_vec());
+        }
+        side.handle_timeout(now);
+        for t in drain(&mut side) {
+            if t.data[0] == 22 && t.data.len() > 300 && lost == 0 {
+                lost += 1;
+                continue;
+            }
+            let events = peer.endpoint.read(now, peer.sbc, None, BytesMut::from(&t.data[..]));
+            peer_done |=
+                events.unwrap().iter().any(|e| matches!(e, EndpointEvent::HandshakeComplete));
+        }
+        if peer_done && side.is_ready() {
+            break;
+        }
+    }
+    assert_eq!(lost, 1, "the server flight was lost once");
+    assert!(peer_done, "the client completed after retransmitting its ClientHello");
+    assert!(side.is_ready(), "the SBC completed: {:?}", side.failure());
+}

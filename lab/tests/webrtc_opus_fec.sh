@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# webrtc_opus_fec: issue 6, "FEC understood" with a real browser's loss reports. A browser (JsSIP
+# in headless Chromium) calls a PCMU trunk (SIPp echoing the audio back), so the SBC encodes Opus
+# toward the browser. The SBC offers useinbandfec=1 and spends an in-band FEC copy on each frame
+# only while the browser's RTCP receiver reports on that stream show loss.
+#
+#   browser alice (lab/browser/ua.mjs, `call` mode: no REGISTER) --WSS--> SBC wss 127.0.0.1:8443
+#     (profile webrtc, codecs opus) | trunk 127.0.0.1:5070 --UDP--> SIPp 127.0.0.1:5080
+#     (lab/scenarios/uas_media_pcmu.xml, PCMU, -rtp_echo)
+#   media: browser <-ICE-lite, DTLS-SRTP, Opus-> SBC 127.0.0.1:42000-42999 <-RTP PCMU-> SIPp
+#   config: lab/configs/webrtc_opus_fec.yaml; the WSS certificate is self-signed (openssl).
+#   traffic: two calls of CALL_SECS (12) s that the browser hangs up: the first on a clean
+#   network, the second with LOSS_PCT (10) % of the UDP from the SBC's media ports toward the
+#   browser dropped by an nftables rule in this test's namespace (numgen random), the trunk's
+#   media (SIPp's port) untouched.
+#
+# Checked, for the clean call: ua.mjs's usual checks (DTLS connected, SRTP, the SBC as remote
+# candidate, opus, packets both ways, <= 2 % loss); the SBC logged no "Opus FEC follows the
+# receiver's loss" and 0 frames "encoded with in-band FEC". For the lossy call: the browser counted
+# 3..25 % of the SBC's packets lost (the rule worked); the SBC logged "Opus FEC follows the
+# receiver's loss" with a level of 5 % or more (Chrome's RTCP reached the transcoder and was
+# read), and at the end of the call at least 100 frames "encoded with in-band FEC". The
+# browser's Opus reached SIPp as PCMU on both calls (ua.mjs: packets received back).
+source "$(dirname "$0")/../lib.sh"
+LAB_TEST_TIMEOUT=${LAB_TEST_TIMEOUT_BROWSER:-150}
+source "$LAB_DIR/webrtc_e2e.sh"
+webrtc_outer_setup webrtc_opus_fec
+lab_begin webrtc_opus_fec
+
+if lab_is_direct; then
+    LAB_PASS_REASON="not applicable in direct mode (tests the SBC's Opus encoder toward a browser)"
+    lab_end
+fi
+webrtc_require_browser
+command -v nft >/dev/null || lab_abort "nft (nftables) is missing: lab/test-all.sh installs it"
+
+CALL_SECS=12 LOSS_PCT=10
+FEC_CHANGED='media worker: Opus FEC follows the receiver'"'"'s loss'
+FEC_SUMMARY='media worker: Opus frames encoded with in-band FEC'
+
+webrtc_cert
+sbc_start lab/configs/webrtc_opus_fec.yaml
+trunk_mp=$LAB_MP # SIPp's media port (uas_start moves LAB_MP on for the next SIPp)
+uas_start echo 127.0.0.1:5080 uas_media_pcmu.xml -rtp_echo
+
+# browser_call NAME [ua.mjs options]: one call of CALL_SECS to the trunk, judged.
+browser_call() {
+    local name=$1 rc=0
+    shift
+    node "$BROWSER_DIR/ua.mjs" --wss wss://127.0.0.1:8443 --uri "sip:$name@lab.test" \
+        --duration "$CALL_SECS" --send-hz 700 --expect-codec opus "$@" \
+        --out "$OUT/$name.json" call sip:echo@lab.test >/dev/null 2>"$OUT/$name.stderr" </dev/null || rc=$?
+    browser_judge "$name" "$rc"
+    sbc_anchored "$name"
+}
+# fec_frames FROM_LINE: the frames the SBC encoded with FEC, summed over the transcoders that
+# ended after line FROM_LINE of its log.
+fec_frames() {
+    tail -n +"$(($1 + 1))" "$OUT/sbc.log" | grep -F "$FEC_SUMMARY" |
+        sed -n 's/.*fec_frames=\([0-9]*\).*/\1/p' | awk '{ s += $1 } END { print s + 0 }'
+}
+# sbc_log_settled: wait (up to 5 s) until the SBC has logged the end of the call's transcoders.
+sbc_log_settled() {
+    local want=$1 i
+    for i in $(seq 50); do
+        (($(grep -cF "$FEC_SUMMARY" "$OUT/sbc.log") >= want)) && return 0
+        sleep 0.1
+    done
+    lab_fail "the SBC logged no '$FEC_SUMMARY' line at the end of the call (see sbc.log)"
+}
+
+lab_step "call 1, clean network: browser clean calls sip:echo@lab.test for ${CALL_SECS}s"
+browser_call clean
+sbc_log_settled 1
+clean_lines=$(wc -l <"$OUT/sbc.log")
+clean_fec=$(fec_frames 0)
+lab_step "call 1: the SBC encoded $clean_fec frame(s) with in-band FEC toward the browser"
+((clean_fec == 0)) || lab_fail "FEC spent on a call whose browser reported no loss ($clean_fec frames)"
+! grep -qF "$FEC_CHANGED" "$OUT/sbc.log" || lab_fail "the SBC changed its FEC level on a clean call"
+
+lab_step "call 2: dropping ${LOSS_PCT} % of the UDP from the SBC's media ports toward the browser" \
+    "(nftables, the trunk's port $trunk_mp untouched)"
+nft -f - <<NFT || lab_abort "could not add the nftables loss rule"
+table inet lab_loss {
+    chain out {
+        type filter hook output priority 0; policy accept;
+        udp sport ${WEBRTC_MEDIA_PORTS} udp dport != $trunk_mp-$((trunk_mp + 3)) numgen random mod 100 < $LOSS_PCT drop
+    }
+}
+NFT
+summaries_before=$(grep -cF "$FEC_SUMMARY" "$OUT/sbc.log")
+browser_call lossy --max-loss 0.3
+sbc_log_settled $((summaries_before + 1))
+nft delete table inet lab_loss
+
+loss=$(browser_json lossy 'r["stats"]["inbound"]["packetsLost"] / max(1, r["stats"]["inbound"]["packetsLost"] + r["stats"]["inbound"]["packetsReceived"])')
+lab_step "call 2: the browser lost $(awk -v l="$loss" 'BEGIN { printf "%.1f", 100 * l }') % of the SBC's packets"
+awk -v l="$loss" 'BEGIN { exit !(l >= 0.03 && l <= 0.25) }' ||
+    lab_fail "the browser's loss is '$loss', expected 3..25 % from the rule (did it apply?)"
+levels=$(tail -n +"$((clean_lines + 1))" "$OUT/sbc.log" | grep -F "$FEC_CHANGED" |
+    sed -n 's/.* loss=\([0-9]*\).*/\1/p' | xargs)
+lossy_fec=$(fec_frames "$clean_lines")
+lab_step "call 2: FEC levels the SBC took from the browser's reports: '${levels:-none}';" \
+    "$lossy_fec frame(s) encoded with in-band FEC"
+max_level=$(printf '%s\n' $levels 0 | sort -n | tail -1)
+((max_level >= 5)) ||
+    lab_fail "the SBC never raised its FEC level to 5 % or more on the browser's reports ('$levels')"
+((lossy_fec >= 100)) || lab_fail "only $lossy_fec frames carried FEC toward a browser losing packets"
+
+uas_finish echo 2
+
+LAB_PASS_REASON="a browser's RTCP steers the SBC's Opus FEC: a clean call, 0 frames with FEC; with"
+LAB_PASS_REASON+=" $(awk -v l="$loss" 'BEGIN { printf "%.1f", 100 * l }') % loss toward the browser"
+LAB_PASS_REASON+=" (nftables), levels '$levels' from its reports and $lossy_fec frames with FEC"
+lab_end

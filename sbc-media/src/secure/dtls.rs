@@ -158,6 +158,11 @@ impl SrtpProfileKeys {
 /// has fewer than a dozen messages, more only from a misbehaving peer.
 const SEEN_MESSAGES: usize = 32;
 
+/// How many times the agent repeats a flight for repeated messages, as rtc-dtls bounds its
+/// own repeats after completion: a peer (ICE-checked, but unauthenticated until the handshake
+/// ends) cannot make it send flights without limit.
+const MAX_REPEATS: u8 = 7;
+
 /// The DTLS association of one side. Owned by the media worker of its pair.
 ///
 /// Retransmission repair. rtc-dtls 0.21 answers a peer's repeated flight only once its own
@@ -181,6 +186,8 @@ pub struct DtlsAgent {
     last_flight: Vec<BytesMut>,
     /// Handshake messages received (type, message_seq, fragment offset).
     seen: Vec<(u8, u16, u32)>,
+    /// Flights repeated so far for repeated messages.
+    repeats: u8,
 }
 
 impl DtlsAgent {
@@ -203,6 +210,7 @@ impl DtlsAgent {
             queue: VecDeque::new(),
             last_flight: Vec::new(),
             seen: Vec::new(),
+            repeats: 0,
         }
     }
 
@@ -241,8 +249,9 @@ impl DtlsAgent {
         let repeated = self.note_handshake_message(data);
         let read = self.endpoint.read(now, PLACEHOLDER, None, BytesMut::from(data));
         let answered = self.take_transmits();
-        if repeated && !answered && !self.done {
+        if repeated && !answered && !self.done && self.repeats < MAX_REPEATS {
             // See the type docs: the peer repeats its flight because ours was lost.
+            self.repeats += 1;
             self.queue.extend(self.last_flight.iter().cloned());
         }
         let events = match read {

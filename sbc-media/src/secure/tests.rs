@@ -705,3 +705,32 @@ fn a_lost_server_hello_flight_is_sent_again_when_the_client_retransmits() {
     assert!(peer_done, "the client completed after retransmitting its ClientHello");
     assert!(side.is_ready(), "the SBC completed: {:?}", side.failure());
 }
+
+/// A peer that keeps repeating a handshake message gets a bounded number of flights back.
+#[test]
+fn repeated_client_hellos_get_a_bounded_number_of_flights() {
+    let t0 = Instant::now();
+    let mut peer = Peer::new(true);
+    let mut side = ice_side(t0, DtlsRole::Server, vec![peer.fingerprint.clone()]);
+    side.handle(t0, addr(BROWSER), &mut check("sbcU:brwsr", "sbc-password-0123456789", true));
+    drain(&mut side);
+    peer.endpoint.connect(t0, peer.sbc, Arc::clone(&peer.config), None).unwrap();
+    // Cookie exchange, then the ClientHello that gets the server flight.
+    let hello = peer.endpoint.poll_transmit().unwrap().message.to_vec();
+    side.handle(t0, addr(BROWSER), &mut hello.clone());
+    for t in drain(&mut side) {
+        peer.endpoint.read(t0, peer.sbc, None, BytesMut::from(&t.data[..])).unwrap();
+    }
+    let with_cookie: Vec<Vec<u8>> =
+        std::iter::from_fn(|| peer.endpoint.poll_transmit()).map(|t| t.message.to_vec()).collect();
+    for d in &with_cookie {
+        side.handle(t0, addr(BROWSER), &mut d.clone());
+    }
+    assert!(drain(&mut side).iter().any(|t| t.data.len() > 300), "the server flight");
+    let mut flights = 0;
+    for _ in 0..50 {
+        side.handle(t0, addr(BROWSER), &mut with_cookie[with_cookie.len() - 1].clone());
+        flights += drain(&mut side).iter().filter(|t| t.data.len() > 300).count();
+    }
+    assert_eq!(flights, 7, "one flight per repeat, up to the budget");
+}

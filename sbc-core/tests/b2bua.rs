@@ -2007,6 +2007,99 @@ fn webrtc_caller_reaches_the_trunk_as_rtp_and_a_media_failure_ends_the_call() {
 }
 
 #[test]
+fn a_media_failure_during_early_media_cancels_the_callee_and_refuses_the_caller() {
+    use sbc_media::MediaProfile;
+    use sbc_media::backend::{MediaFailure, PairStats};
+
+    let relay = Arc::new(VirtualBackend::new(40_000..=40_099));
+    relay.set_dtls_fingerprint(Some("sha-256 AA:BB:CC".into()));
+    let mut cfg = config(&[UAS], Duration::from_secs(60));
+    cfg.listeners[0].media.profile = Some(MediaProfile::Webrtc);
+    let mut net = Net::with_relay(cfg, Some(relay.clone()));
+    net.uac_sends(&invite_with_body("early@client.example", CHROME_SDP));
+    assert_eq!(net.take_one(UAC).code(), Some(100));
+    let b_invite = net.take_one(UAS);
+    // Early media: the trunk answers in a 183; the browser gets the SBC's DTLS answer.
+    let trunk_answer = format!("{SDP}m=video 0 RTP/AVP 96\n");
+    net.uas_sends(&uas_response(&b_invite, 183, "Session Progress", "btag", "", &trunk_answer));
+    let progress = net.take_one(UAC);
+    assert_eq!(progress.code(), Some(183));
+    assert!(String::from_utf8_lossy(&progress.body).contains("a=setup:passive"));
+
+    // While it rings, nothing fails: nothing happens.
+    net.advance(Duration::from_secs(3));
+    assert!(net.take(UAC).is_empty() && net.take(UAS).is_empty());
+    // The browser's certificate does not match: the callee is cancelled, the caller refused
+    // with the failure as the Reason, before anyone answered.
+    let pair = relay.pair_ids()[0];
+    let failed = PairStats {
+        failure: Some(MediaFailure::FingerprintMismatch(LegSide::A)),
+        ..PairStats::default()
+    };
+    assert!(relay.set_stats(pair, failed));
+    net.advance(Duration::from_secs(1));
+    let refused = net.take_one(UAC);
+    assert_eq!(refused.code(), Some(488), "{}", summary(&refused));
+    assert_eq!(
+        hdr(&refused, HeaderName::Reason),
+        "Q.850;cause=47;text=\"DTLS fingerprint mismatch\""
+    );
+    let cancel = net.take_one(UAS);
+    assert_eq!(cancel.method(), Some(&sip::Method::Cancel));
+    net.uas_sends(&uas_response(&cancel, 200, "OK", "", "", ""));
+    net.uas_sends(&uas_response(&b_invite, 487, "Request Terminated", "btag", "", ""));
+    net.uac_sends(&uac_request("ACK", &refused, 1, "", ""));
+    assert_eq!(net.ended(), vec![Disposition::Failed]);
+    let reason = net.events.iter().find_map(|Event::Call { kind, .. }| match kind {
+        CallEventKind::Ended { reason, .. } => reason.clone(),
+        _ => None,
+    });
+    assert_eq!(reason.as_deref(), Some("DTLS fingerprint mismatch"));
+    assert_eq!(relay.open_pairs(), 0);
+    net.assert_idle();
+}
+
+#[test]
+fn early_media_that_works_is_watched_once_into_the_answered_call() {
+    use sbc_media::MediaProfile;
+    use sbc_media::backend::{MediaFailure, PairStats};
+
+    let relay = Arc::new(VirtualBackend::new(40_000..=40_099));
+    relay.set_dtls_fingerprint(Some("sha-256 AA:BB:CC".into()));
+    let mut cfg = config(&[UAS], Duration::from_secs(60));
+    cfg.listeners[0].media.profile = Some(MediaProfile::Webrtc);
+    let mut net = Net::with_relay(cfg, Some(relay.clone()));
+    net.uac_sends(&invite_with_body("early2@client.example", CHROME_SDP));
+    assert_eq!(net.take_one(UAC).code(), Some(100));
+    let b_invite = net.take_one(UAS);
+    let trunk_answer = format!("{SDP}m=video 0 RTP/AVP 96\n");
+    net.uas_sends(&uas_response(&b_invite, 183, "Session Progress", "btag", "", &trunk_answer));
+    assert_eq!(net.take_one(UAC).code(), Some(183));
+    net.advance(Duration::from_secs(2));
+    net.uas_sends(&uas_response(&b_invite, 200, "OK", "btag", "", &trunk_answer));
+    assert_eq!(net.take_one(UAS).method(), Some(&sip::Method::Ack));
+    let ok = net.take_one(UAC);
+    assert_eq!(ok.code(), Some(200));
+    net.uac_sends(&uac_request("ACK", &ok, 1, "", ""));
+    // The checks armed by the early media go on after the answer (the 2xx arms no second
+    // chain): a failure now ends the answered call with BYEs.
+    let pair = relay.pair_ids()[0];
+    let failed = PairStats {
+        failure: Some(MediaFailure::FingerprintMismatch(LegSide::A)),
+        ..PairStats::default()
+    };
+    assert!(relay.set_stats(pair, failed));
+    net.advance(Duration::from_secs(1));
+    for peer in [UAC, UAS] {
+        let bye = net.take_one(peer);
+        assert_eq!(bye.method(), Some(&sip::Method::Bye));
+        net.peer_or_uac_answers(peer, &bye);
+    }
+    assert_eq!(net.ended(), vec![Disposition::Answered]);
+    net.assert_idle();
+}
+
+#[test]
 fn webrtc_listener_without_dtls_in_the_relay_refuses_with_488() {
     use sbc_media::MediaProfile;
 

@@ -175,6 +175,9 @@ struct Call {
     /// Retry-After of the last outbound refusal, sent if that refusal is the caller's answer.
     retry_after: Option<u32>,
     ring_deadline: Option<Instant>,
+    /// A `CallTimer::Media` check is armed (one chain per call: from the first early answer
+    /// whose media can fail, or from the 2xx).
+    media_watched: bool,
     reinvite: Option<ReInvite>,
     /// Server transactions waiting for a relayed answer; answered 487/481 if the call ends first.
     pending_servers: Vec<TxnId>,
@@ -943,6 +946,7 @@ impl Engine {
             out_permit: None,
             retry_after: None,
             ring_deadline: Some(now + ring_timeout),
+            media_watched: false,
             reinvite: None,
             pending_servers: Vec::new(),
             b_min_se: MIN_SE,
@@ -1548,10 +1552,14 @@ impl Engine {
                 }
             }
         };
+        let early_media = body.is_some();
         if let Some(sdp) = body {
             set_body(&mut r, resp.content_type().cloned(), sdp);
         }
         self.txns.respond(now, txn, r);
+        if early_media {
+            self.watch_early_media(now, key);
+        }
         if let Some(b_rseq) = prack_b {
             self.send_own_prack(now, key, b_rseq);
         }
@@ -1638,8 +1646,13 @@ impl Engine {
         };
         let timeout = self.media_timeout_of(key).map(|t| MEDIA_RECHECK.min(t));
         let failure = self.media_can_fail(key).then_some(MEDIA_FAILURE_POLL);
-        if let Some(after) = timeout.into_iter().chain(failure).min() {
+        let watched = self.call(key).is_some_and(|c| c.media_watched);
+        // A chain armed by early media goes on into the answered call (at most a poll later).
+        if let Some(after) = timeout.into_iter().chain(failure).min().filter(|_| !watched) {
             self.timers.push(Reverse((now + after, key, CallTimer::Media)));
+            if let Some(call) = slot_call_mut(&mut self.slots, key) {
+                call.media_watched = true;
+            }
         }
         if self.media.dtmf_info_leg(media).is_some() {
             self.timers.push(Reverse((now + DTMF_POLL, key, CallTimer::Dtmf)));
@@ -1888,8 +1901,8 @@ impl Engine {
     /// expire (or fail).
     fn media_check(&mut self, now: Instant, key: CallKey) {
         let Some(call) = self.call(key) else { return };
-        if call.phase != Phase::Answered {
-            return;
+        if call.phase == Phase::Early {
+            return self.early_media_check(now, key);
         }
         if let Some(failure) = self.media.failure(call.media) {
             let (cause, text) = failure_reason(failure);
@@ -1902,6 +1915,9 @@ impl Engine {
         }
         let can_fail = self.media.can_fail(call.media);
         if !can_fail && self.media_timeout_of(key).is_none() {
+            if let Some(call) = self.call_mut(key) {
+                call.media_watched = false;
+            }
             return;
         }
         let next = match self.media.inactivity_deadline(call.media) {
@@ -1918,6 +1934,38 @@ impl Engine {
         };
         let next = if can_fail { next.min(now + MEDIA_FAILURE_POLL) } else { next };
         self.timers.push(Reverse((next, key, CallTimer::Media)));
+    }
+
+    /// Early media (an SDP answer in a provisional) on a call whose media can fail (DTLS,
+    /// ICE): watch it from now, not only from the 2xx, so that a failed handshake ends the
+    /// attempt while it rings instead of the call being answered and hung up at once.
+    fn watch_early_media(&mut self, now: Instant, key: CallKey) {
+        if !self.media_can_fail(key) {
+            return;
+        }
+        let Some(call) = self.call_mut(key) else { return };
+        if call.media_watched {
+            return;
+        }
+        call.media_watched = true;
+        self.timers.push(Reverse((now + MEDIA_FAILURE_POLL, key, CallTimer::Media)));
+    }
+
+    /// The media check of a call still ringing with early media: a media failure cancels leg
+    /// B and refuses leg A with 488 and the failure as Reason; otherwise look again later.
+    fn early_media_check(&mut self, now: Instant, key: CallKey) {
+        let Some(call) = self.call(key) else { return };
+        let Some(failure) = self.media.failure(call.media) else {
+            self.timers.push(Reverse((now + MEDIA_FAILURE_POLL, key, CallTimer::Media)));
+            return;
+        };
+        let (cause, text) = failure_reason(failure);
+        tracing::info!(%text, "media failed before the answer: ending the call");
+        let reason = Bytes::from(format!("Q.850;cause={cause};text=\"{text}\""));
+        self.cancel_b(now, key);
+        self.answer_a_invite(now, key, 488, "Not Acceptable Here", Some(reason));
+        let why = Some(text.as_str());
+        self.end_call(now, key, Disposition::Failed, 488, ReleaseSide::Sbc, why);
     }
 
     fn on_txn_failed(&mut self, now: Instant, txn: TxnId, code: u16, reason: &str) {

@@ -266,10 +266,10 @@ run_step_once() {
 		[ "$gdrop" = 0 ] && [ "$serr" = 0 ] || { STEP_PASS=0; STEP_WHY+=" GEN(drops=$gdrop,send_errors=$serr)"; }
 		awk -v v="$lag" -v m="$MAX_LAG_P99_US" 'BEGIN { exit !(v < m) }' || { STEP_PASS=0; STEP_WHY+=" GEN(lag_p99=${lag}us)"; }
 	fi
-	log "$(printf '%-9s calls %5d lost %7s p50 %8s us p99 %9s us max %9s us  X %6s us/pkt %5s cores  gen %5s cores  others %5s  %s' \
+	log "$(printf '%-9s calls %5d lost %7s p50 %8s us p99 %9s us max %9s us  X %6s us/pkt %5s cores %7s KiB RSS  gen %5s cores  others %5s  %s' \
 		"$x" "$n" "$(kv "$STEP_FILE" lost)" "$(kv "$STEP_FILE" p50_us)" "$(kv "$STEP_FILE" p99_us)" \
 		"$(kv "$STEP_FILE" max_us)" "$(kv "$STEP_FILE" relay_us_per_pkt)" "$(kv "$STEP_FILE" relay_cores)" \
-		"$(kv "$STEP_FILE" gen_cores)" "$STEP_OTHER" \
+		"$(kv "$STEP_FILE" relay_rss_kib)" "$(kv "$STEP_FILE" gen_cores)" "$STEP_OTHER" \
 		"$([ "$STEP_PASS" = 1 ] && echo pass || echo "FAIL($STEP_WHY )")")"
 	sleep 0.5
 }

@@ -387,6 +387,7 @@ fn report(
     let cores = |ns: u64| format!("{:.3}", ns as f64 / o.window_ns.max(1) as f64);
     kv("relay_cpu_s", format!("{:.3}", o.watched_cpu_ns as f64 / 1e9));
     kv("relay_cores", cores(o.watched_cpu_ns));
+    kv("relay_rss_kib", o.watched_rss_kib.to_string());
     kv("relay_top_thread_cores", cores(o.watched_top_thread_ns));
     // CPU per packet relayed: relay CPU over the window / window packets that came out of it.
     let per_pkt =

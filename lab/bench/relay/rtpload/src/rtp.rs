@@ -108,6 +108,8 @@ pub struct Outcome {
     pub window_ns: u64,
     /// CPU of the watched processes over the window, ns (summed over their threads).
     pub watched_cpu_ns: u64,
+    /// Resident memory of the watched processes at the end of the window (every call up), KiB.
+    pub watched_rss_kib: u64,
     /// CPU of the busiest single thread of the watched processes over the window, ns.
     pub watched_top_thread_ns: u64,
     /// Our own CPU over the window, ns.
@@ -257,6 +259,7 @@ pub fn run(socks: &[UdpSocket], streams: &[StreamSpec], p: &Params) -> io::Resul
         send_lag: Hist::default(),
         window_ns: 0,
         watched_cpu_ns: 0,
+        watched_rss_kib: 0,
         watched_top_thread_ns: 0,
         self_cpu_ns: 0,
         machine_cpu_ns: 0,
@@ -349,6 +352,7 @@ pub fn run(socks: &[UdpSocket], streams: &[StreamSpec], p: &Params) -> io::Resul
     };
     out.window_ns = b.mono - a.mono;
     out.watched_cpu_ns = b.watched_total.saturating_sub(a.watched_total);
+    out.watched_rss_kib = b.watched_rss_kib;
     out.watched_top_thread_ns = b
         .watched_threads
         .iter()
@@ -436,6 +440,7 @@ struct Snapshot {
     mono: u64,
     watched_total: u64,
     watched_threads: HashMap<u32, u64>,
+    watched_rss_kib: u64,
     self_cpu: u64,
     /// utime + stime of every process, by pid.
     procs: HashMap<u32, u64>,
@@ -459,14 +464,23 @@ impl Snapshot {
                 }
             }
         }
+        let watched_rss_kib = pids.iter().filter_map(|pid| rss_kib(*pid)).sum();
         Snapshot {
             mono: sys::mono_ns(),
             watched_total,
             watched_threads,
+            watched_rss_kib,
             self_cpu: sys::self_cpu_ns(),
             procs: all_procs_ticks().into_iter().map(|(p, t)| (p, to_ns(t))).collect(),
         }
     }
+}
+
+/// VmRSS of a process, from `/proc/PID/status`.
+fn rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// utime + stime of a `/proc/.../stat` file.

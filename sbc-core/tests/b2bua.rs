@@ -1926,14 +1926,7 @@ fn invite_with_body(call_id: &str, body: &str) -> String {
 
 #[test]
 fn webrtc_caller_reaches_the_trunk_as_rtp_and_a_media_failure_ends_the_call() {
-    use sbc_media::MediaProfile;
-    use sbc_media::backend::{MediaFailure, PairStats};
-
-    let relay = Arc::new(VirtualBackend::new(40_000..=40_099));
-    relay.set_dtls_fingerprint(Some("sha-256 AA:BB:CC".into()));
-    let mut cfg = config(&[UAS], Duration::from_secs(60));
-    cfg.listeners[0].media.profile = Some(MediaProfile::Webrtc);
-    let mut net = Net::with_relay(cfg, Some(relay.clone()));
+    let (mut net, relay) = webrtc_net();
     net.uac_sends(&invite_with_body("browser@client.example", CHROME_SDP));
     assert_eq!(net.take_one(UAC).code(), Some(100));
     let b_invite = net.take_one(UAS);
@@ -1979,12 +1972,7 @@ fn webrtc_caller_reaches_the_trunk_as_rtp_and_a_media_failure_ends_the_call() {
     assert!(net.take(UAS).is_empty());
 
     // The relay reports the browser's certificate does not match: both legs get a BYE.
-    let pair = relay.pair_ids()[0];
-    let failed = PairStats {
-        failure: Some(MediaFailure::FingerprintMismatch(LegSide::A)),
-        ..PairStats::default()
-    };
-    assert!(relay.set_stats(pair, failed));
+    fail_fingerprint(&relay);
     net.advance(Duration::from_secs(1));
     for peer in [UAC, UAS] {
         let bye = net.take_one(peer);
@@ -2006,37 +1994,50 @@ fn webrtc_caller_reaches_the_trunk_as_rtp_and_a_media_failure_ends_the_call() {
     net.assert_idle();
 }
 
-#[test]
-fn a_media_failure_during_early_media_cancels_the_callee_and_refuses_the_caller() {
-    use sbc_media::MediaProfile;
-    use sbc_media::backend::{MediaFailure, PairStats};
-
+/// A net whose caller's listener speaks WebRTC, over a virtual relay that can do DTLS.
+fn webrtc_net() -> (Net, Arc<VirtualBackend>) {
     let relay = Arc::new(VirtualBackend::new(40_000..=40_099));
     relay.set_dtls_fingerprint(Some("sha-256 AA:BB:CC".into()));
     let mut cfg = config(&[UAS], Duration::from_secs(60));
-    cfg.listeners[0].media.profile = Some(MediaProfile::Webrtc);
-    let mut net = Net::with_relay(cfg, Some(relay.clone()));
-    net.uac_sends(&invite_with_body("early@client.example", CHROME_SDP));
+    cfg.listeners[0].media.profile = Some(sbc_media::MediaProfile::Webrtc);
+    (Net::with_relay(cfg, Some(relay.clone())), relay)
+}
+
+/// The relay reports that the browser's certificate does not match its SDP fingerprint.
+fn fail_fingerprint(relay: &VirtualBackend) {
+    use sbc_media::backend::{MediaFailure, PairStats};
+    let failed = PairStats {
+        failure: Some(MediaFailure::FingerprintMismatch(LegSide::A)),
+        ..PairStats::default()
+    };
+    assert!(relay.set_stats(relay.pair_ids()[0], failed));
+}
+
+/// A browser (`user`) calls; the trunk answers with early media in a 183, which the browser
+/// gets as the SBC's DTLS answer. Returns the trunk's INVITE and its answer.
+fn webrtc_early_media(net: &mut Net, user: &str) -> (Message, String) {
+    net.uac_sends(&invite_with_body(&format!("{user}@client.example"), CHROME_SDP));
     assert_eq!(net.take_one(UAC).code(), Some(100));
     let b_invite = net.take_one(UAS);
-    // Early media: the trunk answers in a 183; the browser gets the SBC's DTLS answer.
     let trunk_answer = format!("{SDP}m=video 0 RTP/AVP 96\n");
     net.uas_sends(&uas_response(&b_invite, 183, "Session Progress", "btag", "", &trunk_answer));
     let progress = net.take_one(UAC);
     assert_eq!(progress.code(), Some(183));
     assert!(String::from_utf8_lossy(&progress.body).contains("a=setup:passive"));
+    (b_invite, trunk_answer)
+}
+
+#[test]
+fn a_media_failure_during_early_media_cancels_the_callee_and_refuses_the_caller() {
+    let (mut net, relay) = webrtc_net();
+    let (b_invite, _) = webrtc_early_media(&mut net, "early");
 
     // While it rings, nothing fails: nothing happens.
     net.advance(Duration::from_secs(3));
     assert!(net.take(UAC).is_empty() && net.take(UAS).is_empty());
     // The browser's certificate does not match: the callee is cancelled, the caller refused
     // with the failure as the Reason, before anyone answered.
-    let pair = relay.pair_ids()[0];
-    let failed = PairStats {
-        failure: Some(MediaFailure::FingerprintMismatch(LegSide::A)),
-        ..PairStats::default()
-    };
-    assert!(relay.set_stats(pair, failed));
+    fail_fingerprint(&relay);
     net.advance(Duration::from_secs(1));
     let refused = net.take_one(UAC);
     assert_eq!(refused.code(), Some(488), "{}", summary(&refused));
@@ -2061,20 +2062,8 @@ fn a_media_failure_during_early_media_cancels_the_callee_and_refuses_the_caller(
 
 #[test]
 fn early_media_that_works_is_watched_once_into_the_answered_call() {
-    use sbc_media::MediaProfile;
-    use sbc_media::backend::{MediaFailure, PairStats};
-
-    let relay = Arc::new(VirtualBackend::new(40_000..=40_099));
-    relay.set_dtls_fingerprint(Some("sha-256 AA:BB:CC".into()));
-    let mut cfg = config(&[UAS], Duration::from_secs(60));
-    cfg.listeners[0].media.profile = Some(MediaProfile::Webrtc);
-    let mut net = Net::with_relay(cfg, Some(relay.clone()));
-    net.uac_sends(&invite_with_body("early2@client.example", CHROME_SDP));
-    assert_eq!(net.take_one(UAC).code(), Some(100));
-    let b_invite = net.take_one(UAS);
-    let trunk_answer = format!("{SDP}m=video 0 RTP/AVP 96\n");
-    net.uas_sends(&uas_response(&b_invite, 183, "Session Progress", "btag", "", &trunk_answer));
-    assert_eq!(net.take_one(UAC).code(), Some(183));
+    let (mut net, relay) = webrtc_net();
+    let (b_invite, trunk_answer) = webrtc_early_media(&mut net, "early2");
     net.advance(Duration::from_secs(2));
     net.uas_sends(&uas_response(&b_invite, 200, "OK", "btag", "", &trunk_answer));
     assert_eq!(net.take_one(UAS).method(), Some(&sip::Method::Ack));
@@ -2083,12 +2072,7 @@ fn early_media_that_works_is_watched_once_into_the_answered_call() {
     net.uac_sends(&uac_request("ACK", &ok, 1, "", ""));
     // The checks armed by the early media go on after the answer (the 2xx arms no second
     // chain): a failure now ends the answered call with BYEs.
-    let pair = relay.pair_ids()[0];
-    let failed = PairStats {
-        failure: Some(MediaFailure::FingerprintMismatch(LegSide::A)),
-        ..PairStats::default()
-    };
-    assert!(relay.set_stats(pair, failed));
+    fail_fingerprint(&relay);
     net.advance(Duration::from_secs(1));
     for peer in [UAC, UAS] {
         let bye = net.take_one(peer);

@@ -601,18 +601,24 @@ fn header_extensions_protect_when_well_formed_and_are_refused_when_not() {
     assert_eq!(sbc.protect(false, &mut buf, bad.len()), None);
 }
 
+/// A server side whose browser passed an ICE check (nominated) and has started its handshake
+/// (its ClientHello waits in its endpoint).
+fn server_and_connecting_client(now: Instant) -> (SecureSide, Peer) {
+    let mut peer = Peer::new(true);
+    let mut side = ice_side(now, DtlsRole::Server, vec![peer.fingerprint.clone()]);
+    side.handle(now, addr(BROWSER), &mut check("sbcU:brwsr", "sbc-password-0123456789", true));
+    drain(&mut side);
+    peer.endpoint.connect(now, peer.sbc, Arc::clone(&peer.config), None).unwrap();
+    (side, peer)
+}
+
 /// RFC 6347 §4.2.4: a server whose last flight (ChangeCipherSpec, Finished) was lost learns it
 /// from the client's retransmitted flight, and must send its own again; the client (Chrome)
 /// otherwise never completes, while the server thinks the handshake is done.
 #[test]
 fn a_lost_last_server_flight_is_sent_again_when_the_client_retransmits() {
     let t0 = Instant::now();
-    let mut peer = Peer::new(true);
-    let mut side = ice_side(t0, DtlsRole::Server, vec![peer.fingerprint.clone()]);
-    let ok = || check("sbcU:brwsr", "sbc-password-0123456789", true);
-    side.handle(t0, addr(BROWSER), &mut ok());
-    drain(&mut side);
-    peer.endpoint.connect(t0, peer.sbc, Arc::clone(&peer.config), None).unwrap();
+    let (mut side, mut peer) = server_and_connecting_client(t0);
     // Run the handshake, losing the server's datagrams that start with a ChangeCipherSpec
     // record (content type 20): its last flight.
     let mut lost = 0;
@@ -668,12 +674,7 @@ fn a_lost_last_server_flight_is_sent_again_when_the_client_retransmits() {
 #[test]
 fn a_lost_server_hello_flight_is_sent_again_when_the_client_retransmits() {
     let t0 = Instant::now();
-    let mut peer = Peer::new(true);
-    let mut side = ice_side(t0, DtlsRole::Server, vec![peer.fingerprint.clone()]);
-    let ok = || check("sbcU:brwsr", "sbc-password-0123456789", true);
-    side.handle(t0, addr(BROWSER), &mut ok());
-    drain(&mut side);
-    peer.endpoint.connect(t0, peer.sbc, Arc::clone(&peer.config), None).unwrap();
+    let (mut side, mut peer) = server_and_connecting_client(t0);
     // The server flight carries the certificate: the first large handshake datagram (a
     // HelloVerifyRequest is some 60 bytes) is lost.
     let mut lost = 0;
@@ -710,11 +711,7 @@ fn a_lost_server_hello_flight_is_sent_again_when_the_client_retransmits() {
 #[test]
 fn repeated_client_hellos_get_a_bounded_number_of_flights() {
     let t0 = Instant::now();
-    let mut peer = Peer::new(true);
-    let mut side = ice_side(t0, DtlsRole::Server, vec![peer.fingerprint.clone()]);
-    side.handle(t0, addr(BROWSER), &mut check("sbcU:brwsr", "sbc-password-0123456789", true));
-    drain(&mut side);
-    peer.endpoint.connect(t0, peer.sbc, Arc::clone(&peer.config), None).unwrap();
+    let (mut side, mut peer) = server_and_connecting_client(t0);
     // Cookie exchange, then the ClientHello that gets the server flight.
     let hello = peer.endpoint.poll_transmit().unwrap().message.to_vec();
     side.handle(t0, addr(BROWSER), &mut hello.clone());

@@ -246,3 +246,35 @@ opus_input_narrowband() {
     [[ $counts =~ nb=([0-9]+)\ mb=0\ wb=0\ swb=0\ fb=0 ]] && ((BASH_REMATCH[1] >= 100)) ||
         lab_fail "the browser's Opus is not all narrowband ($counts), maxplaybackrate=8000 ignored?"
 }
+
+# browser_presses_keys_to_ivr CONFIG SCENARIO: the DTMF tests' call. The SBC on CONFIG (with its
+# self-signed WSS certificate), a capture of the trunk leg (trunk.pcap), a SIPp IVR on
+# 127.0.0.1:5080 running SCENARIO with -rtp_echo; the browser alice calls sip:ivr@lab.test for
+# CALL_SECS without registering, sending BROWSER_HZ and pressing DIGITS at DTMF_AT. Judged
+# (ua.mjs's checks), anchored at the SBC, and the SBC's answer must name opus and telephone-event,
+# no G.711. Then the IVR must have completed its one call. DTMF_METRIC_BEFORE:
+# sbc_dtmf_interworked_total before the call.
+browser_presses_keys_to_ivr() {
+    local config=$1 scenario=$2 rc=0 got
+    webrtc_cert
+    sbc_start "$config"
+    capture_start trunk udp
+    uas_start ivr 127.0.0.1:5080 "$scenario" -rtp_echo
+    DTMF_METRIC_BEFORE=$(metric sbc_dtmf_interworked_total)
+
+    lab_step "browser alice calls sip:ivr@lab.test for ${CALL_SECS}s without registering, sends $DIGITS" \
+        "at ${DTMF_AT}s (sends ${BROWSER_HZ} Hz, Opus)"
+    node "$BROWSER_DIR/ua.mjs" --wss wss://127.0.0.1:8443 --uri sip:alice@lab.test \
+        --duration "$CALL_SECS" --send-hz "$BROWSER_HZ" --expect-codec opus \
+        --send-dtmf "$DIGITS" --dtmf-at "$DTMF_AT" \
+        --out "$OUT/alice.json" call sip:ivr@lab.test >/dev/null 2>"$OUT/alice.stderr" </dev/null || rc=$?
+    browser_judge alice "$rc"
+    sbc_anchored alice
+    got=$(browser_sdp_codecs alice remote)
+    lab_step "SDP the browser received (the SBC's answer): $got"
+    [[ " $got " == *" opus "* && " $got " == *" telephone-event "* && " $got " != *" pcmu "* ]] ||
+        lab_fail "the browser's answer from the SBC names '$got', expected opus and telephone-event, no G.711"
+
+    uas_finish ivr 1
+    capture_stop trunk
+}

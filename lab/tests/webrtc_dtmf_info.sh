@@ -43,28 +43,8 @@ webrtc_require_browser
 CALL_SECS=8 DTMF_AT=2 DIGITS='147#'
 BROWSER_HZ=700
 
-webrtc_cert
-sbc_start lab/configs/webrtc_dtmf_info.yaml
-capture_start trunk udp
-uas_start ivr 127.0.0.1:5080 uas_ivr_dtmf_info.xml -rtp_echo
-before=$(metric sbc_dtmf_interworked_total)
-
-lab_step "browser alice calls sip:ivr@lab.test for ${CALL_SECS}s without registering, sends $DIGITS" \
-    "at ${DTMF_AT}s (sends ${BROWSER_HZ} Hz, Opus)"
-rc=0
-node "$BROWSER_DIR/ua.mjs" --wss wss://127.0.0.1:8443 --uri sip:alice@lab.test \
-    --duration "$CALL_SECS" --send-hz "$BROWSER_HZ" --expect-codec opus \
-    --send-dtmf "$DIGITS" --dtmf-at "$DTMF_AT" \
-    --out "$OUT/alice.json" call sip:ivr@lab.test >/dev/null 2>"$OUT/alice.stderr" </dev/null || rc=$?
-browser_judge alice "$rc"
-sbc_anchored alice
-got=$(browser_sdp_codecs alice remote)
-lab_step "SDP the browser received (the SBC's answer): $got"
-[[ " $got " == *" opus "* && " $got " == *" telephone-event "* && " $got " != *" pcmu "* ]] ||
-    lab_fail "the browser's answer from the SBC names '$got', expected opus and telephone-event, no G.711"
-
-uas_finish ivr 1
-capture_stop trunk
+browser_presses_keys_to_ivr lab/configs/webrtc_dtmf_info.yaml uas_ivr_dtmf_info.xml
+before=$DTMF_METRIC_BEFORE
 
 # What crossed the trunk leg, as tshark decodes it: the INFOs (in capture order) and the RTP
 # toward SIPp's media port (from its own SDP, o=callee).

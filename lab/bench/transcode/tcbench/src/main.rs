@@ -296,13 +296,7 @@ fn codec(settings: OpusSettings, seconds: f64) {
     let (mut n, mut seq, t0) = (0usize, 0u16, thread_cpu());
     while thread_cpu() - t0 < budget {
         for k in 0..CANNED {
-            let ts = u32::from(seq);
-            let a = rtp(111, seq, ts.wrapping_mul(960), 0xA, &opus[k]);
-            let b = rtp(0, seq, ts.wrapping_mul(160), 0xB, &pcmu[k]);
-            emitted.clear();
-            ta.handle_rtp(&a, &mut emitted);
-            emitted.clear();
-            tb.handle_rtp(&b, &mut emitted);
+            feed_call(&mut ta, &mut tb, seq, &opus[k], &pcmu[k], &mut emitted);
             seq = seq.wrapping_add(1);
         }
         n += CANNED;
@@ -323,13 +317,7 @@ fn codec(settings: OpusSettings, seconds: f64) {
         let seq = cycle as u16;
         for (c, (ta, tb)) in calls.iter_mut().enumerate() {
             let k = (cycle + c * CALL_STRIDE) % CANNED;
-            let ts = u32::from(seq);
-            let a = rtp(111, seq, ts.wrapping_mul(960), 0xA, &opus[k]);
-            let b = rtp(0, seq, ts.wrapping_mul(160), 0xB, &pcmu[k]);
-            emitted.clear();
-            ta.handle_rtp(&a, &mut emitted);
-            emitted.clear();
-            tb.handle_rtp(&b, &mut emitted);
+            feed_call(ta, tb, seq, &opus[k], &pcmu[k], &mut emitted);
         }
         n += INTERLEAVED;
         cycle += 1;
@@ -354,6 +342,23 @@ fn codec(settings: OpusSettings, seconds: f64) {
     println!("interleaved_calls={INTERLEAVED}");
     println!("interleaved_call_ns={interleaved_ns:.0}");
     println!("interleaved_bound_calls_per_core={:.0}", frame_ns / interleaved_ns);
+}
+
+/// One 20 ms cycle of one call through its two transcoders: the browser's Opus packet and the
+/// trunk's PCMU packet with sequence number `seq`.
+fn feed_call(
+    ta: &mut Transcoder,
+    tb: &mut Transcoder,
+    seq: u16,
+    opus: &[u8],
+    pcmu: &[u8],
+    emitted: &mut Emitted,
+) {
+    let ts = u32::from(seq);
+    emitted.clear();
+    ta.handle_rtp(&rtp(111, seq, ts.wrapping_mul(960), 0xA, opus), emitted);
+    emitted.clear();
+    tb.handle_rtp(&rtp(0, seq, ts.wrapping_mul(160), 0xB, pcmu), emitted);
 }
 
 fn codec_spec(name: &str, pt: u8, rate: u32, ch: u8) -> CodecSpec {

@@ -18,6 +18,8 @@
 //!   for sans-IO tests;
 //! - [`secure`]: the secure media path of one relay side (ICE-lite, DTLS-SRTP, SRTP, SDES),
 //!   sans-IO;
+//! - [`rtcp`]: the RTCP reports the SBC sends itself on the streams it originates (transcoded
+//!   pairs), sans-IO;
 //! - [`relay`]: the real relay: media worker threads that own the sockets and move the packets
 //!   (with [`ports`], the port pool, and [`stats`], the RFC 3550 receive figures).
 //!
@@ -33,6 +35,7 @@ pub mod ports;
 pub mod profile;
 #[cfg(target_os = "linux")]
 pub mod relay;
+pub mod rtcp;
 pub mod sdp;
 pub mod secure;
 pub mod stats;

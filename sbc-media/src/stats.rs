@@ -191,6 +191,11 @@ impl RtpReceiveStats {
         self.expected().saturating_sub(self.received())
     }
 
+    /// The SSRC of the current source, if any packet was seen.
+    pub fn ssrc(&self) -> Option<u32> {
+        self.source.map(|s| s.ssrc)
+    }
+
     /// Extended highest sequence number of the current source (A.1), if any packet was seen.
     pub fn extended_max_seq(&self) -> Option<u32> {
         // The RTCP field is 32 bits wide: after 2^16 cycles it wraps, as it does on the wire.

@@ -142,6 +142,11 @@ impl SideRules {
         self.rtp_destination()
     }
 
+    /// Where RTCP toward this side's peer goes, for reports the relay makes itself.
+    pub(crate) fn rtcp_out(&self) -> Result<Out, DropReason> {
+        self.rtcp_destination()
+    }
+
     /// Where RTP toward this side's peer goes: the latched address, else the SDP's.
     fn rtp_destination(&self) -> Result<Out, DropReason> {
         let remote = self.remote.as_ref().ok_or(DropReason::NoDestination)?;

@@ -1114,11 +1114,14 @@ fn transcodes_pcmu_to_opus_and_back_over_loopback() {
     }
     assert_1khz(&heard[1600..]);
 
-    // RTCP is not carried across: B's report stays at the SBC.
+    // RTCP is not carried across: B's report stays at the SBC (A may get the SBC's own).
     c.b_rtcp.send(&rtcp_rr(0xb0b), rtcp_port(c.at_b));
     let s = c.stats_until(|s| s.from_b.rtcp_packets == 1);
     c.a_rtcp.sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-    assert!(c.a_rtcp.sock.recv_from(&mut [0u8; 64]).is_err(), "RTCP crossed a transcoded pair");
+    let mut buf = [0u8; 256];
+    while let Ok((n, _)) = c.a_rtcp.sock.recv_from(&mut buf) {
+        assert_ne!(buf[..n], rtcp_rr(0xb0b)[..], "RTCP crossed a transcoded pair");
+    }
     // Figures stay those of each received leg.
     assert_eq!((s.from_b.packets, s.from_b.forwarded, s.from_b.dropped), (40, 40, 0));
     assert_eq!((s.from_a.packets, s.from_a.forwarded), (40, 40));
@@ -1156,6 +1159,83 @@ fn the_browsers_loss_reports_turn_fec_on_toward_it() {
     c.stats_until(|s| s.from_a.rtcp_packets == 1);
     let (_, with_fec) = send(10..20);
     assert!(with_fec >= 9, "FEC in {with_fec} of 10 packets after the report");
+}
+
+/// The next datagram on `peer` that is an RTCP sender report (the SBC's first comes 1.25-3.75 s
+/// after the pair became transcoded).
+fn sender_report(peer: &Peer) -> Vec<u8> {
+    peer.sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    loop {
+        let (got, _) = peer.recv();
+        if got.get(1) == Some(&200) {
+            return got;
+        }
+    }
+}
+
+fn be32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes(b[at..at + 4].try_into().unwrap())
+}
+
+#[test]
+fn a_transcoded_pair_sends_its_own_sender_reports_to_both_peers() {
+    use crate::transcode::g711;
+    use opusic_c::{Application, Channels, SampleRate};
+
+    let c = browser_and_trunk(false);
+    // B's peer sends 20 PCMU packets; A's peer gets 20 Opus packets of the SBC's stream.
+    let mut to_a = (0, 0);
+    for k in 0..20usize {
+        let payload: Vec<u8> = tone(8000, k, 160).iter().map(|&s| g711::ulaw_encode(s)).collect();
+        c.b.send(&rtp_with(0, k as u16, 160 * k as u32, 0xb0b, &payload), c.at_b);
+        let (got, _) = c.a.recv();
+        to_a = (be32(&got, 8), to_a.1 + got.len() as u32 - 12);
+    }
+    // A's peer sends 20 Opus packets, of which the 6th is lost; B's peer gets PCMU.
+    let mut enc =
+        opusic_c::Encoder::new(Channels::Mono, SampleRate::Hz48000, Application::Voip).unwrap();
+    let mut to_b = 0;
+    for k in 0..20usize {
+        let pcm: Vec<u16> = tone(48000, k, 960).iter().map(|&s| s as u16).collect();
+        let mut buf = [0u8; 400];
+        let len = enc.encode_to_slice(&pcm, &mut buf).unwrap();
+        if k != 5 {
+            c.a.send(&rtp_with(111, k as u16, 960 * k as u32, 0xa0a, &buf[..len]), c.at_a);
+        }
+        // The lost packet is concealed when the next one arrives: 20 PCMU packets in all.
+        let expected = match k {
+            5 => 0,
+            6 => 2,
+            _ => 1,
+        };
+        for _ in 0..expected {
+            to_b = be32(&c.b.recv().0, 8);
+        }
+    }
+    // B's peer sends a sender report (NTP 0x0102030405060708): the SBC's report echoes it.
+    let mut sr = vec![0x80, 200, 0, 6, 0, 0, 0x0b, 0x0b, 1, 2, 3, 4, 5, 6, 7, 8];
+    sr.extend([0; 12]);
+    c.b_rtcp.send(&sr, rtcp_port(c.at_b));
+    c.stats_until(|s| s.from_b.rtcp_packets == 1);
+
+    // Toward A (the browser): an SR on the Opus stream, with a block on A's own stream.
+    let report = sender_report(&c.a_rtcp);
+    assert_eq!(report[0] & 0x1f, 1, "one report block");
+    assert_eq!(be32(&report, 4), to_a.0, "the SSRC of the stream A receives");
+    assert_eq!((be32(&report, 20), be32(&report, 24)), (20, to_a.1), "packets, payload octets");
+    assert_eq!(be32(&report, 28), 0xa0a, "the block is on A's stream");
+    assert_eq!(be32(&report, 32) & 0xff_ffff, 1, "one packet of A's lost");
+    assert_eq!(be32(&report, 36), 19, "highest sequence number");
+    assert_eq!(report[53], 202, "then the SDES");
+
+    // Toward B (the trunk): an SR on the PCMU stream, LSR from B's sender report.
+    let report = sender_report(&c.b_rtcp);
+    assert_eq!(be32(&report, 4), to_b);
+    assert_eq!((be32(&report, 20), be32(&report, 24)), (20, 20 * 160));
+    assert_eq!(be32(&report, 28), 0xb0b);
+    assert_eq!((be32(&report, 32) & 0xff_ffff, be32(&report, 36)), (0, 19));
+    assert_eq!(be32(&report, 44), 0x0304_0506, "LSR");
+    assert!(be32(&report, 48) > 0, "DLSR counts the time since B's report");
 }
 
 /// A telephone-event packet (RFC 4733): event, E bit, volume 10, duration.

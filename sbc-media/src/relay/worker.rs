@@ -50,6 +50,7 @@ use crate::LegSide;
 use crate::backend::{DirectionStats, PacketTap, PairId, RemoteSpec, Security, Transcode};
 use crate::dtmf::{DtmfEvent, EventDetector, Injector, OutStream, TelephoneEvents};
 use crate::ports::Leased;
+use crate::rtcp::{MAX_REPORT, Reporter};
 use crate::secure::dtls::DtlsIdentity;
 use crate::secure::{Received, SecureSide};
 use crate::stats::RtpReceiveStats;
@@ -58,6 +59,9 @@ use crate::transcode::{Disposition, Emitted, OpusSettings, Transcoder};
 /// Receive batches taken from one socket per round before the worker serves the others
 /// (8 × 32 = 256 datagrams).
 const MAX_BATCHES: usize = 8;
+
+/// The RTP fixed header, which the transcoders' packets and injected events have alone.
+const RTP_HEADER: usize = 12;
 
 /// Readiness events taken per poll.
 const EVENTS: usize = 1024;
@@ -100,6 +104,9 @@ struct Side {
     /// The transcoder of RTP from this side's peer and the spec it was built for; `None` when
     /// the pair relays as is.
     transcoder: Option<(Transcode, Transcoder)>,
+    /// The SBC's own RTCP reports toward this side's peer, on a transcoded pair (whose RTCP is
+    /// not forwarded); boxed, as relayed pairs have none.
+    rtcp: Option<Box<Reporter>>,
     /// SIP INFO interworking on this side (its [`RemoteSpec::telephone_events`]): the detector
     /// of the events its peer sends and the generator of those the SBC plays to it; `None`
     /// when the side relays events as any packet.
@@ -308,6 +315,7 @@ impl Worker {
             }
             let transcoder = other.transcoder.as_mut().map(|(_, t)| t);
             inject(s, transcoder, now, tap);
+            send_report(s, now, tap);
             if let Some(dtmf) = s.dtmf.as_mut() {
                 // A key press whose end packets were all lost ends here.
                 dtmf.detector.handle_timeout(now, dtmf.events.clock_rate);
@@ -403,8 +411,19 @@ impl Worker {
                 }
             });
         }
+        // A transcoded pair's RTCP is the SBC's own, toward both peers.
+        let transcoded = pair.sides.iter().any(|s| s.transcoder.is_some());
+        for (i, s) in pair.sides.iter_mut().enumerate() {
+            if !transcoded {
+                s.rtcp = None;
+            } else if s.rtcp.is_none() {
+                let seed = self.random.hash_one((pair.id.0, i, "rtcp"));
+                s.rtcp = Some(Box::new(Reporter::new(Instant::now(), seed)));
+            }
+        }
         pair.publish(side, self.epoch);
         arm(&mut self.timers, pair, slot, side);
+        arm(&mut self.timers, pair, slot, 1 - side);
     }
 
     /// Queues a digit to play toward side `side` of the pair in `slot`, and arms its timer.
@@ -487,6 +506,7 @@ impl Worker {
                 replaced: None,
                 armed: None,
                 transcoder: None,
+                rtcp: None,
                 dtmf: None,
                 out: OutStream::default(),
                 local,
@@ -730,7 +750,7 @@ fn relay_batch(
                     continue;
                 }
                 if let (Some((_, transcoder)), Ok(out)) = (xs.transcoder.as_mut(), &out) {
-                    let sent = transcode_rtp(transcoder, data, *out, ys, emitted, tap, wall);
+                    let sent = transcode_rtp(transcoder, data, *out, ys, emitted, tap, now, wall);
                     xs.counters.forwarded += sent.forwarded;
                     xs.counters.dropped += sent.dropped;
                     continue;
@@ -747,6 +767,10 @@ fn relay_batch(
             Kind::Rtcp => {
                 xs.counters.rtcp_packets += 1;
                 if transcoded {
+                    // Its sender report is what the SBC's next report block answers.
+                    if let Some(reporter) = xs.rtcp.as_mut() {
+                        reporter.on_peer_rtcp(now, data);
+                    }
                     // X's peer reports on the stream Y's transcoder sends it: its loss steers
                     // that encoder's in-band FEC.
                     if let Some((_, toward_x)) = ys.transcoder.as_mut() {
@@ -804,10 +828,11 @@ fn relay_batch(
 
 /// What a transcoder saw of its Opus input, when it had any: the bandwidths the sender coded
 /// (a browser that honours the SBC's `maxplaybackrate=8000` sends narrowband, the cheapest to
-/// decode); and toward an Opus receiver that decodes FEC, how many frames carried it (its
+/// decode), how many packets carried in-band FEC and how many losses it repaired; and toward an Opus receiver that decodes FEC, how many frames carried it (its
 /// loss reports turn FEC on) and the loss level the encoder ended at.
 fn log_transcoder(id: PairId, side: usize, t: &Transcoder) {
     let [nb, mb, wb, swb, fb] = t.input_bandwidths();
+    let (lbrr, fec_recovered) = t.input_fec();
     if nb + mb + wb + swb + fb > 0 {
         tracing::info!(
             pair = id.0,
@@ -817,6 +842,8 @@ fn log_transcoder(id: PairId, side: usize, t: &Transcoder) {
             wb,
             swb,
             fb,
+            lbrr,
+            fec_recovered,
             "media worker: Opus packets decoded by coded bandwidth"
         );
     }
@@ -881,6 +908,17 @@ fn inject(
             None => stream.inject(&p, &mut buf),
         };
         let Some(mut len) = written else { continue };
+        if let (Some(reporter), Some(t)) = (s.rtcp.as_mut(), transcoder.as_deref())
+            && let Some(h) = RtpFields::parse(&buf)
+        {
+            reporter.on_sent(
+                now,
+                h.ssrc,
+                t.output_clock_rate(),
+                h.timestamp,
+                len.saturating_sub(RTP_HEADER),
+            );
+        }
         if let Some(secure) = s.secure.as_mut() {
             match secure.protect(false, &mut buf, len) {
                 Some(protected) => len = protected,
@@ -896,6 +934,30 @@ fn inject(
     }
 }
 
+/// Sends the SBC's RTCP report toward side `s`'s peer when one is due (a transcoded pair, see
+/// [`crate::rtcp`]): to where that peer's RTCP goes, SRTCP-protected on a secure side, nothing
+/// before its keys exist.
+fn send_report(s: &mut Side, now: Instant, tap: Option<&dyn PacketTap>) {
+    let Some(reporter) = s.rtcp.as_mut() else { return };
+    // Room for the SRTCP index and the longest tag (AEAD: 16 bytes).
+    let mut buf = [0u8; MAX_REPORT + 32];
+    let wall = SystemTime::now();
+    let Some(mut len) = reporter.poll_report(now, wall, &s.rx, &mut buf) else { return };
+    let Ok(out) = s.rules.rtcp_out() else { return };
+    if let Some(secure) = s.secure.as_mut() {
+        match secure.protect(true, &mut buf, len) {
+            Some(protected) => len = protected,
+            None => return,
+        }
+    }
+    let Some(data) = buf.get(..len) else { return };
+    if let Some(tap) = tap {
+        tap.packet(wall, s.local(out.via), out.to, data);
+    }
+    // A lost report is replaced by the next one.
+    let _ = send_one(s.socket(out.via), data, out.to);
+}
+
 /// Puts the secure side's next deadline in the heap if it is earlier than the one armed (a
 /// later one is found when the armed entry fires).
 fn arm(timers: &mut BinaryHeap<Deadline>, pair: &mut Pair, slot: usize, side: usize) {
@@ -907,10 +969,8 @@ fn arm(timers: &mut BinaryHeap<Deadline>, pair: &mut Pair, slot: usize, side: us
             (a, b) => a.or(b),
         }
     });
-    let next = match (secure, dtmf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
+    let rtcp = s.rtcp.as_ref().map(|r| r.poll_timeout());
+    let next = [secure, dtmf, rtcp].into_iter().flatten().min();
     if let Some(t) = next
         && s.armed.is_none_or(|armed| t < armed)
     {
@@ -936,6 +996,7 @@ struct Transcoded {
 /// has it) through X's transcoder; every packet it produces goes to `out` through side Y's RTP
 /// socket (where SRTP protection toward Y belongs). One `send_to` per output: a transcoded call
 /// sends 100 packets/s, and the codec costs ~50 times more than the system call.
+#[allow(clippy::too_many_arguments)]
 fn transcode_rtp(
     transcoder: &mut Transcoder,
     data: &[u8],
@@ -943,6 +1004,7 @@ fn transcode_rtp(
     ys: &mut Side,
     emitted: &mut Emitted,
     tap: Option<&dyn PacketTap>,
+    now: Instant,
     wall: SystemTime,
 ) -> Transcoded {
     emitted.clear();
@@ -955,7 +1017,17 @@ fn transcode_rtp(
     // A secure destination (a browser) gets each output protected in a scratch buffer with room
     // for the SRTP tag; nothing leaves before its keys exist.
     let mut scratch = [0u8; 1600];
+    let clock_rate = transcoder.output_clock_rate();
     for packet in emitted.iter() {
+        if let (Some(reporter), Some(h)) = (ys.rtcp.as_mut(), RtpFields::parse(packet)) {
+            reporter.on_sent(
+                now,
+                h.ssrc,
+                clock_rate,
+                h.timestamp,
+                packet.len().saturating_sub(RTP_HEADER),
+            );
+        }
         let packet = match ys.secure.as_mut() {
             None => packet,
             Some(secure) => {

@@ -309,6 +309,10 @@ pub struct Transcoder {
     bandwidths: [u64; 5],
     /// Opus frames encoded while the encoder assumed loss (with in-band FEC).
     fec_frames: u64,
+    /// Opus packets received that carried in-band FEC of the frame before them, and losses
+    /// whose last frame was rebuilt from it.
+    lbrr_in: u64,
+    fec_recovered: u64,
 
     // Input tracking.
     /// SSRC and sequence number of the last packet used.
@@ -381,6 +385,8 @@ impl Transcoder {
             loss_level: opus.expected_loss,
             bandwidths: [0; 5],
             fec_frames: 0,
+            lbrr_in: 0,
+            fec_recovered: 0,
             input: None,
             next_in_ts: None,
             anchor: None,
@@ -399,6 +405,11 @@ impl Transcoder {
     /// The SSRC of the output stream.
     pub fn ssrc(&self) -> u32 {
         self.ssrc
+    }
+
+    /// The RTP clock rate of the output stream (48000 for Opus, RFC 7587 §4.1; 8000 for G.711).
+    pub fn output_clock_rate(&self) -> u32 {
+        self.audio_out.clock_rate
     }
 
     /// Opus packets decoded so far by the bandwidth their sender coded: narrowband, mediumband,
@@ -421,6 +432,13 @@ impl Transcoder {
     /// Opus frames encoded so far while the encoder assumed loss, that is with in-band FEC.
     pub fn fec_frames(&self) -> u64 {
         self.fec_frames
+    }
+
+    /// Opus packets decoded so far that carried in-band FEC (their sender heard of loss, from
+    /// the SBC's own reports on a transcoded call, and protects its stream), and losses whose
+    /// last frame libopus rebuilt from such a packet rather than concealed.
+    pub fn input_fec(&self) -> (u64, u64) {
+        (self.lbrr_in, self.fec_recovered)
     }
 
     /// A report block of the output's receiver (RFC 3550 §6.4.1): `fraction_lost` of the
@@ -574,6 +592,7 @@ impl Transcoder {
             && let Some(&toc) = p.payload.first()
         {
             self.bandwidths[opus_bandwidth(toc)] += 1;
+            self.lbrr_in += u64::from(opus_has_lbrr(p.payload));
         }
         self.push_pcm(out, n);
         self.next_in_ts = Some(p.timestamp.wrapping_add(n as u32 * ups));
@@ -589,6 +608,7 @@ impl Transcoder {
             _ => false,
         };
         if concealed {
+            self.fec_recovered += u64::from(opus_has_lbrr(next));
             self.push_pcm(out, opus_len);
             self.pcm[..samples - opus_len].fill(0);
             self.push_pcm(out, samples - opus_len);
@@ -704,7 +724,7 @@ impl Transcoder {
 }
 
 /// SplitMix64's finalizer: spreads the seed over the initial sequence number and timestamp.
-fn splitmix64(x: u64) -> u64 {
+pub(crate) fn splitmix64(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -724,8 +744,7 @@ fn opus_bandwidth(toc: u8) -> usize {
 }
 
 /// Whether an Opus payload carries in-band FEC (LBRR) of the frame before it: libopus's own
-/// parser (opusic-c does not wrap it), for the tests of this crate.
-#[cfg(test)]
+/// parser (opusic-c does not wrap it), which reads the first bits of the SILK layer only.
 pub(crate) fn opus_has_lbrr(payload: &[u8]) -> bool {
     let len = i32::try_from(payload.len()).unwrap_or(i32::MAX);
     // SAFETY: libopus reads at most `len` bytes from the pointer, all of them the slice's.

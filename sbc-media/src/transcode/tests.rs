@@ -243,6 +243,32 @@ fn a_lost_opus_packet_is_concealed() {
     let concealed = ulaw_samples(Rtp::parse(&out[20]).unwrap().payload);
     assert!(goertzel(&concealed, 1000.0) > 10.0 * goertzel(&concealed, 2000.0));
     assert!(rms(&concealed) > 1000.0, "concealment is not silence: {}", rms(&concealed));
+    // Both losses were rebuilt from the in-band FEC of the packet after them, and the packets
+    // that carried FEC are counted.
+    let with_fec = input.iter().filter(|p| opus_has_lbrr(Rtp::parse(p).unwrap().payload)).count();
+    assert!(with_fec >= 20, "the browser-like encoder adds FEC: {with_fec}");
+    assert_eq!(t.input_fec(), (with_fec as u64, 2));
+}
+
+#[test]
+fn without_fec_in_the_stream_a_loss_is_concealed_not_recovered() {
+    let mut input = opus_tone(30, 6000.0);
+    // The same stream from an encoder told of no loss carries no FEC.
+    let mut enc =
+        opusic_c::Encoder::new(Channels::Mono, SampleRate::Hz48000, Application::Voip).unwrap();
+    enc.set_inband_fec(opusic_c::InbandFec::Mode1).unwrap();
+    for (i, p) in input.iter_mut().enumerate() {
+        let pcm: Vec<u16> =
+            sine(1000.0, 6000.0, 48000, i * 960, 960).iter().map(|&s| s as u16).collect();
+        let mut buf = [0u8; 400];
+        let len = enc.encode_to_slice(&pcm, &mut buf).unwrap();
+        p.truncate(12);
+        p.extend_from_slice(&buf[..len]);
+    }
+    input.remove(10);
+    let mut t = transcoder(opus(), pcmu());
+    assert_eq!(run(&mut t, &input).len(), 30);
+    assert_eq!(t.input_fec(), (0, 0));
 }
 
 #[test]

@@ -255,13 +255,26 @@ fn inband_fec(m: &Media, pt: u8) -> bool {
 /// bands it would throw away (a fullband packet costs twice a narrowband one to decode to
 /// 8 kHz). The SBC's own encoder runs at 8 kHz (`sprop-maxcapturerate`), decodes in-band FEC,
 /// and sends mono.
-const OPUS_FMTP: &str = "maxplaybackrate=8000;sprop-maxcapturerate=8000;useinbandfec=1";
+///
+/// `maxaveragebitrate=20000`: without it Chrome sends narrowband at 12 kbit/s (libwebrtc's
+/// default once the playback rate is 8 kHz), and at that rate libopus never adds in-band FEC,
+/// whatever the loss the SBC reports (`decide_fec`: narrowband FEC needs about 13-16 kbit/s
+/// after the loss allowance, 20 kbit/s clears it up to 20 % loss). 20 kbit/s is also the rate of
+/// the SBC's own encoder toward the browser.
+const OPUS_FMTP: &str =
+    "maxplaybackrate=8000;sprop-maxcapturerate=8000;maxaveragebitrate=20000;useinbandfec=1";
 
 /// `params` (an offerer's Opus fmtp) with what the SBC declares for its own receiving side put
-/// in place of the offerer's: [`OPUS_FMTP`], the rest (`minptime`, bitrate limits) kept.
+/// in place of the offerer's: [`OPUS_FMTP`], the rest (`minptime`, `cbr`, `usedtx`) kept.
 fn opus_fmtp_answer(params: &str) -> String {
-    const OURS: [&str; 5] =
-        ["maxplaybackrate", "sprop-maxcapturerate", "useinbandfec", "stereo", "sprop-stereo"];
+    const OURS: [&str; 6] = [
+        "maxplaybackrate",
+        "sprop-maxcapturerate",
+        "maxaveragebitrate",
+        "useinbandfec",
+        "stereo",
+        "sprop-stereo",
+    ];
     let mut out: Vec<&str> = params
         .split(';')
         .map(str::trim)

@@ -377,16 +377,18 @@ fn chrome_offer_is_planned_for_transcoding_toward_a_g711_trunk() {
 
 #[test]
 fn opus_fmtp_toward_the_offerer_of_a_transcoded_line() {
-    // baresip's parameters: its stereo preference goes (the SBC sends mono), its bitrate cap
-    // stays, and the SBC's own receiving side is declared.
+    // baresip's parameters: its stereo preference goes (the SBC sends mono), its own receiving
+    // bitrate cap is not the SBC's, which is declared with the rest of the SBC's receiving side.
     assert_eq!(
-        opus_fmtp_answer("stereo=1;sprop-stereo=1;maxaveragebitrate=28000"),
-        "maxaveragebitrate=28000;maxplaybackrate=8000;sprop-maxcapturerate=8000;useinbandfec=1"
+        opus_fmtp_answer("stereo=1;sprop-stereo=1;maxaveragebitrate=28000;usedtx=1"),
+        "usedtx=1;maxplaybackrate=8000;sprop-maxcapturerate=8000;maxaveragebitrate=20000;\
+         useinbandfec=1"
     );
     // Chrome's, with a conflicting playback rate of its own: ours wins.
     assert_eq!(
         opus_fmtp_answer("minptime=10; useinbandfec=0;MaxPlaybackRate=48000"),
-        "minptime=10;maxplaybackrate=8000;sprop-maxcapturerate=8000;useinbandfec=1"
+        "minptime=10;maxplaybackrate=8000;sprop-maxcapturerate=8000;maxaveragebitrate=20000;\
+         useinbandfec=1"
     );
     assert_eq!(opus_fmtp_answer(""), OPUS_FMTP);
 }

@@ -717,7 +717,9 @@ fn browser_opus_to_a_g711_trunk_is_transcoded() {
     // Its fmtp with what the SBC receives: narrowband (the trunk is G.711), in-band FEC.
     assert_eq!(
         line(&answer, "a=fmtp:"),
-        ["a=fmtp:111 minptime=10;maxplaybackrate=8000;sprop-maxcapturerate=8000;useinbandfec=1"]
+        [
+            "a=fmtp:111 minptime=10;maxplaybackrate=8000;sprop-maxcapturerate=8000;maxaveragebitrate=20000;useinbandfec=1"
+        ]
     );
     assert!(line(&answer, "a=ssrc").is_empty());
 
@@ -773,7 +775,9 @@ fn g711_trunk_to_a_browser_is_offered_opus() {
     assert_eq!(line(&offer, "a=rtpmap:"), ["a=rtpmap:111 opus/48000/2"]);
     assert_eq!(
         line(&offer, "a=fmtp:"),
-        ["a=fmtp:111 maxplaybackrate=8000;sprop-maxcapturerate=8000;useinbandfec=1"]
+        [
+            "a=fmtp:111 maxplaybackrate=8000;sprop-maxcapturerate=8000;maxaveragebitrate=20000;useinbandfec=1"
+        ]
     );
 
     let chrome_answer = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 192.0.2.77\r\nt=0 0\r\n\

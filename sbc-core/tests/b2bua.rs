@@ -2478,3 +2478,40 @@ fn an_early_update_answered_with_sdp_the_plane_refuses_ends_the_attempt() {
     assert_eq!(relay.open_pairs(), 0);
     net.assert_idle();
 }
+
+#[test]
+fn a_callee_reinvite_answered_with_sdp_the_plane_refuses_ends_the_call() {
+    let (mut net, relay, b_invite, _ok, _pair) = relayed_call("bad-callee@client.example");
+    net.take(UAC);
+    net.uas_sends(&uas_request("INVITE", &b_invite, "btag", 1, SDP));
+    let re_a = net.take(UAC).into_iter().find(|m| m.method().is_some()).unwrap();
+    net.take(UAS);
+    // The caller answers with a codec the callee never offered.
+    let body = unoffered_codec();
+    let answer = uac_response(&re_a, 200, "OK").replace(
+        "Content-Length: 0\n",
+        &format!(
+            "Contact: <sip:alice@127.0.0.10:5061>\nContent-Type: application/sdp\n\
+             Content-Length: {}\n\n{body}",
+            wire_len(&body)
+        ),
+    );
+    net.uac_sends(answer.strip_suffix('\n').unwrap());
+    let to_uac = net.take(UAC);
+    assert_eq!(to_uac.iter().map(summary).collect::<Vec<_>>(), ["ACK", "BYE"]);
+    assert_eq!(to_uac[0].cseq().unwrap().seq, re_a.cseq().unwrap().seq);
+    assert!(to_uac[0].body.is_empty());
+    let to_uas = net.take(UAS);
+    assert_eq!(to_uas.iter().map(summary).collect::<Vec<_>>(), ["488 INVITE", "BYE"]);
+    assert!(to_uas[0].body.is_empty(), "none of the caller's SDP reaches the callee");
+    for m in [&to_uas[0], &to_uas[1], &to_uac[1]] {
+        assert_eq!(hdr(m, HeaderName::Reason), BAD_2XX_REASON, "{}", summary(m));
+    }
+    net.uac_sends(&uac_response(&to_uac[1], 200, "OK"));
+    net.uas_sends(&uas_response(&to_uas[1], 200, "OK", "", "", ""));
+    let ack = uas_request("ACK", &b_invite, "btag", 1, "");
+    net.uas_sends(&ack.replace("z9hG4bK-bACK1", "z9hG4bK-bINVITE1"));
+    assert_eq!(net.ended(), vec![Disposition::Failed]);
+    assert_eq!(relay.open_pairs(), 0);
+    net.assert_idle();
+}

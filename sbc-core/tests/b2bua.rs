@@ -2341,3 +2341,177 @@ fn a_refused_initial_offer_ends_the_call_and_frees_its_ports() {
     assert_eq!((relay.open_pairs(), relay.free_ports()), (0, free));
     net.assert_idle();
 }
+
+/// An answer the plane refuses: the caller offered PCMU only, the callee answers PCMA.
+fn unoffered_codec() -> String {
+    SDP.replace("RTP/AVP 0", "RTP/AVP 8")
+}
+
+const BAD_2XX_REASON: &str = "SIP;cause=488;text=\"bad SDP answer\"";
+
+/// The callee's 2xx to `relayed` (the caller's request as relayed on leg B) carried SDP the
+/// plane refused: the callee gets the ACK of a re-INVITE's 2xx and a BYE, the caller a 488 to
+/// its request (no 2xx, none of the callee's SDP) and a BYE, both with the Reason; one record,
+/// failed, released by the SBC, and nothing left.
+fn assert_bad_2xx_ends_the_call(net: &mut Net, relay: &VirtualBackend, relayed: &Message) {
+    let cseq = relayed.cseq().unwrap();
+    let is_invite = cseq.method == sip::Method::Invite;
+    let mut to_uas = net.take(UAS);
+    let expected = if is_invite { vec!["ACK", "BYE"] } else { vec!["BYE"] };
+    assert_eq!(to_uas.iter().map(summary).collect::<Vec<_>>(), expected);
+    let callee_bye = to_uas.pop().unwrap();
+    if let Some(ack) = to_uas.pop() {
+        assert_eq!(ack.cseq().unwrap().seq, cseq.seq, "the ACK is for the relayed re-INVITE");
+        assert!(ack.body.is_empty(), "the SBC has no answer to give");
+    }
+    let to_uac = net.take(UAC);
+    assert_eq!(
+        to_uac.iter().map(summary).collect::<Vec<_>>(),
+        vec![format!("488 {}", cseq.method), "BYE".to_owned()]
+    );
+    let (refusal, caller_bye) = (&to_uac[0], &to_uac[1]);
+    assert_eq!(hdr(refusal, HeaderName::Reason), BAD_2XX_REASON);
+    assert!(hdr(refusal, HeaderName::Warning).starts_with("399 "), "{refusal:?}");
+    assert!(refusal.body.is_empty(), "none of the callee's SDP reaches the caller");
+    assert_eq!(hdr(caller_bye, HeaderName::Reason), BAD_2XX_REASON);
+    assert_eq!(hdr(&callee_bye, HeaderName::Reason), BAD_2XX_REASON);
+    net.uac_sends(&uac_response(caller_bye, 200, "OK"));
+    net.uas_sends(&uas_response(&callee_bye, 200, "OK", "", "", ""));
+    // The caller ACKs the 488 to its re-INVITE (hop by hop: the INVITE's branch).
+    if is_invite {
+        let ack = uac_request("ACK", refusal, refusal.cseq().unwrap().seq, "", "");
+        net.uac_sends(&ack.replace("z9hG4bK-aACK", "z9hG4bK-aINVITE"));
+    }
+    assert_eq!(net.ended(), vec![Disposition::Failed]);
+    let ended = net.events.iter().find_map(|Event::Call { kind, .. }| match kind {
+        CallEventKind::Ended { reason, released_by, status, .. } => {
+            Some((reason.clone(), *released_by, *status))
+        }
+        _ => None,
+    });
+    assert_eq!(ended, Some((Some("bad SDP answer".into()), ReleaseSide::Sbc, 488)));
+    assert_eq!(relay.open_pairs(), 0);
+    net.assert_idle();
+}
+
+#[test]
+fn a_reinvite_answered_with_sdp_the_plane_refuses_ends_the_call() {
+    let (mut net, relay, _b_invite, ok, _pair) = relayed_call("bad-answer@client.example");
+    // An answer the plane takes: the caller gets the 2xx with the SBC's SDP, not the callee's.
+    let contact = "Contact: <sip:alice@127.0.0.10:5061>\n";
+    net.uac_sends(&uac_request("INVITE", &ok, 2, contact, SDP));
+    let re_b = net.take(UAS).into_iter().find(|m| m.method().is_some()).unwrap();
+    net.take(UAC);
+    net.uas_sends(&uas_response(&re_b, 200, "OK", "", "", SDP));
+    let ok2 = net.take_one(UAC);
+    assert_eq!(ok2.code(), Some(200));
+    let (a_addr, a_port) = sdp_addr(&ok2);
+    assert_eq!(a_addr, "127.0.0.1");
+    assert!((40_000..=40_099).contains(&a_port), "{a_port}");
+    net.uac_sends(&uac_request("ACK", &ok, 2, "", ""));
+    assert_eq!(net.take_one(UAS).method(), Some(&sip::Method::Ack));
+
+    // The next one is answered with a codec the caller never offered.
+    let re_b = caller_moves(&mut net, &ok, "INVITE", 3);
+    assert_eq!(net.take_one(UAC).code(), Some(100));
+    net.uas_sends(&uas_response(&re_b, 200, "OK", "", "", &unoffered_codec()));
+    assert_bad_2xx_ends_the_call(&mut net, &relay, &re_b);
+}
+
+#[test]
+fn an_update_answered_with_sdp_the_plane_refuses_ends_the_call() {
+    let (mut net, relay, _b_invite, ok, _pair) = relayed_call("bad-update@client.example");
+    let update = caller_moves(&mut net, &ok, "UPDATE", 2);
+    net.uas_sends(&uas_response(&update, 200, "OK", "", "", &unoffered_codec()));
+    assert_bad_2xx_ends_the_call(&mut net, &relay, &update);
+}
+
+#[test]
+fn an_offerless_reinvite_whose_2xx_offer_the_plane_refuses_ends_the_call() {
+    let (mut net, relay, _b_invite, ok, _pair) = relayed_call("bad-offer@client.example");
+    net.take(UAC);
+    net.take(UAS);
+    net.uac_sends(&uac_request("INVITE", &ok, 2, "Contact: <sip:alice@127.0.0.10:5061>\n", ""));
+    let re_b = net.take(UAS).into_iter().find(|m| m.method().is_some()).unwrap();
+    assert!(re_b.body.is_empty());
+    assert_eq!(net.take_one(UAC).code(), Some(100));
+    let garbage = SDP.replace("m=audio 6000", "m=audio 60x0");
+    net.uas_sends(&uas_response(&re_b, 200, "OK", "", "", &garbage));
+    assert_bad_2xx_ends_the_call(&mut net, &relay, &re_b);
+}
+
+#[test]
+fn an_early_update_answered_with_sdp_the_plane_refuses_ends_the_attempt() {
+    let relay = Arc::new(VirtualBackend::new(40_000..=40_099));
+    let mut net = Net::with_relay(config(&[UAS], Duration::from_secs(60)), Some(relay.clone()));
+    net.uac_sends(&invite("bad-early@client.example", "", true));
+    net.take(UAC);
+    let b_invite = net.take_one(UAS);
+    net.uas_sends(&uas_response(&b_invite, 183, "Session Progress", "btag", "", SDP));
+    let progress = net.take_one(UAC);
+    assert_eq!(progress.code(), Some(183));
+    // While it rings, the caller moves its media (RFC 3311) and the callee answers PCMA.
+    let moved = SDP.replace("127.0.0.10", "127.0.0.11");
+    let contact = "Contact: <sip:alice@127.0.0.10:5061>\n";
+    net.uac_sends(&uac_request("UPDATE", &progress, 2, contact, &moved));
+    let update = net.take_one(UAS);
+    assert_eq!(update.method(), Some(&sip::Method::Update));
+    net.uas_sends(&uas_response(&update, 200, "OK", "", "", &unoffered_codec()));
+    // The caller's UPDATE and INVITE are refused, the callee's INVITE cancelled.
+    let to_uac = net.take(UAC);
+    assert_eq!(to_uac.iter().map(summary).collect::<Vec<_>>(), ["488 UPDATE", "488 INVITE"]);
+    for refusal in &to_uac {
+        assert_eq!(hdr(refusal, HeaderName::Reason), BAD_2XX_REASON);
+        assert!(refusal.body.is_empty());
+    }
+    let cancel = net.take_one(UAS);
+    assert_eq!(cancel.method(), Some(&sip::Method::Cancel));
+    net.uas_sends(&uas_response(&cancel, 200, "OK", "", "", ""));
+    net.uas_sends(&uas_response(&b_invite, 487, "Request Terminated", "btag", "", ""));
+    net.uac_sends(&uac_request("ACK", &to_uac[1], 1, "", ""));
+    assert_eq!(net.ended(), vec![Disposition::Failed]);
+    let reason = net.events.iter().find_map(|Event::Call { kind, .. }| match kind {
+        CallEventKind::Ended { reason, .. } => reason.clone(),
+        _ => None,
+    });
+    assert_eq!(reason.as_deref(), Some("bad SDP answer"));
+    assert_eq!(relay.open_pairs(), 0);
+    net.assert_idle();
+}
+
+#[test]
+fn a_callee_reinvite_answered_with_sdp_the_plane_refuses_ends_the_call() {
+    let (mut net, relay, b_invite, _ok, _pair) = relayed_call("bad-callee@client.example");
+    net.take(UAC);
+    net.uas_sends(&uas_request("INVITE", &b_invite, "btag", 1, SDP));
+    let re_a = net.take(UAC).into_iter().find(|m| m.method().is_some()).unwrap();
+    net.take(UAS);
+    // The caller answers with a codec the callee never offered.
+    let body = unoffered_codec();
+    let answer = uac_response(&re_a, 200, "OK").replace(
+        "Content-Length: 0\n",
+        &format!(
+            "Contact: <sip:alice@127.0.0.10:5061>\nContent-Type: application/sdp\n\
+             Content-Length: {}\n\n{body}",
+            wire_len(&body)
+        ),
+    );
+    net.uac_sends(answer.strip_suffix('\n').unwrap());
+    let to_uac = net.take(UAC);
+    assert_eq!(to_uac.iter().map(summary).collect::<Vec<_>>(), ["ACK", "BYE"]);
+    assert_eq!(to_uac[0].cseq().unwrap().seq, re_a.cseq().unwrap().seq);
+    assert!(to_uac[0].body.is_empty());
+    let to_uas = net.take(UAS);
+    assert_eq!(to_uas.iter().map(summary).collect::<Vec<_>>(), ["488 INVITE", "BYE"]);
+    assert!(to_uas[0].body.is_empty(), "none of the caller's SDP reaches the callee");
+    for m in [&to_uas[0], &to_uas[1], &to_uac[1]] {
+        assert_eq!(hdr(m, HeaderName::Reason), BAD_2XX_REASON, "{}", summary(m));
+    }
+    net.uac_sends(&uac_response(&to_uac[1], 200, "OK"));
+    net.uas_sends(&uas_response(&to_uas[1], 200, "OK", "", "", ""));
+    let ack = uas_request("ACK", &b_invite, "btag", 1, "");
+    net.uas_sends(&ack.replace("z9hG4bK-bACK1", "z9hG4bK-bINVITE1"));
+    assert_eq!(net.ended(), vec![Disposition::Failed]);
+    assert_eq!(relay.open_pairs(), 0);
+    net.assert_idle();
+}

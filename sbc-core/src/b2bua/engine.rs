@@ -2381,11 +2381,26 @@ impl Engine {
                 } else {
                     self.media.answer(media, from, &resp.body, now)
                 };
-                // Never the peer's own SDP: that would leak its addresses and bypass the relay.
-                sdp.inspect_err(
-                    |e| tracing::debug!(error = %e, "SDP in a relayed response refused"),
-                )
-                .ok()
+                match sdp {
+                    Ok(sdp) => Some(sdp),
+                    // The 2xx of a re-INVITE or UPDATE with an offer, or of an offerless
+                    // re-INVITE, is half of an offer/answer exchange: it cannot go on without
+                    // its SDP (nor with the peer's own, which would leak its addresses and
+                    // bypass the relay).
+                    Err(e)
+                        if (200..300).contains(&code)
+                            && (carries_offer(&request)
+                                || (is_invite && request.body.is_empty())) =>
+                    {
+                        return self.relayed_2xx_refused(now, key, server, &request, &e);
+                    }
+                    // Elsewhere (a provisional, a refusal, SDP where no exchange is under way)
+                    // the SDP completes nothing: relay the response without it.
+                    Err(e) => {
+                        tracing::debug!(error = %e, "SDP in a relayed response refused");
+                        None
+                    }
+                }
             } else {
                 Some(resp.body.clone())
             };
@@ -2406,10 +2421,7 @@ impl Engine {
     /// re-INVITE offered nothing (the offer would have been in its 2xx); a 491 the SBC sends for
     /// glare never reaches here, and the plane leaves an offer from the other side alone.
     fn relayed_offer_refused(&mut self, now: Instant, key: CallKey, request: &Message, code: u16) {
-        let offered = matches!(request.method(), Some(Method::Invite | Method::Update))
-            && !request.body.is_empty()
-            && is_sdp(request);
-        if !offered || code < 300 {
+        if !carries_offer(request) || code < 300 {
             return;
         }
         let Some(call) = self.call(key) else { return };
@@ -2417,6 +2429,81 @@ impl Engine {
         if self.media.offer_refused(media, from, now) {
             tracing::debug!(code, ?from, "refused offer: the media session is back as it was");
         }
+    }
+
+    /// Leg Y answered a re-INVITE or UPDATE relayed from leg X with a 2xx whose SDP the media
+    /// plane refuses: an answer to X's offer (a codec X did not offer, m= lines that do not
+    /// match, garbage), or the offer in the 2xx of an offerless re-INVITE.
+    ///
+    /// Relaying that 2xx without its SDP would break offer/answer: X's offer would get no
+    /// answer (RFC 3264 §5, RFC 3261 §13.2.1), or the ACK no offer to answer, and the legs would
+    /// disagree, Y on its new session and the relay on the old one. Y's SDP itself never goes to
+    /// X (its addresses, and media around the relay). Y has accepted the exchange, so only a new
+    /// offer could bring it back to the old session, and the SBC has no offer of its own to
+    /// make; a call whose legs disagree on their media cannot go on reliably. So, as for an
+    /// initial INVITE's 2xx with SDP the plane refuses (`on_b_success`):
+    /// - Y's 2xx to a re-INVITE is ACKed on Y's leg (RFC 3261 §13.2.2.4), without a body: the
+    ///   SBC has no valid answer to an offer it could not take, and that section's "valid answer
+    ///   in the ACK, then BYE" comes down to the BYE that follows at once. An UPDATE's 2xx
+    ///   needs nothing;
+    /// - X's request gets the plane's status (488; 503 when the SBC lacks ports) with the
+    ///   plane's `Warning` (as a refused initial answer) and `Reason: SIP;cause=488;
+    ///   text="bad SDP answer"` (RFC 3326: the cause is the SIP status the exchange failed
+    ///   with, not a Q.850 media failure as the DTLS or timeout endings); X's offer, if it made
+    ///   one, is rolled back in the plane as for any refused offer (`relayed_offer_refused`);
+    /// - the call ends: BYE on both legs with that `Reason` (an UPDATE in an early dialog, RFC
+    ///   3311: leg B cancelled, leg A's INVITE refused with the same status and `Reason`),
+    ///   one record, disposition failed, released by the SBC, reason "bad SDP answer" (the
+    ///   same words as for the initial 2xx, whether the 2xx's SDP was an answer or an offer).
+    fn relayed_2xx_refused(
+        &mut self,
+        now: Instant,
+        key: CallKey,
+        server: TxnId,
+        request: &Message,
+        e: &MediaError,
+    ) {
+        const WHY: &str = "bad SDP answer";
+        tracing::info!(error = %e, "SDP in a relayed 2xx refused: ending the call");
+        let code = e.status_code();
+        let salt: u64 = self.rng.random();
+        let Some(call) = self.call_mut(key) else { return };
+        let offerer = call.by_side_of(request);
+        let phase = call.phase;
+        // A relayed re-INVITE always has its `reinvite` (set when relayed, kept until X's ACK;
+        // glare keeps a second one out), with the CSeq Y's 2xx answers.
+        let is_invite = request.method() == Some(&Method::Invite);
+        if let Some(re) = call.reinvite.take_if(|_| is_invite)
+            && let Some(d) = call.leg(other_side(offerer))
+        {
+            let mut ack = d.request(Method::Ack, Some(re.client_cseq));
+            ack.headers.insert(0, d.ack_via(salt));
+            let flow = d.flow;
+            self.txns.send_stateless(flow, ack.to_bytes());
+        }
+        let host = self.call_mut(key).and_then(|c| c.leg(offerer).map(|d| d.sent_by.clone()));
+        self.relayed_offer_refused(now, key, request, code);
+        let phrase = if code == 503 { "Service Unavailable" } else { "Not Acceptable Here" };
+        let reason = Bytes::from(format!("SIP;cause={code};text=\"{WHY}\""));
+        let mut r = request.response_to(code, phrase, None);
+        r.push(HeaderName::Reason, reason.clone());
+        let warning = e.to_string().replace(['"', '\\'], "'");
+        r.push_fmt(
+            HeaderName::Warning,
+            format_args!("399 {} \"{warning}\"", host.unwrap_or_default()),
+        );
+        self.finish_server(now, key, server, r);
+        match phase {
+            Phase::Answered => {
+                self.send_bye_with(now, key, LegSide::A, Some(reason.clone()));
+                self.send_bye_with(now, key, LegSide::B, Some(reason));
+            }
+            Phase::Early => {
+                self.cancel_b(now, key);
+                self.answer_a_invite(now, key, code, phrase, Some(reason));
+            }
+        }
+        self.end_call(now, key, Disposition::Failed, code, ReleaseSide::Sbc, Some(WHY));
     }
 
     fn finish_server(&mut self, now: Instant, key: CallKey, server: TxnId, resp: Message) {
@@ -2637,6 +2724,14 @@ fn failure_reason(failure: MediaFailure) -> (u16, String) {
     // The text is a quoted-string (RFC 3326): nothing that could end it or the header.
     let text = text.chars().filter(|c| !matches!(c, '"' | '\\') && !c.is_control()).collect();
     (cause, text)
+}
+
+/// Whether an in-dialog request is an SDP offer: a re-INVITE or UPDATE with an SDP body (a
+/// PRACK's or ACK's SDP is taken as an answer).
+fn carries_offer(request: &Message) -> bool {
+    matches!(request.method(), Some(Method::Invite | Method::Update))
+        && !request.body.is_empty()
+        && is_sdp(request)
 }
 
 fn is_sdp(msg: &Message) -> bool {

@@ -44,7 +44,7 @@ fi
 webrtc_require_browser
 command -v nft >/dev/null || lab_abort "nft (nftables) is missing: lab/test-all.sh installs it"
 
-CALL_SECS=12 LOSS_PCT=10
+CALL_SECS=12 LOSSY_SECS=16 LOSS_PCT=10
 FEC_CHANGED='media worker: Opus FEC follows the receiver'"'"'s loss'
 FEC_SUMMARY='media worker: Opus frames encoded with in-band FEC'
 DECODED='media worker: Opus packets decoded by coded bandwidth'
@@ -146,7 +146,8 @@ table inet lab_loss {
 }
 NFT
 summaries_before=$(grep -cF "$FEC_SUMMARY" "$OUT/sbc.log")
-browser_call lossy --max-loss 0.3
+# Longer: Chrome adds FEC only after the SBC's first reports (1.25-3.75 s in, then ~5 s apart).
+CALL_SECS=$LOSSY_SECS browser_call lossy --max-loss 0.3
 sbc_log_settled $((summaries_before + 1))
 nft delete table inet lab_loss
 

@@ -2,8 +2,8 @@
 //!
 //! Options of both: `--complexity C`, `--bitrate B`, `--loss L` (the encoder's expected loss in
 //! percent: in-band FEC is produced only when it is above 0, as when the browser's RTCP reports
-//! loss), defaults those of the SBC; `--fullband`: the browser's packets are fullband (a browser
-//! that ignores the SBC's `maxplaybackrate=8000`) instead of narrowband; `--signal S`: the audio
+//! loss), defaults those of the SBC; `--fullband`: the browser's packets are fullband at 32 kbit/s
+//! (a browser that ignores the SBC's Opus parameters) instead of narrowband at 20 kbit/s; `--signal S`: the audio
 //! both sides carry, `recorded` (default: the recorded speech of SIPp's `g711a.pcap`, from
 //! Debian's sip-tester), `speech` (a synthetic, always voiced speech-like signal) or `tone` (a
 //! steady 1 kHz sine, like the lab's test tones). libopus's SILK encoder costs differ by signal: a tone
@@ -214,18 +214,24 @@ fn recorded_speech() -> Vec<i16> {
     pcm
 }
 
-/// Opus packets as a browser sends them: 48 kHz mono input, VOIP, FEC, default bitrate, and
-/// narrowband, as the SBC's `maxplaybackrate=8000` asks (Chrome caps its encoder's bandwidth
-/// by it: the lab's webrtc tests see only narrowband packets); fullband with `--fullband`.
+/// Opus packets as a browser sends them to the SBC: 48 kHz mono input, VOIP, narrowband at
+/// 20 kbit/s, as the SBC's `maxplaybackrate=8000;maxaveragebitrate=20000` asks (Chrome caps its
+/// encoder by both: the lab's webrtc tests see only narrowband packets, ~45 bytes each), with
+/// FEC allowed but no loss reported, so none in the packets (Chrome adds it only when the SBC's
+/// reports show loss: webrtc_opus_fec). With `--fullband`, what Chrome sends without those
+/// parameters: fullband at 32 kbit/s (libwebrtc's default).
 fn browser_opus() -> Vec<Vec<u8>> {
     let pcm = signal(48000, 960 * CANNED);
     let mut enc =
         opusic_c::Encoder::new(Channels::Mono, SampleRate::Hz48000, Application::Voip).unwrap();
     enc.set_inband_fec(InbandFec::Mode1).unwrap();
-    enc.set_packet_loss(10).unwrap();
-    enc.set_complexity(10).unwrap();
-    if !FULLBAND.load(Ordering::Relaxed) {
+    enc.set_packet_loss(0).unwrap();
+    enc.set_complexity(9).unwrap();
+    if FULLBAND.load(Ordering::Relaxed) {
+        enc.set_bitrate(opusic_c::Bitrate::Value(32_000)).unwrap();
+    } else {
         enc.set_max_bandwidth(opusic_c::Bandwidth::Narrow).unwrap();
+        enc.set_bitrate(opusic_c::Bitrate::Value(20_000)).unwrap();
     }
     pcm.chunks(960)
         .map(|c| {
@@ -330,6 +336,8 @@ fn codec(settings: OpusSettings, seconds: f64) {
         "browser_bandwidth={}",
         if FULLBAND.load(Ordering::Relaxed) { "fullband" } else { "narrowband" }
     );
+    let opus_bytes = opus.iter().map(Vec::len).sum::<usize>() as f64 / opus.len() as f64;
+    println!("browser_packet_bytes={opus_bytes:.1}");
     println!("signal={}", SIGNAL.get().copied().unwrap_or(Signal::Recorded).name());
     println!("complexity={complexity}");
     println!("bitrate={}", s.bitrate);

@@ -35,6 +35,7 @@ const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
 const PT_SR: u8 = 200;
 const PT_RR: u8 = 201;
 const PT_SDES: u8 = 202;
+const PT_BYE: u8 = 203;
 /// SDES item CNAME (§6.5.1).
 const SDES_CNAME: u8 = 1;
 
@@ -42,9 +43,9 @@ const SDES_CNAME: u8 = 1;
 /// random CNAME that reveals nothing of the host).
 const CNAME_LEN: usize = 20;
 
-/// Longest compound packet [`Reporter::poll_report`] writes: SR with one report block (52) and
-/// SDES with the CNAME (8 + 2 + 20 + 2 padded to 32 bytes).
-pub const MAX_REPORT: usize = 52 + 32;
+/// Longest compound packet a [`Reporter`] writes: SR with one report block (52), SDES with the
+/// CNAME (8 + 2 + 20 + 2 padded to 32 bytes) and, the last time, a BYE (8).
+pub const MAX_REPORT: usize = 52 + 32 + 8;
 
 /// The stream the SBC sends toward the peer, as counted for its sender report.
 #[derive(Debug, Clone, Copy)]
@@ -163,6 +164,31 @@ impl Reporter {
         }
         // Rescheduled first: a short buffer loses this report, not the timer.
         self.due = now + self.randomized(INTERVAL);
+        self.write(now, wall, received, buf, false)
+    }
+
+    /// The SBC's stream toward the peer ends (the pair closes): a last report, as
+    /// [`Reporter::poll_report`] writes them whenever it is called, with an RTCP BYE for that
+    /// stream (§6.6; §6.3.7 lets a session of fewer than 50 members send it at once). `None`
+    /// when `buf` is too short.
+    pub fn bye(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        received: &RtpReceiveStats,
+        buf: &mut [u8],
+    ) -> Option<usize> {
+        self.write(now, wall, received, buf, true)
+    }
+
+    fn write(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        received: &RtpReceiveStats,
+        buf: &mut [u8],
+        bye: bool,
+    ) -> Option<usize> {
         if buf.len() < MAX_REPORT {
             return None;
         }
@@ -199,6 +225,10 @@ impl Reporter {
         w.bytes(&[SDES_CNAME, CNAME_LEN as u8]);
         w.bytes(&self.cname);
         w.bytes(&[0; 4][..1 + padded - chunk]);
+        if bye {
+            w.header(1, PT_BYE, 1);
+            w.u32(self.sent.map_or(self.own_ssrc, |s| s.ssrc));
+        }
         Some(w.at)
     }
 

@@ -1236,6 +1236,16 @@ fn a_transcoded_pair_sends_its_own_sender_reports_to_both_peers() {
     assert_eq!((be32(&report, 32) & 0xff_ffff, be32(&report, 36)), (0, 19));
     assert_eq!(be32(&report, 44), 0x0304_0506, "LSR");
     assert!(be32(&report, 48) > 0, "DLSR counts the time since B's report");
+
+    // The pair closes: each peer gets a last report ending with a BYE for the SBC's stream.
+    c.relay.close(c.id);
+    for (peer, ssrc) in [(&c.a_rtcp, to_a.0), (&c.b_rtcp, to_b)] {
+        // A periodic report may come first; the last one ends with the BYE.
+        let ends_with_bye = |p: &Vec<u8>| p.len() >= 8 && p[p.len() - 7] == 203;
+        let last = std::iter::repeat_with(|| peer.recv().0).find(ends_with_bye).unwrap();
+        let bye = &last[last.len() - 8..];
+        assert_eq!((bye[0], bye[1], be32(bye, 4)), (0x81, 203, ssrc), "{last:02x?}");
+    }
 }
 
 /// A telephone-event packet (RFC 4733): event, E bit, volume 10, duration.

@@ -315,7 +315,7 @@ impl Worker {
             }
             let transcoder = other.transcoder.as_mut().map(|(_, t)| t);
             inject(s, transcoder, now, tap);
-            send_report(s, now, tap);
+            send_rtcp(s, now, tap, false);
             if let Some(dtmf) = s.dtmf.as_mut() {
                 // A key press whose end packets were all lost ends here.
                 dtmf.detector.handle_timeout(now, dtmf.events.clock_rate);
@@ -569,10 +569,12 @@ impl Worker {
     fn close(&mut self, id: PairId) {
         let Some(slot) = self.by_id.remove(&id) else { return };
         let Some(mut pair) = self.pairs[slot].take() else { return };
-        for (side, s) in pair.sides.iter().enumerate() {
+        let now = Instant::now();
+        for (side, s) in pair.sides.iter_mut().enumerate() {
             if let Some((_, t)) = &s.transcoder {
                 log_transcoder(id, side, t);
             }
+            send_rtcp(s, now, pair.tap.as_deref(), true);
         }
         pair.publish(0, self.epoch);
         pair.publish(1, self.epoch);
@@ -935,14 +937,19 @@ fn inject(
 }
 
 /// Sends the SBC's RTCP report toward side `s`'s peer when one is due (a transcoded pair, see
-/// [`crate::rtcp`]): to where that peer's RTCP goes, SRTCP-protected on a secure side, nothing
-/// before its keys exist.
-fn send_report(s: &mut Side, now: Instant, tap: Option<&dyn PacketTap>) {
+/// [`crate::rtcp`]), or with `bye` the last one, with its BYE, as the pair closes: to where that
+/// peer's RTCP goes, SRTCP-protected on a secure side, nothing before its keys exist.
+fn send_rtcp(s: &mut Side, now: Instant, tap: Option<&dyn PacketTap>, bye: bool) {
     let Some(reporter) = s.rtcp.as_mut() else { return };
     // Room for the SRTCP index and the longest tag (AEAD: 16 bytes).
     let mut buf = [0u8; MAX_REPORT + 32];
     let wall = SystemTime::now();
-    let Some(mut len) = reporter.poll_report(now, wall, &s.rx, &mut buf) else { return };
+    let written = if bye {
+        reporter.bye(now, wall, &s.rx, &mut buf)
+    } else {
+        reporter.poll_report(now, wall, &s.rx, &mut buf)
+    };
+    let Some(mut len) = written else { return };
     let Ok(out) = s.rules.rtcp_out() else { return };
     if let Some(secure) = s.secure.as_mut() {
         match secure.protect(true, &mut buf, len) {

@@ -199,6 +199,22 @@ fn a_short_buffer_loses_the_report_not_the_timer() {
     assert!(r.poll_timeout() > due);
 }
 
+#[test]
+fn the_last_report_says_bye_for_the_sbcs_stream() {
+    let t0 = Instant::now();
+    let mut r = Reporter::new(t0, 5);
+    r.on_sent(t0, 0x5eed, 8000, 160, 160);
+    let mut buf = [0u8; MAX_REPORT];
+    // Whenever it is asked, not at the report time.
+    let len = r.bye(t0, SystemTime::now(), &received(1..=10), &mut buf).unwrap();
+    let p = packets(&buf[..len]);
+    let kinds: Vec<u8> = p.iter().map(|(pt, ..)| *pt).collect();
+    assert_eq!(kinds, [200, 202, 203], "SR, SDES, then BYE (RFC 3550 §6.6)");
+    let (_, count, bye) = &p[2];
+    assert_eq!((*count, bye.len(), u32_at(bye, 4)), (1, 8, 0x5eed));
+    assert_eq!(r.bye(t0, SystemTime::now(), &RtpReceiveStats::new(), &mut [0u8; 10]), None);
+}
+
 proptest! {
     /// Whatever the peer sends as RTCP, nothing panics and a report still comes out whole.
     #[test]

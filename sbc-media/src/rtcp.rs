@@ -130,21 +130,14 @@ impl Reporter {
     /// A (plain, compound) RTCP packet from the peer: its sender report, if any, is what the
     /// next report's LSR and DLSR answer. Anything unparsable is ignored.
     pub fn on_peer_rtcp(&mut self, now: Instant, data: &[u8]) {
-        let mut rest = data;
-        while let Some(header) = rest.get(..4) {
-            if header[0] >> 6 != 2 {
-                return;
-            }
-            let words = usize::from(u16::from_be_bytes([header[2], header[3]]));
-            let Some(packet) = rest.get(..(words + 1) * 4) else { return };
-            if header[1] == PT_SR
+        for (packet_type, _, packet) in compound(data) {
+            if packet_type == PT_SR
                 && let Some(ntp) = packet.get(8..16)
             {
                 // LSR: the middle 32 bits of the 64-bit NTP timestamp (§6.4.1).
                 let middle = u32::from_be_bytes([ntp[2], ntp[3], ntp[4], ntp[5]]);
                 self.peer_sr = Some((middle, now));
             }
-            rest = rest.get(packet.len()..).unwrap_or(&[]);
         }
     }
 
@@ -273,6 +266,23 @@ impl Reporter {
         let unit = (next_random(&mut self.rng) >> 11) as f64 / (1u64 << 53) as f64;
         base.mul_f64(0.5 + unit)
     }
+}
+
+/// The packets of a compound RTCP packet (§6.1) as (packet type, the header's count field, the
+/// packet with its header). The walk ends at the first packet whose version or length field
+/// does not fit.
+pub(crate) fn compound(data: &[u8]) -> impl Iterator<Item = (u8, u8, &[u8])> {
+    let mut rest = data;
+    std::iter::from_fn(move || {
+        let &[first, packet_type, len_hi, len_lo] = rest.get(..4)? else { return None };
+        if first >> 6 != 2 {
+            return None;
+        }
+        let len = (usize::from(u16::from_be_bytes([len_hi, len_lo])) + 1) * 4;
+        let packet = rest.get(..len)?;
+        rest = rest.get(len..).unwrap_or(&[]);
+        Some((packet_type, first & 0x1f, packet))
+    })
 }
 
 /// The 64-bit NTP timestamp of `wall` as (seconds since 1900, fraction in 1/2^32 s).

@@ -291,23 +291,16 @@ pub(crate) fn for_each_report_block(data: &[u8], mut f: impl FnMut(u32, u8)) {
     const SR: u8 = 200;
     const RR: u8 = 201;
     const BLOCK: usize = 24;
-    let mut rest = data;
-    while let Some(header) = rest.get(..4) {
-        if header[0] >> 6 != 2 {
-            return;
-        }
-        let words = usize::from(u16::from_be_bytes([header[2], header[3]]));
-        let Some(packet) = rest.get(..(words + 1) * 4) else { return };
-        let first = match header[1] {
+    for (packet_type, count, packet) in crate::rtcp::compound(data) {
+        let first = match packet_type {
             SR => 28,
             RR => 8,
-            _ => packet.len(),
+            _ => continue,
         };
-        let count = usize::from(header[0] & 0x1f);
-        for block in packet.get(first..).unwrap_or(&[]).chunks_exact(BLOCK).take(count) {
+        let blocks = packet.get(first..).unwrap_or(&[]).chunks_exact(BLOCK);
+        for block in blocks.take(usize::from(count)) {
             f(u32::from_be_bytes([block[0], block[1], block[2], block[3]]), block[4]);
         }
-        rest = rest.get(packet.len()..).unwrap_or(&[]);
     }
 }
 

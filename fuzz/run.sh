@@ -9,7 +9,8 @@
 #   fuzz/run.sh 600         # ten minutes
 #
 # Corpora are seeded from sbc-core/tests/data (the RFC 4475 and RFC 5118 messages) and, for the
-# sdp target, sbc-media/tests/data/sdp into fuzz/corpus/<target>/ (not committed); crashes land
+# sdp target, sbc-media/tests/data/sdp, and for the transcode target a few crafted packets, into
+# fuzz/corpus/<target>/ (not committed); crashes land
 # in fuzz/artifacts/<target>/. To replay one:
 #   fuzz/target/<host>/release/sip_parse fuzz/artifacts/sip_parse/crash-...
 set -euo pipefail
@@ -18,7 +19,7 @@ seconds=${1:?usage: fuzz/run.sh SECONDS}
 case $seconds in '' | *[!0-9]*) echo "SECONDS must be a number, got '$seconds'" >&2; exit 64 ;; esac
 cd "$(dirname "$0")"
 
-targets=(sip_parse sip_stream sdp secure)
+targets=(sip_parse sip_stream sdp secure transcode)
 per_target=$(( seconds / ${#targets[@]} ))
 (( per_target > 0 )) || per_target=1
 
@@ -47,6 +48,15 @@ cp ../sbc-media/tests/data/sdp/*.sdp corpus/sdp/
 msgs=("$data"/rfc4475/{wsinv,esc01,mpart01,unreason,dblreq}.dat)
 { printf '\0'; cat "${msgs[@]}"; } > corpus/sip_stream/seed-pipeline
 { printf '\0\r\n\r\n'; cat "${msgs[0]}"; printf '\r\n'; cat "${msgs[1]}"; } > corpus/sip_stream/seed-pings
+
+# The transcode target's datagrams each follow a one-byte length: a PCMU packet (PT 0), an Opus
+# one (PT 111, TOC 0x08: SILK narrowband, 20 ms), an RFC 4733 event (PT 101), a receiver report.
+{
+    printf '\x1c\x80\x00\x00\x01\x00\x00\x00\xa0\x00\x00\x0b\x0b'; printf '\xff%.0s' $(seq 16)
+    printf '\x1c\x80\x6f\x00\x02\x00\x00\x03\xc0\x00\x00\x0a\x0a\x08'; printf '\x5a%.0s' $(seq 15)
+    printf '\x10\x80\x65\x00\x03\x00\x00\x03\xc0\x00\x00\x0a\x0a\x01\x8a\x03\x20'
+    printf '\x20\x81\xc9\x00\x07\x00\x00\x0a\x0a\x00\x00\x05\xbc\x1a'; printf '\x00%.0s' $(seq 19)
+} > corpus/transcode/seed-packets
 
 status=0
 for t in "${targets[@]}"; do

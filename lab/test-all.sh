@@ -10,7 +10,8 @@
 #   3. cargo clippy --workspace --all-targets -- -D warnings
 #   4. cargo test --workspace
 #   5. cargo build --release -p sbc-core          (target/release/sbc)
-#      and 60 s of fuzzing (SIP codec and framing, SDP, the secure media side) (fuzz/run.sh; FUZZ_SECONDS to change it)
+#      and 60 s of fuzzing (SIP codec and framing, SDP, the secure media side, the transcoders and
+#      RTCP reporter) (fuzz/run.sh; FUZZ_SECONDS to change it)
 #   6. every lab test in lab/tests/ against that binary (bash lab/run-lab.sh)
 #
 # Each step and each lab test counts once; the last line is "N passed, M failed" and the

@@ -12,10 +12,7 @@ use sbc_media::{LegMedia, LegSide, MediaPlane, MediaProfile, MediaSessionId, Vir
 
 /// Limits that do not get in the way of a round trip: serializing can lengthen a message (full
 /// header names, an added Content-Length) past the limits the first parse was held to.
-const UNLIMITED: Limits = Limits {
-    max_size: usize::MAX,
-    max_headers: usize::MAX,
-};
+const UNLIMITED: Limits = Limits { max_size: usize::MAX, max_headers: usize::MAX };
 
 /// `parse` must not panic. If it accepts `data`: every typed accessor must not panic; the
 /// serialization must parse to an equal message (Content-Length aside, which the serializer adds
@@ -36,11 +33,7 @@ pub fn sip_parse(data: &[u8]) {
         without_length(&second),
         "round trip changed the message:\n{once:?}"
     );
-    assert_eq!(
-        second.to_bytes(),
-        once,
-        "serialization is not a fixed point"
-    );
+    assert_eq!(second.to_bytes(), once, "serialization is not a fixed point");
 
     if first.is_request() {
         let response = first.response_to(200, "OK", Some("fuzz"));
@@ -50,10 +43,7 @@ pub fn sip_parse(data: &[u8]) {
             Err(e) => panic!("response to a parsed request refused: {e:?}\n{wire:?}"),
         };
         if first.to().is_ok_and(|t| t.tag().is_none()) {
-            assert_eq!(
-                parsed.to().ok().and_then(|t| t.tag()).as_deref(),
-                Some(&b"fuzz"[..])
-            );
+            assert_eq!(parsed.to().ok().and_then(|t| t.tag()).as_deref(), Some(&b"fuzz"[..]));
         }
     }
 }
@@ -66,37 +56,16 @@ fn without_length(m: &Message) -> Message {
 
 /// Calls every typed view the engine uses; none may panic on a message that parsed.
 fn touch(m: &Message) {
-    let _ = (
-        m.method(),
-        m.request_uri(),
-        m.code(),
-        m.call_id(),
-        m.content_type(),
-    );
+    let _ = (m.method(), m.request_uri(), m.code(), m.call_id(), m.content_type());
     let _ = (m.cseq(), m.from(), m.to(), m.contact(), m.record_route());
-    let _ = (
-        m.max_forwards(),
-        m.expires(),
-        m.rseq(),
-        m.rack(),
-        m.session_expires(),
-    );
+    let _ = (m.max_forwards(), m.expires(), m.rseq(), m.rack(), m.session_expires());
     let _ = m.via_count();
     for v in m.values(&HeaderName::Via) {
         if let Ok(via) = Via::parse(&v) {
-            let _ = (
-                via.branch(),
-                via.received(),
-                via.is_rfc3261(),
-                via.param("rport"),
-            );
+            let _ = (via.branch(), via.received(), via.is_rfc3261(), via.param("rport"));
         }
     }
-    for name in [
-        HeaderName::Route,
-        HeaderName::RecordRoute,
-        HeaderName::Contact,
-    ] {
+    for name in [HeaderName::Route, HeaderName::RecordRoute, HeaderName::Contact] {
         for v in m.values(&name) {
             if let Ok(na) = NameAddr::parse(&v) {
                 let _ = (na.tag(), na.uri.param("lr"), na.uri.user_str());
@@ -150,11 +119,7 @@ pub fn sip_stream(data: &[u8]) {
         last = p;
     }
     pieces.push(&stream[last..]);
-    assert_eq!(
-        frame_all(pieces),
-        whole,
-        "framing depends on where the stream was cut"
-    );
+    assert_eq!(frame_all(pieces), whole, "framing depends on where the stream was cut");
 
     for frame in &whole.0 {
         let Frame::Message(bytes) = frame else {
@@ -337,6 +302,82 @@ pub fn secure(data: &[u8]) {
                 assert!(n <= out.len());
             }
             let _ = side.poll_timeout();
+        }
+    }
+}
+
+/// The media worker's own parsers of what peers send on a transcoded pair: the transcoders
+/// (Opus -> PCMU and PCMU -> Opus, telephone events both ways) and the RTCP reporter, each fed
+/// the same datagrams (`data` cut by one-byte lengths), must not panic; every packet a
+/// transcoder emits is well-formed RTP, and every report is a well-formed compound packet.
+pub fn transcode(data: &[u8]) {
+    use std::time::{Duration, SystemTime};
+
+    use sbc_media::backend::{CodecSpec, Transcode};
+    use sbc_media::rtcp::{MAX_REPORT, Reporter};
+    use sbc_media::stats::RtpReceiveStats;
+    use sbc_media::transcode::{Emitted, OpusSettings, Transcoder};
+
+    let codec = |name: &str, payload_type, clock_rate| CodecSpec {
+        name: name.into(),
+        payload_type,
+        clock_rate,
+        channels: 1,
+    };
+    let opus = codec("opus", 111, 48_000);
+    let pcmu = codec("PCMU", 0, 8000);
+    let spec = |from: &CodecSpec, to: &CodecSpec, ev_from: u32, ev_to: u32| Transcode {
+        from: from.clone(),
+        to: to.clone(),
+        dtmf_from: Some(codec("telephone-event", 101, ev_from)),
+        dtmf_to: Some(codec("telephone-event", 101, ev_to)),
+        fec_to: true,
+    };
+    let specs = [spec(&opus, &pcmu, 48_000, 8000), spec(&pcmu, &opus, 8000, 48_000)];
+    let mut transcoders: Vec<Transcoder> = specs
+        .iter()
+        .filter_map(|s| Transcoder::new(s, OpusSettings::default(), 0x5bc, 1).ok())
+        .collect();
+    assert_eq!(transcoders.len(), 2, "both transcoders build");
+    let mut now = Instant::now();
+    let mut reporter = Reporter::new(now, 7);
+    let mut rx = RtpReceiveStats::new();
+    let mut out = Emitted::new();
+    let mut rest = data;
+    while let Some((&len, tail)) = rest.split_first() {
+        let take = usize::from(len).min(tail.len());
+        let (datagram, tail) = tail.split_at(take);
+        rest = tail;
+        now += Duration::from_millis(u64::from(len));
+        for t in &mut transcoders {
+            out.clear();
+            t.handle_rtp(datagram, &mut out);
+            for p in out.iter() {
+                assert!(p.len() >= 12 && p[0] >> 6 == 2, "emitted RTP is RTP: {p:02x?}");
+                assert_eq!(&p[8..12], &0x5bc_u32.to_be_bytes(), "in the transcoder's SSRC");
+            }
+        }
+        reporter.on_peer_rtcp(now, datagram);
+        if let Some(h) = datagram.get(..12) {
+            let seq = u16::from_be_bytes([h[2], h[3]]);
+            let ts = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+            rx.handle_rtp(u32::from_be_bytes([h[8], h[9], h[10], h[11]]), seq, ts, ts);
+            reporter.on_sent(now, 0x5bc, 8000, ts, datagram.len());
+        }
+        let mut report = [0u8; MAX_REPORT];
+        let mut last = [0u8; MAX_REPORT];
+        let written = [
+            reporter.poll_report(now, SystemTime::now(), &rx, &mut report).map(|n| (report, n)),
+            reporter.bye(now, SystemTime::now(), &rx, &mut last).map(|n| (last, n)),
+        ];
+        for (buf, len) in written.into_iter().flatten() {
+            // A compound packet: its packets' length fields add up to the datagram.
+            let mut walked = 0;
+            while let Some(h) = buf.get(walked..walked + 4).filter(|_| walked < len) {
+                assert_eq!(h[0] >> 6, 2, "version 2");
+                walked += (usize::from(u16::from_be_bytes([h[2], h[3]])) + 1) * 4;
+            }
+            assert_eq!(walked, len, "the lengths add up");
         }
     }
 }

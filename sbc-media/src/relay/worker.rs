@@ -830,8 +830,9 @@ fn relay_batch(
 
 /// What a transcoder saw of its Opus input, when it had any: the bandwidths the sender coded
 /// (a browser that honours the SBC's `maxplaybackrate=8000` sends narrowband, the cheapest to
-/// decode), how many packets carried in-band FEC and how many losses it repaired; and toward an Opus receiver that decodes FEC, how many frames carried it (its
-/// loss reports turn FEC on) and the loss level the encoder ended at.
+/// decode), how many packets carried in-band FEC and how many losses it repaired; and toward
+/// an Opus receiver that decodes FEC, how many frames carried it (its loss reports turn FEC on)
+/// and the loss level the encoder ended at.
 fn log_transcoder(id: PairId, side: usize, t: &Transcoder) {
     let [nb, mb, wb, swb, fb] = t.input_bandwidths();
     let (lbrr, fec_recovered) = t.input_fec();

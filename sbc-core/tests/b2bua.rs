@@ -2440,6 +2440,52 @@ fn an_offerless_reinvite_whose_2xx_offer_the_plane_refuses_ends_the_call() {
     assert_bad_2xx_ends_the_call(&mut net, &relay, &re_b);
 }
 
+/// `sdp` wrapped in a multipart/mixed body (as SIP-T or SIPREC peers send), and its Content-Type.
+fn multipart(sdp: &str) -> (String, &'static str) {
+    let body = format!(
+        "--b1\r\nContent-Type: application/sdp\r\n\r\n{sdp}\r\n--b1\r\n\
+         Content-Type: application/isup\r\n\r\nisup\r\n--b1--\r\n"
+    );
+    (body, "Content-Type: multipart/mixed;boundary=b1\n")
+}
+
+#[test]
+fn a_reinvite_answered_with_multipart_ends_the_call_without_relaying_it() {
+    let (mut net, relay, _b_invite, ok, _pair) = relayed_call("multipart-2xx@client.example");
+    let re_b = caller_moves(&mut net, &ok, "INVITE", 2);
+    assert_eq!(net.take_one(UAC).code(), Some(100));
+    // The callee's SDP (its own address, 127.0.0.20) inside a multipart body.
+    let (body, ct) = multipart(&SDP.replace("127.0.0.10", "127.0.0.20"));
+    let ok2 = uas_response(&re_b, 200, "OK", "", "", &body)
+        .replace("Content-Type: application/sdp\n", ct);
+    net.uas_sends(&ok2);
+    assert_bad_2xx_ends_the_call(&mut net, &relay, &re_b);
+}
+
+#[test]
+fn an_in_dialog_offer_in_a_multipart_body_is_refused_415_and_not_relayed() {
+    let (mut net, _relay, _b_invite, ok, _pair) = relayed_call("multipart-offer@client.example");
+    net.take(UAC);
+    net.take(UAS);
+    let (body, ct) = multipart(&SDP.replace("127.0.0.10", "127.0.0.11"));
+    for (method, cseq) in [("INVITE", 2), ("UPDATE", 3)] {
+        let req = uac_request(method, &ok, cseq, "Contact: <sip:alice@127.0.0.10:5061>\n", &body)
+            .replace("Content-Type: application/sdp\n", ct);
+        net.uac_sends(&req);
+        let refusal = net.take(UAC).into_iter().find(|m| m.code().is_some_and(|c| c >= 200));
+        let refusal = refusal.expect("a final response");
+        assert_eq!(refusal.code(), Some(415), "{method}");
+        assert_eq!(hdr(&refusal, HeaderName::Accept), "application/sdp");
+        assert!(net.take(UAS).is_empty(), "nothing of the {method} reaches the callee");
+        if method == "INVITE" {
+            let ack = uac_request("ACK", &refusal, cseq, "", "");
+            net.uac_sends(&ack.replace("z9hG4bK-aACK", "z9hG4bK-aINVITE"));
+        }
+    }
+    // The call goes on.
+    hang_up(&mut net, &ok, 4);
+}
+
 #[test]
 fn an_early_update_answered_with_sdp_the_plane_refuses_ends_the_attempt() {
     let relay = Arc::new(VirtualBackend::new(40_000..=40_099));

@@ -2292,6 +2292,11 @@ impl Engine {
         }
         if !req.body.is_empty() {
             let ct = req.content_type().cloned();
+            if !is_sdp(&req) && matches!(method, Method::Invite | Method::Update | Method::Prack) {
+                // As for a new INVITE: the SBC bridges SDP only, and relaying another body (a
+                // multipart one with SDP inside) would carry the peer's addresses past the relay.
+                return self.reject(now, txn, &req, 415, "Unsupported Media Type");
+            }
             let body = if is_sdp(&req) {
                 let sdp = if method == Method::Prack || method == Method::Ack {
                     self.media.answer(media, side, &req.body, now)
@@ -2372,11 +2377,19 @@ impl Engine {
         }
         if !resp.body.is_empty() {
             let ct = resp.content_type().cloned();
-            let body = if is_sdp(&resp) {
+            // Responses to INVITE, UPDATE and PRACK are where offers and answers travel: a body
+            // there that is not plain SDP (multipart holding one, say) is never relayed as it
+            // is, since it would carry the peer's addresses past the relay; it counts as SDP
+            // the plane refuses.
+            let offer_answer =
+                matches!(request.method(), Some(Method::Invite | Method::Update | Method::Prack));
+            let body = if is_sdp(&resp) || offer_answer {
                 // An offerless re-INVITE: the 2xx carries the other side's offer (its ACK will
                 // carry the answer); otherwise the SDP answers the relayed offer.
                 let from = other_side(side);
-                let sdp = if is_invite && request.body.is_empty() {
+                let sdp = if !is_sdp(&resp) {
+                    Err(MediaError::NotSdp)
+                } else if is_invite && request.body.is_empty() {
                     self.media.offer(media, from, &resp.body, now)
                 } else {
                     self.media.answer(media, from, &resp.body, now)

@@ -24,8 +24,8 @@
 # time under 1 s (from the SBC's LSR/DLSR); no Opus packet from Chrome carried FEC. On the trunk
 # leg, tshark decodes the SBC's RTCP to SIPp's RTCP port as sender reports of the PCMU stream
 # SIPp receives (same SSRC as its RTP, counts that grow) with a report block on SIPp's stream and
-# an SDES CNAME. For the lossy call: the browser counted 3..25 % of the SBC's packets lost (the
-# rule worked); the SBC logged "Opus FEC follows the receiver's loss" with a level of 5 % or
+# an SDES CNAME, and, as the call ends, a BYE for that stream. For the lossy call: the browser
+# counted 3..25 % of the SBC's packets lost (the rule worked); the SBC logged "Opus FEC follows the receiver's loss" with a level of 5 % or
 # more (Chrome's RTCP reached the transcoder and was read), and at the end of the call at least
 # 100 frames "encoded with in-band FEC"; Chrome's remote-inbound-rtp shows 3..25 % of its
 # packets lost (the SBC's reports), and the SBC decoded at least 100 Opus packets from Chrome
@@ -121,13 +121,18 @@ assert len(rows) >= 1 and " " not in rtp_ssrc and rtp_ssrc, (rows, rtp_ssrc)
 counts = [int(r[1]) for r in rows]
 for sender, count, ssrcs, high, cname in rows:
     assert sender == rtp_ssrc, f"SR sender {sender} is not the RTP stream's SSRC {rtp_ssrc}"
-    # The report block's SSRC, then the SDES chunk's (the sender's). SIPp echoes the SBC's RTP
-    # as it is, so the stream it sends has the SBC's SSRC too.
-    block, chunk = ssrcs.split("|")
-    assert block == rtp_ssrc and chunk == sender and int(high) > 0, f"report block: {ssrcs} {high}"
+    # The report block's SSRC, then the SDES chunk's (the sender's), then, in the last report,
+    # the BYE's. SIPp echoes the SBC's RTP as it is, so the stream it sends has the SBC's SSRC.
+    block, *own = ssrcs.split("|")
+    assert block == rtp_ssrc and own and set(own) == {sender} and int(high) > 0, f"{ssrcs} {high}"
     assert cname.startswith("sbc-"), f"CNAME {cname!r}"
 assert counts == sorted(counts) and counts[-1] > 0, counts
 PY
+byes=$(tshark -r "$OUT/trunk-media.pcap" -n -d "udp.port==$((trunk_mp + 1)),rtcp" \
+    -Y "rtcp.pt == 203 && udp.dstport == $((trunk_mp + 1))" -T fields -e rtcp.ssrc.identifier \
+    -E aggregator='|' 2>>"$OUT/tshark.stderr" | xargs)
+lab_step "trunk leg (tshark): RTCP BYE(s) as the call ended: '${byes:-none}'"
+[[ $byes == *"|$rtp_ssrc" ]] || lab_fail "no RTCP BYE for the SBC's stream toward SIPp as the call ended"
 
 lab_step "call 2: dropping ${LOSS_PCT} % of the UDP between the SBC's media ports and the browser," \
     "each way (nftables, the trunk's ports $trunk_mp-$((trunk_mp + 3)) untouched)"

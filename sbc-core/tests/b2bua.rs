@@ -2045,17 +2045,36 @@ fn a_media_failure_during_early_media_cancels_the_callee_and_refuses_the_caller(
         hdr(&refused, HeaderName::Reason),
         "Q.850;cause=47;text=\"DTLS fingerprint mismatch\""
     );
+    assert_cancelled_attempt_failed(
+        &mut net,
+        &relay,
+        &b_invite,
+        &refused,
+        "DTLS fingerprint mismatch",
+    );
+}
+
+/// The SBC cancelled leg B (`b_invite`) and refused leg A's INVITE (`refused`): the callee
+/// confirms the CANCEL and ends its INVITE with 487, the caller ACKs; one record, failed, with
+/// `reason`, and nothing left.
+fn assert_cancelled_attempt_failed(
+    net: &mut Net,
+    relay: &VirtualBackend,
+    b_invite: &Message,
+    refused: &Message,
+    reason: &str,
+) {
     let cancel = net.take_one(UAS);
     assert_eq!(cancel.method(), Some(&sip::Method::Cancel));
     net.uas_sends(&uas_response(&cancel, 200, "OK", "", "", ""));
-    net.uas_sends(&uas_response(&b_invite, 487, "Request Terminated", "btag", "", ""));
-    net.uac_sends(&uac_request("ACK", &refused, 1, "", ""));
+    net.uas_sends(&uas_response(b_invite, 487, "Request Terminated", "btag", "", ""));
+    net.uac_sends(&uac_request("ACK", refused, 1, "", ""));
     assert_eq!(net.ended(), vec![Disposition::Failed]);
-    let reason = net.events.iter().find_map(|Event::Call { kind, .. }| match kind {
+    let ended = net.events.iter().find_map(|Event::Call { kind, .. }| match kind {
         CallEventKind::Ended { reason, .. } => reason.clone(),
         _ => None,
     });
-    assert_eq!(reason.as_deref(), Some("DTLS fingerprint mismatch"));
+    assert_eq!(ended.as_deref(), Some(reason));
     assert_eq!(relay.open_pairs(), 0);
     net.assert_idle();
 }
@@ -2510,19 +2529,7 @@ fn an_early_update_answered_with_sdp_the_plane_refuses_ends_the_attempt() {
         assert_eq!(hdr(refusal, HeaderName::Reason), BAD_2XX_REASON);
         assert!(refusal.body.is_empty());
     }
-    let cancel = net.take_one(UAS);
-    assert_eq!(cancel.method(), Some(&sip::Method::Cancel));
-    net.uas_sends(&uas_response(&cancel, 200, "OK", "", "", ""));
-    net.uas_sends(&uas_response(&b_invite, 487, "Request Terminated", "btag", "", ""));
-    net.uac_sends(&uac_request("ACK", &to_uac[1], 1, "", ""));
-    assert_eq!(net.ended(), vec![Disposition::Failed]);
-    let reason = net.events.iter().find_map(|Event::Call { kind, .. }| match kind {
-        CallEventKind::Ended { reason, .. } => reason.clone(),
-        _ => None,
-    });
-    assert_eq!(reason.as_deref(), Some("bad SDP answer"));
-    assert_eq!(relay.open_pairs(), 0);
-    net.assert_idle();
+    assert_cancelled_attempt_failed(&mut net, &relay, &b_invite, &to_uac[1], "bad SDP answer");
 }
 
 #[test]

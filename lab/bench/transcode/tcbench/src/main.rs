@@ -2,9 +2,9 @@
 //!
 //! Options of both: `--complexity C`, `--bitrate B`, `--loss L` (the encoder's expected loss in
 //! percent: in-band FEC is produced only when it is above 0, as when the browser's RTCP reports
-//! loss), defaults those of the SBC; `--fullband`: the browser's packets are fullband at 32 kbit/s
-//! (a browser that ignores the SBC's Opus parameters) instead of narrowband at 20 kbit/s; `--signal S`: the audio
-//! both sides carry, `recorded` (default: the recorded speech of SIPp's `g711a.pcap`, from
+//! loss), defaults those of the SBC; `--fullband`: the browser's packets are fullband at
+//! 32 kbit/s (a browser that ignores the SBC's Opus parameters) instead of narrowband at
+//! 20 kbit/s; `--signal S`: the audio both sides carry, `recorded` (default: the recorded speech of SIPp's `g711a.pcap`, from
 //! Debian's sip-tester), `speech` (a synthetic, always voiced speech-like signal) or `tone` (a
 //! steady 1 kHz sine, like the lab's test tones). libopus's SILK encoder costs differ by signal: a tone
 //! is the cheapest, voiced speech the dearest.
